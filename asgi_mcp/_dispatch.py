@@ -1,0 +1,297 @@
+"""The SDK `Dispatcher` for one legacy-era session, fed directly by HTTP requests.
+
+The SDK's own transport pushes every message through memory streams into a `JSONRPCDispatcher`
+that re-validates it with pydantic and routes responses back through a serial router. Here the
+HTTP layer has already classified each message, so requests go straight to the server kernel
+(`ServerRunner.on_request`) in a task of the session, and everything a handler sends lands directly
+on the outbound stream it belongs to: its own POST stream for request-scoped messages, the
+session's standalone stream for the rest. Same semantics as the SDK dispatcher (per-request tasks,
+peer cancellation, server-to-client requests with timeouts, the exception-to-wire boundary), one
+hop instead of four.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+import anyio.abc
+from mcp.shared.dispatcher import CallOptions, OnNotify, OnNotifyIntercept, OnRequest, coerce_request_id
+from mcp.shared.exceptions import MCPError, NoBackChannelError
+from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data, progress_token_from_params
+from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.transport_context import TransportContext
+from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT, ErrorData
+
+from ._errors import INTERNAL_ERROR, REQUEST_CANCELLED
+from ._jsonrpc import INTERNAL_ERROR_MESSAGE, RequestId, error_message, result_message
+
+if TYPE_CHECKING:
+    from ._streams import OutboundStream
+
+__all__: list[str] = []
+
+logger = logging.getLogger("asgi_mcp.dispatch")
+
+
+class Emitter(Protocol):
+    """Where a dispatcher's messages go: the session that owns the streams."""
+
+    async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None: ...
+
+    @property
+    def standalone(self) -> OutboundStream: ...
+
+
+class RequestObserver(Protocol):
+    def __call__(self, method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
+        """Called once per settled request with its final wire message (result or error)."""
+
+
+@dataclass(eq=False, slots=True)
+class RequestContext:
+    """`DispatchContext` of one inbound request: its back-channel is the request's own stream."""
+
+    transport: TransportContext
+    request_id: RequestId
+    message_metadata: ServerMessageMetadata
+    _dispatcher: SessionDispatcher
+    _stream: OutboundStream
+    _progress_token: str | int | None = None
+    _closed: bool = False
+    cancel_requested: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def can_send_request(self) -> bool:
+        return self.transport.can_send_request and not self._closed
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
+        if self._closed:
+            return
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = dict(params)
+        await self._dispatcher.emitter.emit(self._stream, message)
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> dict[str, Any]:
+        if not self.can_send_request:
+            raise NoBackChannelError(method)
+        return await self._dispatcher.call(method, params, opts, self._stream)
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        if self._progress_token is None:
+            return
+        params: dict[str, Any] = {"progressToken": self._progress_token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await self.notify("notifications/progress", params)
+
+
+@dataclass(eq=False, slots=True)
+class _PendingCall:
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: dict[str, Any] | None = None
+    error: ErrorData | None = None
+
+
+class SessionDispatcher:
+    """Implements `mcp.shared.dispatcher.Dispatcher` for one session; see the module docstring."""
+
+    def __init__(self, emitter: Emitter, *, observer: RequestObserver | None = None) -> None:
+        self.emitter = emitter
+        self.observer = observer
+        self._on_request: OnRequest | None = None
+        self._on_notify: OnNotify | None = None
+        self._intercept: OnNotifyIntercept | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._in_flight: dict[RequestId, tuple[anyio.CancelScope, RequestContext]] = {}
+        self._pending: dict[RequestId, _PendingCall] = {}
+        self._next_id = 0
+        self._closed = False
+
+    # -- the Dispatcher protocol: the server kernel drives these ---------------------------------
+
+    async def run(
+        self,
+        on_request: OnRequest,
+        on_notify: OnNotify,
+        on_notify_intercept: OnNotifyIntercept | None = None,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self._on_request, self._on_notify, self._intercept = on_request, on_notify, on_notify_intercept
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self._tg = None
+            self._close_pending()
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> dict[str, Any]:
+        return await self.call(method, params, opts, self.emitter.standalone)
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = dict(params)
+        await self.emitter.emit(self.emitter.standalone, message)
+
+    # -- inbound: the HTTP layer calls these -----------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._tg is not None
+
+    def start_request(
+        self,
+        request_id: RequestId,
+        method: str,
+        params: dict[str, Any] | None,
+        stream: OutboundStream,
+        metadata: ServerMessageMetadata,
+        transport: TransportContext,
+    ) -> None:
+        """Run the request in a task of the session, inside the calling task's contextvars.
+
+        The task belongs to the session, not to the HTTP request: a legacy-era disconnect is not a
+        cancellation, so the handler outlives the connection and its answer goes to the event store.
+        """
+        assert self._tg is not None
+        dctx = RequestContext(
+            transport, request_id, metadata, self, stream, _progress_token=progress_token_from_params(params)
+        )
+        scope = anyio.CancelScope()
+        self._in_flight[coerce_request_id(request_id)] = (scope, dctx)
+        contextvars.copy_context().run(self._tg.start_soon, self._handle_request, method, params, dctx, scope)
+
+    def start_notification(
+        self, method: str, params: dict[str, Any] | None, metadata: ServerMessageMetadata, transport: TransportContext
+    ) -> None:
+        assert self._tg is not None
+        if method == "notifications/cancelled":
+            request_id = (params or {}).get("requestId")
+            if isinstance(request_id, str | int) and not isinstance(request_id, bool):
+                found = self._in_flight.get(coerce_request_id(request_id))
+                if found is not None:
+                    found[1].cancel_requested.set()
+                    found[0].cancel()
+        if self._intercept is not None and self._intercept(method, params):
+            return
+        dctx = RequestContext(transport, None, metadata, self, self.emitter.standalone)  # type: ignore[arg-type]
+        contextvars.copy_context().run(self._tg.start_soon, self._handle_notification, method, params, dctx)
+
+    def resolve(self, response_id: RequestId | None, result: dict[str, Any] | None, error: dict[str, Any] | None) -> bool:
+        """Hand a client's answer to the server-to-client request waiting for it; False if none waits."""
+        pending = self._pending.get(coerce_request_id(response_id)) if response_id is not None else None
+        if pending is None or pending.done.is_set():
+            return False
+        if error is not None:
+            pending.error = ErrorData(
+                code=error.get("code", INTERNAL_ERROR) if isinstance(error.get("code"), int) else INTERNAL_ERROR,
+                message=str(error.get("message", "")),
+                data=error.get("data"),
+            )
+        else:
+            pending.result = result if isinstance(result, dict) else {}
+        pending.done.set()
+        return True
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def call(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None, stream: OutboundStream
+    ) -> dict[str, Any]:
+        """A server-to-client request on `stream`; the client's answer arrives as a POST (see `resolve`)."""
+        if self._closed or self._tg is None:
+            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+        self._next_id += 1
+        request_id = self._next_id
+        pending = _PendingCall()
+        self._pending[request_id] = pending
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params:
+            message["params"] = dict(params)
+        timeout = (opts or {}).get("timeout")
+        try:
+            with anyio.fail_after(timeout) if timeout is not None else nullcontext():
+                await self.emitter.emit(stream, message)
+                await pending.done.wait()
+        except TimeoutError:
+            await self._courtesy_cancel(stream, request_id, f"timed out after {timeout}s")
+            raise MCPError(code=REQUEST_TIMEOUT, message=f"Timed out waiting for {method}") from None
+        finally:
+            self._pending.pop(request_id, None)
+        if pending.error is not None:
+            raise MCPError.from_error_data(pending.error)
+        if pending.result is None:
+            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+        return pending.result
+
+    async def _courtesy_cancel(self, stream: OutboundStream, request_id: int, reason: str) -> None:
+        with anyio.move_on_after(1, shield=True):
+            await self.emitter.emit(
+                stream,
+                {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id, "reason": reason}},
+            )
+
+    async def _handle_request(
+        self, method: str, params: dict[str, Any] | None, dctx: RequestContext, scope: anyio.CancelScope
+    ) -> None:
+        assert self._on_request is not None
+        started = time.perf_counter()
+        outcome: dict[str, Any] | None = None
+        try:
+            with scope:
+                try:
+                    result = await self._on_request(dctx, method, params)
+                finally:
+                    dctx._closed = True
+                    key = coerce_request_id(dctx.request_id)
+                    if (found := self._in_flight.get(key)) is not None and found[1] is dctx:
+                        del self._in_flight[key]
+                outcome = result_message(dctx.request_id, result)
+        except anyio.get_cancelled_exc_class():
+            # The session is closing: its streams are being torn down, nothing to answer on.
+            raise
+        except Exception as exc:
+            error = handler_exception_to_error_data(exc)
+            if error is None:
+                # The SDK's dispatcher puts str(exc) on the wire; internals stay in the log here.
+                logger.exception("handler for %r raised", method)
+                outcome = error_message(dctx.request_id, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
+            else:
+                outcome = error_message(dctx.request_id, error.code, error.message, error.data)
+        if outcome is None or dctx.cancel_requested.is_set():
+            # Cancelled by the client: the stream still has to end, with the error that says why.
+            outcome = error_message(dctx.request_id, REQUEST_CANCELLED, "Request cancelled")
+        if self.observer is not None:
+            self.observer(method, params, started, outcome)
+        await self.emitter.emit(dctx._stream, outcome, final=True)
+
+    async def _handle_notification(self, method: str, params: dict[str, Any] | None, dctx: RequestContext) -> None:
+        assert self._on_notify is not None
+        try:
+            await self._on_notify(dctx, method, params)  # type: ignore[arg-type]
+        except Exception:
+            logger.exception("notification handler for %r raised", method)
+
+    def _close_pending(self) -> None:
+        self._closed = True
+        for pending in self._pending.values():
+            pending.done.set()  # result None: the waiter raises CONNECTION_CLOSED
+        self._pending.clear()
+

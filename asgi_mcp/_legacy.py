@@ -1,0 +1,432 @@
+"""The legacy-era (2024-11-05 ... 2025-11-25) session transport: initialize, POST, GET, DELETE, resumability.
+
+One `LegacySession` per `Mcp-Session-Id`: the SDK server kernel (`serve_connection`) runs over a
+`SessionDispatcher` in a task of the app, and each HTTP request of the session feeds it directly.
+The session table (`_registry.SessionTable`) decides admission, ownership and expiry; sessions end
+only through `LegacyEndpoint.end_session`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+from mcp.server.connection import Connection
+from mcp.server.runner import serve_connection
+from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.transport_context import TransportContext
+
+from ._asgi import HttpRequest, Receive, Send, send_empty, send_json
+from ._dispatch import RequestObserver, SessionDispatcher
+from ._errors import INVALID_REQUEST, ProtocolError
+from ._event_store import EventLog, ReplayedEvent
+from ._hosting import ServerHost
+from ._http import FIRST_PRIMING_VERSION, check_session_id, is_visible_ascii, missing_session, session_not_found
+from ._jsonrpc import Message, dumps, error_message
+from ._registry import SessionEntry, SessionTable
+from ._sse import SSE_HEADERS, encode_event
+from ._streams import Frame, OutboundStream, pump, wait_for_disconnect
+
+__all__: list[str] = []
+
+logger = logging.getLogger("asgi_mcp.session")
+
+SESSION_HEADER: Final = b"mcp-session-id"
+CONNECTION_CLOSED: Final = -32000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the credential a session is bound to, and the tenant whose server serves it."""
+
+    owner: str
+    tenant_id: str | None
+    host: Callable[[], Awaitable[ServerHost]]
+
+
+class LegacySession:
+    """One session: its server kernel, its outbound streams, and the task that runs them."""
+
+    def __init__(
+        self,
+        session_id: str,
+        host: ServerHost,
+        *,
+        events: EventLog | None,
+        retry_ms: int | None,
+        observer: RequestObserver | None,
+    ) -> None:
+        self.session_id = session_id
+        self.host = host
+        self._events = events
+        self._retry_ms = retry_ms
+        self.tag = EventLog.new_tag()
+        self.dispatcher = SessionDispatcher(self, observer=observer)
+        self.connection = Connection.for_loop(self.dispatcher, session_id=session_id)
+        self.standalone = OutboundStream(f"{self.tag}/get")
+        self.streams: dict[str, OutboundStream] = {}
+        self.get_connected = False
+        self.closed = False
+        self._scope: anyio.CancelScope | None = None
+
+    @property
+    def protocol_version(self) -> str:
+        return self.connection.protocol_version
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            if self.closed:
+                scope.cancel()
+            await serve_connection(
+                self.host.server,
+                self.dispatcher,
+                connection=self.connection,
+                lifespan_state=self.host.state,
+                task_status=task_status,
+            )
+
+    def close(self) -> None:
+        """Stop the session's task and end every attached connection. Idempotent; never awaits."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._scope is not None:
+            self._scope.cancel()
+        self.standalone.detach()
+        for stream in self.streams.values():
+            stream.detach()
+        self.streams.clear()
+        if self._events is not None:
+            self._events.forget(self.tag)
+
+    def new_stream(self, *, json_only: bool) -> OutboundStream:
+        stream = OutboundStream(f"{self.tag}/{secrets.token_urlsafe(6)}", json_only=json_only)
+        self.streams[stream.store_id] = stream
+        return stream
+
+    async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None:
+        """Send one message on `stream`: stored first (for replay), then delivered if a client is attached."""
+        if stream.json_only and not final:
+            return
+        data = dumps(message)
+        event_id = None
+        if self._events is not None and not stream.json_only and not self.closed:
+            event_id = await self._events.store(stream.store_id, message, data)
+        if final:
+            stream.finished = True
+            self.streams.pop(stream.store_id, None)
+        await stream.deliver(Frame(event_id, data, final))
+
+    async def priming_frame(self, stream: OutboundStream) -> Frame | None:
+        """The SEP-1699 priming event, for sessions that negotiated 2025-11-25 or later with a store.
+
+        The negotiated version decides, not the request's header: clients send stale headers.
+        """
+        if self._events is None or self.protocol_version < FIRST_PRIMING_VERSION:
+            return None
+        event_id = await self._events.store(stream.store_id, None, None)
+        return Frame(event_id, "", False, self._retry_ms)
+
+    async def replay(self, last_event_id: str) -> tuple[str, list[ReplayedEvent]] | None:
+        if self._events is None:
+            return None
+        return await self._events.replay(last_event_id, self.tag)
+
+
+SessionHook = Callable[[SessionEntry[LegacySession], str], None]
+
+
+class LegacyEndpoint:
+    """Serves the session-era wire for every tenant; holds the session table."""
+
+    def __init__(
+        self,
+        *,
+        table: SessionTable[LegacySession],
+        task_group: anyio.abc.TaskGroup,
+        json_response: bool,
+        events: EventLog | None,
+        retry_ms: int | None,
+        keepalive: float,
+        observer_for: Callable[[SessionEntry[LegacySession]], RequestObserver | None] | None = None,
+        on_created: Callable[[SessionEntry[LegacySession]], None] | None = None,
+        on_ended: SessionHook | None = None,
+    ) -> None:
+        self.table = table
+        self._tg = task_group
+        self._json_response = json_response
+        self._events = events
+        self._retry_ms = retry_ms
+        self._keepalive = keepalive
+        self._observer_for = observer_for
+        self._on_created = on_created
+        self._on_ended = on_ended
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def end_session(self, session_id: str, reason: str) -> bool:
+        """The one place a session ends, whatever the cause. Idempotent; returns whether it was live."""
+        entry = self.table.remove(session_id)
+        if entry is None:
+            return False
+        entry.value.close()
+        if self._on_ended is not None:
+            self._on_ended(entry, reason)
+        return True
+
+    def end_all(self, reason: str) -> None:
+        for entry in self.table:
+            self.end_session(entry.session_id, reason)
+
+    async def _run_session(
+        self, entry: SessionEntry[LegacySession], *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        reason = "server_error"
+        try:
+            await entry.value.run(task_status=task_status)
+            reason = "closed"
+        except Exception:
+            # The session's boundary: a crashed kernel ends its session, never the app.
+            logger.exception("MCP session task failed", extra={"session_id": entry.session_id})
+        finally:
+            self.end_session(entry.session_id, reason)
+
+    def reap(self, now: float) -> int:
+        expired = self.table.expired(now)
+        for entry in expired:
+            self.end_session(entry.session_id, "idle_timeout")
+        return len(expired)
+
+    # -- HTTP methods -----------------------------------------------------------------------------
+
+    async def post(
+        self, request: HttpRequest, message: Message, principal: Principal, send: Send, *, accepts_sse: bool
+    ) -> None:
+        json_mode = self._json_response
+        if not json_mode and not accepts_sse:
+            raise ProtocolError(
+                406, "Not Acceptable: client must accept both application/json and text/event-stream",
+                reason="Accept lacks text/event-stream",
+            )
+        if message.kind == "request" and message.method == "initialize":
+            await self._initialize(request, message, principal, send, json_mode=json_mode)
+            return
+        if message.method == "initialize":
+            raise ProtocolError(400, "initialize must be a request", reason="initialize sent as a notification")
+        entry = self._session_for(request, principal, message.id if message.kind == "request" else None)
+        session = entry.value
+        now = anyio.current_time
+        self.table.begin(entry)
+        try:
+            if message.kind == "request":
+                assert message.id is not None and message.method is not None
+                await self._answer(request, message, session, send, json_mode=json_mode)
+                return
+            if message.kind == "notification":
+                assert message.method is not None
+                metadata = ServerMessageMetadata(request_context=request, can_send_request=False)
+                transport = TransportContext(kind="streamable-http", can_send_request=False, headers=request.headers)
+                session.dispatcher.start_notification(message.method, message.params, metadata, transport)
+            else:
+                raw = message.raw
+                session.dispatcher.resolve(message.id, raw.get("result"), raw.get("error"))
+            await send_empty(send, 202)
+        finally:
+            self.table.end(entry, now())
+
+    async def get(self, request: HttpRequest, principal: Principal, receive: Receive, send: Send) -> None:
+        entry = self._session_for(request, principal, None)
+        session = entry.value
+        last_event_id = request.headers.get("last-event-id")
+        target: OutboundStream | None = session.standalone
+        replayed: list[ReplayedEvent] = []
+        if last_event_id is not None:
+            if not is_visible_ascii(last_event_id, max_length=512):
+                raise ProtocolError(400, "Bad Request: malformed Last-Event-ID header", reason="malformed Last-Event-ID")
+            found = await session.replay(last_event_id)
+            if found is not None:
+                stream_id, replayed = found
+                if stream_id != session.standalone.store_id:
+                    # A request's stream: live if its handler is still running, else replay only.
+                    target = session.streams.get(stream_id)
+        standalone = target is session.standalone
+        if standalone:
+            if session.get_connected:
+                raise ProtocolError(409, "Conflict: only one standalone SSE stream is allowed per session",
+                                    reason="second concurrent GET stream")
+            session.get_connected = True
+        self.table.begin(entry)
+        try:
+            frames = target.attach() if target is not None and not target.finished else None
+            if frames is not None and last_event_id is not None and replayed:
+                # Read again now that the connection is attached: anything stored in between is
+                # either in this replay or queued on the connection, never lost (duplicates are skipped).
+                found = await session.replay(last_event_id)
+                replayed = found[1] if found is not None else replayed
+            headers = [*SSE_HEADERS, (SESSION_HEADER, session.session_id.encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            for event in replayed:
+                body = encode_event(event.data, event="message" if event.data else None, event_id=event.event_id)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            if frames is None:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            assert target is not None
+            priming = await session.priming_frame(target)
+            if priming is not None:
+                body = encode_event("", event=None, event_id=priming.event_id, retry_ms=priming.retry_ms)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            skip = frozenset(event.event_id for event in replayed)
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    await wait_for_disconnect(receive)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch)
+                await pump(frames, send, keepalive=self._keepalive, skip=skip)
+                tg.cancel_scope.cancel()
+        finally:
+            if target is not None:
+                target.detach()
+            if standalone:
+                session.get_connected = False
+            self.table.end(entry, anyio.current_time())
+
+    async def delete(self, request: HttpRequest, principal: Principal, send: Send) -> None:
+        entry = self._session_for(request, principal, None)
+        self.end_session(entry.session_id, "deleted")
+        await send_empty(send, 200)
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _session_for(
+        self, request: HttpRequest, principal: Principal, request_id: str | int | None
+    ) -> SessionEntry[LegacySession]:
+        raw = request.headers.get("mcp-session-id")
+        if raw is None:
+            raise missing_session()
+        entry = self.table.lookup(check_session_id(raw), principal.owner)
+        if entry is None:
+            raise session_not_found(request_id)
+        return entry
+
+    @staticmethod
+    def _metadata(
+        request: HttpRequest, session: LegacySession, stream: OutboundStream, *, can_send: bool
+    ) -> tuple[ServerMessageMetadata, TransportContext]:
+        async def close_sse_stream() -> None:
+            stream.detach()
+
+        async def close_standalone_sse_stream() -> None:
+            session.standalone.detach()
+
+        metadata = ServerMessageMetadata(
+            request_context=request,
+            close_sse_stream=close_sse_stream,
+            close_standalone_sse_stream=close_standalone_sse_stream,
+            can_send_request=can_send,
+        )
+        return metadata, TransportContext(kind="streamable-http", can_send_request=can_send, headers=request.headers)
+
+    async def _answer(
+        self, request: HttpRequest, message: Message, session: LegacySession, send: Send, *, json_mode: bool
+    ) -> None:
+        assert message.id is not None and message.method is not None
+        stream = session.new_stream(json_only=json_mode)
+        frames = stream.attach()
+        metadata, transport = self._metadata(request, session, stream, can_send=not json_mode)
+        if json_mode:
+            session.dispatcher.start_request(message.id, message.method, message.params, stream, metadata, transport)
+            await _answer_json(frames, send, message.id)
+            return
+        priming = await session.priming_frame(stream)
+        session.dispatcher.start_request(message.id, message.method, message.params, stream, metadata, transport)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            if priming is not None:
+                body = encode_event("", event=None, event_id=priming.event_id, retry_ms=priming.retry_ms)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await pump(frames, send, keepalive=self._keepalive)
+        finally:
+            # The connection is done (answered, closed for polling, or gone); the stream lives on
+            # in the event store until its handler settles.
+            stream.detach()
+
+    async def _initialize(
+        self, request: HttpRequest, message: Message, principal: Principal, send: Send, *, json_mode: bool
+    ) -> None:
+        assert message.id is not None
+        host = await principal.host()
+        session_id = secrets.token_urlsafe(24)
+        session = LegacySession(session_id, host, events=self._events, retry_ms=self._retry_ms, observer=None)
+        entry = self.table.open(
+            session_id, owner=principal.owner, tenant_id=principal.tenant_id, value=session, now=anyio.current_time()
+        )
+        if self._observer_for is not None:
+            session.dispatcher.observer = self._observer_for(entry)
+        try:
+            await self._tg.start(self._run_session, entry)
+            stream = session.new_stream(json_only=True)
+            frames = stream.attach()
+            metadata, transport = self._metadata(request, session, stream, can_send=False)
+            session.dispatcher.start_request(message.id, "initialize", message.params, stream, metadata, transport)
+            frame = await _final_frame(frames)
+            answer = json.loads(frame.data) if frame is not None else None
+            if answer is None or "error" in answer:
+                # A refused opening request leaves nothing behind.
+                self.end_session(session_id, "initialize_failed")
+                error = answer or error_message(message.id, CONNECTION_CLOSED, "Session closed")
+                code = error["error"].get("code")
+                status = 400 if code in (INVALID_REQUEST, -32602, -32700) else 200
+                await send_json(send, status, error)
+                return
+            self.table.activate(entry)
+            if self._on_created is not None:
+                self._on_created(entry)
+            headers = [(SESSION_HEADER, session_id.encode())]
+            if json_mode:
+                await _send_json_text(send, frame.data if frame is not None else "", headers)
+            else:
+                body = encode_event(frame.data if frame is not None else "")
+                await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+        except BaseException:
+            self.end_session(session_id, "initialize_failed")
+            raise
+        finally:
+            self.table.end(entry, anyio.current_time())
+
+
+async def _final_frame(frames: anyio.abc.ObjectReceiveStream[Frame]) -> Frame | None:
+    async with frames:
+        async for frame in frames:
+            if frame.final:
+                return frame
+    return None
+
+
+async def _answer_json(frames: anyio.abc.ObjectReceiveStream[Frame], send: Send, request_id: str | int) -> None:
+    frame = await _final_frame(frames)
+    if frame is None:
+        # The session ended under the request (DELETE from another connection, shutdown).
+        await send_json(send, 200, error_message(request_id, CONNECTION_CLOSED, "Session closed"))
+        return
+    await _send_json_text(send, frame.data)
+
+
+async def _send_json_text(send: Send, data: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = data.encode()
+    response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if headers:
+        response_headers.extend(headers)
+    await send({"type": "http.response.start", "status": 200, "headers": response_headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+

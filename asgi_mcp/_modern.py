@@ -1,0 +1,338 @@
+"""The modern-era (2026-07-28) wire: one POST is one exchange, no session.
+
+Validation follows the spec's ladder (and the SDK's helpers for it, so both agree to the letter):
+routing headers against the body (-32020), the per-request `_meta` envelope, the version (-32022),
+`Mcp-Param-*` headers against the tool's schema; then the request runs through the SDK kernel's
+single-exchange driver (`serve_one`). The answer is JSON unless the handler streams notifications
+or runs past the keep-alive interval, in which case the response commits to SSE. Closing the
+response is cancellation: a disconnect cancels the handler.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+from mcp.server.connection import Connection
+from mcp.server.runner import modern_error_data, serve_one
+from mcp.shared.dispatcher import CallOptions
+from mcp.shared.exceptions import NoBackChannelError
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+    validate_mcp_param_headers,
+)
+from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
+from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.transport_context import TransportContext
+
+from ._asgi import HttpRequest, Receive, Send, send_empty, send_json
+from ._errors import HEADER_MISMATCH, ProtocolError
+from ._hosting import ServerHost
+from ._jsonrpc import Message, RequestId, dumps, error_message, result_message
+from ._sse import KEEPALIVE, SSE_HEADERS, encode_event
+
+__all__: list[str] = []
+
+logger = logging.getLogger("asgi_mcp.modern")
+
+_PARAM_PREFIX: Final = "mcp-param-"
+_LIST_PAGE_CAP: Final = 100
+
+
+@dataclass(eq=False, slots=True)
+class ExchangeContext:
+    """`DispatchContext` of one modern exchange: notifications go to the response, requests are refused."""
+
+    transport: TransportContext
+    request_id: RequestId
+    message_metadata: ServerMessageMetadata
+    progress_token: str | int | None = None
+    sink: MemoryObjectSendStream[bytes] | None = None
+    cancel_requested: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def can_send_request(self) -> bool:
+        return False
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> dict[str, Any]:
+        raise NoBackChannelError(method)
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
+        if self.sink is None:
+            return  # JSON answer: there is nowhere to put a notification
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = dict(params)
+        try:
+            await self.sink.send(encode_event(dumps(message)))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the response already ended
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        if self.progress_token is None:
+            return
+        params: dict[str, Any] = {"progressToken": self.progress_token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await self.notify("notifications/progress", params)
+
+
+class _RawHeaders(Mapping[str, str]):
+    """Header lines as the SDK's `Mcp-Param-*` validator wants them: `items()` keeps repeats visible."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        self._request = request
+
+    def __getitem__(self, key: str) -> str:
+        return self._request.headers[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._request.headers)
+
+    def __len__(self) -> int:
+        return len(self._request.headers)
+
+    def items(self) -> Any:
+        return self._request.headers.raw_items()
+
+
+class ModernEndpoint:
+    """Serves 2026-07-28 POSTs for every tenant."""
+
+    def __init__(self, *, json_response: bool, keepalive: float, tool_schema_ttl: float) -> None:
+        self._json_response = json_response
+        self._keepalive = keepalive
+        self._tool_schema_ttl = tool_schema_ttl
+
+    async def post(
+        self,
+        request: HttpRequest,
+        message: Message,
+        host: ServerHost,
+        receive: Receive,
+        send: Send,
+        *,
+        accepts_json: bool,
+        accepts_sse: bool,
+    ) -> None:
+        if not accepts_json or (not self._json_response and not accepts_sse):
+            raise ProtocolError(406, "Not Acceptable", reason="Accept lacks application/json or text/event-stream")
+        if message.kind == "notification":
+            # The 2026-07-28 wire defines no client notifications over HTTP (cancelling is closing
+            # the response); they are acknowledged and dropped, as the SDK does.
+            await send_empty(send, 202)
+            return
+        if message.kind != "request":
+            raise ProtocolError(400, "Invalid Request: clients do not send responses on this protocol version",
+                                reason="response POSTed on the modern wire")
+        assert message.id is not None and message.method is not None
+        request_id, method = message.id, message.method
+        if method == "subscriptions/listen" and not accepts_sse:
+            raise ProtocolError(406, "Not Acceptable: subscriptions/listen answers with text/event-stream",
+                                request_id=request_id, reason="listen without text/event-stream")
+        duplicated = find_duplicated_routing_header(request.headers.raw_items())
+        if duplicated is not None:
+            raise ProtocolError(400, f"{duplicated} header appears more than once", code=HEADER_MISMATCH,
+                                request_id=request_id)
+        verdict = classify_inbound_request(message.raw, headers=request.headers)
+        if isinstance(verdict, InboundLadderRejection):
+            raise _rejection(verdict, request_id)
+        if method == "tools/call":
+            rejection = await self._check_param_headers(request, message, host, verdict.protocol_version)
+            if rejection is not None:
+                raise _rejection(rejection, request_id)
+        connection = Connection.from_envelope(
+            verdict.protocol_version, verdict.client_info, verdict.client_capabilities
+        )
+        dctx = ExchangeContext(
+            TransportContext(kind="streamable-http", can_send_request=False, headers=request.headers),
+            request_id,
+            ServerMessageMetadata(request_context=request, can_send_request=False),
+            progress_token_from_params(message.params),
+        )
+        if self._json_response and method != "subscriptions/listen":
+            # A listen answer *is* a stream of notifications, so it always takes the SSE path.
+            answer = await _run(host, dctx, method, message.params, connection)
+            await _send_answer(send, answer)
+            return
+        await self._stream(host, dctx, method, message.params, connection, receive, send)
+
+    async def _stream(
+        self,
+        host: ServerHost,
+        dctx: ExchangeContext,
+        method: str,
+        params: dict[str, Any] | None,
+        connection: Connection,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        sink, events = anyio.create_memory_object_stream[bytes](16)
+        dctx.sink = sink
+        answer: list[dict[str, Any]] = []
+
+        async def handle() -> None:
+            async with sink:
+                answer.append(await _run(host, dctx, method, params, connection))
+
+        async with events, anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                # Closing the response stream is cancellation (2026-07-28): stop the handler.
+                dctx.cancel_requested.set()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(handle)
+            tg.start_soon(watch)
+            first: bytes | None = None
+            done = False
+            with anyio.move_on_after(self._keepalive):
+                try:
+                    first = await events.receive()
+                except anyio.EndOfStream:
+                    done = True
+            if done:
+                # Settled quickly without streaming anything: a plain JSON answer, whose HTTP
+                # status can still say what the error is (404 for an unknown method).
+                await _send_answer(send, answer[0])
+            else:
+                await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+                chunk: bytes | None = first or KEEPALIVE
+                while chunk is not None:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    chunk = None
+                    with anyio.move_on_after(self._keepalive):
+                        try:
+                            chunk = await events.receive()
+                        except anyio.EndOfStream:
+                            break
+                    if chunk is None:
+                        chunk = KEEPALIVE
+                await send(
+                    {"type": "http.response.body", "body": encode_event(dumps(answer[0])), "more_body": False}
+                )
+            tg.cancel_scope.cancel()
+
+    async def _check_param_headers(
+        self, request: HttpRequest, message: Message, host: ServerHost, protocol_version: str
+    ) -> InboundLadderRejection | None:
+        params = message.params or {}
+        name = params.get("name")
+        arguments = params.get("arguments")
+        if not isinstance(name, str) or (arguments is not None and not isinstance(arguments, dict)):
+            return None  # the kernel answers malformed params itself
+        args = cast("dict[str, Any]", arguments or {})
+        if not args and not any(key.startswith(_PARAM_PREFIX) for key in request.headers):
+            return None  # nothing to compare: no value can disagree with a header
+        schema = await self._input_schema(request, host, name, protocol_version, message.raw)
+        if schema is None:
+            return None
+        return validate_mcp_param_headers(schema, args, _RawHeaders(request))
+
+    async def _input_schema(
+        self, request: HttpRequest, host: ServerHost, name: str, protocol_version: str, raw: dict[str, Any]
+    ) -> Any:
+        """The tool's input schema: the server's own lookup if it has one, else its `tools/list`.
+
+        The SDK lists tools on *every* tools/call to find it; here the listing is cached per server
+        for `tool_schema_ttl` seconds (0 disables the cache), so the cost is paid once per interval.
+        """
+        server = host.server
+        if server.get_tool_input_schema is not None:
+            try:
+                return server.get_tool_input_schema(name)
+            except Exception:
+                logger.exception("get_tool_input_schema raised; Mcp-Param headers not validated")
+                return None
+        now = anyio.current_time()
+        cached = host.tool_schemas
+        if cached is None or cached[0] <= now:
+            schemas = await self._list_schemas(request, host, protocol_version, raw)
+            if schemas is None:
+                return None
+            cached = (now + self._tool_schema_ttl, schemas)
+            if self._tool_schema_ttl > 0:
+                host.tool_schemas = cached
+        return cached[1].get(name)
+
+    async def _list_schemas(
+        self, request: HttpRequest, host: ServerHost, protocol_version: str, raw: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        if host.server.get_request_handler("tools/list") is None:
+            return None
+        meta = dict((raw.get("params") or {}).get("_meta") or {})
+        meta.pop("progressToken", None)
+        schemas: dict[str, Any] = {}
+        list_params: dict[str, Any] = {"_meta": meta}
+        seen: set[str] = set()
+        for _ in range(_LIST_PAGE_CAP):
+            connection = Connection.from_envelope(
+                protocol_version,
+                meta.get("io.modelcontextprotocol/clientInfo"),
+                meta.get("io.modelcontextprotocol/clientCapabilities"),
+            )
+            dctx = ExchangeContext(
+                TransportContext(kind="streamable-http", can_send_request=False, headers=request.headers),
+                "asgi-mcp-schema-lookup",
+                ServerMessageMetadata(request_context=request, can_send_request=False),
+            )
+            try:
+                result = await serve_one(
+                    host.server, dctx, "tools/list", list_params, connection=connection, lifespan_state=host.state
+                )
+            except Exception:
+                # Fail open, as the SDK does: header validation must never break a working call.
+                logger.exception("tools/list failed; Mcp-Param headers not validated")
+                return None
+            for tool in result.get("tools", []):
+                if isinstance(tool, dict) and isinstance(tool.get("name"), str):
+                    schemas[tool["name"]] = tool.get("inputSchema")
+            cursor = result.get("nextCursor")
+            if not isinstance(cursor, str) or cursor in seen:
+                return schemas
+            seen.add(cursor)
+            list_params = {"_meta": meta, "cursor": cursor}
+        return schemas
+
+
+async def _run(
+    host: ServerHost, dctx: ExchangeContext, method: str, params: dict[str, Any] | None, connection: Connection
+) -> dict[str, Any]:
+    """The JSON-RPC answer for one request: its result, or its error with no internals on the wire."""
+    try:
+        result = await serve_one(host.server, dctx, method, params, connection=connection, lifespan_state=host.state)
+    except Exception as exc:
+        error = modern_error_data(exc)
+        return error_message(dctx.request_id, error.code, error.message, error.data)
+    return result_message(dctx.request_id, result)
+
+
+async def _send_answer(send: Send, answer: dict[str, Any]) -> None:
+    error = answer.get("error")
+    status = ERROR_CODE_HTTP_STATUS.get(error["code"], 200) if isinstance(error, dict) else 200
+    await send_json(send, status, answer)
+
+
+def _rejection(rejection: InboundLadderRejection, request_id: RequestId) -> ProtocolError:
+    return ProtocolError(
+        ERROR_CODE_HTTP_STATUS.get(rejection.code, 400),
+        rejection.message,
+        code=rejection.code,
+        request_id=request_id,
+        data=rejection.data,
+        reason=rejection.message,
+    )
+

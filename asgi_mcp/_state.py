@@ -1,0 +1,54 @@
+"""Session lifecycle as one explicit transition table. Every state change of a session happens here.
+
+    OPENING --initialized--> ACTIVE --drain--> DRAINING
+       |                       |                  |
+       +-------- close --------+------ close -----+--> CLOSED
+
+A session is OPENING while its `initialize` request runs (it holds a slot against the session limit
+but cannot be addressed), ACTIVE once that succeeds, DRAINING when its tenant was removed or updated
+with the `drain` policy (it keeps serving until its deadline), and CLOSED for good. Anything not in
+the table is a bug and raises.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+__all__: list[str] = []
+
+
+class SessionState(enum.Enum):
+    OPENING = "opening"
+    ACTIVE = "active"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+class SessionInput(enum.Enum):
+    INITIALIZED = "initialized"
+    DRAIN = "drain"
+    CLOSE = "close"
+
+
+TRANSITIONS: Final[dict[tuple[SessionState, SessionInput], SessionState]] = {
+    (SessionState.OPENING, SessionInput.INITIALIZED): SessionState.ACTIVE,
+    (SessionState.OPENING, SessionInput.CLOSE): SessionState.CLOSED,
+    (SessionState.ACTIVE, SessionInput.DRAIN): SessionState.DRAINING,
+    (SessionState.ACTIVE, SessionInput.CLOSE): SessionState.CLOSED,
+    (SessionState.DRAINING, SessionInput.DRAIN): SessionState.DRAINING,
+    (SessionState.DRAINING, SessionInput.CLOSE): SessionState.CLOSED,
+}
+
+ADDRESSABLE: Final = frozenset({SessionState.ACTIVE, SessionState.DRAINING})
+
+
+class InvalidTransition(RuntimeError):
+    """A lifecycle input arrived in a state that cannot take it: a bug in asgi_mcp, never the client's fault."""
+
+
+def next_state(state: SessionState, event: SessionInput) -> SessionState:
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise InvalidTransition(f"session cannot take {event.value!r} while {state.value!r}") from None
