@@ -98,13 +98,13 @@ for run in "${selected[@]}"; do
   dir="$OUT/$run"
   rm -rf "$dir"
   mkdir -p "$dir"
-  start=$SECONDS
+  start=$EPOCHREALTIME
   # The CLI's own log is verbose; keep it next to the results and show it only when it crashes.
   set +e
   (cd "$dir" && "$NODE" "$cli" server --url "$URL" "${args[@]}" -o "$dir/results") >"$dir/cli.log" 2>&1
   rc=$?
   set -e
-  elapsed=$((SECONDS - start))
+  elapsed="$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')"
   label="$run (conformance@$pkg ${args[*]:-active suite}, ${elapsed}s)"
   if ! "$PYTHON" "$SUMMARIZE" "$dir/results" --label "$label"; then
     status=1

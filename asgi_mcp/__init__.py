@@ -1,5 +1,7 @@
 """asgi_mcp: a pure-ASGI MCP Streamable HTTP server transport on anyio (asyncio and Trio)."""
 
+import logging as _logging
+
 from ._app import McpApp as McpApp
 from ._asgi import HttpRequest as HttpRequest
 from ._errors import AsgiMcpError as AsgiMcpError
@@ -25,8 +27,6 @@ __version__ = "0.1.0"
 for _name in __all__:
     globals()[_name].__module__ = __name__
 del _name
-
-import logging as _logging
 
 # A library never configures logging; this keeps "no handler" warnings away until the app does.
 _logging.getLogger("asgi_mcp").addHandler(_logging.NullHandler())

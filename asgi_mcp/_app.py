@@ -17,11 +17,19 @@ import anyio
 import anyio.abc
 from mcp.server.streamable_http import EventStore
 
-from ._asgi import ClientGone, HttpRequest, Receive, Scope, Send, send_error, send_json
+from ._asgi import ClientGone, HttpRequest, Receive, Scope, Send, read_body, send_error, send_json
 from ._errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, ProtocolError, SecurityRefusal
 from ._event_store import EventLog
 from ._hosting import ServerHost
-from ._http import Headers, accepts, endpoint_matches, era_of, is_json_content_type, method_not_allowed, normalize_endpoint
+from ._http import (
+    Headers,
+    accepts,
+    endpoint_matches,
+    era_of,
+    is_json_content_type,
+    method_not_allowed,
+    normalize_endpoint,
+)
 from ._jsonrpc import parse_body
 from ._legacy import LegacyEndpoint, LegacySession, Principal
 from ._modern import ModernEndpoint
@@ -127,7 +135,9 @@ class McpApp:
         if retry_interval is not None and retry_interval < 0:
             raise ConfigurationError("retry_interval must not be negative")
         if keepalive_interval <= 0 or shutdown_timeout < 0 or tool_schema_ttl < 0:
-            raise ConfigurationError("keepalive_interval must be positive; shutdown_timeout and tool_schema_ttl not negative")
+            raise ConfigurationError(
+                "keepalive_interval must be positive; shutdown_timeout and tool_schema_ttl not negative"
+            )
         self.host = ServerHost(server)
         self.path = normalize_endpoint(path)
         self.json_response = json_response
@@ -240,30 +250,48 @@ class McpApp:
     async def _dispatch(self, runtime: _Runtime, request: HttpRequest, receive: Receive, send: Send) -> None:
         headers = request.headers
         method = request.method
-        era, _ = era_of(headers.get("mcp-protocol-version"))
-        if method == "POST":
+        if method != "POST":
+            era, _ = era_of(headers.get("mcp-protocol-version"))
+        else:
+            # The version is checked after the body is read, so the error names the request's id.
+            try:
+                era, _ = era_of(headers.get("mcp-protocol-version"))
+                version_error = None
+            except ProtocolError as error:
+                era, version_error = "modern", error
             json_ok, sse_ok = accepts(headers.get("accept"))
             if not is_json_content_type(headers.get("content-type")):
-                raise ProtocolError(415, "Unsupported Media Type: Content-Type must be application/json",
-                                    reason="Content-Type is not application/json")
-            from ._asgi import read_body
-
+                raise ProtocolError(
+                    415,
+                    "Unsupported Media Type: Content-Type must be application/json",
+                    reason="Content-Type is not application/json",
+                )
             body = await read_body(receive, self.max_body_size, headers.get("content-length"))
             message = parse_body(body)
+            if version_error is not None:
+                version_error.request_id = message.id
+                raise version_error
             if era == "modern":
                 host = await self._principal.host()
-                await runtime.modern.post(request, message, host, receive, send, accepts_json=json_ok, accepts_sse=sse_ok)
+                await runtime.modern.post(
+                    request, message, host, receive, send, accepts_json=json_ok, accepts_sse=sse_ok
+                )
                 return
             if not json_ok:
-                raise ProtocolError(406, "Not Acceptable: client must accept application/json",
-                                    reason="Accept lacks application/json")
+                raise ProtocolError(
+                    406, "Not Acceptable: client must accept application/json", reason="Accept lacks application/json"
+                )
             await runtime.legacy.post(request, message, self._principal, send, accepts_sse=sse_ok)
-        elif method == "GET":
+            return
+        if method == "GET":
             if era == "modern":
                 raise method_not_allowed("POST")
             if not accepts(headers.get("accept"))[1]:
-                raise ProtocolError(406, "Not Acceptable: GET requires Accept: text/event-stream",
-                                    reason="GET without text/event-stream")
+                raise ProtocolError(
+                    406,
+                    "Not Acceptable: GET requires Accept: text/event-stream",
+                    reason="GET without text/event-stream",
+                )
             await runtime.legacy.get(request, self._principal, receive, send)
         elif method == "DELETE":
             if era == "modern":

@@ -42,9 +42,7 @@ class HttpRequest:
 
 class BodyTooLarge(ProtocolError):
     def __init__(self, limit: int) -> None:
-        super().__init__(
-            413, f"Request body exceeds {limit} bytes", reason=f"request body over the {limit}-byte limit"
-        )
+        super().__init__(413, f"Request body exceeds {limit} bytes", reason=f"request body over the {limit}-byte limit")
 
 
 async def read_body(receive: Receive, limit: int, content_length: str | None) -> bytes:

@@ -194,7 +194,9 @@ class SessionDispatcher:
         dctx = RequestContext(transport, None, metadata, self, self.emitter.standalone)  # type: ignore[arg-type]
         contextvars.copy_context().run(self._tg.start_soon, self._handle_notification, method, params, dctx)
 
-    def resolve(self, response_id: RequestId | None, result: dict[str, Any] | None, error: dict[str, Any] | None) -> bool:
+    def resolve(
+        self, response_id: RequestId | None, result: dict[str, Any] | None, error: dict[str, Any] | None
+    ) -> bool:
         """Hand a client's answer to the server-to-client request waiting for it; False if none waits."""
         pending = self._pending.get(coerce_request_id(response_id)) if response_id is not None else None
         if pending is None or pending.done.is_set():
@@ -245,7 +247,11 @@ class SessionDispatcher:
         with anyio.move_on_after(1, shield=True):
             await self.emitter.emit(
                 stream,
-                {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id, "reason": reason}},
+                {
+                    "jsonrpc": "2.0",
+                    "method": "notifications/cancelled",
+                    "params": {"requestId": request_id, "reason": reason},
+                },
             )
 
     async def _handle_request(
@@ -285,7 +291,7 @@ class SessionDispatcher:
     async def _handle_notification(self, method: str, params: dict[str, Any] | None, dctx: RequestContext) -> None:
         assert self._on_notify is not None
         try:
-            await self._on_notify(dctx, method, params)  # type: ignore[arg-type]
+            await self._on_notify(dctx, method, params)
         except Exception:
             logger.exception("notification handler for %r raised", method)
 
@@ -294,4 +300,3 @@ class SessionDispatcher:
         for pending in self._pending.values():
             pending.done.set()  # result None: the waiter raises CONNECTION_CLOSED
         self._pending.clear()
-

@@ -81,6 +81,5 @@ class ProtocolError(AsgiMcpError):
         return {"jsonrpc": "2.0", "id": self.request_id, "error": error}
 
 
-
 class SecurityRefusal(ProtocolError):
     """A request refused by DNS-rebinding protection (bad Host or Origin); logged at WARNING."""

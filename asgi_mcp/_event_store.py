@@ -54,10 +54,11 @@ class InMemoryEventStore(EventStore):
         # there), so a session's streams are dropped in one step when it ends.
         self._groups: dict[str, set[str]] = {}
 
-    def _append(self, stream_id: str, payload: str | JSONRPCMessage | None) -> str:
+    def append_raw(self, stream_id: str, payload: str | JSONRPCMessage | None) -> str:
+        """Store a payload as is (JSON text from asgi_mcp, or a model) and return its event id."""
         entry = self._streams.get(stream_id)
         if entry is None:
-            entry = ([0], deque(maxlen=self._max_events))
+            entry = ([0], deque[_Stored](maxlen=self._max_events))
             self._streams[stream_id] = entry
             self._groups.setdefault(stream_id.partition("/")[0], set()).add(stream_id)
             while len(self._streams) > self._max_streams:
@@ -72,10 +73,10 @@ class InMemoryEventStore(EventStore):
         return event_id
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
-        return self._append(stream_id, message)
+        return self.append_raw(stream_id, message)
 
     async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
-        found = self._after(last_event_id)
+        found = self.events_after(last_event_id)
         if found is None:
             return None
         stream_id, events = found
@@ -90,7 +91,7 @@ class InMemoryEventStore(EventStore):
             await send_callback(EventMessage(message, stored.event_id))
         return stream_id
 
-    def _after(self, last_event_id: str) -> tuple[str, list[_Stored]] | None:
+    def events_after(self, last_event_id: str) -> tuple[str, list[_Stored]] | None:
         stream_id, sep, seq_text = last_event_id.rpartition(_SEPARATOR)
         if not sep or not seq_text.isdigit():
             return None
@@ -126,7 +127,7 @@ class ReplayedEvent:
 class EventLog:
     """The session-facing side of an event store: scoped stream ids, fast path for the built-in store."""
 
-    __slots__ = ("_store", "_fast")
+    __slots__ = ("_fast", "_store")
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
@@ -139,7 +140,7 @@ class EventLog:
 
     async def store(self, stream_id: str, message: dict[str, Any] | None, data: str | None) -> str:
         if self._fast is not None:
-            return self._fast._append(stream_id, data if message is not None else None)
+            return self._fast.append_raw(stream_id, data if message is not None else None)
         model = None if message is None else jsonrpc_message_adapter.validate_python(message, by_name=False)
         return await self._store.store_event(stream_id, model)
 
@@ -150,7 +151,7 @@ class EventLog:
             # The built-in store's ids name their stream, so ownership is checked before any lookup.
             if not last_event_id.startswith(prefix):
                 return None
-            found = self._fast._after(last_event_id)
+            found = self._fast.events_after(last_event_id)
             if found is None:
                 return None
             stream_id, stored = found
@@ -165,10 +166,10 @@ class EventLog:
             # Buffer, never send: the stream's owner is known only once the store returns.
             collected.append(ReplayedEvent(event.event_id or "", _dump_model(event.message)))
 
-        stream_id = await self._store.replay_events_after(last_event_id, collect)
-        if stream_id is None or not stream_id.startswith(prefix):
+        owner = await self._store.replay_events_after(last_event_id, collect)
+        if owner is None or not owner.startswith(prefix):
             return None
-        return stream_id, collected
+        return owner, collected
 
     def forget(self, tag: str) -> None:
         """Drop a finished session's events from the built-in store (other stores expire their own)."""

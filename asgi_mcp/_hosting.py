@@ -7,7 +7,7 @@ scopes inside a user's lifespan demand that) whichever request first needed the 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -25,17 +25,17 @@ LIFESPAN_EXIT_TIMEOUT = 10.0
 def as_lowlevel_server(server: Any) -> Server[Any]:
     """Accept an SDK low-level `Server` or an `MCPServer` (whose low-level server is the one served)."""
     if isinstance(server, Server):
-        return server
+        return cast("Server[Any]", server)
     lowlevel = getattr(server, "_lowlevel_server", None)
     if isinstance(lowlevel, Server):
-        return lowlevel
+        return cast("Server[Any]", lowlevel)
     raise ConfigurationError(f"expected an mcp Server or MCPServer, got {type(server).__name__}")
 
 
 class ServerHost:
     """Runs one server's lifespan for as long as the host is up; `state` is the lifespan's value."""
 
-    __slots__ = ("server", "label", "state", "tool_schemas", "_ready", "_stop", "_failed", "_started")
+    __slots__ = ("_failed", "_ready", "_started", "_stop", "label", "server", "state", "tool_schemas")
 
     def __init__(self, server: Any, *, label: str | None = None) -> None:
         self.server = as_lowlevel_server(server)

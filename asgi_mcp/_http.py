@@ -35,7 +35,7 @@ class Headers(Mapping[str, str]):
     repeated header keeps its first value; `getlist` returns them all.
     """
 
-    __slots__ = ("_raw", "_first")
+    __slots__ = ("_first", "_raw")
 
     def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
         self._raw = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in raw]
@@ -84,7 +84,9 @@ def era_of(version_header: str | None) -> tuple[Era, str]:
         400,
         "Unsupported protocol version",
         code=UNSUPPORTED_PROTOCOL_VERSION,
-        data={"supported": list(SUPPORTED_VERSIONS), "requested": version_header[:64]},
+        # The sessionless versions, as `server/discover` lists them; legacy clients negotiate theirs
+        # through `initialize` and never see this error.
+        data={"supported": list(MODERN_VERSIONS), "requested": version_header[:64]},
         reason="unsupported MCP-Protocol-Version",
     )
 

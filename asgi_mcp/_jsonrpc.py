@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Union
+from typing import Any, Final, Literal, cast
 
 from ._errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, ProtocolError
 
 __all__: list[str] = []
 
-RequestId = Union[str, int]
+RequestId = str | int
 Kind = Literal["request", "notification", "response", "error"]
 
 _dumps: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -48,7 +48,7 @@ def parse_body(body: bytes) -> Message:
         raise ProtocolError(400, "Batch requests are not supported", reason="JSON-RPC batch")
     if not isinstance(decoded, dict):
         raise ProtocolError(400, "Invalid Request: expected a JSON-RPC object", reason="body is not a JSON object")
-    return classify(decoded)
+    return classify(cast("dict[str, Any]", decoded))
 
 
 def classify(obj: dict[str, Any]) -> Message:
@@ -57,16 +57,15 @@ def classify(obj: dict[str, Any]) -> Message:
         raise _invalid(obj, 'Invalid Request: "jsonrpc" must be "2.0"')
     has_id = "id" in obj
     msg_id = obj.get("id")
-    if has_id and not _valid_id(msg_id):
-        # A null id is legal only on an error response whose request id could not be read.
-        if not (msg_id is None and "error" in obj):
-            raise _invalid(obj, "Invalid Request: id must be a string or an integer")
+    # A null id is legal only on an error response whose request id could not be read.
+    if has_id and not _valid_id(msg_id) and not (msg_id is None and "error" in obj):
+        raise _invalid(obj, "Invalid Request: id must be a string or an integer")
     method = obj.get("method")
     if method is not None:
         if not isinstance(method, str) or not method:
             raise _invalid(obj, "Invalid Request: method must be a non-empty string")
-        params = obj.get("params")
-        if params is not None and not isinstance(params, dict):
+        params = cast("dict[str, Any] | None", obj.get("params"))
+        if params is not None and not isinstance(params, dict):  # pyright: ignore[reportUnnecessaryIsInstance]
             # MCP params are always objects; positional params do not exist in the protocol.
             raise _invalid(obj, "Invalid Request: params must be an object")
         if has_id:
@@ -82,7 +81,7 @@ def classify(obj: dict[str, Any]) -> Message:
 
 
 def _valid_id(value: Any) -> bool:
-    return (isinstance(value, str) or isinstance(value, int)) and not isinstance(value, bool)
+    return isinstance(value, str | int) and not isinstance(value, bool)
 
 
 def _invalid(obj: dict[str, Any], message: str) -> ProtocolError:

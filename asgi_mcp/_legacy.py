@@ -212,7 +212,8 @@ class LegacyEndpoint:
         json_mode = self._json_response
         if not json_mode and not accepts_sse:
             raise ProtocolError(
-                406, "Not Acceptable: client must accept both application/json and text/event-stream",
+                406,
+                "Not Acceptable: client must accept both application/json and text/event-stream",
                 reason="Accept lacks text/event-stream",
             )
         if message.kind == "request" and message.method == "initialize":
@@ -249,7 +250,9 @@ class LegacyEndpoint:
         replayed: list[ReplayedEvent] = []
         if last_event_id is not None:
             if not is_visible_ascii(last_event_id, max_length=512):
-                raise ProtocolError(400, "Bad Request: malformed Last-Event-ID header", reason="malformed Last-Event-ID")
+                raise ProtocolError(
+                    400, "Bad Request: malformed Last-Event-ID header", reason="malformed Last-Event-ID"
+                )
             found = await session.replay(last_event_id)
             if found is not None:
                 stream_id, replayed = found
@@ -259,8 +262,11 @@ class LegacyEndpoint:
         standalone = target is session.standalone
         if standalone:
             if session.get_connected:
-                raise ProtocolError(409, "Conflict: only one standalone SSE stream is allowed per session",
-                                    reason="second concurrent GET stream")
+                raise ProtocolError(
+                    409,
+                    "Conflict: only one standalone SSE stream is allowed per session",
+                    reason="second concurrent GET stream",
+                )
             session.get_connected = True
         self.table.begin(entry)
         try:
@@ -429,4 +435,3 @@ async def _send_json_text(send: Send, data: str, headers: list[tuple[bytes, byte
         response_headers.extend(headers)
     await send({"type": "http.response.start", "status": 200, "headers": response_headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
-

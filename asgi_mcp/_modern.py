@@ -134,17 +134,25 @@ class ModernEndpoint:
             await send_empty(send, 202)
             return
         if message.kind != "request":
-            raise ProtocolError(400, "Invalid Request: clients do not send responses on this protocol version",
-                                reason="response POSTed on the modern wire")
+            raise ProtocolError(
+                400,
+                "Invalid Request: clients do not send responses on this protocol version",
+                reason="response POSTed on the modern wire",
+            )
         assert message.id is not None and message.method is not None
         request_id, method = message.id, message.method
         if method == "subscriptions/listen" and not accepts_sse:
-            raise ProtocolError(406, "Not Acceptable: subscriptions/listen answers with text/event-stream",
-                                request_id=request_id, reason="listen without text/event-stream")
+            raise ProtocolError(
+                406,
+                "Not Acceptable: subscriptions/listen answers with text/event-stream",
+                request_id=request_id,
+                reason="listen without text/event-stream",
+            )
         duplicated = find_duplicated_routing_header(request.headers.raw_items())
         if duplicated is not None:
-            raise ProtocolError(400, f"{duplicated} header appears more than once", code=HEADER_MISMATCH,
-                                request_id=request_id)
+            raise ProtocolError(
+                400, f"{duplicated} header appears more than once", code=HEADER_MISMATCH, request_id=request_id
+            )
         verdict = classify_inbound_request(message.raw, headers=request.headers)
         if isinstance(verdict, InboundLadderRejection):
             raise _rejection(verdict, request_id)
@@ -221,9 +229,7 @@ class ModernEndpoint:
                             break
                     if chunk is None:
                         chunk = KEEPALIVE
-                await send(
-                    {"type": "http.response.body", "body": encode_event(dumps(answer[0])), "more_body": False}
-                )
+                await send({"type": "http.response.body", "body": encode_event(dumps(answer[0])), "more_body": False})
             tg.cancel_scope.cancel()
 
     async def _check_param_headers(
@@ -335,4 +341,3 @@ def _rejection(rejection: InboundLadderRejection, request_id: RequestId) -> Prot
         data=rejection.data,
         reason=rejection.message,
     )
-

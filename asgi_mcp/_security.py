@@ -44,6 +44,15 @@ def _split_host(value: str) -> tuple[str, str | None]:
     return host, port
 
 
+def _strip_port(value: str) -> str:
+    """A Host (`host[:port]`) or an Origin (`scheme://host[:port]`) without its port.
+
+    The scheme is split off first: its `:` would otherwise hide an origin's port from `_split_host`.
+    """
+    scheme, sep, rest = value.rpartition("://")
+    return scheme + sep + _split_host(rest)[0]
+
+
 def _matches(value: str, patterns: Sequence[str]) -> bool:
     """Exact (case-insensitive) match, or `prefix:*` for any port."""
     value = value.lower()
@@ -51,7 +60,7 @@ def _matches(value: str, patterns: Sequence[str]) -> bool:
         pattern = pattern.lower()
         if pattern == "*" or pattern == value:
             return True
-        if pattern.endswith(":*") and _split_host(value)[0] == pattern[:-2]:
+        if pattern.endswith(":*") and _strip_port(value) == pattern[:-2]:
             return True
     return False
 
@@ -88,7 +97,9 @@ class OriginPolicy:
         origin_host = parts.hostname or ""
         if loopback_bind:
             if not _is_loopback_host(origin_host):
-                raise _refused(403, "Forbidden: invalid Origin header", "non-loopback Origin on a loopback-bound server")
+                raise _refused(
+                    403, "Forbidden: invalid Origin header", "non-loopback Origin on a loopback-bound server"
+                )
             return
         if host is None or parts.netloc.lower() != host.lower():
             raise _refused(403, "Forbidden: invalid Origin header", "cross-origin request without allowed_origins")

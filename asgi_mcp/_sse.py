@@ -36,10 +36,9 @@ def encode_event(
         parts.append(f"retry: {int(retry_ms)}\n")
     if event is not None:
         parts.append(f"event: {event}\n")
-    if "\n" in data or "\r" in data:
-        lines = data.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    else:
-        lines = [data]
+    lines = (
+        [data] if "\n" not in data and "\r" not in data else data.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    )
     parts.extend(f"data: {line}\n" for line in lines)
     parts.append("\n")
     return "".join(parts).encode()

@@ -34,7 +34,7 @@ class Frame(NamedTuple):
 class OutboundStream:
     """One logical stream; at most one HTTP connection is attached at a time."""
 
-    __slots__ = ("store_id", "consumer", "finished", "json_only")
+    __slots__ = ("consumer", "finished", "json_only", "store_id")
 
     def __init__(self, store_id: str, *, json_only: bool = False) -> None:
         self.store_id = store_id
@@ -87,20 +87,12 @@ async def pump(
     """
     async with frames:
         while True:
-            try:
-                frame = frames.receive_nowait()
-            except anyio.WouldBlock:
-                frame = None
-                with anyio.move_on_after(keepalive):
-                    try:
-                        frame = await frames.receive()
-                    except anyio.EndOfStream:
-                        break
-                if frame is None:
-                    await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
-                    continue
-            except anyio.EndOfStream:
+            frame = await _next_frame(frames, keepalive)
+            if frame is _END:
                 break
+            if frame is None:
+                await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+                continue
             if frame.event_id is not None and frame.event_id in skip:
                 continue  # already replayed to this connection
             # A priming event (empty data) carries no event name, as the SDK's transport sends it.
@@ -111,6 +103,28 @@ async def pump(
             if frame.final:
                 break
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+_END: Final = Frame(None, "", True)
+
+
+async def _next_frame(frames: MemoryObjectReceiveStream[Frame], keepalive: float) -> Frame | None:
+    """The next frame; None after `keepalive` seconds of silence; `_END` once the stream is detached.
+
+    The non-blocking read first keeps the busy path free of a cancel scope per event.
+    """
+    try:
+        return frames.receive_nowait()
+    except anyio.WouldBlock:
+        pass
+    except anyio.EndOfStream:
+        return _END
+    with anyio.move_on_after(keepalive):
+        try:
+            return await frames.receive()
+        except anyio.EndOfStream:
+            return _END
+    return None
 
 
 async def wait_for_disconnect(receive: Receive) -> None:

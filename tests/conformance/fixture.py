@@ -404,9 +404,9 @@ def json_schema_2020_12_tool() -> types.CallToolResult:
 async def test_reconnection(ctx: Context) -> types.CallToolResult:
     """Tests SSE polling by closing the request's stream mid-call (SEP-1699)"""
     await _log(ctx, "info", "Before disconnect")
-    # Give the transport a moment to put the priming event (id + retry) on the wire before the
-    # stream is closed; the client then reconnects with GET + Last-Event-ID after `retry` ms.
-    await anyio.sleep(0.05)
+    # Close at once: a transport must still deliver the priming event (id + retry) and the queued
+    # log before ending the response (the SDK's loses them under Trio); the client then reconnects
+    # with GET + Last-Event-ID after `retry` ms.
     await ctx.close_sse_stream()
     # Finish while the client is away: the result must be replayed from the event store.
     await anyio.sleep(0.2)
@@ -716,7 +716,7 @@ def build_server() -> MCPServer:
     # Registered on the low-level server (MCPServer keeps it private): registering them is also
     # what makes the legacy capabilities advertise `logging` and `resources.subscribe`. The SDK
     # answers them with 404/-32601 on the modern wire regardless.
-    lowlevel = server._lowlevel_server
+    lowlevel = server._lowlevel_server  # pyright: ignore[reportPrivateUsage]
 
     async def set_logging_level(
         ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams

@@ -76,7 +76,7 @@ def serve_asyncio(host: str, port: int) -> None:
 def serve_trio(host: str, port: int) -> None:
     import trio
     from hypercorn.config import Config
-    from hypercorn.trio import serve
+    from hypercorn.trio import serve  # pyright: ignore[reportUnknownVariableType]
 
     config = Config()
     config.bind = [f"{host}:{port}"]

@@ -1,0 +1,315 @@
+"""Throughput benchmark: McpApp vs the SDK's own transport vs a raw-ASGI floor, side by side.
+
+For each ASGI server (uvicorn, hypercorn asyncio, hypercorn trio) the five variants of
+`benchmarks.apps` run at once, each in its own process pinned to the server core (`taskset -c 0`);
+the load generator (`benchmarks.load`: wrk, else h11) runs pinned to the load core. Rounds are
+interleaved (round 1 of every variant and scenario, then round 2, ...) so drift hits all alike.
+
+Scenarios (one JSON-RPC `tools/call` of the `echo` tool per request, 32 keep-alive connections):
+
+    legacy-sse    2025-11-25 session (opened before the run), answer on SSE       McpApp(server)      vs sdk-sse
+    legacy-json   2025-11-25 session, answer as one JSON body                     McpApp(json=True)   vs sdk-json
+    modern-json   2026-07-28, no session, `_meta` envelope + Mcp-Method/Mcp-Name  McpApp(json=True)   vs sdk-json
+
+Every response is checked (see `benchmarks.load`); a cell whose runs had any bad response or socket
+error is reported as ERRORS, never as throughput. Reported: median req/s over the rounds (min-max),
+median p50/p99 latency, server CPU time per request (utime+stime of the server process / ok responses).
+
+    python -m benchmarks.run [--servers uvicorn,hypercorn,hypercorn-trio] [--duration 5] [--rounds 3]
+
+Results: a Markdown table on stdout, everything in `benchmarks/results/latest.json`.
+Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .apps import SERVERS
+from .load import SCENARIOS, close_session, make_spec, pick_engine, run_load
+
+IMPLS = ("mcpapp", "sdk", "floor")
+VARIANT_FOR = {
+    ("mcpapp", "legacy-sse"): "mcpapp-sse",
+    ("mcpapp", "legacy-json"): "mcpapp-json",
+    ("mcpapp", "modern-json"): "mcpapp-json",
+    ("sdk", "legacy-sse"): "sdk-sse",
+    ("sdk", "legacy-json"): "sdk-json",
+    ("sdk", "modern-json"): "sdk-json",
+    ("floor", "legacy-sse"): "floor",
+    ("floor", "legacy-json"): "floor",
+    ("floor", "modern-json"): "floor",
+}
+SERVER_LABEL = {"uvicorn": "uvicorn", "hypercorn": "hypercorn asyncio", "hypercorn-trio": "hypercorn trio"}
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _pin(cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if cpu is not None and cpu >= 0 and shutil.which("taskset") else []
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"server on port {port} did not start within {timeout}s")
+
+
+class ServerSet:
+    """The five variant processes of one ASGI server, all pinned to the server core."""
+
+    def __init__(self, server: str, base_port: int, cpu: int | None) -> None:
+        self.server = server
+        self.cpu = cpu
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+        variants = sorted(set(VARIANT_FOR.values()))
+        for offset, variant in enumerate(variants):
+            self.ports[variant] = base_port + offset
+
+    def __enter__(self) -> ServerSet:
+        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        try:
+            for variant, port in self.ports.items():
+                command = [
+                    *_pin(self.cpu), sys.executable, "-m", "benchmarks.apps", variant,
+                    "--server", self.server, "--port", str(port),
+                ]
+                self.procs[variant] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+            for variant, port in self.ports.items():
+                _wait_port(port, self.procs[variant])
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def url(self, variant: str) -> str:
+        return f"http://127.0.0.1:{self.ports[variant]}/mcp"
+
+    def pid(self, variant: str) -> int:
+        proc = self.procs[variant]
+        if proc.poll() is not None:
+            raise RuntimeError(f"{self.server} {variant} died (exit {proc.returncode})")
+        return proc.pid
+
+
+def measure(servers: ServerSet, impl: str, scenario: str, *, engine: str, duration: float, connections: int,
+            load_cpu: int | None) -> dict[str, Any]:
+    variant = VARIANT_FOR[(impl, scenario)]
+    url = servers.url(variant)
+    pid = servers.pid(variant)
+    spec, _ = make_spec(url, scenario)
+    try:
+        cpu_before = _cpu_seconds(pid)
+        result = run_load(spec, engine=engine, duration=duration, connections=connections, cpu=load_cpu)
+        cpu_after = _cpu_seconds(pid)
+    finally:
+        close_session(url, spec.headers)
+    result["server_cpu_s"] = cpu_after - cpu_before
+    result["cpu_us_per_req"] = (cpu_after - cpu_before) / result["ok"] * 1e6 if result["ok"] else None
+    result["variant"] = variant
+    return result
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    failed = [r for r in runs if r["bad"] or r["socket_errors"] or not r["ok"]]
+    if failed:
+        return {
+            "status": "errors",
+            "bad": sum(r["bad"] for r in runs),
+            "socket_errors": sum(r["socket_errors"] for r in runs),
+            "sample_bad": next((r["sample_bad"] for r in failed if r.get("sample_bad")), None),
+        }
+    rps = [r["rps"] for r in runs]
+    cpu = [r["cpu_us_per_req"] for r in runs if r["cpu_us_per_req"] is not None]
+    return {
+        "status": "ok",
+        "rps": statistics.median(rps),
+        "rps_min": min(rps),
+        "rps_max": max(rps),
+        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "cpu_us_per_req": statistics.median(cpu) if cpu else None,
+        "requests": sum(r["requests"] for r in runs),
+    }
+
+
+def _fmt_rps(cell: dict[str, Any]) -> str:
+    if cell["status"] != "ok":
+        return f"ERRORS ({cell['bad']} bad, {cell['socket_errors']} socket)"
+    return f"{cell['rps']:,.0f} ({cell['rps_min']:,.0f}–{cell['rps_max']:,.0f})".replace(",", " ")
+
+
+def _fmt_lat(cell: dict[str, Any]) -> str:
+    return f"{cell['p50_ms']:.1f} / {cell['p99_ms']:.1f}" if cell["status"] == "ok" else "–"
+
+
+def _fmt_cpu(cell: dict[str, Any]) -> str:
+    return f"{cell['cpu_us_per_req']:,.0f}".replace(",", " ") if cell.get("cpu_us_per_req") else "–"
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
+    return f"{a['rps'] / b['rps']:.2f}" if a["status"] == "ok" and b["status"] == "ok" else "–"
+
+
+def table(summary: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> str:
+    lines = [
+        "| server | scenario | McpApp req/s | SDK req/s | floor req/s | McpApp/SDK | McpApp/floor "
+        "| McpApp p50/p99 ms | SDK p50/p99 ms | CPU µs/req McpApp / SDK / floor |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for server, scenarios in summary.items():
+        for scenario, cells in scenarios.items():
+            m, s, f = cells["mcpapp"], cells["sdk"], cells["floor"]
+            lines.append(
+                f"| {SERVER_LABEL[server]} | {scenario} | {_fmt_rps(m)} | {_fmt_rps(s)} | {_fmt_rps(f)} "
+                f"| {_ratio(m, s)} | {_ratio(m, f)} | {_fmt_lat(m)} | {_fmt_lat(s)} "
+                f"| {_fmt_cpu(m)} / {_fmt_cpu(s)} / {_fmt_cpu(f)} |"
+            )
+    return "\n".join(lines)
+
+
+def environment(engine: str, args: argparse.Namespace) -> dict[str, Any]:
+    versions = {}
+    for dist in ("mcp", "asgi-mcp", "starlette", "sse-starlette", "uvicorn", "hypercorn", "trio", "anyio",
+                 "h11", "uvloop", "httptools"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    wrk_version = None
+    if engine == "wrk":
+        out = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+        wrk_version = (out.stdout or out.stderr).splitlines()[0] if (out.stdout or out.stderr) else None
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "engine": engine,
+        "wrk": wrk_version,
+        "versions": versions,
+        "uvicorn_loop_http": "uvloop/httptools" if versions["uvloop"] and versions["httptools"] else "asyncio/h11"
+        if not versions["uvloop"] and not versions["httptools"] else "auto (partial)",
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "warmup_s": args.warmup,
+        "connections": args.connections,
+        "server_cpu": args.server_cpu,
+        "load_cpu": args.load_cpu,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated subset of {', '.join(SERVERS)}")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated subset of {', '.join(SCENARIOS)}")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=float, default=1.0, help="untimed seconds per cell before round 1 (0: none)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--engine", choices=("auto", "wrk", "h11"), default="auto")
+    parser.add_argument("--server-cpu", type=int, default=0, help="core for the servers (-1: no pinning)")
+    parser.add_argument("--load-cpu", type=int, default=1, help="core for the load generator (-1: no pinning)")
+    parser.add_argument("--base-port", type=int, default=8300)
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
+    args = parser.parse_args(argv)
+
+    servers = [s for s in args.servers.split(",") if s]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    for name in servers:
+        if name not in SERVERS:
+            parser.error(f"unknown server {name!r}")
+    for name in scenarios:
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name!r}")
+    if (os.cpu_count() or 1) < 2 and (args.server_cpu >= 0 or args.load_cpu >= 0):
+        print("warning: fewer than 2 CPUs; server and load share a core", file=sys.stderr)
+    engine = pick_engine(args.engine)
+    server_cpu = None if args.server_cpu < 0 else args.server_cpu
+    load_cpu = None if args.load_cpu < 0 else args.load_cpu
+    print(f"engine={engine} servers={servers} scenarios={scenarios} duration={args.duration}s "
+          f"rounds={args.rounds} connections={args.connections}", file=sys.stderr)
+
+    raw: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
+    started = time.monotonic()
+    for server in servers:
+        raw[server] = {sc: {impl: [] for impl in IMPLS} for sc in scenarios}
+        with ServerSet(server, args.base_port, server_cpu) as procs:
+            if args.warmup > 0:
+                for scenario in scenarios:
+                    for impl in IMPLS:
+                        measure(procs, impl, scenario, engine=engine, duration=args.warmup,
+                                connections=args.connections, load_cpu=load_cpu)
+            for round_no in range(1, args.rounds + 1):
+                for scenario in scenarios:
+                    for impl in IMPLS:
+                        result = measure(procs, impl, scenario, engine=engine, duration=args.duration,
+                                         connections=args.connections, load_cpu=load_cpu)
+                        result["round"] = round_no
+                        raw[server][scenario][impl].append(result)
+                        status = "ok" if not (result["bad"] or result["socket_errors"]) else "ERRORS"
+                        print(f"  {SERVER_LABEL[server]:17} {scenario:11} {impl:6} round {round_no}: "
+                              f"{result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.1f} ms  "
+                              f"p99 {result['p99_ms']:6.1f} ms  {status}", file=sys.stderr, flush=True)
+
+    summary = {
+        server: {sc: {impl: summarize(runs) for impl, runs in cells.items()} for sc, cells in scenarios_.items()}
+        for server, scenarios_ in raw.items()
+    }
+    rendered = table(summary)
+    print(rendered)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "environment": environment(engine, args),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "summary": summary,
+        "runs": raw,
+        "table_markdown": rendered,
+    }
+    args.output.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"results written to {args.output}", file=sys.stderr)
+    if any(cell["status"] != "ok" for sc in summary.values() for cells in sc.values() for cell in cells.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""A small streaming in-memory ASGI client.
+
+httpx's ASGITransport waits for the whole response, which never comes for an SSE stream. Here the
+app runs in a task of the test's task group: `receive` hands out the request body (in the chunks
+given, so chunked uploads can be modelled with `more_body`), then blocks until the test calls
+`Response.disconnect()` (or the response completed, as a real server reports it); `send` pushes
+every ASGI message into a memory stream the test reads at its own pace, decoding SSE events as they
+arrive. Every wait is bounded by `anyio.fail_after`, so a hung app fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from ._sse_decoder import SSEDecoder, SSEEvent
+
+TIMEOUT = 5.0
+LOOPBACK = ("127.0.0.1", 8000)
+
+
+class Response:
+    """One in-flight ASGI response, read incrementally."""
+
+    def __init__(self, messages: MemoryObjectReceiveStream[dict[str, Any]], disconnect: anyio.Event, done: anyio.Event):
+        self._messages = messages
+        self._disconnect = disconnect
+        self.app_done = done  # set when the app's __call__ returned
+        self.status = 0
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.body = b""
+        self.complete = False  # the app sent more_body=False
+        self.gone = False  # the client disconnected
+        self._decoder = SSEDecoder()
+        self._events: list[SSEEvent] = []
+
+    # -- headers ---------------------------------------------------------------------------------
+
+    def header(self, name: str) -> str | None:
+        name_b = name.lower().encode()
+        for key, value in self.raw_headers:
+            if key.lower() == name_b:
+                return value.decode("latin-1")
+        return None
+
+    @property
+    def content_type(self) -> str:
+        return (self.header("content-type") or "").partition(";")[0].strip()
+
+    @property
+    def session_id(self) -> str | None:
+        return self.header("mcp-session-id")
+
+    # -- body ------------------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        with anyio.fail_after(TIMEOUT):
+            message = await self._messages.receive()
+        assert message["type"] == "http.response.start", message
+        self.status = message["status"]
+        self.raw_headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+
+    async def _next_chunk(self) -> bool:
+        """Read one body message; False once the response is complete."""
+        if self.complete:
+            return False
+        try:
+            message = await self._messages.receive()
+        except anyio.EndOfStream:
+            raise AssertionError("the app returned without completing its response") from None
+        assert message["type"] == "http.response.body", message
+        chunk = bytes(message.get("body", b""))
+        self.body += chunk
+        self._events.extend(self._decoder.feed(chunk))
+        if not message.get("more_body", False):
+            self.complete = True
+            self._disconnect.set()  # what a server reports once the response is done
+        return True
+
+    async def read(self, timeout: float = TIMEOUT) -> bytes:
+        """The whole body (waits for the response to complete)."""
+        with anyio.fail_after(timeout):
+            while await self._next_chunk():
+                pass
+        return self.body
+
+    async def json(self) -> Any:
+        return json.loads(await self.read())
+
+    async def next_event(self, timeout: float = TIMEOUT) -> SSEEvent:
+        """The next SSE event (comments skipped); fails if the stream ends first."""
+        with anyio.fail_after(timeout):
+            while not self._events:
+                if not await self._next_chunk():
+                    raise AssertionError(f"SSE stream ended; body so far: {self.body!r}")
+        return self._events.pop(0)
+
+    async def next_message(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """The next SSE event carrying a JSON-RPC message (priming events skipped)."""
+        while True:
+            event = await self.next_event(timeout)
+            if event.data:
+                return json.loads(event.data)
+
+    async def events(self, timeout: float = TIMEOUT) -> list[SSEEvent]:
+        """Every remaining event, reading until the response completes."""
+        await self.read(timeout)
+        events, self._events = self._events, []
+        return events
+
+    async def messages(self, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+        return [json.loads(e.data) for e in await self.events(timeout) if e.data]
+
+    @property
+    def comments(self) -> list[str]:
+        return self._decoder.comments
+
+    def disconnect(self) -> None:
+        """The client goes away: `receive` now returns `http.disconnect`, `send` raises OSError."""
+        self.gone = True
+        self._disconnect.set()
+
+
+class AsgiClient:
+    """Calls an ASGI app in-process; every app call runs in `task_group`."""
+
+    def __init__(
+        self,
+        app: Any,
+        task_group: anyio.abc.TaskGroup,
+        *,
+        server: tuple[str, int] | None = LOOPBACK,
+        host: str = "127.0.0.1:8000",
+        path: str = "/mcp",
+    ) -> None:
+        self.app = app
+        self.tg = task_group
+        self.server = server
+        self.host = host
+        self.path = path
+
+    def scope(self, method: str, path: str | None, headers: Mapping[str, str] | Sequence[tuple[str, str]]) -> dict[str, Any]:
+        items = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+        names = {name.lower() for name, _ in items}
+        if "host" not in names:
+            items.insert(0, ("host", self.host))
+        full_path = path if path is not None else self.path
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": full_path,
+            "raw_path": full_path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in items],
+            "server": self.server,
+            "client": ("127.0.0.1", 50000),
+        }
+
+    async def request(
+        self,
+        method: str,
+        *,
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] = (),
+        body: bytes | Sequence[bytes] = b"",
+        path: str | None = None,
+        scope: dict[str, Any] | None = None,
+    ) -> Response:
+        """Start a request; returns once the response's status and headers arrived."""
+        chunks = [body] if isinstance(body, bytes) else list(body)
+        send_messages, receive_messages = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
+        disconnect = anyio.Event()
+        done = anyio.Event()
+        the_scope = scope if scope is not None else self.scope(method, path, headers)
+
+        async def receive() -> dict[str, Any]:
+            if chunks:
+                chunk = chunks.pop(0)
+                return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+            await disconnect.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if response.gone:
+                raise OSError("client disconnected")  # ASGI 2.4: sending on a closed connection
+            await send_messages.send(message)
+
+        async def run() -> None:
+            async with send_messages:
+                try:
+                    await self.app(the_scope, receive, send)
+                finally:
+                    done.set()
+
+        response = Response(receive_messages, disconnect, done)
+        self.tg.start_soon(run)
+        await response._start()
+        return response
+
+    # -- MCP-flavoured shortcuts -----------------------------------------------------------------
+
+    async def post(
+        self, message: Any, *, session_id: str | None = None, version: str | None = None,
+        accept: str = "application/json, text/event-stream", headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        all_headers = {"content-type": "application/json", "accept": accept}
+        if session_id is not None:
+            all_headers["mcp-session-id"] = session_id
+        if version is not None:
+            all_headers["mcp-protocol-version"] = version
+        all_headers.update(headers or {})
+        body = message if isinstance(message, bytes) else json.dumps(message).encode()
+        return await self.request("POST", headers=all_headers, body=body)
+
+    async def get(self, session_id: str | None, *, last_event_id: str | None = None,
+                  accept: str = "text/event-stream", version: str | None = None) -> Response:
+        headers = {"accept": accept}
+        if session_id is not None:
+            headers["mcp-session-id"] = session_id
+        if last_event_id is not None:
+            headers["last-event-id"] = last_event_id
+        if version is not None:
+            headers["mcp-protocol-version"] = version
+        return await self.request("GET", headers=headers)
+
+    async def delete(self, session_id: str) -> Response:
+        return await self.request("DELETE", headers={"mcp-session-id": session_id})

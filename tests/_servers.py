@@ -1,0 +1,144 @@
+"""The real MCP servers the tests serve: an `MCPServer` with one tool per behaviour under test.
+
+`Probe` carries the anyio Events tools use to tell the test where they are (started, cancelled,
+finished) and to be told when to go on (release). Build it inside the running test: anyio Events
+belong to the event loop that creates them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import anyio
+import mcp_types as types
+from mcp.server import MCPServer, Server, ServerRequestContext
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.mcpserver import Context
+from pydantic import BaseModel, Field
+
+# Set by an ASGI middleware in the tests, read by a tool: contextvars must reach handlers.
+TENANT: contextvars.ContextVar[str | None] = contextvars.ContextVar("test_tenant", default=None)
+
+SECRET = "s3cr3t-internal-detail-0xdeadbeef"
+
+
+@dataclass
+class Probe:
+    started: anyio.Event = field(default_factory=anyio.Event)
+    release: anyio.Event = field(default_factory=anyio.Event)
+    cancelled: anyio.Event = field(default_factory=anyio.Event)
+    finished: anyio.Event = field(default_factory=anyio.Event)
+    closed_stream: anyio.Event = field(default_factory=anyio.Event)
+    results: list[Any] = field(default_factory=list)
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+def _text(text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+
+
+async def _log(ctx: Context, message: str) -> None:
+    """A request-scoped `notifications/message` (the SDK's `ctx.info` is deprecated, and warnings are errors)."""
+    rc = ctx.request_context
+    notification = types.LoggingMessageNotification(
+        params=types.LoggingMessageNotificationParams(level="info", data=message, logger="tests")
+    )
+    await rc.session.send_notification(notification, related_request_id=rc.request_id)
+
+
+def build_server(probe: Probe | None = None) -> MCPServer:
+    probe = probe if probe is not None else Probe()
+    mcp = MCPServer("asgi-mcp-tests", version="1.0.0")
+
+    @mcp.tool()
+    def echo(text: str) -> str:
+        """Echo the text back."""
+        return text
+
+    @mcp.tool()
+    def read_header(name: str, ctx: Context) -> str:
+        """The value of request header `name` as the handler sees it (both Context.headers and ctx.request)."""
+        headers: Mapping[str, str] | None = ctx.headers
+        via_request = getattr(ctx.request_context.request, "headers", None)
+        first = headers.get(name) if headers is not None else None
+        second = via_request.get(name) if via_request is not None else None
+        return f"{first}|{second}"
+
+    @mcp.tool()
+    def whoami() -> str:
+        """The tenant contextvar and the SDK auth contextvar, as the handler sees them."""
+        token = get_access_token()
+        return f"tenant={TENANT.get()} client={token.client_id if token else None}"
+
+    @mcp.tool()
+    async def progress(steps: int, ctx: Context) -> str:
+        """Reports `steps` progress notifications, each with a log message."""
+        for step in range(1, steps + 1):
+            await ctx.report_progress(step, steps, f"step {step}")
+            await _log(ctx, f"log {step}")
+        return f"done {steps}"
+
+    @mcp.tool()
+    async def block(ctx: Context) -> str:
+        """Runs until released; reports whether it was cancelled."""
+        probe.started.set()
+        try:
+            await probe.release.wait()
+            probe.results.append("released")
+            return "released"
+        except anyio.get_cancelled_exc_class():
+            probe.cancelled.set()
+            raise
+        finally:
+            probe.finished.set()
+
+    @mcp.tool()
+    async def ask(ctx: Context) -> str:
+        """Elicits an answer from the client (a server-to-client request on this request's stream)."""
+        result = await ctx.elicit("What is the answer?", Answer)
+        text = f"{result.action}:{result.data.answer if result.action == 'accept' else None}"
+        probe.results.append(text)
+        return text
+
+    @mcp.tool()
+    async def poll(ctx: Context) -> str:
+        """SEP-1699 polling: log, close the SSE connection, log again after being released, answer."""
+        await _log(ctx, "before close")
+        await ctx.close_sse_stream()
+        probe.closed_stream.set()
+        await probe.release.wait()
+        await _log(ctx, "after close")
+        return "polled"
+
+    @mcp.tool()
+    def region_echo(
+        region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})],
+    ) -> str:
+        """Its `region` argument is mirrored into the Mcp-Param-Region header (SEP-2243)."""
+        return f"region={region}"
+
+    return mcp
+
+
+def build_failing_server() -> Server[Any]:
+    """A low-level server whose tool raises an unexpected exception (a bug, not a tool error)."""
+
+    async def list_tools(ctx: ServerRequestContext[Any], params: Any) -> types.ListToolsResult:
+        schema = {"type": "object", "properties": {}}
+        return types.ListToolsResult(tools=[types.Tool(name="explode", input_schema=schema)])
+
+    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        raise RuntimeError(SECRET)
+
+    return Server("failing", version="1.0.0", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+def text_of(result: Mapping[str, Any]) -> str:
+    """The text of a `tools/call` result's first content block."""
+    return result["content"][0]["text"]

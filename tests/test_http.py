@@ -1,0 +1,148 @@
+"""Sans-IO header logic: era selection, Accept negotiation, endpoint matching, the Headers view."""
+
+from __future__ import annotations
+
+import pytest
+
+from asgi_mcp import Headers, ProtocolError
+from asgi_mcp._errors import UNSUPPORTED_PROTOCOL_VERSION
+from asgi_mcp._http import (
+    LEGACY_VERSIONS,
+    MODERN_VERSIONS,
+    check_session_id,
+    endpoint_matches,
+    era_of,
+    is_json_content_type,
+    normalize_endpoint,
+)
+from asgi_mcp._http import accepts as accepts_header
+
+
+class TestEraOf:
+    def test_absent_header_is_legacy_2025_03_26(self) -> None:
+        assert era_of(None) == ("legacy", "2025-03-26")
+
+    @pytest.mark.parametrize("version", LEGACY_VERSIONS)
+    def test_legacy_versions(self, version: str) -> None:
+        assert era_of(version) == ("legacy", version)
+
+    @pytest.mark.parametrize("version", MODERN_VERSIONS)
+    def test_modern_versions(self, version: str) -> None:
+        assert era_of(version) == ("modern", version)
+
+    @pytest.mark.parametrize("bogus", ["1999-01-01", "", "2025-11-25 ", "latest", "x" * 500])
+    def test_unsupported_version_is_400_minus_32022(self, bogus: str) -> None:
+        with pytest.raises(ProtocolError) as caught:
+            era_of(bogus)
+        error = caught.value
+        assert error.status == 400
+        assert error.code == UNSUPPORTED_PROTOCOL_VERSION
+        body = error.error_body()
+        assert body is not None
+        data = body["error"]["data"]
+        # Names the sessionless version(s) a client can switch to (legacy ones are negotiated by initialize).
+        assert set(MODERN_VERSIONS) <= set(data["supported"])
+        # The echoed value is bounded: a huge header does not become a huge answer.
+        assert data["requested"] == bogus[:64]
+
+
+class TestAccepts:
+    @pytest.mark.parametrize(
+        ("header", "expected"),
+        [
+            (None, (False, False)),
+            ("", (False, False)),
+            ("application/json", (True, False)),
+            ("text/event-stream", (False, True)),
+            ("application/json, text/event-stream", (True, True)),
+            ("text/event-stream;q=0.9,application/json", (True, True)),
+            ("*/*", (True, True)),
+            ("application/*", (True, False)),
+            ("text/*", (False, True)),
+            ("APPLICATION/JSON, Text/Event-Stream", (True, True)),
+            ("application/json;q=0, text/event-stream", (False, True)),
+            ("application/json; q=0.0, text/event-stream", (False, True)),
+            ("application/json;q=0.5", (True, False)),
+            ("application/json;q=0.01", (True, False)),
+            ("text/html, image/png", (False, False)),
+            ("application/jsonx", (False, False)),
+        ],
+    )
+    def test_accept(self, header: str | None, expected: tuple[bool, bool]) -> None:
+        assert accepts_header(header) == expected
+
+
+class TestEndpointMatches:
+    @pytest.mark.parametrize(
+        ("path", "root_path", "endpoint", "expected"),
+        [
+            ("/mcp", "", "/mcp", True),
+            ("/mcp/", "", "/mcp", True),
+            ("/mcpx", "", "/mcp", False),
+            ("/mcp/extra", "", "/mcp", False),
+            ("/", "", "/mcp", False),
+            ("/api/mcp", "/api", "/mcp", True),  # path includes root_path (ASGI spec)
+            ("/mcp", "/api", "/mcp", True),  # path without root_path (some frameworks)
+            ("/api/mcp/", "/api", "/mcp", True),
+            ("/api/other", "/api", "/mcp", False),
+            ("/", "", "/", True),
+            ("", "", "/", True),
+            ("/api", "/api", "/", True),
+            ("/x", "", "/", False),
+        ],
+    )
+    def test_matches(self, path: str, root_path: str, endpoint: str, expected: bool) -> None:
+        assert endpoint_matches(path, root_path, endpoint) is expected
+
+    @pytest.mark.parametrize(("given", "normal"), [("mcp", "/mcp"), ("/mcp/", "/mcp"), ("/", "/"), ("/a/b/", "/a/b")])
+    def test_normalize(self, given: str, normal: str) -> None:
+        assert normalize_endpoint(given) == normal
+
+
+class TestHeaders:
+    def test_case_insensitive_first_value_wins(self) -> None:
+        headers = Headers([(b"X-Thing", b"one"), (b"x-thing", b"two"), (b"Accept", b"*/*")])
+        assert headers["x-thing"] == headers["X-THING"] == headers.get("X-Thing") == "one"
+        assert headers.getlist("X-THING") == ["one", "two"]
+        assert "ACCEPT" in headers
+        assert 42 not in headers
+        assert len(headers) == 2
+        assert sorted(headers) == ["accept", "x-thing"]
+        assert headers.raw_items() == [("x-thing", "one"), ("x-thing", "two"), ("accept", "*/*")]
+        assert headers.get("missing") is None
+        with pytest.raises(KeyError):
+            headers["missing"]
+
+    def test_latin1_values_survive(self) -> None:
+        headers = Headers([(b"x-name", "caf\xe9".encode("latin-1"))])
+        assert headers["x-name"] == "caf\xe9"
+
+    def test_repr_never_shows_values(self) -> None:
+        headers = Headers([(b"authorization", b"Bearer top-secret")])
+        assert "top-secret" not in repr(headers)
+        assert "authorization" in repr(headers)
+
+
+class TestMisc:
+    @pytest.mark.parametrize(
+        ("value", "ok"),
+        [
+            ("application/json", True),
+            ("Application/JSON; charset=utf-8", True),
+            ("application/json-seq", False),
+            ("text/plain", False),
+            (None, False),
+        ],
+    )
+    def test_json_content_type(self, value: str | None, ok: bool) -> None:
+        assert is_json_content_type(value) is ok
+
+    @pytest.mark.parametrize("bad", ["", "has space", "tab\there", "caf\xe9", "x" * 257, "\x7f"])
+    def test_malformed_session_id_is_400(self, bad: str) -> None:
+        with pytest.raises(ProtocolError) as caught:
+            check_session_id(bad)
+        assert caught.value.status == 400
+
+    def test_visible_ascii_session_id_passes(self) -> None:
+        value = "".join(chr(c) for c in range(0x21, 0x7F))
+        assert check_session_id(value) == value
