@@ -24,9 +24,9 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-for _name in __all__:
-    globals()[_name].__module__ = __name__
-del _name
+# Reprs and docs name the public path (asgi_mcp.McpApp), not the private module.
+for _public in __all__:
+    globals()[_public].__module__ = __name__
 
 # A library never configures logging; this keeps "no handler" warnings away until the app does.
 _logging.getLogger("asgi_mcp").addHandler(_logging.NullHandler())

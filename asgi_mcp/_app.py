@@ -9,18 +9,35 @@ else a generic 500 with nothing internal in the body.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
+from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http import EventStore
 
 from ._asgi import ClientGone, HttpRequest, Receive, Scope, Send, read_body, send_error, send_json
+from ._auth import (
+    AuthenticationError,
+    BearerAuth,
+    TokenVerifier,
+    challenge,
+    metadata_paths,
+    parse_bearer,
+    principal_key,
+    protected_resource_metadata,
+)
+from ._dispatch import RequestObserver
 from ._errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, ProtocolError, SecurityRefusal
 from ._event_store import EventLog
-from ._hosting import ServerHost
+from ._events import EventHub, EventName, Listener, SessionCreated, SessionEnded, ToolCalled, TransportError
+from ._hosting import ServerHost, as_lowlevel_server
 from ._http import (
     Headers,
     accepts,
@@ -35,6 +52,8 @@ from ._legacy import LegacyEndpoint, LegacySession, Principal
 from ._modern import ModernEndpoint
 from ._registry import SessionTable
 from ._security import OriginPolicy
+from ._tenancy import Tenants
+from ._tenant_servers import TenantServers
 
 __all__ = ["McpApp"]
 
@@ -55,9 +74,13 @@ class _Runtime:
     def __init__(self, app: McpApp, task_group: anyio.abc.TaskGroup) -> None:
         self.task_group = task_group
         self.closing = False
+        self.started_at = time.time()
+        self.wake_reaper = anyio.Event()
+        self.reaper_wakes_at = float("inf")
         self.table: SessionTable[LegacySession] = SessionTable(
             max_sessions=app.max_sessions, idle_timeout=app.session_idle_timeout
         )
+        hub = app.events
         self.legacy = LegacyEndpoint(
             table=self.table,
             task_group=task_group,
@@ -65,27 +88,87 @@ class _Runtime:
             events=EventLog(app.event_store) if app.event_store is not None else None,
             retry_ms=app.retry_interval,
             keepalive=app.keepalive_interval,
+            observer_for=lambda entry: _tool_observer(hub, entry.tenant_id, entry.session_id),
+            on_created=lambda entry: hub.emit(
+                SessionCreated(
+                    session_id=entry.session_id,
+                    tenant_id=entry.tenant_id,
+                    server_name=entry.value.host.name,
+                    protocol_version=entry.value.protocol_version,
+                    created_at=time.time(),
+                )
+            ),
+            on_ended=lambda entry, reason: hub.emit(
+                SessionEnded(
+                    session_id=entry.session_id,
+                    tenant_id=entry.tenant_id,
+                    server_name=entry.value.host.name,
+                    reason=reason,
+                    duration=anyio.current_time() - entry.created_at,
+                    ended_at=time.time(),
+                )
+            ),
+            wake=self.wake,
         )
         self.modern = ModernEndpoint(
             json_response=app.json_response, keepalive=app.keepalive_interval, tool_schema_ttl=app.tool_schema_ttl
         )
-        self.wake_reaper = anyio.Event()
+
+    def wake(self, deadline: float | None = None) -> None:
+        """Wake the reaper, unless `deadline` is no earlier than the moment it wakes anyway."""
+        if deadline is None or deadline < self.reaper_wakes_at:
+            self.wake_reaper.set()
 
     async def reap_forever(self) -> None:
-        """End idle sessions when their deadline passes; sleeps until the earliest one."""
-        while True:
+        """End idle and drained sessions when their deadline passes; sleeps until the earliest one."""
+        while not self.closing:
             deadline = self.table.next_deadline()
-            with anyio.move_on_after(60 if deadline is None else max(0.0, deadline - anyio.current_time())):
+            now = anyio.current_time()
+            self.reaper_wakes_at = now + 60 if deadline is None else deadline
+            with anyio.move_on_after(max(0.0, self.reaper_wakes_at - now)):
                 await self.wake_reaper.wait()
             self.wake_reaper = anyio.Event()
             self.legacy.reap(anyio.current_time())
 
 
+def _tool_observer(hub: EventHub, tenant_id: str | None, session_id: str | None) -> RequestObserver:
+    def observe(method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
+        if method != "tools/call" or not hub.has_listeners("tool_called"):
+            return
+        error: dict[str, Any] | None = outcome.get("error")
+        result: dict[str, Any] | None = outcome.get("result")
+        tool_failed = result is not None and bool(result.get("isError"))
+        hub.emit(
+            ToolCalled(
+                tool_name=str((params or {}).get("name", "")),
+                tenant_id=tenant_id,
+                session_id=session_id,
+                duration=time.perf_counter() - started,
+                success=error is None and not tool_failed,
+                error=str(error.get("message")) if error is not None else ("tool_error" if tool_failed else None),
+            )
+        )
+
+    return observe
+
+
 class McpApp:
-    """An ASGI 3 application serving one MCP server over Streamable HTTP, both protocol eras.
+    """An ASGI 3 application serving MCP over Streamable HTTP, both protocol eras.
 
     Args:
-        server: an `mcp.server.Server` (low-level) or an `mcp.server.MCPServer`.
+        server: an `mcp.server.Server` (low-level) or an `mcp.server.MCPServer`, served to every
+            caller. Give either this or `tenants`.
+        tenants: a token registry (`Tenants`): each bearer token reaches its own server, built by
+            its factory; unknown tokens get 401. Tokens can be added, removed and updated while
+            the app serves requests.
+        token_verifier: verifies bearer tokens for a single `server` (the SDK's `TokenVerifier`
+            protocol: `async verify_token(token) -> AccessToken | None`).
+        required_scopes: scopes every request needs; 403 `insufficient_scope` otherwise.
+        resource_server_url: the endpoint's public URL (behind a proxy, the URL clients use). Names
+            the resource in RFC 9728 metadata and is the audience checked by `validate_resource`.
+        authorization_servers: issuer URLs advertised in RFC 9728 metadata; with them, the metadata
+            is served and 401 challenges carry `resource_metadata`.
+        validate_resource: reject tokens whose `resource` (RFC 8707 audience) is not this endpoint.
         path: the endpoint path; the bare path and a trailing slash are both served, never
             redirected. When mounted, it is relative to the mount point (`root_path`).
         json_response: answer legacy-era requests with one JSON body instead of an SSE stream. Server-to-
@@ -111,8 +194,14 @@ class McpApp:
 
     def __init__(
         self,
-        server: Any,
+        server: Any = None,
         *,
+        tenants: Tenants | None = None,
+        token_verifier: TokenVerifier | None = None,
+        required_scopes: Sequence[str] = (),
+        resource_server_url: str | None = None,
+        authorization_servers: Sequence[str] = (),
+        validate_resource: bool = False,
         path: str = "/mcp",
         json_response: bool = False,
         event_store: EventStore | None = None,
@@ -126,6 +215,12 @@ class McpApp:
         shutdown_timeout: float = 5.0,
         tool_schema_ttl: float = 5.0,
     ) -> None:
+        if (server is None) == (tenants is None):
+            raise ConfigurationError("give exactly one of `server` (one MCP server) and `tenants` (one per token)")
+        if tenants is not None and token_verifier is not None:
+            raise ConfigurationError("`tenants` authenticates by its own tokens; it takes no `token_verifier`")
+        if validate_resource and resource_server_url is None:
+            raise ConfigurationError("validate_resource needs resource_server_url (the audience to check)")
         if max_body_size < 1:
             raise ConfigurationError("max_body_size must be positive")
         if max_sessions < 1:
@@ -138,7 +233,13 @@ class McpApp:
             raise ConfigurationError(
                 "keepalive_interval must be positive; shutdown_timeout and tool_schema_ttl not negative"
             )
-        self.host = ServerHost(server)
+        self.events = EventHub()
+        self.tenants = tenants
+        self._tenant_servers = TenantServers(self.events) if tenants is not None else None
+        if tenants is not None and self._tenant_servers is not None:
+            tenants.subscribe(self._tenant_servers)
+        self.server = as_lowlevel_server(server) if server is not None else None
+        self.host: ServerHost | None = ServerHost(self.server) if self.server is not None else None
         self.path = normalize_endpoint(path)
         self.json_response = json_response
         self.event_store = event_store
@@ -150,18 +251,63 @@ class McpApp:
         self.shutdown_timeout = shutdown_timeout
         self.tool_schema_ttl = tool_schema_ttl
         self.origin_policy = OriginPolicy(allowed_hosts, allowed_origins)
+        self.resource_server_url = resource_server_url
+        self.authorization_servers = tuple(authorization_servers)
+        self.required_scopes = tuple(required_scopes)
+        self.auth = (
+            BearerAuth(
+                token_verifier,
+                required_scopes=required_scopes,
+                resource_url=resource_server_url,
+                validate_resource=validate_resource,
+            )
+            if token_verifier is not None
+            else None
+        )
+        self._metadata_paths = metadata_paths(self.path)
         self._runtime: _Runtime | None = None
         self._not_running_logged = False
-        self._principal = Principal(owner="", tenant_id=None, host=self._get_host)
+        self._anonymous = Principal(owner="", tenant_id=None, host=self._get_host)
+
+    # -- public surface ---------------------------------------------------------------------------
+
+    def on(self, event_name: EventName, listener: Listener) -> Callable[[], None]:
+        """Subscribe to an event (`"session_created"`, `"tool_called"`, ...); returns an unsubscribe function.
+
+        Listeners may be sync or async; they run off the request path, in order per listener, and a
+        failing or slow one never fails or slows a request.
+        """
+        return self.events.on(event_name, listener)
+
+    @property
+    def running(self) -> bool:
+        return self._runtime is not None and not self._runtime.closing
+
+    def stats(self) -> dict[str, Any]:
+        """Counters cheap enough for every health probe. Tenants appear by id, never by token."""
+        runtime = self._runtime
+        per_tenant = runtime.table.per_tenant() if runtime is not None else {}
+        return {
+            "running": self.running,
+            "registered_tokens": len(self.tenants) if self.tenants is not None else 0,
+            "built_servers": (
+                self._tenant_servers.built if self._tenant_servers is not None else int(self.host is not None)
+            ),
+            "active_sessions": len(runtime.table) if runtime is not None else 0,
+            "sessions_per_tenant": {tenant: count for tenant, count in per_tenant.items() if tenant is not None},
+            "open_streams": runtime.legacy.open_streams if runtime is not None else 0,
+            "uptime": time.time() - runtime.started_at if runtime is not None else 0.0,
+        }
 
     # -- lifespan ---------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def lifespan_context(self) -> AsyncIterator[McpApp]:
+    async def lifespan_context(self) -> AsyncGenerator[McpApp, None]:
         """Run the app: start the server's lifespan, serve sessions; on exit, end them all.
 
         Shutdown closes every stream and session and waits at most `shutdown_timeout` seconds for
-        session tasks and the server lifespan to finish before cancelling them.
+        session tasks and server lifespans to finish before cancelling them. Exiting twice, or a
+        second ASGI shutdown, is harmless.
         """
         if self._runtime is not None:
             raise ConfigurationError("McpApp is already running; an app instance runs once at a time")
@@ -169,7 +315,11 @@ class McpApp:
             runtime = _Runtime(self, tg)
             self._runtime = runtime
             try:
-                await self.host.start(tg)
+                await tg.start(self.events.run)
+                if self._tenant_servers is not None:
+                    self._tenant_servers.attach(tg, runtime.legacy)
+                if self.host is not None:
+                    await self.host.start(tg)
                 tg.start_soon(runtime.reap_forever)
                 yield self
             finally:
@@ -180,12 +330,18 @@ class McpApp:
             return
         runtime.closing = True
         runtime.legacy.end_all("shutdown")
-        self.host.stop()
+        if self._tenant_servers is not None:
+            self._tenant_servers.detach()
+        if self.host is not None:
+            self.host.stop()
+            # A fresh host for the next run: a lifespan is entered once per host.
+            self.host = ServerHost(self.host.server)
         self._runtime = None
         # Everything still running gets `shutdown_timeout` to finish, then is cancelled.
         runtime.task_group.cancel_scope.deadline = anyio.current_time() + self.shutdown_timeout
-        runtime.wake_reaper.set()
-        self.host = ServerHost(self.host.server, label=self.host.label)
+        runtime.wake()
+        # Listeners get the events queued so far (session_ended of every session above), then stop.
+        self.events.close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         async with AsyncExitStack() as stack:
@@ -203,6 +359,7 @@ class McpApp:
         await send({"type": "lifespan.shutdown.complete"})
 
     async def _get_host(self) -> ServerHost:
+        assert self.host is not None
         return self.host
 
     # -- ASGI -------------------------------------------------------------------------------------
@@ -217,12 +374,14 @@ class McpApp:
             await send({"type": "websocket.close", "code": 1000})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not endpoint_matches(scope["path"], scope.get("root_path", ""), self.path):
-            await send_json(send, 404, {"error": "not_found"})
+        path, root_path = scope["path"], scope.get("root_path", "")
+        if not endpoint_matches(path, root_path, self.path):
+            await self._other_path(scope, send)
             return
         responder = _Responder(send)
         headers = Headers(scope["headers"])
-        request = HttpRequest(scope["method"], scope["path"], headers, scope)
+        request = HttpRequest(scope["method"], path, headers, scope)
+        auth_token = None
         try:
             runtime = self._runtime
             if runtime is None:
@@ -234,7 +393,11 @@ class McpApp:
             if runtime.closing:
                 raise ProtocolError(503, "Server is shutting down", code=SERVER_BUSY)
             self.origin_policy.check(headers.get("host"), headers.get("origin"), scope.get("server"))
-            await self._dispatch(runtime, request, receive, responder)
+            # Authentication comes before the body is read: unauthenticated callers cost nothing.
+            principal, access = await self._authenticate(request)
+            if access is not None:
+                auth_token = auth_context_var.set(AuthenticatedUser(access))
+            await self._dispatch(runtime, request, principal, receive, responder)
         except ProtocolError as error:
             _log_refusal(request, error)
             if not responder.started:
@@ -244,10 +407,68 @@ class McpApp:
         except Exception:
             # The app's one catch-all: a bug, never the client's fault. Nothing internal leaves.
             logger.exception("unexpected error serving %s %s", request.method, request.path)
+            if self.events.has_listeners("transport_error"):
+                self.events.emit(TransportError(tenant_id=None, session_id=None, error="internal_error"))
             if not responder.started:
                 await send_json(responder, 500, _error_body(INTERNAL_ERROR, "Internal server error"))
+        finally:
+            if auth_token is not None:
+                auth_context_var.reset(auth_token)
 
-    async def _dispatch(self, runtime: _Runtime, request: HttpRequest, receive: Receive, send: Send) -> None:
+    async def _authenticate(self, request: HttpRequest) -> tuple[Principal, AccessToken | None]:
+        """Who is calling, from the Authorization header; raises 401/403 with the right challenge."""
+        if self.tenants is None and self.auth is None:
+            return self._anonymous, None
+        metadata_url = self._resource_metadata_url(request)
+        token = parse_bearer(request.headers.get("authorization"))
+        if self.auth is not None:
+            access = await self.auth.authenticate(token, metadata_url)
+            return Principal(owner=principal_key(access), tenant_id=None, host=self._get_host), access
+        assert self.tenants is not None and self._tenant_servers is not None
+        tenant = self.tenants.lookup(token) if token is not None else None
+        if tenant is None:
+            error = "invalid_token" if token is not None else None
+            description = "The access token is invalid" if token is not None else None
+            raise _tenant_challenge(error, description, metadata_url, self.required_scopes)
+        servers = self._tenant_servers
+        access = AccessToken(token=token or "", client_id=tenant.tenant_id, scopes=list(self.required_scopes))
+
+        async def host() -> ServerHost:
+            return await servers.host_for(tenant)
+
+        return Principal(owner=tenant.owner, tenant_id=tenant.tenant_id, host=host), access
+
+    def _resource_url(self, scope: Scope) -> str:
+        if self.resource_server_url is not None:
+            return self.resource_server_url
+        headers = Headers(scope["headers"]) if not isinstance(scope.get("headers"), Headers) else scope["headers"]
+        host = headers.get("host") or "localhost"
+        root = scope.get("root_path", "")
+        return f"{scope.get('scheme', 'http')}://{host}{root}{'' if self.path == '/' else self.path}"
+
+    def _resource_metadata_url(self, request: HttpRequest) -> str | None:
+        if not self.authorization_servers:
+            return None
+        resource = urlsplit(self._resource_url(request.scope))
+        return f"{resource.scheme}://{resource.netloc}{self._metadata_paths[1]}"
+
+    async def _other_path(self, scope: Scope, send: Send) -> None:
+        """RFC 9728 metadata (both the root and the path-suffixed form), else 404."""
+        path = scope["path"]
+        root_path = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):
+            path = path[len(root_path) :]
+        if self.authorization_servers and scope["method"] in ("GET", "HEAD") and path in self._metadata_paths:
+            document = protected_resource_metadata(
+                self._resource_url(scope), self.authorization_servers, self.required_scopes
+            )
+            await send_json(send, 200, document, [(b"cache-control", b"public, max-age=3600")])
+            return
+        await send_json(send, 404, {"error": "not_found"})
+
+    async def _dispatch(
+        self, runtime: _Runtime, request: HttpRequest, principal: Principal, receive: Receive, send: Send
+    ) -> None:
         headers = request.headers
         method = request.method
         if method != "POST":
@@ -272,16 +493,23 @@ class McpApp:
                 version_error.request_id = message.id
                 raise version_error
             if era == "modern":
-                host = await self._principal.host()
+                host = await principal.host()
                 await runtime.modern.post(
-                    request, message, host, receive, send, accepts_json=json_ok, accepts_sse=sse_ok
+                    request,
+                    message,
+                    host,
+                    receive,
+                    send,
+                    accepts_json=json_ok,
+                    accepts_sse=sse_ok,
+                    observe=_tool_observer(self.events, principal.tenant_id, None),
                 )
                 return
             if not json_ok:
                 raise ProtocolError(
                     406, "Not Acceptable: client must accept application/json", reason="Accept lacks application/json"
                 )
-            await runtime.legacy.post(request, message, self._principal, send, accepts_sse=sse_ok)
+            await runtime.legacy.post(request, message, principal, send, accepts_sse=sse_ok)
             return
         if method == "GET":
             if era == "modern":
@@ -292,11 +520,11 @@ class McpApp:
                     "Not Acceptable: GET requires Accept: text/event-stream",
                     reason="GET without text/event-stream",
                 )
-            await runtime.legacy.get(request, self._principal, receive, send)
+            await runtime.legacy.get(request, principal, receive, send)
         elif method == "DELETE":
             if era == "modern":
                 raise method_not_allowed("POST")
-            await runtime.legacy.delete(request, self._principal, send)
+            await runtime.legacy.delete(request, principal, send)
         else:
             raise method_not_allowed("GET, POST, DELETE")
 
@@ -334,4 +562,14 @@ def _log_refusal(request: HttpRequest, error: ProtocolError) -> None:
         error.reason,
         error.status,
         extra={"status": error.status, "reason": error.reason, "method": request.method},
+    )
+
+
+def _tenant_challenge(
+    error: str | None, description: str | None, metadata_url: str | None, scopes: Sequence[str]
+) -> AuthenticationError:
+    value = challenge(error=error, description=description, scopes=scopes, resource_metadata=metadata_url)
+    description = description or "Authentication required"
+    return AuthenticationError(
+        401, error or "invalid_token", description, value, reason=f"{error or 'no credentials'}: {description}"
     )

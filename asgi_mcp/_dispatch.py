@@ -62,29 +62,29 @@ class RequestContext:
     request_id: RequestId
     message_metadata: ServerMessageMetadata
     _dispatcher: SessionDispatcher
-    _stream: OutboundStream
+    stream: OutboundStream
     _progress_token: str | int | None = None
-    _closed: bool = False
+    closed: bool = False
     cancel_requested: anyio.Event = field(default_factory=anyio.Event)
 
     @property
     def can_send_request(self) -> bool:
-        return self.transport.can_send_request and not self._closed
+        return self.transport.can_send_request and not self.closed
 
     async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
-        if self._closed:
+        if self.closed:
             return
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             message["params"] = dict(params)
-        await self._dispatcher.emitter.emit(self._stream, message)
+        await self._dispatcher.emitter.emit(self.stream, message)
 
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
     ) -> dict[str, Any]:
         if not self.can_send_request:
             raise NoBackChannelError(method)
-        return await self._dispatcher.call(method, params, opts, self._stream)
+        return await self._dispatcher.call(method, params, opts, self.stream)
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         if self._progress_token is None:
@@ -265,7 +265,7 @@ class SessionDispatcher:
                 try:
                     result = await self._on_request(dctx, method, params)
                 finally:
-                    dctx._closed = True
+                    dctx.closed = True
                     key = coerce_request_id(dctx.request_id)
                     if (found := self._in_flight.get(key)) is not None and found[1] is dctx:
                         del self._in_flight[key]
@@ -286,7 +286,7 @@ class SessionDispatcher:
             outcome = error_message(dctx.request_id, REQUEST_CANCELLED, "Request cancelled")
         if self.observer is not None:
             self.observer(method, params, started, outcome)
-        await self.emitter.emit(dctx._stream, outcome, final=True)
+        await self.emitter.emit(dctx.stream, outcome, final=True)
 
     async def _handle_notification(self, method: str, params: dict[str, Any] | None, dctx: RequestContext) -> None:
         assert self._on_notify is not None

@@ -7,7 +7,7 @@ scopes inside a user's lifespan demand that) whichever request first needed the 
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -25,17 +25,28 @@ LIFESPAN_EXIT_TIMEOUT = 10.0
 def as_lowlevel_server(server: Any) -> Server[Any]:
     """Accept an SDK low-level `Server` or an `MCPServer` (whose low-level server is the one served)."""
     if isinstance(server, Server):
-        return cast("Server[Any]", server)
+        return server  # pyright: ignore[reportUnknownVariableType]
     lowlevel = getattr(server, "_lowlevel_server", None)
     if isinstance(lowlevel, Server):
-        return cast("Server[Any]", lowlevel)
+        return lowlevel  # pyright: ignore[reportUnknownVariableType]
     raise ConfigurationError(f"expected an mcp Server or MCPServer, got {type(server).__name__}")
 
 
 class ServerHost:
     """Runs one server's lifespan for as long as the host is up; `state` is the lifespan's value."""
 
-    __slots__ = ("_failed", "_ready", "_started", "_stop", "label", "server", "state", "tool_schemas")
+    __slots__ = (
+        "_failed",
+        "_ready",
+        "_started",
+        "_stop",
+        "label",
+        "retired",
+        "server",
+        "sessions",
+        "state",
+        "tool_schemas",
+    )
 
     def __init__(self, server: Any, *, label: str | None = None) -> None:
         self.server = as_lowlevel_server(server)
@@ -47,6 +58,9 @@ class ServerHost:
         self._stop = anyio.Event()
         self._failed: BaseException | None = None
         self._started = False
+        # Live sessions served by this server; a retired server stops when the last one ends.
+        self.sessions = 0
+        self.retired = False
 
     @property
     def name(self) -> str:
@@ -80,3 +94,15 @@ class ServerHost:
     def stop(self) -> None:
         """Let the lifespan exit; its task finishes in the background."""
         self._stop.set()
+
+    def retire(self) -> None:
+        """No new sessions will use this server: stop it now if none is live, else after the last."""
+        self.retired = True
+        if self.sessions == 0:
+            self.stop()
+
+    def release(self) -> None:
+        """A session of this server ended."""
+        self.sessions -= 1
+        if self.retired and self.sessions == 0:
+            self.stop()

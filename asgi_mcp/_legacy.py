@@ -158,6 +158,7 @@ class LegacyEndpoint:
         observer_for: Callable[[SessionEntry[LegacySession]], RequestObserver | None] | None = None,
         on_created: Callable[[SessionEntry[LegacySession]], None] | None = None,
         on_ended: SessionHook | None = None,
+        wake: Callable[[float | None], None] | None = None,
     ) -> None:
         self.table = table
         self._tg = task_group
@@ -168,6 +169,8 @@ class LegacyEndpoint:
         self._observer_for = observer_for
         self._on_created = on_created
         self._on_ended = on_ended
+        self._wake = wake
+        self.open_streams = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -177,9 +180,22 @@ class LegacyEndpoint:
         if entry is None:
             return False
         entry.value.close()
+        entry.value.host.release()
         if self._on_ended is not None:
             self._on_ended(entry, reason)
         return True
+
+    def wake(self, deadline: float | None = None) -> None:
+        """A deadline was queued (or drains began): the reaper looks again if it would wake later."""
+        if self._wake is not None:
+            self._wake(deadline)
+
+    def finish_exchange(self, entry: SessionEntry[LegacySession]) -> None:
+        """An exchange of the session ended; a session draining for a removed tenant may end with it."""
+        if self.table.end(entry, anyio.current_time()):
+            self.end_session(entry.session_id, "token_removed")
+        elif entry.queued_deadline is not None:
+            self.wake(entry.queued_deadline)
 
     def end_all(self, reason: str) -> None:
         for entry in self.table:
@@ -223,7 +239,6 @@ class LegacyEndpoint:
             raise ProtocolError(400, "initialize must be a request", reason="initialize sent as a notification")
         entry = self._session_for(request, principal, message.id if message.kind == "request" else None)
         session = entry.value
-        now = anyio.current_time
         self.table.begin(entry)
         try:
             if message.kind == "request":
@@ -240,7 +255,7 @@ class LegacyEndpoint:
                 session.dispatcher.resolve(message.id, raw.get("result"), raw.get("error"))
             await send_empty(send, 202)
         finally:
-            self.table.end(entry, now())
+            self.finish_exchange(entry)
 
     async def get(self, request: HttpRequest, principal: Principal, receive: Receive, send: Send) -> None:
         entry = self._session_for(request, principal, None)
@@ -269,6 +284,7 @@ class LegacyEndpoint:
                 )
             session.get_connected = True
         self.table.begin(entry)
+        self.open_streams += 1
         try:
             frames = target.attach() if target is not None and not target.finished else None
             if frames is not None and last_event_id is not None and replayed:
@@ -304,7 +320,8 @@ class LegacyEndpoint:
                 target.detach()
             if standalone:
                 session.get_connected = False
-            self.table.end(entry, anyio.current_time())
+            self.open_streams -= 1
+            self.finish_exchange(entry)
 
     async def delete(self, request: HttpRequest, principal: Principal, send: Send) -> None:
         entry = self._session_for(request, principal, None)
@@ -355,6 +372,7 @@ class LegacyEndpoint:
             return
         priming = await session.priming_frame(stream)
         session.dispatcher.start_request(message.id, message.method, message.params, stream, metadata, transport)
+        self.open_streams += 1
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             if priming is not None:
@@ -365,6 +383,7 @@ class LegacyEndpoint:
             # The connection is done (answered, closed for polling, or gone); the stream lives on
             # in the event store until its handler settles.
             stream.detach()
+            self.open_streams -= 1
 
     async def _initialize(
         self, request: HttpRequest, message: Message, principal: Principal, send: Send, *, json_mode: bool
@@ -376,6 +395,7 @@ class LegacyEndpoint:
         entry = self.table.open(
             session_id, owner=principal.owner, tenant_id=principal.tenant_id, value=session, now=anyio.current_time()
         )
+        host.sessions += 1
         if self._observer_for is not None:
             session.dispatcher.observer = self._observer_for(entry)
         try:
@@ -408,7 +428,7 @@ class LegacyEndpoint:
             self.end_session(session_id, "initialize_failed")
             raise
         finally:
-            self.table.end(entry, anyio.current_time())
+            self.finish_exchange(entry)
 
 
 async def _final_frame(frames: anyio.abc.ObjectReceiveStream[Frame]) -> Frame | None:

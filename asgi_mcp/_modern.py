@@ -10,7 +10,9 @@ response is cancellation: a disconnect cancels the handler.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
@@ -33,6 +35,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 
 from ._asgi import HttpRequest, Receive, Send, send_empty, send_json
+from ._dispatch import RequestObserver
 from ._errors import HEADER_MISMATCH, ProtocolError
 from ._hosting import ServerHost
 from ._jsonrpc import Message, RequestId, dumps, error_message, result_message
@@ -72,10 +75,9 @@ class ExchangeContext:
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             message["params"] = dict(params)
-        try:
+        # The response may have ended already (answered, or the client left).
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             await self.sink.send(encode_event(dumps(message)))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # the response already ended
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         if self.progress_token is None:
@@ -125,6 +127,7 @@ class ModernEndpoint:
         *,
         accepts_json: bool,
         accepts_sse: bool,
+        observe: RequestObserver | None = None,
     ) -> None:
         if not accepts_json or (not self._json_response and not accepts_sse):
             raise ProtocolError(406, "Not Acceptable", reason="Accept lacks application/json or text/event-stream")
@@ -169,12 +172,17 @@ class ModernEndpoint:
             ServerMessageMetadata(request_context=request, can_send_request=False),
             progress_token_from_params(message.params),
         )
+        started = time.perf_counter()
         if self._json_response and method != "subscriptions/listen":
             # A listen answer *is* a stream of notifications, so it always takes the SSE path.
             answer = await _run(host, dctx, method, message.params, connection)
+            if observe is not None:
+                observe(method, message.params, started, answer)
             await _send_answer(send, answer)
             return
-        await self._stream(host, dctx, method, message.params, connection, receive, send)
+        streamed = await self._stream(host, dctx, method, message.params, connection, receive, send)
+        if observe is not None and streamed is not None:
+            observe(method, message.params, started, streamed)
 
     async def _stream(
         self,
@@ -185,7 +193,8 @@ class ModernEndpoint:
         connection: Connection,
         receive: Receive,
         send: Send,
-    ) -> None:
+    ) -> dict[str, Any] | None:
+        """Run the exchange; returns its answer, or None when the client left before it settled."""
         sink, events = anyio.create_memory_object_stream[bytes](16)
         dctx.sink = sink
         answer: list[dict[str, Any]] = []
@@ -218,19 +227,18 @@ class ModernEndpoint:
                 await _send_answer(send, answer[0])
             else:
                 await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-                chunk: bytes | None = first or KEEPALIVE
-                while chunk is not None:
+                chunk = first or KEEPALIVE
+                while True:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    chunk = None
+                    chunk = KEEPALIVE  # unless an event arrives within the interval
                     with anyio.move_on_after(self._keepalive):
                         try:
                             chunk = await events.receive()
                         except anyio.EndOfStream:
                             break
-                    if chunk is None:
-                        chunk = KEEPALIVE
                 await send({"type": "http.response.body", "body": encode_event(dumps(answer[0])), "more_body": False})
             tg.cancel_scope.cancel()
+        return answer[0] if answer else None
 
     async def _check_param_headers(
         self, request: HttpRequest, message: Message, host: ServerHost, protocol_version: str
@@ -279,7 +287,8 @@ class ModernEndpoint:
     ) -> dict[str, Any] | None:
         if host.server.get_request_handler("tools/list") is None:
             return None
-        meta = dict((raw.get("params") or {}).get("_meta") or {})
+        params = cast("dict[str, Any]", raw.get("params") or {})
+        meta = dict(cast("dict[str, Any]", params.get("_meta") or {}))
         meta.pop("progressToken", None)
         schemas: dict[str, Any] = {}
         list_params: dict[str, Any] = {"_meta": meta}
@@ -303,9 +312,12 @@ class ModernEndpoint:
                 # Fail open, as the SDK does: header validation must never break a working call.
                 logger.exception("tools/list failed; Mcp-Param headers not validated")
                 return None
-            for tool in result.get("tools", []):
-                if isinstance(tool, dict) and isinstance(tool.get("name"), str):
-                    schemas[tool["name"]] = tool.get("inputSchema")
+            for tool in cast("list[Any]", result.get("tools", [])):
+                if isinstance(tool, dict):
+                    entry = cast("dict[str, Any]", tool)
+                    name = entry.get("name")
+                    if isinstance(name, str):
+                        schemas[name] = entry.get("inputSchema")
             cursor = result.get("nextCursor")
             if not isinstance(cursor, str) or cursor in seen:
                 return schemas
@@ -328,7 +340,8 @@ async def _run(
 
 async def _send_answer(send: Send, answer: dict[str, Any]) -> None:
     error = answer.get("error")
-    status = ERROR_CODE_HTTP_STATUS.get(error["code"], 200) if isinstance(error, dict) else 200
+    code = cast("dict[str, Any]", error).get("code") if isinstance(error, dict) else None
+    status = ERROR_CODE_HTTP_STATUS.get(code, 200) if isinstance(code, int) else 200
     await send_json(send, status, answer)
 
 

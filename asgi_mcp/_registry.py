@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ._errors import SERVER_BUSY, ProtocolError
@@ -41,7 +41,8 @@ class SessionEntry(Generic[T]):
     # Deadline of this session's item in the heap, if it has one (at most one at a time).
     queued_deadline: float | None = None
     drain_deadline: float | None = None
-    streams: int = field(default=0)
+    # A draining session of a removed tenant ends as soon as nothing is in flight.
+    end_when_idle: bool = False
 
     def apply(self, event: SessionInput) -> SessionState:
         self.state = next_state(self.state, event)
@@ -109,15 +110,35 @@ class SessionTable(Generic[T]):
         entry.in_flight += 1
         entry.idle_since = None
 
-    def end(self, entry: SessionEntry[T], now: float) -> None:
-        """An exchange finished; the idle clock starts when the last one does."""
+    def end(self, entry: SessionEntry[T], now: float) -> bool:
+        """An exchange finished; the idle clock starts when the last one does.
+
+        Returns True when the session should end now: it is draining for a removed tenant and
+        nothing is in flight any more.
+        """
         entry.in_flight -= 1
         if entry.in_flight == 0 and entry.session_id in self._entries:
             entry.idle_since = now
-            if self.idle_timeout is not None and entry.queued_deadline is None:
+            if entry.end_when_idle:
+                return True
+            if self.idle_timeout is not None:
                 self._queue(entry, now + self.idle_timeout)
+        return False
+
+    def drain(self, entry: SessionEntry[T], deadline: float, *, end_when_idle: bool) -> bool:
+        """Mark a session draining until `deadline`; True when it should end at once (already idle)."""
+        entry.apply(SessionInput.DRAIN)
+        entry.drain_deadline = deadline if entry.drain_deadline is None else min(deadline, entry.drain_deadline)
+        entry.end_when_idle = entry.end_when_idle or end_when_idle
+        if entry.end_when_idle and entry.in_flight == 0:
+            return True
+        self._queue(entry, entry.drain_deadline)
+        return False
 
     def _queue(self, entry: SessionEntry[T], deadline: float) -> None:
+        # One item per session, unless a drain deadline comes before the queued one.
+        if entry.queued_deadline is not None and entry.queued_deadline <= deadline:
+            return
         entry.queued_deadline = deadline
         heapq.heappush(self._deadlines, (deadline, entry.session_id))
 
@@ -134,14 +155,23 @@ class SessionTable(Generic[T]):
             if entry is None:
                 continue
             entry.queued_deadline = None
-            if entry.in_flight or entry.idle_since is None or self.idle_timeout is None:
+            deadline = self._deadline_of(entry)
+            if deadline is None:
                 continue  # busy again: `end` queues it when it next goes idle
-            deadline = entry.idle_since + self.idle_timeout
             if deadline <= now:
                 due.append(entry)
             else:
                 self._queue(entry, deadline)
         return due
+
+    def _deadline_of(self, entry: SessionEntry[T]) -> float | None:
+        """When a session expires: the drain deadline (busy or not), or the end of its idle time."""
+        idle = None
+        if entry.in_flight == 0 and entry.idle_since is not None and self.idle_timeout is not None:
+            idle = entry.idle_since + self.idle_timeout
+        if entry.drain_deadline is None:
+            return idle
+        return entry.drain_deadline if idle is None else min(idle, entry.drain_deadline)
 
     def remove(self, session_id: str) -> SessionEntry[T] | None:
         """The one place a session leaves the table. Idempotent: a second call returns None."""

@@ -70,7 +70,9 @@ def _installed_version(node_modules: Path, name: str) -> str | None:
 
 
 def _missing(node_modules: Path) -> list[str]:
-    return [f"{name}@{version}" for name, version in PACKAGES.items() if _installed_version(node_modules, name) != version]
+    return [
+        f"{name}@{version}" for name, version in PACKAGES.items() if _installed_version(node_modules, name) != version
+    ]
 
 
 @contextmanager
@@ -121,7 +123,8 @@ def ensure_node_env() -> NodeEnv:
                         cmd, cwd=root, capture_output=True, text=True, timeout=NPM_INSTALL_TIMEOUT, check=False
                     )
                 except subprocess.TimeoutExpired as exc:
-                    raise NodeUnavailable(f"`{' '.join(cmd)}` timed out after {NPM_INSTALL_TIMEOUT:.0f}s in {root}") from exc
+                    msg = f"`{' '.join(cmd)}` timed out after {NPM_INSTALL_TIMEOUT:.0f}s in {root}"
+                    raise NodeUnavailable(msg) from exc
                 still = _missing(node_modules)
                 if proc.returncode != 0 or still:
                     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])

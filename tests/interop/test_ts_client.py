@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,7 +35,7 @@ SERVER_NAME: Final = "asgi-mcp-interop"
 SERVER_VERSION: Final = "9.8.7"
 PROTOCOL: Final = "2025-11-25"
 TOKEN: Final = "interop-secret-token-4711"
-ECHO_TEXT: Final = "héllo ✓ \"quoted\"\nline two"
+ECHO_TEXT: Final = 'héllo ✓ "quoted"\nline two'
 SLOW_STEPS: Final = 3
 READY_TIMEOUT: Final = 10.0  # seconds for the port to accept connections
 MAX_CONNECT_ATTEMPTS: Final = 100_000  # bounds the readiness poll besides READY_TIMEOUT
@@ -187,7 +186,7 @@ async def serve_hypercorn_trio(app: McpApp) -> AsyncIterator[Served]:
 
     async def run(*, task_status: Any) -> None:
         try:
-            await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")  # type: ignore[arg-type]
+            await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")
         finally:
             stopped.set()
 
@@ -243,12 +242,10 @@ async def run_client(
     with anyio.fail_after(CLIENT_TIMEOUT):
         proc = await anyio.run_process(cmd, env=env.env(), check=False)
     stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
-    events = []
-    for line in stdout.splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            pytest.fail(f"client printed a non-JSON line {line!r}\n{stdout}\n{stderr}")
+    try:
+        events = [json.loads(line) for line in stdout.splitlines()]
+    except ValueError:
+        pytest.fail(f"client printed a non-JSON line\n{stdout}\n{stderr}")
     return ClientRun(proc.returncode, events, stdout, stderr)
 
 

@@ -1,0 +1,22 @@
+"""Waiting on observable state without sleeping: bounded, checkpoint-driven polling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import anyio.lowlevel
+
+
+async def wait_until(predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
+    """Yield to every other task until `predicate()` holds; fail after `timeout` seconds."""
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.wait_all_tasks_blocked()
+            await anyio.lowlevel.checkpoint()
+
+
+async def let_time_pass(seconds: float) -> None:
+    """Keep the event loop turning until `seconds` of clock time went by (timers fire meanwhile)."""
+    deadline = anyio.current_time() + seconds
+    await wait_until(lambda: anyio.current_time() >= deadline, timeout=seconds + 5.0)
