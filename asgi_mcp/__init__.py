@@ -4,29 +4,73 @@ import logging as _logging
 
 from ._app import McpApp as McpApp
 from ._asgi import HttpRequest as HttpRequest
+from ._auth import AuthenticationError as AuthenticationError
+from ._auth import TokenVerifier as TokenVerifier
 from ._errors import AsgiMcpError as AsgiMcpError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import SecurityRefusal as SecurityRefusal
 from ._event_store import InMemoryEventStore as InMemoryEventStore
+from ._events import Event as Event
+from ._events import EventName as EventName
+from ._events import ServerRegistered as ServerRegistered
+from ._events import ServerRemoved as ServerRemoved
+from ._events import ServerUpdated as ServerUpdated
+from ._events import SessionCreated as SessionCreated
+from ._events import SessionEnded as SessionEnded
+from ._events import Started as Started
+from ._events import Stopped as Stopped
+from ._events import TokenAdded as TokenAdded
+from ._events import TokenRemoved as TokenRemoved
+from ._events import TokenUpdated as TokenUpdated
+from ._events import ToolCalled as ToolCalled
+from ._events import TransportError as TransportError
 from ._http import Headers as Headers
+from ._security import OriginPolicy as OriginPolicy
+from ._tenancy import ServerFactory as ServerFactory
+from ._tenancy import SessionPolicy as SessionPolicy
+from ._tenancy import TenantRegistry as TenantRegistry
+from ._tenancy import Tenants as Tenants
 
 __all__ = [
     "AsgiMcpError",
+    "AuthenticationError",
     "ConfigurationError",
+    "Event",
+    "EventName",
     "Headers",
     "HttpRequest",
     "InMemoryEventStore",
     "McpApp",
+    "OriginPolicy",
     "ProtocolError",
     "SecurityRefusal",
+    "ServerFactory",
+    "ServerRegistered",
+    "ServerRemoved",
+    "ServerUpdated",
+    "SessionCreated",
+    "SessionEnded",
+    "SessionPolicy",
+    "Started",
+    "Stopped",
+    "TenantRegistry",
+    "Tenants",
+    "TokenAdded",
+    "TokenRemoved",
+    "TokenUpdated",
+    "TokenVerifier",
+    "ToolCalled",
+    "TransportError",
 ]
 
 __version__ = "0.1.0"
 
 # Reprs and docs name the public path (asgi_mcp.McpApp), not the private module.
 for _public in __all__:
-    globals()[_public].__module__ = __name__
+    _obj = globals()[_public]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
 
 # A library never configures logging; this keeps "no handler" warnings away until the app does.
 _logging.getLogger("asgi_mcp").addHandler(_logging.NullHandler())
