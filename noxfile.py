@@ -33,10 +33,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Serve the demo MCP server (legacy and 2026-07-28 clients) on http://127.0.0.1:8000/mcp."""
-    session.install("-e", ".[uvicorn]")
+    """`asgi-mcp demo`: a multi-tenant MCP server on http://127.0.0.1:8000/mcp, three tokens with their own tools."""
+    session.install("-e", ".[server]")
     port = os.environ.get("PORT", "8000")
-    session.run("python", "-m", "examples.demo", "--port", port, *session.posargs)
+    session.run("asgi-mcp", "demo", "--port", port, *session.posargs)
 
 
 @nox.session

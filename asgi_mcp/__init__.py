@@ -26,11 +26,17 @@ from ._events import TokenUpdated as TokenUpdated
 from ._events import ToolCalled as ToolCalled
 from ._events import TransportError as TransportError
 from ._http import Headers as Headers
+from ._introspection import IntrospectionVerifier as IntrospectionVerifier
+from ._jwt import JWTVerifier as JWTVerifier
 from ._security import OriginPolicy as OriginPolicy
+from ._server import PerBearerServer as PerBearerServer
+from ._server import ServerInfo as ServerInfo
+from ._server import create_per_bearer_server as create_per_bearer_server
 from ._tenancy import ServerFactory as ServerFactory
 from ._tenancy import SessionPolicy as SessionPolicy
 from ._tenancy import TenantRegistry as TenantRegistry
 from ._tenancy import Tenants as Tenants
+from ._verifiers import StaticTokenVerifier as StaticTokenVerifier
 
 __all__ = [
     "AsgiMcpError",
@@ -41,10 +47,14 @@ __all__ = [
     "Headers",
     "HttpRequest",
     "InMemoryEventStore",
+    "IntrospectionVerifier",
+    "JWTVerifier",
     "McpApp",
     "OriginPolicy",
+    "PerBearerServer",
     "ProtocolError",
     "SecurityRefusal",
+    "ServerInfo",
     "ServerFactory",
     "ServerRegistered",
     "ServerRemoved",
@@ -52,6 +62,7 @@ __all__ = [
     "SessionCreated",
     "SessionEnded",
     "SessionPolicy",
+    "StaticTokenVerifier",
     "Started",
     "Stopped",
     "TenantRegistry",
@@ -62,6 +73,7 @@ __all__ = [
     "TokenVerifier",
     "ToolCalled",
     "TransportError",
+    "create_per_bearer_server",
 ]
 
 __version__ = "0.1.0"

@@ -53,7 +53,7 @@ from ._modern import ModernEndpoint
 from ._registry import SessionTable
 from ._security import OriginPolicy
 from ._tenancy import Tenants
-from ._tenant_servers import TenantServers
+from ._tenant_servers import TenantRemoved, TenantServers
 
 __all__ = ["McpApp"]
 
@@ -352,7 +352,9 @@ class McpApp:
                 await stack.enter_async_context(self.lifespan_context())
             except Exception as exc:
                 logger.exception("asgi_mcp startup failed")
-                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                # Servers print this message; the run's task group wraps the cause in an exception
+                # group whose own text ("unhandled errors in a TaskGroup") says nothing.
+                await send({"type": "lifespan.startup.failed", "message": str(_sole_cause(exc))})
                 return
             await send({"type": "lifespan.startup.complete"})
             await receive()  # lifespan.shutdown
@@ -434,7 +436,12 @@ class McpApp:
         access = AccessToken(token=token or "", client_id=tenant.tenant_id, scopes=list(self.required_scopes))
 
         async def host() -> ServerHost:
-            return await servers.host_for(tenant)
+            try:
+                return await servers.host_for(tenant)
+            except TenantRemoved:
+                # Removed while this request waited for its server: as if it had come a moment later.
+                description = "The access token is invalid"
+                raise _tenant_challenge("invalid_token", description, metadata_url, self.required_scopes) from None
 
         return Principal(owner=tenant.owner, tenant_id=tenant.tenant_id, host=host), access
 
@@ -450,7 +457,12 @@ class McpApp:
         if not self.authorization_servers:
             return None
         resource = urlsplit(self._resource_url(request.scope))
-        return f"{resource.scheme}://{resource.netloc}{self._metadata_paths[1]}"
+        # The metadata this app serves, seen from outside: under the same prefix as the endpoint
+        # (the mount point, `root_path`, or a proxy's prefix in `resource_server_url`).
+        suffix = "" if self.path == "/" else self.path
+        path = resource.path if suffix else resource.path.rstrip("/")
+        prefix = path[: len(path) - len(suffix)] if path.endswith(suffix) else ""
+        return f"{resource.scheme}://{resource.netloc}{prefix}{self._metadata_paths[1]}"
 
     async def _other_path(self, scope: Scope, send: Send) -> None:
         """RFC 9728 metadata (both the root and the path-suffixed form), else 404."""
@@ -546,6 +558,15 @@ class _Responder:
             await self._send(message)
         except OSError:
             raise ClientGone from None
+
+
+def _sole_cause(exc: BaseException) -> BaseException:
+    """The exception inside (nested) one-member exception groups; `exc` itself otherwise."""
+    inner: Any = getattr(exc, "exceptions", None)
+    while isinstance(inner, tuple) and len(inner) == 1 and isinstance(inner[0], BaseException):
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return exc
 
 
 def _error_body(code: int, message: str) -> dict[str, Any]:

@@ -243,21 +243,24 @@ class EventHub:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Deliver events until cancelled (the app runs this in its task group)."""
-        async with anyio.create_task_group() as tg:
-            self._task_group = tg
-            for subscribers in self._subscriptions.values():
-                for subscription in subscribers:
-                    tg.start_soon(self._deliver, subscription)
-            task_status.started()
-            try:
-                await self._closed.wait()
-            finally:
-                self._task_group = None
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
                 for subscribers in self._subscriptions.values():
                     for subscription in subscribers:
-                        subscription.wake.set()
-        # A hub runs once per app run: the next run starts with a fresh close signal.
-        self._closed = anyio.Event()
+                        tg.start_soon(self._deliver, subscription)
+                task_status.started()
+                try:
+                    await self._closed.wait()
+                finally:
+                    self._task_group = None
+                    for subscribers in self._subscriptions.values():
+                        for subscription in subscribers:
+                            subscription.wake.set()
+        finally:
+            # A hub runs once per app run: the next run starts with a fresh close signal, even when
+            # this one was cancelled (the app's shutdown deadline cutting off a slow listener).
+            self._closed = anyio.Event()
 
     def close(self) -> None:
         """Stop delivering once every queued event has been handed over."""

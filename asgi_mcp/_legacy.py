@@ -31,6 +31,7 @@ from ._http import FIRST_PRIMING_VERSION, check_session_id, is_visible_ascii, mi
 from ._jsonrpc import Message, dumps, error_message
 from ._registry import SessionEntry, SessionTable
 from ._sse import SSE_HEADERS, encode_event
+from ._state import SessionState
 from ._streams import Frame, OutboundStream, pump, wait_for_disconnect
 
 __all__: list[str] = []
@@ -176,12 +177,15 @@ class LegacyEndpoint:
 
     def end_session(self, session_id: str, reason: str) -> bool:
         """The one place a session ends, whatever the cause. Idempotent; returns whether it was live."""
+        live = self.table.get(session_id)
+        # Only a session announced by `on_created` (it got past OPENING) is announced as ended.
+        announced = live is not None and live.state is not SessionState.OPENING
         entry = self.table.remove(session_id)
         if entry is None:
             return False
         entry.value.close()
         entry.value.host.release()
-        if self._on_ended is not None:
+        if self._on_ended is not None and announced:
             self._on_ended(entry, reason)
         return True
 
@@ -217,7 +221,9 @@ class LegacyEndpoint:
     def reap(self, now: float) -> int:
         expired = self.table.expired(now)
         for entry in expired:
-            self.end_session(entry.session_id, "idle_timeout")
+            # A draining session past its drain deadline did not end for being idle (it may be busy).
+            drained = entry.drain_deadline is not None and entry.drain_deadline <= now
+            self.end_session(entry.session_id, "drain_timeout" if drained else "idle_timeout")
         return len(expired)
 
     # -- HTTP methods -----------------------------------------------------------------------------
@@ -306,14 +312,25 @@ class LegacyEndpoint:
                 body = encode_event("", event=None, event_id=priming.event_id, retry_ms=priming.retry_ms)
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             skip = frozenset(event.event_id for event in replayed)
+            ending = False
+
+            async def send_body(message: Any) -> None:
+                nonlocal ending
+                ending = ending or not message.get("more_body", False)
+                await send(message)
+
             async with anyio.create_task_group() as tg:
 
                 async def watch() -> None:
                     await wait_for_disconnect(receive)
-                    tg.cancel_scope.cancel()
+                    # The disconnect that completing the response causes is no reason to cancel:
+                    # hypercorn (Trio) delivers it while still inside the final send, and a send
+                    # cancelled there leaves its keep-alive connection half-recycled until shutdown.
+                    if not ending:
+                        tg.cancel_scope.cancel()
 
                 tg.start_soon(watch)
-                await pump(frames, send, keepalive=self._keepalive, skip=skip)
+                await pump(frames, send_body, keepalive=self._keepalive, skip=skip)
                 tg.cancel_scope.cancel()
         finally:
             if target is not None:

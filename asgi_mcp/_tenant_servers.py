@@ -43,6 +43,10 @@ class FactoryFailed(ProtocolError):
         super().__init__(500, "Internal server error", code=INTERNAL_ERROR, reason="server factory failed")
 
 
+class TenantRemoved(Exception):
+    """The tenant's token was removed while its request waited for the server (the app answers 401)."""
+
+
 class TenantServers:
     """The app's side of the tenant registry: server hosts per tenant, and reactions to changes."""
 
@@ -70,6 +74,8 @@ class TenantServers:
     async def host_for(self, tenant: Tenant) -> ServerHost:
         """The tenant's server, built on first use; concurrent first requests share one build."""
         while True:
+            if tenant.runtime.get("removed"):
+                raise TenantRemoved  # else a removed tenant's server would be rebuilt, and dropped, forever
             host = self._hosts.get(tenant.tenant_id)
             if host is not None:
                 return host

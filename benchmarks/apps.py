@@ -13,7 +13,7 @@ Both transports keep their default DNS-rebinding protection: bound to 127.0.0.1,
 `Host: 127.0.0.1:PORT` the load generator sends (the SDK's via `host="127.0.0.1"`, McpApp's loopback
 default), so both pay for the same check.
 
-    python -m benchmarks.apps VARIANT --server uvicorn|hypercorn|hypercorn-trio --port PORT
+    python -m benchmarks.apps VARIANT --server uvicorn|hypercorn|hypercorn-trio --port PORT [--gc-freeze]
 
 serves until killed; `benchmarks.run` polls the port for readiness.
 """
@@ -21,6 +21,7 @@ serves until killed; `benchmarks.run` polls the port for readiness.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Any
 
@@ -89,9 +90,7 @@ def build_app(variant: str) -> Any:
 
         return McpApp(server, path=MCP_PATH, json_response=json_response)
     if variant.startswith("sdk-"):
-        return server.streamable_http_app(
-            streamable_http_path=MCP_PATH, json_response=json_response, host="127.0.0.1"
-        )
+        return server.streamable_http_app(streamable_http_path=MCP_PATH, json_response=json_response, host="127.0.0.1")
     raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
 
 
@@ -132,12 +131,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server", choices=SERVERS, default="uvicorn")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() after building the app (full collections skip the import-time heap)",
+    )
     args = parser.parse_args(argv)
     app = build_app(args.variant)
-    try:
+    if args.gc_freeze:
+        import gc
+
+        gc.collect()
+        gc.freeze()
+    with contextlib.suppress(KeyboardInterrupt):
         serve(app, args.server, args.host, args.port)
-    except KeyboardInterrupt:
-        pass
     sys.exit(0)
 
 

@@ -19,6 +19,7 @@ result), `socket_errors`, `duration_s`, `rps` (successful responses per second),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -76,7 +77,11 @@ def open_session(url: str, scenario: str) -> tuple[dict[str, str], str | None]:
         "jsonrpc": "2.0",
         "id": 0,
         "method": "initialize",
-        "params": {"protocolVersion": LEGACY_VERSION, "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
+        "params": {
+            "protocolVersion": LEGACY_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "1"},
+        },
     }
     with httpx.Client(timeout=10) as client:
         response = client.post(url, headers=headers, json=init)
@@ -94,10 +99,8 @@ def open_session(url: str, scenario: str) -> tuple[dict[str, str], str | None]:
 def close_session(url: str, headers: dict[str, str]) -> None:
     if "mcp-session-id" not in headers:
         return
-    try:
+    with contextlib.suppress(httpx.HTTPError):
         httpx.delete(url, headers=headers, timeout=5)
-    except httpx.HTTPError:
-        pass
 
 
 def make_spec(url: str, scenario: str) -> tuple[LoadSpec, str | None]:
@@ -199,8 +202,16 @@ def run_wrk(spec: LoadSpec, *, duration: float, connections: int, cpu: int | Non
     try:
         base = f"{parts.scheme}://{parts.netloc}"
         command = [
-            *_pin(cpu), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
-            "-s", script_path, base + (parts.path or "/"),
+            *_pin(cpu),
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            script_path,
+            base + (parts.path or "/"),
         ]
         completed = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
     finally:
@@ -208,7 +219,7 @@ def run_wrk(spec: LoadSpec, *, duration: float, connections: int, cpu: int | Non
     line = next((ln for ln in completed.stdout.splitlines() if ln.startswith("BENCHJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk produced no result (rc={completed.returncode}): {completed.stderr[-500:]}")
-    raw = json.loads(line[len("BENCHJSON "):])
+    raw = json.loads(line[len("BENCHJSON ") :])
     seconds = raw["duration_us"] / 1e6
     return {
         "engine": "wrk",
@@ -244,8 +255,11 @@ async def _h11_load(spec: LoadSpec, duration: float, connections: int) -> dict[s
 
     def is_ok(status: int, body: bytes) -> bool:
         return (
-            status == 200 and b'"result"' in body and needle in body
-            and b'"isError":true' not in body and b'"error"' not in body
+            status == 200
+            and b'"result"' in body
+            and needle in body
+            and b'"isError":true' not in body
+            and b'"error"' not in body
         )
 
     async def worker() -> None:
@@ -263,8 +277,11 @@ async def _h11_load(spec: LoadSpec, duration: float, connections: int) -> dict[s
                         body = f"{spec.body_prefix}{next(next_id)}{spec.body_suffix}".encode()
                         headers = [*base_headers, ("content-length", str(len(body)))]
                         started = time.perf_counter()
-                        await stream.send(conn.send(h11.Request(method="POST", target=path, headers=headers))
-                                          + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+                        await stream.send(
+                            conn.send(h11.Request(method="POST", target=path, headers=headers))
+                            + conn.send(h11.Data(data=body))
+                            + conn.send(h11.EndOfMessage())
+                        )
                         status, chunks = 0, []
                         while True:
                             event = conn.next_event()
@@ -329,8 +346,16 @@ def run_h11(spec: LoadSpec, *, duration: float, connections: int, cpu: int | Non
         spec_path = handle.name
     try:
         command = [
-            *_pin(cpu), sys.executable, "-m", "benchmarks.load", "--engine-child", spec_path,
-            "--duration", str(duration), "--connections", str(connections),
+            *_pin(cpu),
+            sys.executable,
+            "-m",
+            "benchmarks.load",
+            "--engine-child",
+            spec_path,
+            "--duration",
+            str(duration),
+            "--connections",
+            str(connections),
         ]
         completed = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
     finally:
@@ -338,13 +363,11 @@ def run_h11(spec: LoadSpec, *, duration: float, connections: int, cpu: int | Non
     line = next((ln for ln in completed.stdout.splitlines() if ln.startswith("BENCHJSON ")), None)
     if line is None:
         raise RuntimeError(f"h11 load produced no result (rc={completed.returncode}): {completed.stderr[-500:]}")
-    result: dict[str, Any] = json.loads(line[len("BENCHJSON "):])
+    result: dict[str, Any] = json.loads(line[len("BENCHJSON ") :])
     return result
 
 
-def run_load(
-    spec: LoadSpec, *, engine: str, duration: float, connections: int, cpu: int | None = 1
-) -> dict[str, Any]:
+def run_load(spec: LoadSpec, *, engine: str, duration: float, connections: int, cpu: int | None = 1) -> dict[str, Any]:
     if engine == "wrk":
         return run_wrk(spec, duration=duration, connections=connections, cpu=cpu)
     return run_h11(spec, duration=duration, connections=connections, cpu=cpu)
@@ -370,8 +393,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     spec, _ = make_spec(args.url, args.scenario)
     try:
-        result = run_load(spec, engine=pick_engine(args.engine), duration=args.duration,
-                          connections=args.connections, cpu=None if args.cpu < 0 else args.cpu)
+        result = run_load(
+            spec,
+            engine=pick_engine(args.engine),
+            duration=args.duration,
+            connections=args.connections,
+            cpu=None if args.cpu < 0 else args.cpu,
+        )
     finally:
         close_session(args.url, spec.headers)
     print(json.dumps(result, indent=2))

@@ -10,6 +10,14 @@ requests in flight, every answer checked; then lifespan shutdown. Prints µs per
 
 Variants as in `benchmarks.apps` (mcpapp-sse, mcpapp-json, sdk-sse, sdk-json); modern era with
 `--modern` (json variants: no session).
+
+`--ablate NAME` (repeatable) monkeypatches one cost away, in this process only, to size an
+optimization before anyone writes it (nothing in `asgi_mcp/` is changed):
+
+    no-otel          server.middleware = []: the SDK's per-request OpenTelemetry span (both transports)
+    cache-loopback   memoize asgi_mcp._security._is_loopback_host (ipaddress parsing per request)
+    no-sse-timer     no keep-alive cancel scope/timer around the SSE pump's wait (asgi_mcp._streams)
+    gc-freeze        gc.freeze() once the app is built: full collections stop rescanning the import heap
 """
 
 from __future__ import annotations
@@ -17,10 +25,15 @@ from __future__ import annotations
 import argparse
 import collections
 import cProfile
+import gc
 import json
 import pstats
+import statistics
 import sys
 import time
+import types
+from contextlib import nullcontext
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +47,19 @@ HOST = (b"host", b"127.0.0.1:8000")
 
 async def request(app: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
     scope = {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
-        "method": "POST", "scheme": "http", "path": "/mcp", "raw_path": b"/mcp", "query_string": b"",
-        "root_path": "", "headers": [HOST, *headers], "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000), "state": {},
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/mcp",
+        "raw_path": b"/mcp",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [HOST, *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
     }
     body_sent = False
     done = anyio.Event()
@@ -72,18 +94,31 @@ async def drive(app: Any, n: int, concurrency: int, modern: bool) -> float:
     to_app, app_receive = anyio.create_memory_object_stream[dict[str, Any]](4)
     app_send, from_app = anyio.create_memory_object_stream[dict[str, Any]](4)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(app, {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, app_receive.receive, app_send.send)
+        tg.start_soon(
+            app, {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, app_receive.receive, app_send.send
+        )
         await to_app.send({"type": "lifespan.startup"})
         assert (await from_app.receive())["type"] == "lifespan.startup.complete"
 
         base = [(b"content-type", b"application/json"), (b"accept", b"application/json, text/event-stream")]
         if modern:
-            base += [(b"mcp-protocol-version", MODERN_VERSION.encode()), (b"mcp-method", b"tools/call"),
-                     (b"mcp-name", b"echo")]
+            base += [
+                (b"mcp-protocol-version", MODERN_VERSION.encode()),
+                (b"mcp-method", b"tools/call"),
+                (b"mcp-name", b"echo"),
+            ]
         else:
             base.append((b"mcp-protocol-version", LEGACY_VERSION.encode()))
-            init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-                "protocolVersion": LEGACY_VERSION, "capabilities": {}, "clientInfo": {"name": "p", "version": "1"}}}
+            init = {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": LEGACY_VERSION,
+                    "capabilities": {},
+                    "clientInfo": {"name": "p", "version": "1"},
+                },
+            }
             status, headers, body = await request(app, base, json.dumps(init).encode())
             assert status == 200, body
             base.append((b"mcp-session-id", headers[b"mcp-session-id"]))
@@ -92,15 +127,19 @@ async def drive(app: Any, n: int, concurrency: int, modern: bool) -> float:
 
         params: dict[str, Any] = {"name": "echo", "arguments": {"text": PAYLOAD}}
         if modern:
-            params["_meta"] = {"io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
-                               "io.modelcontextprotocol/clientCapabilities": {}}
+            params["_meta"] = {
+                "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            }
         bad = 0
         next_id = iter(range(1, n + 1))
 
         async def worker() -> None:
             nonlocal bad
             for request_id in next_id:
-                body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}).encode()
+                body = json.dumps(
+                    {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+                ).encode()
                 status, _, answer = await request(app, base, body)
                 if status != 200 or b'"result"' not in answer or PAYLOAD.encode() not in answer or b'"error"' in answer:
                     bad += 1
@@ -120,50 +159,110 @@ async def drive(app: Any, n: int, concurrency: int, modern: bool) -> float:
     return elapsed
 
 
+# Where a sample's time goes: the first rule whose frame name appears anywhere in the stack wins.
+CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("startup and imports (not per request)", "_find_and_load"),
+    ("benchmark driver (in-memory ASGI client)", "request.<locals>.send"),
+    ("benchmark driver (in-memory ASGI client)", "request.<locals>.receive"),
+    ("SDK kernel: the echo handler itself", "call_tool (benchmarks/apps.py"),
+    ("SDK kernel: request validation (validate_client_request)", "validate_client_request"),
+    ("SDK kernel: params model_validate", "BaseModel.model_validate"),
+    ("SDK kernel: result serialization (_serialize, model_dump)", "ServerRunner._serialize"),
+    ("SDK kernel: result serialization (_serialize, model_dump)", "_dump_result"),
+    ("SDK kernel: OpenTelemetry span", "otel_span"),
+    ("SDK kernel: other (context, middleware chain)", "ServerRunner._on_request"),
+    ("McpApp: answer serialization + delivery (emit, dumps, Frame)", "LegacySession.emit"),
+    ("McpApp: request task bookkeeping (_handle_request)", "SessionDispatcher._handle_request"),
+    ("McpApp: SSE pump (keep-alive cancel scope, encode_event, sends)", "pump (asgi_mcp/_streams.py"),
+    ("McpApp: Host/Origin check (ipaddress parsing)", "OriginPolicy.check"),
+    ("McpApp: Headers() decoding", "Headers.__init__"),
+    ("McpApp: JSON parse + classify", "parse_body"),
+    ("McpApp: spawn the request task (start_request)", "SessionDispatcher.start_request"),
+    ("McpApp: per-request stream (new_stream, attach)", "LegacySession.new_stream"),
+    ("McpApp: per-request stream (new_stream, attach)", "OutboundStream.attach"),
+    ("McpApp: per-request metadata/closures", "LegacyEndpoint._metadata"),
+    ("McpApp: session lookup + id check", "LegacyEndpoint._session_for"),
+    ("McpApp: other", "asgi_mcp/"),
+    ("SDK transport (Starlette, sse-starlette, session manager)", "starlette"),
+    ("SDK transport (Starlette, sse-starlette, session manager)", "mcp/server/streamable_http"),
+    ("SDK kernel: other", "/mcp/"),
+    ("benchmark driver (in-memory ASGI client)", "benchmarks/profile_legacy.py:"),
+)
+
+
 def summarize_collapsed(path: Path, top: int) -> None:
-    """Self and inclusive share per function from py-spy's `--format raw` (collapsed stacks)."""
+    """Where time goes, from py-spy's `--format raw` (collapsed stacks): categories, then functions."""
     self_time: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
-    by_package: collections.Counter[str] = collections.Counter()
+    categories: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack:
             continue
         count = int(count_text)
-        total += count
         frames = stack.split(";")
-        leaf = frames[-1]
-        self_time[leaf] += count
-        by_package[_package(leaf)] += count
+        category = next((label for label, marker in CATEGORIES if marker in stack), "event loop / scheduling")
+        categories[category] += count
+        if category.startswith("startup"):
+            continue
+        total += count
+        self_time[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
-    print(f"{total} samples")
-    print("\n-- self time by package --")
-    for name, count in by_package.most_common(top):
+    startup = categories.pop("startup and imports (not per request)", 0)
+    print(f"{total} samples while serving ({startup} more at startup, left out)")
+    print("\n-- where the time goes (share of serving samples) --")
+    for name, count in categories.most_common():
         print(f"{100 * count / total:5.1f}%  {name}")
     print("\n-- self time by function --")
     for name, count in self_time.most_common(top):
         print(f"{100 * count / total:5.1f}%  {name}")
-    print("\n-- inclusive time by function (asgi_mcp and mcp frames) --")
+    print("\n-- inclusive time, asgi_mcp frames --")
     shown = 0
     for name, count in inclusive.most_common():
-        if "asgi_mcp" in name or "/mcp/" in name or "mcp_types" in name:
+        if "asgi_mcp/" in name:
             print(f"{100 * count / total:5.1f}%  {name}")
             shown += 1
             if shown >= top:
                 break
 
 
-def _package(frame: str) -> str:
-    for marker, label in (
-        ("asgi_mcp/", "asgi_mcp"), ("/mcp/", "mcp (SDK)"), ("mcp_types", "mcp_types"), ("pydantic", "pydantic"),
-        ("opentelemetry", "opentelemetry"), ("/anyio/", "anyio"), ("asyncio/", "asyncio"), ("/trio/", "trio"),
-        ("/json/", "json"), ("starlette", "starlette"), ("sse_starlette", "sse_starlette"), ("benchmarks/", "driver"),
-    ):
-        if marker in frame:
-            return label
-    return "other: " + frame.split(" (")[-1].split(":")[0][-60:]
+ABLATIONS = ("no-otel", "cache-loopback", "no-sse-timer", "gc-freeze")
+
+
+def ablate(app: Any, names: list[str]) -> None:
+    for name in names:
+        if name == "no-otel":
+            server = getattr(app, "host", None)
+            lowlevel = getattr(server, "server", None)
+            if lowlevel is None:  # the SDK's Starlette app: reach the Server through its session manager
+                lowlevel = _sdk_server(app)
+            lowlevel.middleware = []
+        elif name == "cache-loopback":
+            from asgi_mcp import _security
+
+            if not hasattr(_security._is_loopback_host, "cache_info"):
+                _security._is_loopback_host = lru_cache(maxsize=256)(_security._is_loopback_host)  # type: ignore[assignment]
+        elif name == "gc-freeze":
+            gc.collect()
+            gc.freeze()
+        elif name == "no-sse-timer":
+            from asgi_mcp import _streams
+
+            shim = types.ModuleType("anyio_without_timers")
+            shim.__dict__.update(anyio.__dict__)
+            shim.move_on_after = lambda *args, **kwargs: nullcontext()  # type: ignore[attr-defined]
+            _streams.anyio = shim  # type: ignore[attr-defined]
+
+
+def _sdk_server(app: Any) -> Any:
+    for route in getattr(app, "routes", []):
+        endpoint = getattr(route, "app", None) or getattr(route, "endpoint", None)
+        manager = getattr(endpoint, "session_manager", None)
+        if manager is not None:
+            return manager.app
+    raise SystemExit("cannot find the SDK server behind this app")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,29 +272,60 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--modern", action="store_true", help="2026-07-28 requests (no session)")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
-    parser.add_argument("--cprofile", type=Path, nargs="?", const=Path("benchmarks/results/profile.pstats"),
-                        help="run under cProfile, save stats there and print the top functions")
+    parser.add_argument(
+        "--cprofile",
+        type=Path,
+        nargs="?",
+        const=Path("benchmarks/results/profile.pstats"),
+        help="run under cProfile, save stats there and print the top functions",
+    )
+    parser.add_argument("--ablate", action="append", default=[], choices=ABLATIONS)
+    parser.add_argument("--repeat", type=int, default=1, help="runs in this process (fresh app each); min and median")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--summarize", type=Path, help="summarize a py-spy --format raw file and exit")
     args = parser.parse_args(argv)
     if args.summarize:
         summarize_collapsed(args.summarize, args.top)
         return
-    app = build_app(args.variant)
     profiler = cProfile.Profile() if args.cprofile else None
+    times: list[float] = []
+    gc_time = [0.0, 0]
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_time[0] += time.perf_counter() - gc_started[0]
+            gc_time[1] += 1
+
+    for _ in range(args.repeat):
+        app = build_app(args.variant)
+        ablate(app, args.ablate)
+        gc.callbacks.append(on_gc)
+        if profiler:
+            profiler.enable()
+        try:
+            times.append(anyio.run(drive, app, args.n, args.concurrency, args.modern, backend=args.backend))
+        finally:
+            if profiler:
+                profiler.disable()
+            gc.callbacks.remove(on_gc)
     if profiler:
-        profiler.enable()
-    elapsed = anyio.run(drive, app, args.n, args.concurrency, args.modern, backend=args.backend)
-    if profiler:
-        profiler.disable()
         args.cprofile.parent.mkdir(parents=True, exist_ok=True)
         profiler.dump_stats(args.cprofile)
         stats = pstats.Stats(str(args.cprofile), stream=sys.stdout).strip_dirs()
         stats.sort_stats("tottime").print_stats(args.top)
         stats.sort_stats("cumulative").print_stats(args.top)
     era = "modern" if args.modern else "legacy"
-    print(f"{args.variant} {era}: {args.n} tools/call, concurrency {args.concurrency}, {args.backend}: "
-          f"{elapsed:.2f} s, {elapsed / args.n * 1e6:.0f} µs/call{' (under cProfile)' if profiler else ''}")
+    ablated = f" [ablated: {', '.join(args.ablate)}]" if args.ablate else ""
+    per_call = sorted(t / args.n * 1e6 for t in times)
+    print(
+        f"{args.variant}{ablated} {era}: {args.n} tools/call x {args.repeat}, concurrency {args.concurrency}, "
+        f"{args.backend}: min {per_call[0]:.0f} µs/call, median {statistics.median(per_call):.0f}; "
+        f"gc {gc_time[1]} collections, {gc_time[0] / sum(times) * 100:.1f}% of the time"
+        f"{' (under cProfile)' if profiler else ''}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ Every response is checked (see `benchmarks.load`); a cell whose runs had any bad
 error is reported as ERRORS, never as throughput. Reported: median req/s over the rounds (min-max),
 median p50/p99 latency, server CPU time per request (utime+stime of the server process / ok responses).
 
+Other jobs on the machine distort throughput. Each run measures the CPU time other processes took on
+the two benchmark cores ("other load", % of one core); before a run the harness waits (up to
+`--quiet-timeout` s) for the cores to go quiet, and a run with more than `--max-other-load` % is measured
+again (`--retries`); one still contended is kept and counted in `contended_runs`. Server CPU µs per
+request is the figure least affected by contention.
+
     python -m benchmarks.run [--servers uvicorn,hypercorn,hypercorn-trio] [--duration 5] [--rounds 3]
 
 Results: a Markdown table on stdout, everything in `benchmarks/results/latest.json`.
@@ -29,12 +35,14 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -71,11 +79,42 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def _busy_jiffies(cpus: list[int]) -> int:
+    """Non-idle jiffies of these CPUs since boot (/proc/stat: user nice system idle iowait irq softirq steal)."""
+    busy = 0
+    with open("/proc/stat") as handle:
+        for line in handle:
+            name, *values = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                numbers = [int(v) for v in values[:8]]
+                busy += sum(numbers) - numbers[3] - numbers[4]
+    return busy
+
+
+def wait_quiet(cores: list[int], threshold_pct: float, timeout: float) -> float:
+    """Wait (at most `timeout` s) until other processes take under `threshold_pct` % of the cores.
+
+    Returns the last reading.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        before = _busy_jiffies(cores)
+        time.sleep(1.0)
+        load = (_busy_jiffies(cores) - before) / CLK_TCK * 100
+        if load < threshold_pct or time.monotonic() >= deadline:
+            return load
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(0.1)
@@ -85,9 +124,14 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) 
 class ServerSet:
     """The five variant processes of one ASGI server, all pinned to the server core."""
 
-    def __init__(self, server: str, base_port: int, cpu: int | None) -> None:
+    def __init__(
+        self, server: str, base_port: int, cpu: int | None, *, gc_freeze: bool = False, log_dir: Path | None = None
+    ) -> None:
         self.server = server
         self.cpu = cpu
+        self.gc_freeze = gc_freeze
+        self.log_dir = log_dir
+        self.logs: dict[str, Path] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, int] = {}
         variants = sorted(set(VARIANT_FOR.values()))
@@ -99,12 +143,25 @@ class ServerSet:
         try:
             for variant, port in self.ports.items():
                 command = [
-                    *_pin(self.cpu), sys.executable, "-m", "benchmarks.apps", variant,
-                    "--server", self.server, "--port", str(port),
+                    *_pin(self.cpu),
+                    sys.executable,
+                    "-m",
+                    "benchmarks.apps",
+                    variant,
+                    "--server",
+                    self.server,
+                    "--port",
+                    str(port),
+                    *(["--gc-freeze"] if self.gc_freeze else []),
                 ]
-                self.procs[variant] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+                log_dir = self.log_dir or Path(tempfile.gettempdir())
+                self.logs[variant] = log_dir / f"bench-{self.server}-{variant}.log"
+                with open(self.logs[variant], "wb") as log:
+                    self.procs[variant] = subprocess.Popen(
+                        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log
+                    )
             for variant, port in self.ports.items():
-                _wait_port(port, self.procs[variant])
+                _wait_port(port, self.procs[variant], self.logs[variant])
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -114,10 +171,11 @@ class ServerSet:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10
         for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if proc.poll() is None:
                 proc.kill()
                 proc.wait()
 
@@ -127,23 +185,38 @@ class ServerSet:
     def pid(self, variant: str) -> int:
         proc = self.procs[variant]
         if proc.poll() is not None:
-            raise RuntimeError(f"{self.server} {variant} died (exit {proc.returncode})")
+            tail = self.logs[variant].read_text()[-2000:] if variant in self.logs else ""
+            raise RuntimeError(f"{self.server} {variant} died (exit {proc.returncode}):\n{tail}")
         return proc.pid
 
 
-def measure(servers: ServerSet, impl: str, scenario: str, *, engine: str, duration: float, connections: int,
-            load_cpu: int | None) -> dict[str, Any]:
+def measure(
+    servers: ServerSet,
+    impl: str,
+    scenario: str,
+    *,
+    engine: str,
+    duration: float,
+    connections: int,
+    load_cpu: int | None,
+) -> dict[str, Any]:
     variant = VARIANT_FOR[(impl, scenario)]
     url = servers.url(variant)
     pid = servers.pid(variant)
     spec, _ = make_spec(url, scenario)
+    cores = sorted({c for c in (servers.cpu, load_cpu) if c is not None}) or list(range(os.cpu_count() or 1))
     try:
-        cpu_before = _cpu_seconds(pid)
+        cpu_before, load_before, busy_before = _cpu_seconds(pid), _children_cpu(), _busy_jiffies(cores)
         result = run_load(spec, engine=engine, duration=duration, connections=connections, cpu=load_cpu)
-        cpu_after = _cpu_seconds(pid)
+        cpu_after, load_after, busy_after = _cpu_seconds(pid), _children_cpu(), _busy_jiffies(cores)
     finally:
         close_session(url, spec.headers)
     result["server_cpu_s"] = cpu_after - cpu_before
+    result["load_cpu_s"] = load_after - load_before
+    # CPU time other processes took on the benchmark's cores during the run (other jobs on the machine):
+    # a run is only comparable when this stays small.
+    foreign = (busy_after - busy_before) / CLK_TCK - result["server_cpu_s"] - result["load_cpu_s"]
+    result["foreign_cpu_pct"] = max(0.0, foreign / result["duration_s"] * 100) if result["duration_s"] else None
     result["cpu_us_per_req"] = (cpu_after - cpu_before) / result["ok"] * 1e6 if result["ok"] else None
     result["variant"] = variant
     return result
@@ -169,32 +242,39 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
         "cpu_us_per_req": statistics.median(cpu) if cpu else None,
         "requests": sum(r["requests"] for r in runs),
+        "foreign_cpu_pct_max": max((r.get("foreign_cpu_pct") or 0.0) for r in runs),
+        "contended_runs": sum(1 for r in runs if r.get("contended")),
     }
 
 
 def _fmt_rps(cell: dict[str, Any]) -> str:
     if cell["status"] != "ok":
         return f"ERRORS ({cell['bad']} bad, {cell['socket_errors']} socket)"
-    return f"{cell['rps']:,.0f} ({cell['rps_min']:,.0f}–{cell['rps_max']:,.0f})".replace(",", " ")
+    return f"{cell['rps']:,.0f} ({cell['rps_min']:,.0f}-{cell['rps_max']:,.0f})".replace(",", " ")
 
 
 def _fmt_lat(cell: dict[str, Any]) -> str:
-    return f"{cell['p50_ms']:.1f} / {cell['p99_ms']:.1f}" if cell["status"] == "ok" else "–"
+    return f"{cell['p50_ms']:.1f} / {cell['p99_ms']:.1f}" if cell["status"] == "ok" else "-"
 
 
 def _fmt_cpu(cell: dict[str, Any]) -> str:
-    return f"{cell['cpu_us_per_req']:,.0f}".replace(",", " ") if cell.get("cpu_us_per_req") else "–"
+    return f"{cell['cpu_us_per_req']:,.0f}".replace(",", " ") if cell.get("cpu_us_per_req") else "-"
+
+
+def _fmt_foreign(*cells: dict[str, Any]) -> str:
+    values = [c["foreign_cpu_pct_max"] for c in cells if c["status"] == "ok"]
+    return f"{max(values):.0f}" if values else "-"
 
 
 def _ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
-    return f"{a['rps'] / b['rps']:.2f}" if a["status"] == "ok" and b["status"] == "ok" else "–"
+    return f"{a['rps'] / b['rps']:.2f}" if a["status"] == "ok" and b["status"] == "ok" else "-"
 
 
 def table(summary: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> str:
     lines = [
         "| server | scenario | McpApp req/s | SDK req/s | floor req/s | McpApp/SDK | McpApp/floor "
-        "| McpApp p50/p99 ms | SDK p50/p99 ms | CPU µs/req McpApp / SDK / floor |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| McpApp p50/p99 ms | SDK p50/p99 ms | CPU µs/req McpApp / SDK / floor | other load % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for server, scenarios in summary.items():
         for scenario, cells in scenarios.items():
@@ -202,19 +282,34 @@ def table(summary: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> str:
             lines.append(
                 f"| {SERVER_LABEL[server]} | {scenario} | {_fmt_rps(m)} | {_fmt_rps(s)} | {_fmt_rps(f)} "
                 f"| {_ratio(m, s)} | {_ratio(m, f)} | {_fmt_lat(m)} | {_fmt_lat(s)} "
-                f"| {_fmt_cpu(m)} / {_fmt_cpu(s)} / {_fmt_cpu(f)} |"
+                f"| {_fmt_cpu(m)} / {_fmt_cpu(s)} / {_fmt_cpu(f)} | {_fmt_foreign(m, s, f)} |"
             )
     return "\n".join(lines)
 
 
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def environment(engine: str, args: argparse.Namespace) -> dict[str, Any]:
     versions = {}
-    for dist in ("mcp", "asgi-mcp", "starlette", "sse-starlette", "uvicorn", "hypercorn", "trio", "anyio",
-                 "h11", "uvloop", "httptools"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+    for dist in (
+        "mcp",
+        "asgi-mcp",
+        "starlette",
+        "sse-starlette",
+        "uvicorn",
+        "hypercorn",
+        "trio",
+        "anyio",
+        "h11",
+        "uvloop",
+        "httptools",
+    ):
+        versions[dist] = _version(dist)
     wrk_version = None
     if engine == "wrk":
         out = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
@@ -227,21 +322,47 @@ def environment(engine: str, args: argparse.Namespace) -> dict[str, Any]:
         "engine": engine,
         "wrk": wrk_version,
         "versions": versions,
-        "uvicorn_loop_http": "uvloop/httptools" if versions["uvloop"] and versions["httptools"] else "asyncio/h11"
-        if not versions["uvloop"] and not versions["httptools"] else "auto (partial)",
+        "uvicorn_loop_http": "uvloop/httptools"
+        if versions["uvloop"] and versions["httptools"]
+        else "asyncio/h11"
+        if not versions["uvloop"] and not versions["httptools"]
+        else "auto (partial)",
         "duration_s": args.duration,
         "rounds": args.rounds,
         "warmup_s": args.warmup,
         "connections": args.connections,
         "server_cpu": args.server_cpu,
         "load_cpu": args.load_cpu,
+        "gc_freeze": args.gc_freeze,
+        "max_other_load_pct": args.max_other_load,
+        "code": code_fingerprint(),
+    }
+
+
+def code_fingerprint() -> dict[str, Any]:
+    """Which asgi_mcp was measured: HEAD, whether the tree was dirty, and a hash of the package sources."""
+    import hashlib
+
+    def git(*argv: str) -> str:
+        out = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "asgi_mcp").rglob("*.py")):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return {
+        "head": git("rev-parse", "HEAD") or None,
+        "asgi_mcp_dirty": bool(git("status", "--porcelain", "--", "asgi_mcp")),
+        "asgi_mcp_sha256": digest.hexdigest()[:16],
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated subset of {', '.join(SERVERS)}")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated subset of {', '.join(SCENARIOS)}")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"comma-separated subset of {', '.join(SCENARIOS)}"
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=1.0, help="untimed seconds per cell before round 1 (0: none)")
@@ -250,6 +371,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server-cpu", type=int, default=0, help="core for the servers (-1: no pinning)")
     parser.add_argument("--load-cpu", type=int, default=1, help="core for the load generator (-1: no pinning)")
     parser.add_argument("--base-port", type=int, default=8300)
+    parser.add_argument(
+        "--max-other-load",
+        type=float,
+        default=15.0,
+        help="%% of a core other processes may take on the benchmark cores during a run before it is"
+        " measured again (0: never check)",
+    )
+    parser.add_argument("--retries", type=int, default=3, help="re-measurements of a contended run")
+    parser.add_argument("--quiet-timeout", type=float, default=20.0, help="seconds to wait for the machine to go quiet")
+    parser.add_argument("--gc-freeze", action="store_true", help="servers call gc.freeze() after building the app")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args(argv)
 
@@ -266,30 +397,66 @@ def main(argv: list[str] | None = None) -> None:
     engine = pick_engine(args.engine)
     server_cpu = None if args.server_cpu < 0 else args.server_cpu
     load_cpu = None if args.load_cpu < 0 else args.load_cpu
-    print(f"engine={engine} servers={servers} scenarios={scenarios} duration={args.duration}s "
-          f"rounds={args.rounds} connections={args.connections}", file=sys.stderr)
+    print(
+        f"engine={engine} servers={servers} scenarios={scenarios} duration={args.duration}s "
+        f"rounds={args.rounds} connections={args.connections}",
+        file=sys.stderr,
+    )
 
+    bench_cores = sorted({c for c in (server_cpu, load_cpu) if c is not None}) or list(range(os.cpu_count() or 1))
     raw: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
     started = time.monotonic()
     for server in servers:
         raw[server] = {sc: {impl: [] for impl in IMPLS} for sc in scenarios}
-        with ServerSet(server, args.base_port, server_cpu) as procs:
+        with ServerSet(server, args.base_port, server_cpu, gc_freeze=args.gc_freeze) as procs:
             if args.warmup > 0:
                 for scenario in scenarios:
                     for impl in IMPLS:
-                        measure(procs, impl, scenario, engine=engine, duration=args.warmup,
-                                connections=args.connections, load_cpu=load_cpu)
+                        measure(
+                            procs,
+                            impl,
+                            scenario,
+                            engine=engine,
+                            duration=args.warmup,
+                            connections=args.connections,
+                            load_cpu=load_cpu,
+                        )
             for round_no in range(1, args.rounds + 1):
                 for scenario in scenarios:
                     for impl in IMPLS:
-                        result = measure(procs, impl, scenario, engine=engine, duration=args.duration,
-                                         connections=args.connections, load_cpu=load_cpu)
+                        for attempt in range(args.retries + 1):
+                            if args.max_other_load > 0:
+                                wait_quiet(bench_cores, args.max_other_load, args.quiet_timeout)
+                            result = measure(
+                                procs,
+                                impl,
+                                scenario,
+                                engine=engine,
+                                duration=args.duration,
+                                connections=args.connections,
+                                load_cpu=load_cpu,
+                            )
+                            result["attempt"] = attempt + 1
+                            result["contended"] = (result["foreign_cpu_pct"] or 0) > args.max_other_load > 0
+                            if not result["contended"]:
+                                break
+                            print(
+                                f"  (other processes took {result['foreign_cpu_pct']:.0f}% of the benchmark cores;"
+                                " measuring again)",
+                                file=sys.stderr,
+                                flush=True,
+                            )
                         result["round"] = round_no
                         raw[server][scenario][impl].append(result)
                         status = "ok" if not (result["bad"] or result["socket_errors"]) else "ERRORS"
-                        print(f"  {SERVER_LABEL[server]:17} {scenario:11} {impl:6} round {round_no}: "
-                              f"{result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.1f} ms  "
-                              f"p99 {result['p99_ms']:6.1f} ms  {status}", file=sys.stderr, flush=True)
+                        print(
+                            f"  {SERVER_LABEL[server]:17} {scenario:11} {impl:6} round {round_no}: "
+                            f"{result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.1f} ms  "
+                            f"p99 {result['p99_ms']:6.1f} ms  "
+                            f"other load {result['foreign_cpu_pct'] or 0:3.0f}%  {status}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
 
     summary = {
         server: {sc: {impl: summarize(runs) for impl, runs in cells.items()} for sc, cells in scenarios_.items()}

@@ -59,7 +59,8 @@ class Response:
 
     # -- body ------------------------------------------------------------------------------------
 
-    async def _start(self) -> None:
+    async def started(self) -> None:
+        """Wait for `http.response.start`."""
         with anyio.fail_after(TIMEOUT):
             message = await self._messages.receive()
         assert message["type"] == "http.response.start", message
@@ -83,7 +84,7 @@ class Response:
             self._disconnect.set()  # what a server reports once the response is done
         return True
 
-    async def read(self, timeout: float = TIMEOUT) -> bytes:
+    async def read(self, timeout: float = TIMEOUT) -> bytes:  # noqa: ASYNC109 - a bound on a test's wait
         """The whole body (waits for the response to complete)."""
         with anyio.fail_after(timeout):
             while await self._next_chunk():
@@ -93,7 +94,7 @@ class Response:
     async def json(self) -> Any:
         return json.loads(await self.read())
 
-    async def next_event(self, timeout: float = TIMEOUT) -> SSEEvent:
+    async def next_event(self, timeout: float = TIMEOUT) -> SSEEvent:  # noqa: ASYNC109 - a bound on a test's wait
         """The next SSE event (comments skipped); fails if the stream ends first."""
         with anyio.fail_after(timeout):
             while not self._events:
@@ -101,20 +102,20 @@ class Response:
                     raise AssertionError(f"SSE stream ended; body so far: {self.body!r}")
         return self._events.pop(0)
 
-    async def next_message(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+    async def next_message(self, timeout: float = TIMEOUT) -> dict[str, Any]:  # noqa: ASYNC109 - a bound on a test's wait
         """The next SSE event carrying a JSON-RPC message (priming events skipped)."""
         while True:
             event = await self.next_event(timeout)
             if event.data:
                 return json.loads(event.data)
 
-    async def events(self, timeout: float = TIMEOUT) -> list[SSEEvent]:
+    async def events(self, timeout: float = TIMEOUT) -> list[SSEEvent]:  # noqa: ASYNC109 - a bound on a test's wait
         """Every remaining event, reading until the response completes."""
         await self.read(timeout)
         events, self._events = self._events, []
         return events
 
-    async def messages(self, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+    async def messages(self, timeout: float = TIMEOUT) -> list[dict[str, Any]]:  # noqa: ASYNC109 - a bound on a test's wait
         return [json.loads(e.data) for e in await self.events(timeout) if e.data]
 
     @property
@@ -145,7 +146,9 @@ class AsgiClient:
         self.host = host
         self.path = path
 
-    def scope(self, method: str, path: str | None, headers: Mapping[str, str] | Sequence[tuple[str, str]]) -> dict[str, Any]:
+    def scope(
+        self, method: str, path: str | None, headers: Mapping[str, str] | Sequence[tuple[str, str]]
+    ) -> dict[str, Any]:
         items = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         names = {name.lower() for name, _ in items}
         if "host" not in names:
@@ -174,8 +177,10 @@ class AsgiClient:
         body: bytes | Sequence[bytes] = b"",
         path: str | None = None,
         scope: dict[str, Any] | None = None,
+        wait: bool = True,
     ) -> Response:
-        """Start a request; returns once the response's status and headers arrived."""
+        """Start a request; returns once the response's status and headers arrived (or at once: `wait=False`,
+        then `await response.started()`)."""
         chunks = [body] if isinstance(body, bytes) else list(body)
         send_messages, receive_messages = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
         disconnect = anyio.Event()
@@ -203,14 +208,21 @@ class AsgiClient:
 
         response = Response(receive_messages, disconnect, done)
         self.tg.start_soon(run)
-        await response._start()
+        if wait:
+            await response.started()
         return response
 
     # -- MCP-flavoured shortcuts -----------------------------------------------------------------
 
     async def post(
-        self, message: Any, *, session_id: str | None = None, version: str | None = None,
-        accept: str = "application/json, text/event-stream", headers: Mapping[str, str] | None = None,
+        self,
+        message: Any,
+        *,
+        session_id: str | None = None,
+        version: str | None = None,
+        accept: str = "application/json, text/event-stream",
+        headers: Mapping[str, str] | None = None,
+        wait: bool = True,
     ) -> Response:
         all_headers = {"content-type": "application/json", "accept": accept}
         if session_id is not None:
@@ -219,10 +231,16 @@ class AsgiClient:
             all_headers["mcp-protocol-version"] = version
         all_headers.update(headers or {})
         body = message if isinstance(message, bytes) else json.dumps(message).encode()
-        return await self.request("POST", headers=all_headers, body=body)
+        return await self.request("POST", headers=all_headers, body=body, wait=wait)
 
-    async def get(self, session_id: str | None, *, last_event_id: str | None = None,
-                  accept: str = "text/event-stream", version: str | None = None) -> Response:
+    async def get(
+        self,
+        session_id: str | None,
+        *,
+        last_event_id: str | None = None,
+        accept: str = "text/event-stream",
+        version: str | None = None,
+    ) -> Response:
         headers = {"accept": accept}
         if session_id is not None:
             headers["mcp-session-id"] = session_id
@@ -234,3 +252,39 @@ class AsgiClient:
 
     async def delete(self, session_id: str) -> Response:
         return await self.request("DELETE", headers={"mcp-session-id": session_id})
+
+
+class Lifespan:
+    """Drives the ASGI `lifespan` protocol of an app, as a server does."""
+
+    def __init__(self, app: Any, task_group: anyio.abc.TaskGroup) -> None:
+        self.app = app
+        self.tg = task_group
+        self._to_app, self._app_inbox = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
+        self._from_app, self._outbox = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
+        self.done = anyio.Event()
+
+    async def _run(self) -> None:
+        async def receive() -> dict[str, Any]:
+            return await self._app_inbox.receive()
+
+        async def send(message: dict[str, Any]) -> None:
+            await self._from_app.send(message)
+
+        try:
+            await self.app(
+                {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}, receive, send
+            )
+        finally:
+            self.done.set()
+
+    async def startup(self) -> dict[str, Any]:
+        self.tg.start_soon(self._run)
+        await self._to_app.send({"type": "lifespan.startup"})
+        with anyio.fail_after(TIMEOUT):
+            return await self._outbox.receive()
+
+    async def shutdown(self, timeout: float = TIMEOUT) -> dict[str, Any]:  # noqa: ASYNC109 - a bound on a test's wait
+        await self._to_app.send({"type": "lifespan.shutdown"})
+        with anyio.fail_after(timeout):
+            return await self._outbox.receive()

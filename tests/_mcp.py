@@ -31,7 +31,9 @@ def notification(method: str, params: dict[str, Any] | None = None) -> dict[str,
     return message
 
 
-def initialize(request_id: int = 0, version: str = LEGACY, capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
+def initialize(
+    request_id: int = 0, version: str = LEGACY, capabilities: dict[str, Any] | None = None
+) -> dict[str, Any]:
     return request(
         request_id,
         "initialize",
@@ -43,7 +45,9 @@ def initialize(request_id: int = 0, version: str = LEGACY, capabilities: dict[st
     )
 
 
-def call_tool(request_id: int, name: str, arguments: dict[str, Any] | None = None, *, progress_token: Any = None) -> dict[str, Any]:
+def call_tool(
+    request_id: int, name: str, arguments: dict[str, Any] | None = None, *, progress_token: Any = None
+) -> dict[str, Any]:
     params: dict[str, Any] = {"name": name, "arguments": arguments or {}}
     if progress_token is not None:
         params["_meta"] = {"progressToken": progress_token}
@@ -58,9 +62,7 @@ async def serving(app: McpApp, **client_options: Any) -> AsyncIterator[AsgiClien
         tg.cancel_scope.cancel()
 
 
-async def open_session(
-    client: AsgiClient, version: str = LEGACY, capabilities: dict[str, Any] | None = None
-) -> str:
+async def open_session(client: AsgiClient, version: str = LEGACY, capabilities: dict[str, Any] | None = None) -> str:
     """initialize + notifications/initialized; returns the session id."""
     response = await client.post(initialize(0, version, capabilities))
     assert response.status == 200, await response.read()
@@ -115,7 +117,14 @@ def modern(
 
 
 async def modern_post(
-    client: AsgiClient, request_id: int | str, method: str, params: dict[str, Any] | None = None, **options: Any
+    client: AsgiClient,
+    request_id: int | str,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    wait: bool = True,
+    accept: str = "application/json, text/event-stream",
+    **options: Any,
 ) -> Response:
     body, headers = modern(request_id, method, params, **options)
-    return await client.post(body, headers=headers)
+    return await client.post(body, headers=headers, wait=wait, accept=accept)

@@ -86,7 +86,8 @@ def build_server(probe: Probe | None = None) -> MCPServer:
 
     @mcp.tool()
     async def block(ctx: Context) -> str:
-        """Runs until released; reports whether it was cancelled."""
+        """Runs until released; reports whether it was cancelled. Says so first (as progress, if asked)."""
+        await ctx.report_progress(0, 1, "blocking")
         probe.started.set()
         try:
             await probe.release.wait()

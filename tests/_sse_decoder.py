@@ -85,9 +85,8 @@ class SSEDecoder:
         elif name == "id":
             if "\0" not in value:
                 self._last_id = value
-        elif name == "retry":
-            if value and all("0" <= c <= "9" for c in value):
-                self._retry = int(value)
+        elif name == "retry" and value and all("0" <= c <= "9" for c in value):
+            self._retry = int(value)
         return None  # unknown fields are ignored
 
     def _dispatch(self) -> SSEEvent | None:

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
-from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken
 
 from asgi_mcp import InMemoryEventStore, McpApp
 
@@ -27,8 +23,9 @@ from ._mcp import (
     serving,
     session_call,
 )
+from ._middleware import auth_middleware, tenant_middleware
 from ._polling import let_time_pass, wait_until
-from ._servers import SECRET, TENANT, Probe, build_failing_server, build_server, text_of
+from ._servers import SECRET, Probe, build_failing_server, build_server, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -55,12 +52,14 @@ async def test_initialize_mints_an_unguessable_visible_ascii_session_id() -> Non
             assert response.content_type == "text/event-stream"
             assert response.header("x-accel-buffering") == "no"
             answer = await final_message(response)
-            assert answer["id"] == 0 and answer["result"]["serverInfo"]["name"] == "asgi-mcp-tests"
+            assert answer["id"] == 0
+            assert answer["result"]["serverInfo"]["name"] == "asgi-mcp-tests"
             session_id = response.session_id
             assert session_id is not None
             assert all(0x21 <= ord(ch) <= 0x7E for ch in session_id)
             # base64url alphabet at 6 bits a character: at least 128 random bits.
-            assert re.fullmatch(r"[A-Za-z0-9_-]+", session_id) and len(session_id) * 6 >= 128
+            assert re.fullmatch(r"[A-Za-z0-9_-]+", session_id)
+            assert len(session_id) * 6 >= 128
             ids.add(session_id)
         assert len(ids) == 5
 
@@ -71,7 +70,8 @@ async def test_full_exchange_over_sse() -> None:
         tools = await session_call(client, session_id, request(1, "tools/list"))
         assert {"echo", "progress", "block", "ask"} <= {tool["name"] for tool in tools["result"]["tools"]}
         echoed = await session_call(client, session_id, call_tool(2, "echo", {"text": "héllo"}))
-        assert echoed["id"] == 2 and text_of(echoed["result"]) == "héllo"
+        assert echoed["id"] == 2
+        assert text_of(echoed["result"]) == "héllo"
         pong = await session_call(client, session_id, request("p", "ping"))
         assert pong == {"jsonrpc": "2.0", "id": "p", "result": {}}
 
@@ -79,19 +79,25 @@ async def test_full_exchange_over_sse() -> None:
 async def test_progress_and_logs_travel_on_the_request_stream_before_the_result() -> None:
     async with serving(app_for()) as client:
         session_id = await open_session(client)
-        response = await client.post(call_tool(3, "progress", {"steps": 3}, progress_token="tok"), session_id=session_id)
+        response = await client.post(
+            call_tool(3, "progress", {"steps": 3}, progress_token="tok"), session_id=session_id
+        )
         messages = await response.messages()
         methods = [m.get("method") for m in messages[:-1]]
         assert methods == ["notifications/progress", "notifications/message"] * 3
         assert [m["params"]["progress"] for m in messages if m.get("method") == "notifications/progress"] == [1, 2, 3]
-        assert all(m["params"]["progressToken"] == "tok" for m in messages if m.get("method") == "notifications/progress")
-        assert messages[-1]["id"] == 3 and text_of(messages[-1]["result"]) == "done 3"
+        assert all(
+            m["params"]["progressToken"] == "tok" for m in messages if m.get("method") == "notifications/progress"
+        )
+        assert messages[-1]["id"] == 3
+        assert text_of(messages[-1]["result"]) == "done 3"
 
 
 async def test_json_response_mode() -> None:
     async with serving(app_for(json_response=True)) as client:
         response = await client.post(initialize(), accept="application/json")
-        assert response.status == 200 and response.content_type == "application/json"
+        assert response.status == 200
+        assert response.content_type == "application/json"
         session_id = response.session_id
         assert session_id is not None
         assert (await response.json())["result"]["protocolVersion"] == LEGACY
@@ -101,7 +107,8 @@ async def test_json_response_mode() -> None:
         )
         assert response.content_type == "application/json"
         body = await response.json()
-        assert body["id"] == 1 and text_of(body["result"]) == "done 2"
+        assert body["id"] == 1
+        assert text_of(body["result"]) == "done 2"
 
 
 async def test_notifications_and_responses_get_202_without_body() -> None:
@@ -149,7 +156,8 @@ async def test_one_standalone_get_stream_per_session() -> None:
     async with serving(app_for()) as client:
         session_id = await open_session(client)
         first = await client.get(session_id)
-        assert first.status == 200 and first.content_type == "text/event-stream"
+        assert first.status == 200
+        assert first.content_type == "text/event-stream"
         assert first.session_id == session_id
         second = await client.get(session_id)
         assert second.status == 409
@@ -214,7 +222,8 @@ async def test_body_at_limit_in_chunks_is_accepted() -> None:
         chunks = [message[i : i + 7] for i in range(0, len(message), 7)]
         headers = {"content-type": "application/json", "accept": SSE_ACCEPT}
         response = await client.request("POST", headers=headers, body=chunks)
-        assert response.status == 200 and response.session_id is not None
+        assert response.status == 200
+        assert response.session_id is not None
 
 
 async def test_invalid_json_is_parse_error() -> None:
@@ -227,7 +236,9 @@ async def test_invalid_json_is_parse_error() -> None:
 async def test_batch_is_400() -> None:
     async with serving(app_for()) as client:
         session_id = await open_session(client)
-        response = await client.post([request(1, "ping"), request(2, "ping")], session_id=session_id, version="2025-03-26")
+        response = await client.post(
+            [request(1, "ping"), request(2, "ping")], session_id=session_id, version="2025-03-26"
+        )
         assert response.status == 400
         assert (await response.json())["error"]["code"] == -32600
 
@@ -296,7 +307,9 @@ async def test_allowed_hosts_and_origins_configure_the_check() -> None:
     async with serving(app, server=("0.0.0.0", 443)) as client:
         body = json.dumps(initialize()).encode()
         base = {"content-type": "application/json", "accept": SSE_ACCEPT}
-        ok = await client.request("POST", headers={**base, "host": "mcp.example.com", "origin": "https://app.example.com"}, body=body)
+        ok = await client.request(
+            "POST", headers={**base, "host": "mcp.example.com", "origin": "https://app.example.com"}, body=body
+        )
         assert ok.status == 200
         assert (await client.request("POST", headers={**base, "host": "other.example.com"}, body=body)).status == 421
         bad_origin = {**base, "host": "mcp.example.com", "origin": "https://mcp.example.com"}
@@ -382,7 +395,8 @@ async def test_elicitation_travels_on_the_post_stream_and_the_answer_reaches_the
         posted = await client.post(answer, session_id=session_id)
         assert posted.status == 202
         result = await call.next_message()
-        assert result["id"] == 7 and text_of(result["result"]) == "accept:42"
+        assert result["id"] == 7
+        assert text_of(result["result"]) == "accept:42"
         assert probe.results == ["accept:42"]
 
 
@@ -409,7 +423,8 @@ async def test_priming_event_only_for_2025_11_25_sessions_with_a_store() -> None
             response = await client.post(request(1, "ping"), session_id=session_id, version=header)
             events = await response.events()
             if events[0].data == "":
-                assert events[0].id is not None and events[0].retry == 500
+                assert events[0].id is not None
+                assert events[0].retry == 500
                 return True
             return False
 
@@ -440,7 +455,8 @@ async def test_close_sse_stream_then_resume_with_last_event_id() -> None:
         replayed = await resumed.messages()
         assert [m.get("method") for m in replayed] == ["notifications/message", None]
         assert replayed[0]["params"]["data"] == "after close"
-        assert replayed[1]["id"] == 4 and text_of(replayed[1]["result"]) == "polled"
+        assert replayed[1]["id"] == 4
+        assert text_of(replayed[1]["result"]) == "polled"
 
 
 async def test_resume_while_the_handler_still_runs_continues_live() -> None:
@@ -456,7 +472,8 @@ async def test_resume_while_the_handler_still_runs_continues_live() -> None:
         live = await resumed.messages()
         # Nothing twice: the replayed event is skipped on the live connection.
         assert [m.get("params", {}).get("data") for m in live[:-1]] == ["after close"]
-        assert live[-1]["id"] == 4 and text_of(live[-1]["result"]) == "polled"
+        assert live[-1]["id"] == 4
+        assert text_of(live[-1]["result"]) == "polled"
 
 
 async def test_last_event_id_of_another_session_never_replays() -> None:
@@ -471,7 +488,8 @@ async def test_last_event_id_of_another_session_never_replays() -> None:
         assert stolen.status == 200  # just mallory's own standalone stream
         await wait_until(lambda: not _handler_running(client, alice))
         await anyio.wait_all_tasks_blocked()
-        assert b"before close" not in stolen.body and b"polled" not in stolen.body
+        assert b"before close" not in stolen.body
+        assert b"polled" not in stolen.body
         assert not stolen.complete
         stolen.disconnect()
         # The owner gets them.
@@ -503,7 +521,8 @@ async def test_cancelled_notification_ends_the_stream_with_request_cancelled() -
         cancel = notification("notifications/cancelled", {"requestId": 11, "reason": "changed my mind"})
         assert (await client.post(cancel, session_id=session_id)).status == 202
         final = (await call.messages())[-1]
-        assert final["id"] == 11 and final["error"]["code"] == -32800
+        assert final["id"] == 11
+        assert final["error"]["code"] == -32800
         assert probe.cancelled.is_set()
 
 
@@ -519,10 +538,12 @@ async def test_legacy_disconnect_does_not_cancel_the_handler() -> None:
         assert not probe.cancelled.is_set()
         probe.release.set()
         await probe.finished.wait()
-        assert probe.results == ["released"] and not probe.cancelled.is_set()
+        assert probe.results == ["released"]
+        assert not probe.cancelled.is_set()
         resumed = await client.get(session_id, last_event_id=priming.id)
         final = (await resumed.messages())[-1]
-        assert final["id"] == 12 and text_of(final["result"]) == "released"
+        assert final["id"] == 12
+        assert text_of(final["result"]) == "released"
 
 
 async def test_delete_ends_in_flight_requests() -> None:
@@ -557,38 +578,6 @@ async def test_handlers_see_request_headers() -> None:
         assert text_of((await final_message(response))["result"]) == "v1|v1"
 
 
-def tenant_middleware(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """Sets a contextvar from a request header around the app, as multi-tenant middleware does."""
-
-    async def middleware(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        tenant = dict(scope["headers"]).get(b"x-tenant", b"").decode() or None
-        token = TENANT.set(tenant)
-        try:
-            await app(scope, receive, send)
-        finally:
-            TENANT.reset(token)
-
-    return middleware
-
-
-def auth_middleware(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-    """Authenticates `Authorization: Bearer <client>` and hands it to the SDK's AuthContextMiddleware."""
-    inner = AuthContextMiddleware(app)
-
-    async def middleware(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            header = dict(scope["headers"]).get(b"authorization", b"").decode()
-            if header.startswith("Bearer "):
-                client_id = header.removeprefix("Bearer ")
-                scope = {**scope, "user": AuthenticatedUser(AccessToken(token=client_id, client_id=client_id, scopes=[]))}
-        await inner(scope, receive, send)
-
-    return middleware
-
-
 async def test_middleware_contextvars_reach_handlers_per_request() -> None:
     app = app_for()
     wrapped = auth_middleware(tenant_middleware(app))
@@ -616,7 +605,8 @@ async def test_unexpected_exception_is_an_error_without_internals() -> None:
         session_id = await open_session(client)
         response = await client.post(call_tool(1, "explode"), session_id=session_id)
         answer = await final_message(response)
-        assert answer["id"] == 1 and answer["error"]["code"] == -32603
+        assert answer["id"] == 1
+        assert answer["error"]["code"] == -32603
         assert SECRET not in response.body.decode()
         assert "RuntimeError" not in response.body.decode()
         # The session survives its handler's crash.

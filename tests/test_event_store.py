@@ -96,7 +96,7 @@ class TestInMemoryEventStore:
 
     @pytest.mark.parametrize(("events", "streams"), [(0, 1), (1, 0)])
     async def test_bounds_must_be_positive(self, events: int, streams: int) -> None:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="must be positive"):
             InMemoryEventStore(max_events_per_stream=events, max_streams=streams)
 
 

@@ -21,7 +21,12 @@ def parse(obj: Any) -> Any:
 class TestClassification:
     def test_request(self) -> None:
         message = parse({"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {"cursor": "c"}})
-        assert (message.kind, message.id, message.method, message.params) == ("request", 7, "tools/list", {"cursor": "c"})
+        assert (message.kind, message.id, message.method, message.params) == (
+            "request",
+            7,
+            "tools/list",
+            {"cursor": "c"},
+        )
 
     def test_request_with_string_id_and_no_params(self) -> None:
         message = parse({"jsonrpc": "2.0", "id": "abc", "method": "ping"})
@@ -100,23 +105,24 @@ class TestMalformed:
         error = caught.value
         assert (error.status, error.code, error.request_id) == (400, INVALID_REQUEST, echoed_id)
         body = error.error_body()
-        assert body is not None and body["id"] == echoed_id and body["jsonrpc"] == "2.0"
+        assert body is not None
+        assert body["id"] == echoed_id
+        assert body["jsonrpc"] == "2.0"
 
 
 @given(st.binary(max_size=64))
 def test_arbitrary_bytes_never_escape_as_anything_but_protocol_errors(body: bytes) -> None:
+    outcome: object
     try:
-        message = parse_body(body)
+        outcome = parse_body(body).kind
     except ProtocolError as error:
-        assert error.status == 400
-        assert error.code in (PARSE_ERROR, INVALID_REQUEST)
-    else:
-        assert message.kind in ("request", "notification", "response", "error")
+        outcome = (error.status, error.code)
+    assert outcome in {"request", "notification", "response", "error", (400, PARSE_ERROR), (400, INVALID_REQUEST)}
 
 
 def test_dumps_is_compact_and_keeps_unicode() -> None:
     assert dumps({"a": "é", "b": [1, 2]}) == '{"a":"é","b":[1,2]}'
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not JSON compliant"):
         dumps({"nan": float("nan")})
 
 

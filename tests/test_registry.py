@@ -16,7 +16,9 @@ def table(max_sessions: int = 100, idle_timeout: float | None = TIMEOUT) -> Sess
     return SessionTable(max_sessions=max_sessions, idle_timeout=idle_timeout)
 
 
-def opened(t: SessionTable[str], session_id: str, now: float = 0.0, owner: str = "", tenant: str | None = None) -> SessionEntry[str]:
+def opened(
+    t: SessionTable[str], session_id: str, now: float = 0.0, owner: str = "", tenant: str | None = None
+) -> SessionEntry[str]:
     """A session through its whole opening: admitted, initialized, its initialize exchange ended."""
     entry = t.open(session_id, owner=owner, tenant_id=tenant, value=session_id, now=now)
     t.activate(entry)
@@ -65,7 +67,7 @@ class TestAdmission:
 
     @pytest.mark.parametrize(("max_sessions", "timeout"), [(0, 1.0), (1, 0.0), (1, -1.0)])
     def test_bad_configuration(self, max_sessions: int, timeout: float) -> None:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="must be"):
             SessionTable(max_sessions=max_sessions, idle_timeout=timeout)
 
 
@@ -100,7 +102,8 @@ class TestLookup:
         assert t.remove("a") is not None
         assert t.remove("a") is None
         assert t.remove("never") is None
-        assert len(t) == 0 and t.per_tenant() == {}
+        assert len(t) == 0
+        assert t.per_tenant() == {}
 
 
 class TestIdleExpiry:

@@ -26,19 +26,27 @@ DEFAULT = OriginPolicy(None, None)
 
 class TestLoopbackBindDefaults:
     @pytest.mark.parametrize("server", [LOOPBACK_V4, LOOPBACK_V6, ("localhost", 1)])
-    @pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost:8000", "localhost", "[::1]:8000", "127.0.0.2", "app.localhost:3000"])
+    @pytest.mark.parametrize(
+        "host", ["127.0.0.1:8000", "localhost:8000", "localhost", "[::1]:8000", "127.0.0.2", "app.localhost:3000"]
+    )
     def test_loopback_hosts_pass(self, server: object, host: str) -> None:
         assert refused(DEFAULT, host, None, server) is None
 
-    @pytest.mark.parametrize("host", ["evil.example.com", "evil.example.com:8000", "10.0.0.1:8000", "localhost.evil.com", None])
+    @pytest.mark.parametrize(
+        "host", ["evil.example.com", "evil.example.com:8000", "10.0.0.1:8000", "localhost.evil.com", None]
+    )
     def test_other_hosts_are_421(self, host: str | None) -> None:
         assert refused(DEFAULT, host, None, LOOPBACK_V4) == 421
 
-    @pytest.mark.parametrize("origin", ["http://localhost:3000", "http://127.0.0.1:8000", "https://[::1]", "http://app.localhost"])
+    @pytest.mark.parametrize(
+        "origin", ["http://localhost:3000", "http://127.0.0.1:8000", "https://[::1]", "http://app.localhost"]
+    )
     def test_loopback_origins_pass(self, origin: str) -> None:
         assert refused(DEFAULT, "127.0.0.1:8000", origin, LOOPBACK_V4) is None
 
-    @pytest.mark.parametrize("origin", ["http://evil.example.com", "https://127.0.0.1.evil.com", "null", "http://10.0.0.1"])
+    @pytest.mark.parametrize(
+        "origin", ["http://evil.example.com", "https://127.0.0.1.evil.com", "null", "http://10.0.0.1"]
+    )
     def test_other_origins_are_403(self, origin: str) -> None:
         assert refused(DEFAULT, "127.0.0.1:8000", origin, LOOPBACK_V4) == 403
 
@@ -95,4 +103,5 @@ class TestAllowLists:
         with pytest.raises(SecurityRefusal) as caught:
             DEFAULT.check("127.0.0.1", "http://evil.example.com", LOOPBACK_V4)
         body = caught.value.error_body()
-        assert body is not None and body["id"] is None
+        assert body is not None
+        assert body["id"] is None

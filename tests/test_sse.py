@@ -60,7 +60,12 @@ def test_concatenated_events_decode_in_order_from_any_chunking(
         assert event.id == last
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner)))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    )
+)
 def test_json_messages_are_one_data_line(value: object) -> None:
     """What the transport actually sends: compact JSON, which never contains a raw line break."""
     text = json.dumps({"jsonrpc": "2.0", "method": "x", "params": {"v": value}}, separators=(",", ":"))

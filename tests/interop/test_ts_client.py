@@ -331,11 +331,6 @@ async def test_json_response_mode(anyio_backend: str, node_env: NodeEnv) -> None
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    reason="asgi_mcp bug: _Runtime.reap_forever loops forever after shutdown, so lifespan shutdown "
-    "always sits out shutdown_timeout before cancelling it",
-    strict=True,
-)
 async def test_shutdown_is_prompt(anyio_backend: str, node_env: NodeEnv) -> None:
     """After the client has DELETEd its session nothing is in flight: stopping must not wait."""
     async with serve_app(build_app(shutdown_timeout=5.0), anyio_backend) as served:

@@ -1,0 +1,257 @@
+"""The modern (2026-07-28, sessionless) era through the real ASGI interface, on asyncio and Trio."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+
+from asgi_mcp import McpApp
+
+from ._asgi_driver import AsgiClient
+from ._mcp import MODERN, final_message, modern, modern_post, notification, serving
+from ._middleware import auth_middleware, tenant_middleware
+from ._servers import SECRET, Probe, build_failing_server, build_server, text_of
+
+pytestmark = pytest.mark.anyio
+
+
+def app_for(probe: Probe | None = None, **options: Any) -> McpApp:
+    return McpApp(build_server(probe), **options)
+
+
+def tool(name: str, arguments: dict[str, Any] | None = None, progress_token: Any = None) -> dict[str, Any]:
+    params: dict[str, Any] = {"name": name, "arguments": arguments or {}}
+    if progress_token is not None:
+        params["_meta"] = {"progressToken": progress_token}
+    return params
+
+
+async def test_tool_call_answers_with_json() -> None:
+    async with serving(app_for()) as client:
+        response = await modern_post(client, 1, "tools/call", tool("echo", {"text": "hi"}))
+        assert response.status == 200
+        assert response.content_type == "application/json"
+        assert response.session_id is None  # no sessions in this era
+        body = await response.json()
+        assert body["id"] == 1
+        assert text_of(body["result"]) == "hi"
+        assert body["result"]["resultType"] == "complete"
+
+
+async def test_server_discover() -> None:
+    async with serving(app_for()) as client:
+        response = await modern_post(client, "d", "server/discover")
+        assert response.status == 200
+        result = (await response.json())["result"]
+        assert MODERN in result["supportedVersions"]
+        assert "tools" in result["capabilities"]
+
+
+async def test_tools_list() -> None:
+    async with serving(app_for()) as client:
+        body = await (await modern_post(client, 2, "tools/list")).json()
+        assert "region_echo" in {t["name"] for t in body["result"]["tools"]}
+
+
+async def test_notifications_stream_as_sse_before_the_result() -> None:
+    async with serving(app_for()) as client:
+        response = await modern_post(client, 3, "tools/call", tool("progress", {"steps": 2}, progress_token=9))
+        assert response.status == 200
+        assert response.content_type == "text/event-stream"
+        assert response.header("x-accel-buffering") == "no"
+        messages = await response.messages()
+        assert [m.get("method") for m in messages[:-1]] == ["notifications/progress", "notifications/message"] * 2
+        assert all(e["params"]["progressToken"] == 9 for e in messages if e.get("method") == "notifications/progress")
+        assert messages[-1]["id"] == 3
+        assert text_of(messages[-1]["result"]) == "done 2"
+        events = [e for e in (response.body.split(b"\n\n")) if e]
+        assert not any(e.startswith(b"id:") for e in events)  # no event ids on this era
+
+
+async def test_json_response_mode_drops_notifications() -> None:
+    async with serving(app_for(json_response=True)) as client:
+        response = await modern_post(
+            client, 3, "tools/call", tool("progress", {"steps": 2}, progress_token=9), accept="application/json"
+        )
+        assert response.content_type == "application/json"
+        assert text_of((await response.json())["result"]) == "done 2"
+
+
+async def test_missing_mcp_method_is_header_mismatch() -> None:
+    async with serving(app_for()) as client:
+        body, headers = modern(1, "tools/list")
+        del headers["mcp-method"]
+        response = await client.post(body, headers=headers)
+        assert response.status == 400
+        error = await response.json()
+        assert error["id"] == 1
+        assert error["error"]["code"] == -32020
+
+
+@pytest.mark.parametrize(("header", "value"), [("mcp-method", "tools/list"), ("mcp-name", "other")])
+async def test_routing_header_disagreeing_with_the_body_is_header_mismatch(header: str, value: str) -> None:
+    async with serving(app_for()) as client:
+        body, headers = modern(1, "tools/call", tool("echo", {"text": "x"}))
+        headers[header] = value
+        response = await client.post(body, headers=headers)
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == -32020
+
+
+async def test_the_version_header_picks_the_era() -> None:
+    """A modern-shaped body under a legacy version header is a legacy request: it needs a session."""
+    async with serving(app_for()) as client:
+        body, headers = modern(1, "tools/call", tool("echo", {"text": "x"}))
+        response = await client.post(body, headers={**headers, "mcp-protocol-version": "2025-11-25"})
+        assert response.status == 400
+
+
+async def test_duplicated_routing_header_is_header_mismatch() -> None:
+    async with serving(app_for()) as client:
+        body, headers = modern(1, "tools/list")
+        items = [
+            *headers.items(),
+            ("mcp-method", "tools/list"),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ]
+        response = await client.request("POST", headers=items, body=json.dumps(body).encode())
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == -32020
+
+
+async def test_unknown_method_is_404_minus_32601() -> None:
+    async with serving(app_for()) as client:
+        response = await modern_post(client, 4, "no/such/method")
+        assert response.status == 404
+        error = await response.json()
+        assert error["id"] == 4
+        assert error["error"]["code"] == -32601
+
+
+async def test_unsupported_version_is_400_minus_32022_naming_the_request() -> None:
+    async with serving(app_for()) as client:
+        body, headers = modern(5, "tools/list")
+        headers["mcp-protocol-version"] = "2099-01-01"
+        response = await client.post(body, headers=headers)
+        assert response.status == 400
+        error = await response.json()
+        assert error["error"]["code"] == -32022
+        assert error["id"] == 5
+        assert MODERN in error["error"]["data"]["supported"]
+
+
+async def test_missing_meta_envelope_is_refused() -> None:
+    async with serving(app_for()) as client:
+        headers = {"mcp-protocol-version": MODERN, "mcp-method": "tools/list"}
+        response = await client.post({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=headers)
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == -32602
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+async def test_get_and_delete_are_405(method: str) -> None:
+    async with serving(app_for()) as client:
+        headers = {"mcp-protocol-version": MODERN, "accept": "text/event-stream", "mcp-session-id": "whatever"}
+        response = await client.request(method, headers=headers)
+        assert response.status == 405
+        assert response.header("allow") == "POST"
+
+
+async def test_notifications_are_acknowledged_and_responses_refused() -> None:
+    async with serving(app_for()) as client:
+        headers = {"mcp-protocol-version": MODERN}
+        assert (
+            await client.post(notification("notifications/cancelled", {"requestId": 1}), headers=headers)
+        ).status == 202
+        refused = await client.post({"jsonrpc": "2.0", "id": 1, "result": {}}, headers=headers)
+        assert refused.status == 400
+
+
+async def test_session_header_is_ignored() -> None:
+    async with serving(app_for()) as client:
+        body, headers = modern(1, "tools/call", tool("echo", {"text": "x"}))
+        headers["mcp-session-id"] = "made-up"
+        response = await client.post(body, headers=headers)
+        assert response.status == 200
+        assert response.session_id is None
+
+
+async def test_accept_must_allow_json() -> None:
+    async with serving(app_for()) as client:
+        response = await modern_post(client, 1, "tools/list", accept="text/event-stream")
+        assert response.status == 406
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["before-any-byte", "mid-sse"])
+async def test_client_disconnect_cancels_the_handler(streamed: bool) -> None:
+    """2026-07-28: closing the response stream is cancellation."""
+    probe = Probe()
+    async with serving(app_for(probe)) as client:
+        response = await modern_post(
+            client, 6, "tools/call", tool("block", progress_token=1 if streamed else None), wait=streamed
+        )
+        await probe.started.wait()
+        if streamed:
+            assert response.content_type == "text/event-stream"
+            assert (await response.next_message())["params"]["message"] == "blocking"
+        response.disconnect()
+        with anyio.fail_after(5):
+            await probe.cancelled.wait()
+            await probe.finished.wait()
+            await response.app_done.wait()
+        assert probe.results == []
+
+
+async def test_param_header_must_match_the_argument() -> None:
+    async with serving(app_for()) as client:
+        body, headers = modern(1, "tools/call", tool("region_echo", {"region": "eu-west"}))
+        ok = await client.post(body, headers={**headers, "mcp-param-region": "eu-west"})
+        assert ok.status == 200
+        assert text_of((await ok.json())["result"]) == "region=eu-west"
+        for bad in ({"mcp-param-region": "us-east"}, {}):
+            response = await client.post(body, headers={**headers, **bad})
+            assert response.status == 400
+            error = await response.json()
+            assert error["id"] == 1
+            assert error["error"]["code"] == -32020
+        # A base64 sentinel value decodes before the comparison.
+        encoded = await client.post(body, headers={**headers, "mcp-param-region": "=?base64?ZXUtd2VzdA==?="})
+        assert encoded.status == 200
+
+
+async def test_handlers_see_request_headers() -> None:
+    async with serving(app_for()) as client:
+        body, headers = modern(1, "tools/call", tool("read_header", {"name": "X-Custom"}))
+        response = await client.post(body, headers={**headers, "x-custom": "v2"})
+        assert text_of((await final_message(response))["result"]) == "v2|v2"
+
+
+async def test_middleware_contextvars_reach_handlers() -> None:
+    app = app_for()
+    async with app.lifespan_context(), anyio.create_task_group() as tg:
+        client = AsgiClient(auth_middleware(tenant_middleware(app)), tg)
+        for tenant, client_id in (("acme", "alice"), ("globex", "bob")):
+            body, headers = modern(1, "tools/call", tool("whoami"))
+            extra = {"x-tenant": tenant, "authorization": f"Bearer {client_id}"}
+            response = await client.post(body, headers={**headers, **extra})
+            assert text_of((await final_message(response))["result"]) == f"tenant={tenant} client={client_id}"
+        # Also on the streamed path, where the handler runs in a task of its own.
+        body, headers = modern(2, "tools/call", {**tool("whoami"), "_meta": {"progressToken": 1}})
+        response = await client.post(body, headers={**headers, "x-tenant": "initech"})
+        assert text_of((await final_message(response))["result"]) == "tenant=initech client=None"
+        tg.cancel_scope.cancel()
+
+
+async def test_unexpected_exception_is_an_error_without_internals() -> None:
+    async with serving(McpApp(build_failing_server())) as client:
+        response = await modern_post(client, 1, "tools/call", {"name": "explode", "arguments": {}})
+        body = await response.read()
+        answer = await final_message(response)
+        assert answer["id"] == 1
+        assert answer["error"]["code"] == -32603
+        assert SECRET.encode() not in body
+        assert b"RuntimeError" not in body
