@@ -11,7 +11,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests"]
 
 TEST_DEPS = ["pytest>=8.3", "hypothesis>=6.100", "trio>=0.27", "httpx>=0.28", "h11>=0.16", "uvicorn>=0.31", "hypercorn>=0.17"]
-LINT_DEPS = ["ruff>=0.8", "mypy>=1.13", "pyright>=1.1.390", "trio>=0.27"]
+LINT_DEPS = ["ruff>=0.8", "mypy>=1.13", "pyright>=1.1.390", "trio>=0.27", "exceptiongroup>=1.2", "joserfc>=1.0", "hypercorn>=0.17"]
 
 
 @nox.session

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 import anyio
@@ -562,11 +562,11 @@ class _Responder:
 
 def _sole_cause(exc: BaseException) -> BaseException:
     """The exception inside (nested) one-member exception groups; `exc` itself otherwise."""
-    inner: Any = getattr(exc, "exceptions", None)
-    while isinstance(inner, tuple) and len(inner) == 1 and isinstance(inner[0], BaseException):
-        exc = inner[0]
-        inner = getattr(exc, "exceptions", None)
-    return exc
+    while True:
+        members = cast("tuple[BaseException, ...] | None", getattr(exc, "exceptions", None))
+        if not isinstance(members, tuple) or len(members) != 1:
+            return exc
+        exc = members[0]
 
 
 def _error_body(code: int, message: str) -> dict[str, Any]:
