@@ -22,7 +22,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http import EventStore
 
-from ._asgi import ClientGone, HttpRequest, Receive, Scope, Send, read_body, send_error, send_json
+from ._asgi import ClientGone, HttpRequest, Receive, Scope, Send, read_body, send_empty, send_error, send_json
 from ._auth import (
     AuthenticationError,
     BearerAuth,
@@ -33,6 +33,7 @@ from ._auth import (
     principal_key,
     protected_resource_metadata,
 )
+from ._cors import CorsPolicy
 from ._dispatch import RequestObserver
 from ._errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, ProtocolError, SecurityRefusal
 from ._event_store import EventLog
@@ -50,8 +51,9 @@ from ._http import (
 from ._jsonrpc import parse_body
 from ._legacy import LegacyEndpoint, LegacySession, Principal
 from ._modern import ModernEndpoint
-from ._registry import SessionTable
+from ._registry import SessionEntry, SessionTable
 from ._security import OriginPolicy
+from ._telemetry import TENANT_ATTRIBUTE, Metrics, current_tenant
 from ._tenancy import Tenants
 from ._tenant_servers import TenantRemoved, TenantServers
 
@@ -72,6 +74,7 @@ class _Runtime:
     """What exists only while the app runs: the task group, the session table, the endpoints."""
 
     def __init__(self, app: McpApp, task_group: anyio.abc.TaskGroup) -> None:
+        self.app = app
         self.task_group = task_group
         self.closing = False
         self.started_at = time.time()
@@ -98,21 +101,27 @@ class _Runtime:
                     created_at=time.time(),
                 )
             ),
-            on_ended=lambda entry, reason: hub.emit(
-                SessionEnded(
-                    session_id=entry.session_id,
-                    tenant_id=entry.tenant_id,
-                    server_name=entry.value.host.name,
-                    reason=reason,
-                    duration=anyio.current_time() - entry.created_at,
-                    ended_at=time.time(),
-                )
-            ),
+            on_ended=self._session_ended,
             wake=self.wake,
         )
         self.modern = ModernEndpoint(
             json_response=app.json_response, keepalive=app.keepalive_interval, tool_schema_ttl=app.tool_schema_ttl
         )
+
+    def _session_ended(self, entry: SessionEntry[LegacySession], reason: str) -> None:
+        duration = anyio.current_time() - entry.created_at
+        self.app.events.emit(
+            SessionEnded(
+                session_id=entry.session_id,
+                tenant_id=entry.tenant_id,
+                server_name=entry.value.host.name,
+                reason=reason,
+                duration=duration,
+                ended_at=time.time(),
+            )
+        )
+        attributes = {TENANT_ATTRIBUTE: entry.tenant_id} if entry.tenant_id is not None else {}
+        self.app.metrics.session_duration.record(duration, attributes)
 
     def wake(self, deadline: float | None = None) -> None:
         """Wake the reaper, unless `deadline` is no earlier than the moment it wakes anyway."""
@@ -186,6 +195,12 @@ class McpApp:
         keepalive_interval: seconds of silence after which an SSE stream gets a comment line.
         shutdown_timeout: seconds shutdown waits for sessions and server lifespans to finish.
         tool_schema_ttl: seconds a server's tool schemas are cached for `Mcp-Param-*` validation.
+        cors_origins: origins browsers may call the endpoint from (`"*"` for any); preflights are
+            answered and every answer, errors included, carries the CORS headers. These origins
+            also pass the DNS-rebinding Origin check.
+        health_path: serve liveness ("ok") at this path, outside authentication; None: not served.
+        ready_path: serve readiness at this path: 200 while running, 503 before startup and
+            during shutdown; None: not served. Neither route reveals anything about tenants.
 
     Lifespan: served as the top-level app, the ASGI `lifespan` protocol starts and stops it. Mounted
     inside a framework that does not run a sub-application's lifespan (Starlette's `Mount`), enter
@@ -214,6 +229,9 @@ class McpApp:
         keepalive_interval: float = 15.0,
         shutdown_timeout: float = 5.0,
         tool_schema_ttl: float = 5.0,
+        cors_origins: Sequence[str] | None = None,
+        health_path: str | None = None,
+        ready_path: str | None = None,
     ) -> None:
         if (server is None) == (tenants is None):
             raise ConfigurationError("give exactly one of `server` (one MCP server) and `tenants` (one per token)")
@@ -250,7 +268,12 @@ class McpApp:
         self.keepalive_interval = keepalive_interval
         self.shutdown_timeout = shutdown_timeout
         self.tool_schema_ttl = tool_schema_ttl
-        self.origin_policy = OriginPolicy(allowed_hosts, allowed_origins)
+        self.cors = CorsPolicy(cors_origins) if cors_origins else None
+        self.origin_policy = OriginPolicy(allowed_hosts, allowed_origins, cors_origins=cors_origins or ())
+        self.health_path = normalize_endpoint(health_path) if health_path is not None else None
+        self.ready_path = normalize_endpoint(ready_path) if ready_path is not None else None
+        self.metrics = Metrics()
+        self.metrics.observe(self._sessions_by_tenant, self._open_streams)
         self.resource_server_url = resource_server_url
         self.authorization_servers = tuple(authorization_servers)
         self.required_scopes = tuple(required_scopes)
@@ -298,6 +321,14 @@ class McpApp:
             "open_streams": runtime.legacy.open_streams if runtime is not None else 0,
             "uptime": time.time() - runtime.started_at if runtime is not None else 0.0,
         }
+
+    def _sessions_by_tenant(self) -> list[tuple[str | None, int]]:
+        runtime = self._runtime
+        return list(runtime.table.per_tenant().items()) if runtime is not None else []
+
+    def _open_streams(self) -> int:
+        runtime = self._runtime
+        return runtime.legacy.open_streams if runtime is not None else 0
 
     # -- lifespan ---------------------------------------------------------------------------------
 
@@ -377,13 +408,20 @@ class McpApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, root_path = scope["path"], scope.get("root_path", "")
+        headers = Headers(scope["headers"])
+        if self.cors is not None:
+            origin = headers.get("origin")
+            if origin is not None and self.cors.allows(origin):
+                if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+                    await self._preflight(origin, headers, send)
+                    return
+                send = self.cors.wrap(send, origin)
         if not endpoint_matches(path, root_path, self.path):
             await self._other_path(scope, send)
             return
         responder = _Responder(send)
-        headers = Headers(scope["headers"])
         request = HttpRequest(scope["method"], path, headers, scope)
-        auth_token = None
+        auth_token = tenant_token = None
         try:
             runtime = self._runtime
             if runtime is None:
@@ -399,6 +437,8 @@ class McpApp:
             principal, access = await self._authenticate(request)
             if access is not None:
                 auth_token = auth_context_var.set(AuthenticatedUser(access))
+            if principal.tenant_id is not None:
+                tenant_token = current_tenant.set(principal.tenant_id)
             await self._dispatch(runtime, request, principal, receive, responder)
         except ProtocolError as error:
             _log_refusal(request, error)
@@ -416,6 +456,11 @@ class McpApp:
         finally:
             if auth_token is not None:
                 auth_context_var.reset(auth_token)
+            if tenant_token is not None:
+                current_tenant.reset(tenant_token)
+            self.metrics.requests.add(
+                1, {"http.request.method": request.method, "http.response.status_code": responder.status}
+            )
 
     async def _authenticate(self, request: HttpRequest) -> tuple[Principal, AccessToken | None]:
         """Who is calling, from the Authorization header; raises 401/403 with the right challenge."""
@@ -464,12 +509,27 @@ class McpApp:
         prefix = path[: len(path) - len(suffix)] if path.endswith(suffix) else ""
         return f"{resource.scheme}://{resource.netloc}{prefix}{self._metadata_paths[1]}"
 
+    async def _preflight(self, origin: str, headers: Headers, send: Send) -> None:
+        assert self.cors is not None
+        answer = self.cors.preflight_headers(origin, headers.get("access-control-request-headers"))
+        if answer is None:
+            await send_empty(send, 403)
+            return
+        await send_empty(send, 204, answer)
+
     async def _other_path(self, scope: Scope, send: Send) -> None:
-        """RFC 9728 metadata (both the root and the path-suffixed form), else 404."""
+        """Health and readiness, RFC 9728 metadata (the root and the path-suffixed form), else 404."""
         path = scope["path"]
         root_path = scope.get("root_path", "")
         if root_path and path.startswith(root_path):
             path = path[len(root_path) :]
+        if path in (self.health_path, self.ready_path) and scope["method"] in ("GET", "HEAD"):
+            ok = path == self.health_path or self.running
+            body = b"ok" if path == self.health_path else (b"ready" if ok else b"not ready")
+            headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 200 if ok else 503, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+            return
         if self.authorization_servers and scope["method"] in ("GET", "HEAD") and path in self._metadata_paths:
             document = protected_resource_metadata(
                 self._resource_url(scope), self.authorization_servers, self.required_scopes
@@ -545,15 +605,17 @@ class _Responder:
     """Wraps ASGI `send`: remembers whether the response started, and turns a send on a closed
     connection (`OSError`, ASGI 2.4) into `ClientGone`."""
 
-    __slots__ = ("_send", "started")
+    __slots__ = ("_send", "started", "status")
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self.started = False
+        self.status = 0
 
     async def __call__(self, message: Any) -> None:
         if message["type"] == "http.response.start":
             self.started = True
+            self.status = message["status"]
         try:
             await self._send(message)
         except OSError:

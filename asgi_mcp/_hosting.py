@@ -14,6 +14,7 @@ import anyio.abc
 from mcp.server import Server
 
 from ._errors import ConfigurationError
+from ._telemetry import instrument
 
 __all__: list[str] = []
 
@@ -50,6 +51,7 @@ class ServerHost:
 
     def __init__(self, server: Any, *, label: str | None = None) -> None:
         self.server = as_lowlevel_server(server)
+        instrument(self.server)
         self.label = label
         self.state: Any = None
         # Modern-era `Mcp-Param-*` validation needs tool input schemas; see `_modern.ToolSchemas`.

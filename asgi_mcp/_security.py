@@ -75,9 +75,18 @@ class OriginPolicy:
             `"http://localhost:*"`, `"*"`). None: the default.
     """
 
-    def __init__(self, allowed_hosts: Sequence[str] | None, allowed_origins: Sequence[str] | None) -> None:
+    def __init__(
+        self,
+        allowed_hosts: Sequence[str] | None,
+        allowed_origins: Sequence[str] | None,
+        *,
+        cors_origins: Sequence[str] = (),
+    ) -> None:
         self.allowed_hosts = tuple(allowed_hosts) if allowed_hosts is not None else None
         self.allowed_origins = tuple(allowed_origins) if allowed_origins is not None else None
+        # Origins the app lets browsers call it from (CORS) pass this check too, on top of the
+        # default or explicit list: the two settings never contradict each other.
+        self.cors_origins = tuple(cors_origins)
 
     def check(self, host: str | None, origin: str | None, server: Any) -> None:
         """Raise 421 for a Host nobody serves here, 403 for an Origin not allowed."""
@@ -89,6 +98,8 @@ class OriginPolicy:
             raise _refused(421, "Invalid Host header", "non-loopback Host on a loopback-bound server")
         if origin is None:
             return  # not a browser request (or a same-origin GET): nothing to validate
+        if self.cors_origins and _matches(origin, self.cors_origins):
+            return
         if self.allowed_origins is not None:
             if not _matches(origin, self.allowed_origins):
                 raise _refused(403, "Forbidden: invalid Origin header", "Origin not in allowed_origins")

@@ -1,0 +1,102 @@
+"""OpenTelemetry: what the transport knows, added to what the SDK already records.
+
+The `mcp` SDK's own middleware opens one SERVER span per inbound message (`tools/call echo`, with
+`mcp.method.name`, `gen_ai.tool.name`, ...). This module does not open a second one: it adds a
+middleware *inside* the SDK's, which puts the HTTP-level attributes and the tenant id on that
+span. Metrics follow the OpenTelemetry MCP semantic conventions where they name one
+(`mcp.server.session.duration`) and use the `asgi_mcp.` prefix otherwise.
+
+Only `opentelemetry-api` is used (the SDK depends on it already): everything here is a no-op until
+the application installs an OpenTelemetry SDK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from typing import Any, Final
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from opentelemetry import metrics, trace
+
+from ._asgi import HttpRequest
+
+__all__: list[str] = []
+
+# The tenant whose request is being served; set by the app after authentication.
+current_tenant: ContextVar[str | None] = ContextVar("asgi_mcp.tenant", default=None)
+
+TENANT_ATTRIBUTE: Final = "asgi_mcp.tenant.id"
+
+# Semantic-convention buckets for MCP durations (seconds).
+_DURATION_BUCKETS: Final = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300]
+
+
+class TransportSpanAttributes:
+    """A server middleware that annotates the SDK's per-message span with transport facts."""
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        span = trace.get_current_span()
+        if span.is_recording():
+            request = ctx.request
+            attributes: dict[str, Any] = {"network.protocol.name": "http", "network.transport": "tcp"}
+            if isinstance(request, HttpRequest):
+                attributes["http.request.method"] = request.method
+                attributes["url.path"] = request.path
+                server = request.scope.get("server")
+                if server:
+                    attributes["server.address"] = str(server[0])
+                    if server[1] is not None:
+                        attributes["server.port"] = int(server[1])
+                client = request.client
+                if client is not None:
+                    attributes["client.address"] = client[0]
+                session_id = request.headers.get("mcp-session-id")
+                if session_id:
+                    attributes["mcp.session.id"] = session_id
+            tenant = current_tenant.get()
+            if tenant is not None:
+                attributes[TENANT_ATTRIBUTE] = tenant
+            span.set_attributes(attributes)
+        return await call_next(ctx)
+
+
+def instrument(server: Server[Any]) -> None:
+    """Add the span annotator to a served server's middleware, once, inside the SDK's span."""
+    if not any(isinstance(middleware, TransportSpanAttributes) for middleware in server.middleware):
+        server.middleware.append(TransportSpanAttributes())
+
+
+class Metrics:
+    """The app's instruments. `observe` registers gauges reading live counters at collection time."""
+
+    def __init__(self) -> None:
+        meter = metrics.get_meter("asgi_mcp")
+        self.session_duration = meter.create_histogram(
+            "mcp.server.session.duration",
+            unit="s",
+            description="Duration of MCP sessions (legacy era) from initialize to their end.",
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
+        )
+        self.requests = meter.create_counter(
+            "asgi_mcp.requests",
+            unit="{request}",
+            description="HTTP requests to the MCP endpoint, by tenant, era and response status.",
+        )
+        self._meter = meter
+
+    def observe(self, sessions: Callable[[], Iterable[tuple[str | None, int]]], streams: Callable[[], int]) -> None:
+        def session_gauge(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+            for tenant, count in sessions():
+                yield metrics.Observation(count, {TENANT_ATTRIBUTE: tenant} if tenant is not None else {})
+
+        def stream_gauge(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+            yield metrics.Observation(streams())
+
+        self._meter.create_observable_gauge(
+            "asgi_mcp.sessions.active", [session_gauge], unit="{session}", description="Live legacy-era sessions."
+        )
+        self._meter.create_observable_gauge(
+            "asgi_mcp.streams.open", [stream_gauge], unit="{stream}", description="Open SSE responses."
+        )
