@@ -10,21 +10,37 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests"]
 
-TEST_DEPS = ["pytest>=8.3", "hypothesis>=6.100", "trio>=0.27", "httpx>=0.28", "h11>=0.16", "uvicorn>=0.31", "hypercorn>=0.17"]
-LINT_DEPS = ["ruff>=0.8", "mypy>=1.13", "pyright>=1.1.390", "trio>=0.27", "exceptiongroup>=1.2", "joserfc>=1.0", "hypercorn>=0.17"]
+TEST_DEPS = [
+    "pytest>=8.3",
+    "hypothesis>=6.100",
+    "trio>=0.27",
+    "httpx>=0.28",
+    "h11>=0.16",
+    "uvicorn>=0.31",
+    "hypercorn>=0.17",
+    "opentelemetry-sdk>=1.30",  # tests/test_telemetry.py: in-memory span exporter and metric reader
+    # The documentation site: tests/test_docs.py builds it with --strict (and `nox -s docs` installs these).
+    "mkdocs>=1.6,<2",
+    "mkdocs-material>=9.6,<10",
+    "mkdocstrings>=0.29,<2",
+    "mkdocstrings-python>=1.16,<3",
+    "ruff>=0.8",  # mkdocstrings formats the API reference's signatures with it
+]
+LINT_DEPS = ["ruff>=0.8", "mypy>=1.13", "pyright>=1.1.390", "exceptiongroup>=1.2"]
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole suite on asyncio and trio: unit, in-memory ASGI, real servers, TS client, conformance."""
-    session.install("-e", ".", *TEST_DEPS)
+    # Every extra: the JWT verifier (joserfc) and the one-call server (hypercorn, trio) are tested too.
+    session.install("-e", ".[jwt,server]", *TEST_DEPS)
     session.run("pytest", "-p", "anyio", "-q", *session.posargs, env={"PYTHONFAULTHANDLER": "1"})
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff, strict mypy and strict pyright on the package."""
-    session.install("-e", ".", *LINT_DEPS)
+    session.install("-e", ".[jwt,server]", *LINT_DEPS)
     session.run("ruff", "check", "asgi_mcp")
     session.run("ruff", "format", "--check", "asgi_mcp")
     session.run("mypy", "asgi_mcp")
@@ -44,3 +60,12 @@ def bench(session: nox.Session) -> None:
     """Throughput of McpApp against the SDK's own transport and a raw-ASGI floor (not a test)."""
     session.install("-e", ".", "uvicorn>=0.31", "hypercorn>=0.17", "trio>=0.27", "h11>=0.16", "httpx>=0.28")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml), built with warnings as errors into site/ (gitignored)."""
+    session.install("-e", ".", *[dep for dep in TEST_DEPS if dep.startswith(("mkdocs", "ruff"))])
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"}
+    )

@@ -45,6 +45,7 @@ from ._http import (
     endpoint_matches,
     era_of,
     is_json_content_type,
+    is_visible_ascii,
     method_not_allowed,
     normalize_endpoint,
 )
@@ -77,6 +78,7 @@ class _Runtime:
         self.app = app
         self.task_group = task_group
         self.closing = False
+        self.started = False  # startup completed (server lifespan entered): ready for traffic
         self.started_at = time.time()
         self.wake_reaper = anyio.Event()
         self.reaper_wakes_at = float("inf")
@@ -190,8 +192,10 @@ class McpApp:
             stream counts as in flight); None disables expiry.
         max_sessions: live legacy sessions at most; beyond it `initialize` gets 503.
         max_body_size: bytes a request body may have (counted as received, chunked or not); 413 beyond.
-        allowed_hosts, allowed_origins: DNS-rebinding allow-lists (see `OriginPolicy`); None keeps
-            the safe default (loopback binds answer only loopback names and origins).
+        allowed_hosts: `Host` values answered (DNS-rebinding allow-list, see `OriginPolicy`); None
+            keeps the safe default (loopback binds answer only loopback names).
+        allowed_origins: `Origin` values answered (see `OriginPolicy`); None keeps the safe default
+            (loopback binds accept only loopback origins, other binds only same-origin requests).
         keepalive_interval: seconds of silence after which an SSE stream gets a comment line.
         shutdown_timeout: seconds shutdown waits for sessions and server lifespans to finish.
         tool_schema_ttl: seconds a server's tool schemas are cached for `Mcp-Param-*` validation.
@@ -304,7 +308,7 @@ class McpApp:
 
     @property
     def running(self) -> bool:
-        return self._runtime is not None and not self._runtime.closing
+        return self._runtime is not None and self._runtime.started and not self._runtime.closing
 
     def stats(self) -> dict[str, Any]:
         """Counters cheap enough for every health probe. Tenants appear by id, never by token."""
@@ -342,19 +346,24 @@ class McpApp:
         """
         if self._runtime is not None:
             raise ConfigurationError("McpApp is already running; an app instance runs once at a time")
-        async with anyio.create_task_group() as tg:
-            runtime = _Runtime(self, tg)
-            self._runtime = runtime
-            try:
-                await tg.start(self.events.run)
-                if self._tenant_servers is not None:
-                    self._tenant_servers.attach(tg, runtime.legacy)
-                if self.host is not None:
-                    await self.host.start(tg)
-                tg.start_soon(runtime.reap_forever)
-                yield self
-            finally:
-                self._shutdown(runtime)
+        try:
+            async with anyio.create_task_group() as tg:
+                runtime = _Runtime(self, tg)
+                self._runtime = runtime
+                try:
+                    await tg.start(self.events.run)
+                    if self._tenant_servers is not None:
+                        self._tenant_servers.attach(tg, runtime.legacy)
+                    if self.host is not None:
+                        await self.host.start(tg)
+                    tg.start_soon(runtime.reap_forever)
+                    runtime.started = True
+                    yield self
+                finally:
+                    self._shutdown(runtime)
+        finally:
+            # Cleared only once everything stopped: requests during shutdown get 503, not "not running".
+            self._runtime = None
 
     def _shutdown(self, runtime: _Runtime) -> None:
         if runtime.closing:
@@ -367,7 +376,6 @@ class McpApp:
             self.host.stop()
             # A fresh host for the next run: a lifespan is entered once per host.
             self.host = ServerHost(self.host.server)
-        self._runtime = None
         # Everything still running gets `shutdown_timeout` to finish, then is cancelled.
         runtime.task_group.cancel_scope.deadline = anyio.current_time() + self.shutdown_timeout
         runtime.wake()
@@ -501,7 +509,10 @@ class McpApp:
     def _resource_metadata_url(self, request: HttpRequest) -> str | None:
         if not self.authorization_servers:
             return None
-        resource = urlsplit(self._resource_url(request.scope))
+        try:
+            resource = urlsplit(self._resource_url(request.scope))
+        except ValueError:  # a Host header no URL can hold ("a]"): advertise nothing rather than fail
+            return None
         # The metadata this app serves, seen from outside: under the same prefix as the endpoint
         # (the mount point, `root_path`, or a proxy's prefix in `resource_server_url`).
         suffix = "" if self.path == "/" else self.path
@@ -513,6 +524,13 @@ class McpApp:
         assert self.cors is not None
         answer = self.cors.preflight_headers(origin, headers.get("access-control-request-headers"))
         if answer is None:
+            reason = "CORS preflight asks for a request header that is not allowed"
+            http_logger.info(
+                "refused OPTIONS preflight from %s: %s (403)",
+                origin,
+                reason,
+                extra={"status": 403, "reason": reason, "method": "OPTIONS"},
+            )
             await send_empty(send, 403)
             return
         await send_empty(send, 204, answer)
@@ -637,14 +655,16 @@ def _error_body(code: int, message: str) -> dict[str, Any]:
 
 def _log_refusal(request: HttpRequest, error: ProtocolError) -> None:
     level = logging.WARNING if isinstance(error, SecurityRefusal) else logging.INFO
+    extra: dict[str, Any] = {"status": error.status, "reason": error.reason, "method": request.method}
+    # Who, where known: the tenant once authenticated (never the token), the session the request named.
+    tenant_id = current_tenant.get()
+    if tenant_id is not None:
+        extra["tenant_id"] = tenant_id
+    session_id = request.headers.get("mcp-session-id")
+    if session_id is not None and is_visible_ascii(session_id):
+        extra["session_id"] = session_id
     http_logger.log(
-        level,
-        "refused %s %s: %s (%d)",
-        request.method,
-        request.path,
-        error.reason,
-        error.status,
-        extra={"status": error.status, "reason": error.reason, "method": request.method},
+        level, "refused %s %s: %s (%d)", request.method, request.path, error.reason, error.status, extra=extra
     )
 
 

@@ -67,8 +67,9 @@ def parse_bearer(header: str | None) -> str | None:
 
 
 def _quote(value: str) -> str:
-    # RFC 7230 quoted-string: escape backslash and double quote; drop control characters.
-    cleaned = "".join(ch for ch in value if ch == "\t" or (ch >= " " and ch != "\x7f"))
+    # RFC 7230 quoted-string: escape backslash and double quote; drop control characters and
+    # anything beyond ASCII (obs-text), so no byte a client sent (in Host, say) comes back raw.
+    cleaned = "".join(ch for ch in value if ch == "\t" or " " <= ch <= "~")
     return '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -34,7 +34,8 @@ class IntrospectionVerifier:
 
     Args:
         introspection_url: the endpoint (https, or http to a loopback host).
-        client_id, client_secret: this resource server's credentials at the authorization server.
+        client_id: this resource server's client id at the authorization server.
+        client_secret: its client secret there (needs `client_id`).
         auth_method: how they are sent: `client_secret_basic` (HTTP Basic, RFC 6749 §2.3.1) or
             `client_secret_post` (form fields).
         cache_ttl: seconds an active answer is reused (0, the default, asks every time). Never

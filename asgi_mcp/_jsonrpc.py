@@ -7,6 +7,7 @@ message a body holds, to route it and to answer malformed input precisely.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
@@ -40,15 +41,32 @@ def parse_body(body: bytes) -> Message:
             in 2025-06-18, and the session era's clients do not send them).
     """
     try:
-        decoded = json.loads(body)
+        # Strictly UTF-8 (RFC 8259 §8.1): `json.loads` would sniff UTF-16 and UTF-32 from raw bytes.
+        decoded = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
-        # ValueError covers invalid UTF-8 and huge integer literals too.
+        # ValueError covers invalid UTF-8, a byte order mark and huge integer literals too.
         raise ProtocolError(400, "Parse error", code=PARSE_ERROR, reason="body is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(body) is not None and _has_lone_surrogate(decoded):
+        # `"\ud800"` is valid JSON but no Unicode text: nothing holding it can be sent back as UTF-8.
+        raise ProtocolError(400, "Parse error", code=PARSE_ERROR, reason="body holds an unpaired UTF-16 surrogate")
     if isinstance(decoded, list):
         raise ProtocolError(400, "Batch requests are not supported", reason="JSON-RPC batch")
     if not isinstance(decoded, dict):
         raise ProtocolError(400, "Invalid Request: expected a JSON-RPC object", reason="body is not a JSON object")
     return classify(cast("dict[str, Any]", decoded))
+
+
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(decoded: Any) -> bool:
+    """Whether a decoded body holds a string with an unpaired surrogate (escaped pairs decode to one
+    character and are fine); checked only when the body has a surrogate escape at all."""
+    try:
+        json.dumps(decoded, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):
+        return True
+    return False
 
 
 def classify(obj: dict[str, Any]) -> Message:

@@ -21,7 +21,9 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
 def _is_loopback_host(host: str) -> bool:
-    host = host.strip("[]").lower()
+    host = host.lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # only a well-formed IPv6 literal: "[::1" is no loopback name
     if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
         return True
     try:
@@ -31,17 +33,25 @@ def _is_loopback_host(host: str) -> bool:
 
 
 def _split_host(value: str) -> tuple[str, str | None]:
-    """`host[:port]` (IPv6 in brackets) into its parts."""
+    """`host[:port]` (IPv6 in brackets) into its parts.
+
+    A port that is not ASCII digits is no port: the whole value is then the host, which names no
+    loopback or allowed host (`localhost:1@evil.example` must not pass for `localhost`).
+    """
     if value.startswith("["):
         end = value.find("]")
-        if end == -1:
-            return value, None
         rest = value[end + 1 :]
-        return value[: end + 1], rest[1:] if rest.startswith(":") else None
+        if end == -1 or (rest and not (rest.startswith(":") and _is_port(rest[1:]))):
+            return value, None
+        return value[: end + 1], rest[1:] if rest else None
     host, sep, port = value.rpartition(":")
-    if not sep or ":" in host:
+    if not sep or ":" in host or not _is_port(port):
         return value, None
     return host, port
+
+
+def _is_port(value: str) -> bool:
+    return value == "" or (value.isascii() and value.isdigit())
 
 
 def _strip_port(value: str) -> str:
@@ -85,8 +95,9 @@ class OriginPolicy:
         self.allowed_hosts = tuple(allowed_hosts) if allowed_hosts is not None else None
         self.allowed_origins = tuple(allowed_origins) if allowed_origins is not None else None
         # Origins the app lets browsers call it from (CORS) pass this check too, on top of the
-        # default or explicit list: the two settings never contradict each other.
-        self.cors_origins = tuple(cors_origins)
+        # default or explicit list: the two settings never contradict each other. Spelled as
+        # `CorsPolicy` reads them (a trailing slash is not part of an origin).
+        self.cors_origins = tuple(origin.rstrip("/") for origin in cors_origins)
 
     def check(self, host: str | None, origin: str | None, server: Any) -> None:
         """Raise 421 for a Host nobody serves here, 403 for an Origin not allowed."""
@@ -104,7 +115,10 @@ class OriginPolicy:
             if not _matches(origin, self.allowed_origins):
                 raise _refused(403, "Forbidden: invalid Origin header", "Origin not in allowed_origins")
             return
-        parts = urlsplit(origin)
+        try:
+            parts = urlsplit(origin)
+        except ValueError:  # "http://[::1": not an origin any browser sends
+            raise _refused(403, "Forbidden: invalid Origin header", "malformed Origin header") from None
         origin_host = parts.hostname or ""
         if loopback_bind:
             if not _is_loopback_host(origin_host):

@@ -247,7 +247,8 @@ def create_per_bearer_server(
         logging: write an access log line per request to the `asgi_mcp.access` logger (client
             address, method, path without query, status, size; never headers). The library
             attaches no handler: configure logging to see it.
-        json_response, event_store: as `McpApp`'s.
+        json_response: as `McpApp`'s.
+        event_store: as `McpApp`'s.
         health_path: a path answering GET with 200 "ok" (text/plain) and nothing else, no token
             needed, for load-balancer probes. Off by default.
         **app_options: further `McpApp` options (`session_idle_timeout`, `max_sessions`,

@@ -12,6 +12,7 @@ the application installs an OpenTelemetry SDK.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import Any, Final
@@ -85,18 +86,44 @@ class Metrics:
             description="HTTP requests to the MCP endpoint, by tenant, era and response status.",
         )
         self._meter = meter
+        self.live_sessions: Callable[[], Iterable[tuple[str | None, int]]] | None = None
+        self.open_streams: Callable[[], int] | None = None
 
     def observe(self, sessions: Callable[[], Iterable[tuple[str | None, int]]], streams: Callable[[], int]) -> None:
-        def session_gauge(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
-            for tenant, count in sessions():
-                yield metrics.Observation(count, {TENANT_ATTRIBUTE: tenant} if tenant is not None else {})
+        """Report this app's live counts through the process's gauges.
 
-        def stream_gauge(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
-            yield metrics.Observation(streams())
-
+        An SDK meter registers an observable instrument once per name and ignores a second
+        registration, callbacks included; a meter taken before an SDK was installed forwards its
+        first registration to the real one. So the gauges report every live app of the process
+        (several apps, or one rebuilt), and are registered once per meter.
+        """
+        self.live_sessions, self.open_streams = sessions, streams
+        _observed.add(self)
+        if self._meter in _gauge_meters:
+            return
+        _gauge_meters.add(self._meter)
         self._meter.create_observable_gauge(
-            "asgi_mcp.sessions.active", [session_gauge], unit="{session}", description="Live legacy-era sessions."
+            "asgi_mcp.sessions.active", [_session_gauge], unit="{session}", description="Live legacy-era sessions."
         )
         self._meter.create_observable_gauge(
-            "asgi_mcp.streams.open", [stream_gauge], unit="{stream}", description="Open SSE responses."
+            "asgi_mcp.streams.open", [_stream_gauge], unit="{stream}", description="Open SSE responses."
         )
+
+
+# Apps whose counts the gauges report (an app that is gone drops out), and the meters holding gauges.
+_observed: weakref.WeakSet[Metrics] = weakref.WeakSet()
+_gauge_meters: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _session_gauge(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+    totals: dict[str | None, int] = {}
+    for source in list(_observed):
+        for tenant, count in source.live_sessions() if source.live_sessions is not None else ():
+            totals[tenant] = totals.get(tenant, 0) + count
+    for tenant, count in totals.items():
+        yield metrics.Observation(count, {TENANT_ATTRIBUTE: tenant} if tenant is not None else {})
+
+
+def _stream_gauge(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+    streams = [source.open_streams for source in list(_observed)]
+    yield metrics.Observation(sum(count() for count in streams if count is not None))
