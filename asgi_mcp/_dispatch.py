@@ -65,7 +65,22 @@ class RequestContext:
     stream: OutboundStream
     _progress_token: str | int | None = None
     closed: bool = False
-    cancel_requested: anyio.Event = field(default_factory=anyio.Event)
+    # Made on first use: almost no request is ever cancelled or asked about it.
+    _cancel_requested: anyio.Event | None = None
+    cancelled_by_peer: bool = False
+
+    @property
+    def cancel_requested(self) -> anyio.Event:
+        if self._cancel_requested is None:
+            self._cancel_requested = anyio.Event()
+            if self.cancelled_by_peer:
+                self._cancel_requested.set()
+        return self._cancel_requested
+
+    def mark_cancelled(self) -> None:
+        self.cancelled_by_peer = True
+        if self._cancel_requested is not None:
+            self._cancel_requested.set()
 
     @property
     def can_send_request(self) -> bool:
@@ -171,12 +186,49 @@ class SessionDispatcher:
         cancellation, so the handler outlives the connection and its answer goes to the event store.
         """
         assert self._tg is not None
+        dctx, scope = self._admit(request_id, params, stream, metadata, transport)
+        contextvars.copy_context().run(self._tg.start_soon, self._handle_request, method, params, dctx, scope)
+
+    async def run_request(
+        self,
+        request_id: RequestId,
+        method: str,
+        params: dict[str, Any] | None,
+        stream: OutboundStream,
+        metadata: ServerMessageMetadata,
+        transport: TransportContext,
+    ) -> None:
+        """Run the request in the calling task; its answer lands on `stream` before this returns.
+
+        For exchanges answered with one JSON body (and `initialize`): nothing streams while the
+        handler runs, so there is nothing to do concurrently, and a task spawn is saved. The
+        request's cancel scope is registered like a spawned one's, so the peer's
+        `notifications/cancelled` and the session's end cancel it all the same.
+        """
+        dctx, scope = self._admit(request_id, params, stream, metadata, transport)
+        await self._handle_request(method, params, dctx, scope)
+
+    def _admit(
+        self,
+        request_id: RequestId,
+        params: dict[str, Any] | None,
+        stream: OutboundStream,
+        metadata: ServerMessageMetadata,
+        transport: TransportContext,
+    ) -> tuple[RequestContext, anyio.CancelScope]:
+        if self._closed:
+            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
         dctx = RequestContext(
             transport, request_id, metadata, self, stream, _progress_token=progress_token_from_params(params)
         )
         scope = anyio.CancelScope()
         self._in_flight[coerce_request_id(request_id)] = (scope, dctx)
-        contextvars.copy_context().run(self._tg.start_soon, self._handle_request, method, params, dctx, scope)
+        return dctx, scope
+
+    def cancel_in_flight(self) -> None:
+        """The session is ending: cancel every request still running, spawned or inline."""
+        for scope, _ in list(self._in_flight.values()):
+            scope.cancel()
 
     def start_notification(
         self, method: str, params: dict[str, Any] | None, metadata: ServerMessageMetadata, transport: TransportContext
@@ -187,7 +239,7 @@ class SessionDispatcher:
             if isinstance(request_id, str | int) and not isinstance(request_id, bool):
                 found = self._in_flight.get(coerce_request_id(request_id))
                 if found is not None:
-                    found[1].cancel_requested.set()
+                    found[1].mark_cancelled()
                     found[0].cancel()
         if self._intercept is not None and self._intercept(method, params):
             return
@@ -281,7 +333,7 @@ class SessionDispatcher:
                 outcome = error_message(dctx.request_id, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
             else:
                 outcome = error_message(dctx.request_id, error.code, error.message, error.data)
-        if outcome is None or dctx.cancel_requested.is_set():
+        if outcome is None or dctx.cancelled_by_peer:
             # Cancelled by the client: the stream still has to end, with the error that says why.
             outcome = error_message(dctx.request_id, REQUEST_CANCELLED, "Request cancelled")
         if self.observer is not None:

@@ -49,27 +49,29 @@ class InMemoryEventStore(EventStore):
             raise ValueError("InMemoryEventStore bounds must be positive")
         self._max_events = max_events_per_stream
         self._max_streams = max_streams
-        self._streams: OrderedDict[str, tuple[list[int], deque[_Stored]]] = OrderedDict()
+        self._streams: OrderedDict[str, deque[_Stored]] = OrderedDict()
+        # One sequence for the whole store, so an id is never issued twice: a stream evicted (or
+        # discarded) and written again continues past every id it handed out before.
+        self._seq = 0
         # Stream ids grouped by the part before their first "/" (asgi_mcp puts a per-session tag
         # there), so a session's streams are dropped in one step when it ends.
         self._groups: dict[str, set[str]] = {}
 
     def append_raw(self, stream_id: str, payload: str | JSONRPCMessage | None) -> str:
         """Store a payload as is (JSON text from asgi_mcp, or a model) and return its event id."""
-        entry = self._streams.get(stream_id)
-        if entry is None:
-            entry = ([0], deque[_Stored](maxlen=self._max_events))
-            self._streams[stream_id] = entry
+        events = self._streams.get(stream_id)
+        if events is None:
+            events = deque[_Stored](maxlen=self._max_events)
+            self._streams[stream_id] = events
             self._groups.setdefault(stream_id.partition("/")[0], set()).add(stream_id)
             while len(self._streams) > self._max_streams:
                 evicted, _ = self._streams.popitem(last=False)
                 self._ungroup(evicted)
         else:
             self._streams.move_to_end(stream_id)
-        counter, events = entry
-        counter[0] += 1
-        event_id = f"{stream_id}{_SEPARATOR}{counter[0]}"
-        events.append(_Stored(counter[0], event_id, payload))
+        self._seq += 1
+        event_id = f"{stream_id}{_SEPARATOR}{self._seq}"
+        events.append(_Stored(self._seq, event_id, payload))
         return event_id
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
@@ -93,13 +95,14 @@ class InMemoryEventStore(EventStore):
 
     def events_after(self, last_event_id: str) -> tuple[str, list[_Stored]] | None:
         stream_id, sep, seq_text = last_event_id.rpartition(_SEPARATOR)
-        if not sep or not seq_text.isdigit():
+        # ASCII digits only: `isdigit` alone admits "²", which `int` refuses.
+        if not sep or not seq_text.isascii() or not seq_text.isdigit():
             return None
-        entry = self._streams.get(stream_id)
-        if entry is None:
+        events = self._streams.get(stream_id)
+        if events is None:
             return None
         seq = int(seq_text)
-        return stream_id, [stored for stored in entry[1] if stored.seq > seq]
+        return stream_id, [stored for stored in events if stored.seq > seq]
 
     def _ungroup(self, stream_id: str) -> None:
         group_key = stream_id.partition("/")[0]

@@ -102,7 +102,8 @@ def accepts(accept_header: str | None) -> tuple[bool, bool]:
     for item in accept_header.split(","):
         media, _, params = item.partition(";")
         media = media.strip().lower()
-        if "q=0" in params.replace(" ", "") and _is_zero_q(params):
+        # Parameter names are case-insensitive (RFC 9110 5.6.6): `Q=0` refuses too.
+        if "q=0" in params.replace(" ", "").lower() and _is_zero_q(params):
             continue
         if media in ("*/*", "application/*", "application/json"):
             json_ok = True
@@ -163,8 +164,10 @@ def endpoint_matches(path: str, root_path: str, endpoint: str) -> bool:
     ASGI puts the mount point in `root_path` and the full path in `path`; servers and frameworks
     disagree on whether `path` includes `root_path`, so both shapes are accepted.
     """
-    if root_path and path.startswith(root_path):
-        path = path[len(root_path) :]
+    # Only a whole-segment prefix is the mount point: under root "/m", "/mcp" is not "/m" + "cp".
+    root = root_path.rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root) :]
     if path.endswith("/") and len(path) > 1:
         path = path[:-1]
     return path == endpoint or (endpoint == "/" and path == "")

@@ -72,6 +72,7 @@ class LegacySession:
         self.connection = Connection.for_loop(self.dispatcher, session_id=session_id)
         self.standalone = OutboundStream(f"{self.tag}/get")
         self.streams: dict[str, OutboundStream] = {}
+        self._streams_opened = 0
         self.get_connected = False
         self.closed = False
         self._scope: anyio.CancelScope | None = None
@@ -100,6 +101,7 @@ class LegacySession:
         self.closed = True
         if self._scope is not None:
             self._scope.cancel()
+        self.dispatcher.cancel_in_flight()
         self.standalone.detach()
         for stream in self.streams.values():
             stream.detach()
@@ -108,7 +110,13 @@ class LegacySession:
             self._events.forget(self.tag)
 
     def new_stream(self, *, json_only: bool) -> OutboundStream:
-        stream = OutboundStream(f"{self.tag}/{secrets.token_urlsafe(6)}", json_only=json_only)
+        # Stream ids name events in the store: unguessable then; without a store a counter will do.
+        if self._events is not None:
+            suffix = secrets.token_urlsafe(6)
+        else:
+            self._streams_opened += 1
+            suffix = str(self._streams_opened)
+        stream = OutboundStream(f"{self.tag}/{suffix}", json_only=json_only)
         self.streams[stream.store_id] = stream
         return stream
 
@@ -384,7 +392,9 @@ class LegacyEndpoint:
         frames = stream.attach()
         metadata, transport = self._metadata(request, session, stream, can_send=not json_mode)
         if json_mode:
-            session.dispatcher.start_request(message.id, message.method, message.params, stream, metadata, transport)
+            await session.dispatcher.run_request(
+                message.id, message.method, message.params, stream, metadata, transport
+            )
             await _answer_json(frames, send, message.id)
             return
         priming = await session.priming_frame(stream)
@@ -420,9 +430,13 @@ class LegacyEndpoint:
             stream = session.new_stream(json_only=True)
             frames = stream.attach()
             metadata, transport = self._metadata(request, session, stream, can_send=False)
-            session.dispatcher.start_request(message.id, "initialize", message.params, stream, metadata, transport)
+            await session.dispatcher.run_request(message.id, "initialize", message.params, stream, metadata, transport)
             frame = await _final_frame(frames)
             answer = json.loads(frame.data) if frame is not None else None
+            if session.closed:
+                # Ended while opening (its token was removed or updated): an answer may have come
+                # first, but there is no session left to activate.
+                answer = None
             if answer is None or "error" in answer:
                 # A refused opening request leaves nothing behind.
                 self.end_session(session_id, "initialize_failed")

@@ -150,9 +150,11 @@ class SessionTable(Generic[T]):
         """Sessions whose idle deadline has passed, taken off the deadline heap (not out of the table)."""
         due: list[SessionEntry[T]] = []
         while self._deadlines and self._deadlines[0][0] <= now:
-            _, session_id = heapq.heappop(self._deadlines)
+            queued, session_id = heapq.heappop(self._deadlines)
             entry = self._entries.get(session_id)
-            if entry is None:
+            if entry is None or entry.queued_deadline != queued:
+                # Gone, or superseded: an earlier drain deadline was queued over this item, and
+                # that item (popped before this one) already handled the session.
                 continue
             entry.queued_deadline = None
             deadline = self._deadline_of(entry)

@@ -8,6 +8,7 @@ answers any `Host` but only same-origin browser requests. Explicit allow-lists r
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,9 @@ __all__: list[str] = []
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_loopback_host(host: str) -> bool:
+    # Cached: every request asks about the same few Host values, and address parsing is not free.
     host = host.lower()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]  # only a well-formed IPv6 literal: "[::1" is no loopback name

@@ -95,7 +95,13 @@ class TenantServers:
                 if inspect.isawaitable(server):
                     server = await server
                 host = ServerHost(server, label=tenant.tenant_id)
-                await host.start(self._task_group)
+                try:
+                    await host.start(self._task_group)
+                except BaseException:
+                    # Cancelled (or failed) while its lifespan was entering: this host is never
+                    # used, so its lifespan must not stay running until shutdown.
+                    host.stop()
+                    raise
             except Exception:
                 # Logged with the tenant id only; the client gets a generic 500.
                 logger.exception("server factory failed", extra={"tenant_id": tenant.tenant_id})

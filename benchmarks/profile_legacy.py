@@ -90,7 +90,7 @@ async def request(app: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> 
     return status, response_headers, b"".join(chunks)
 
 
-async def drive(app: Any, n: int, concurrency: int, modern: bool) -> float:
+async def drive(app: Any, n: int, concurrency: int, modern: bool) -> tuple[float, list[float]]:
     to_app, app_receive = anyio.create_memory_object_stream[dict[str, Any]](4)
     app_send, from_app = anyio.create_memory_object_stream[dict[str, Any]](4)
     async with anyio.create_task_group() as tg:
@@ -132,6 +132,7 @@ async def drive(app: Any, n: int, concurrency: int, modern: bool) -> float:
                 "io.modelcontextprotocol/clientCapabilities": {},
             }
         bad = 0
+        latencies: list[float] = []
         next_id = iter(range(1, n + 1))
 
         async def worker() -> None:
@@ -140,7 +141,9 @@ async def drive(app: Any, n: int, concurrency: int, modern: bool) -> float:
                 body = json.dumps(
                     {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
                 ).encode()
+                sent_at = time.perf_counter()
                 status, _, answer = await request(app, base, body)
+                latencies.append(time.perf_counter() - sent_at)
                 if status != 200 or b'"result"' not in answer or PAYLOAD.encode() not in answer or b'"error"' in answer:
                     bad += 1
 
@@ -156,7 +159,7 @@ async def drive(app: Any, n: int, concurrency: int, modern: bool) -> float:
         with anyio.move_on_after(10):
             await from_app.receive()
         tg.cancel_scope.cancel()
-    return elapsed
+    return elapsed, latencies
 
 
 # Where a sample's time goes: the first rule whose frame name appears anywhere in the stack wins.
@@ -228,6 +231,11 @@ def summarize_collapsed(path: Path, top: int) -> None:
                 break
 
 
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000 if ordered else 0.0
+
+
 ABLATIONS = ("no-otel", "cache-loopback", "no-sse-timer", "gc-freeze")
 
 
@@ -289,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     profiler = cProfile.Profile() if args.cprofile else None
     times: list[float] = []
+    latencies: list[float] = []
     gc_time = [0.0, 0]
     gc_started = [0.0]
 
@@ -306,7 +315,9 @@ def main(argv: list[str] | None = None) -> None:
         if profiler:
             profiler.enable()
         try:
-            times.append(anyio.run(drive, app, args.n, args.concurrency, args.modern, backend=args.backend))
+            elapsed, run_latencies = anyio.run(drive, app, args.n, args.concurrency, args.modern, backend=args.backend)
+            times.append(elapsed)
+            latencies.extend(run_latencies)
         finally:
             if profiler:
                 profiler.disable()
@@ -323,7 +334,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{args.variant}{ablated} {era}: {args.n} tools/call x {args.repeat}, concurrency {args.concurrency}, "
         f"{args.backend}: min {per_call[0]:.0f} µs/call, median {statistics.median(per_call):.0f}; "
-        f"gc {gc_time[1]} collections, {gc_time[0] / sum(times) * 100:.1f}% of the time"
+        f"gc {gc_time[1]} collections, {gc_time[0] / sum(times) * 100:.1f}% of the time; latency "
+        f"p50 {_pct(latencies, 50):.2f} ms, p99 {_pct(latencies, 99):.2f} ms, max {_pct(latencies, 100):.2f} ms"
         f"{' (under cProfile)' if profiler else ''}"
     )
 

@@ -90,6 +90,7 @@ class Conn:
         self.stream = stream
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 20)
         self._closed = False
+        self._eof = False
 
     def expect(self, method: str) -> None:
         """Tell the parser which request the next response answers (HEAD has no body)."""
@@ -110,16 +111,26 @@ class Conn:
             event = self._h11.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            try:
-                data = await self.stream.receive(65536)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
-                data = b""
+            data = await self._receive()
             self._h11.receive_data(data)
+
+    async def _receive(self) -> bytes:
+        try:
+            data = await self.stream.receive(65536)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+            data = b""
+        self._eof = self._eof or not data
+        return data
 
     async def head(self) -> Reply | None:
         """The next response's status and headers; None when the server closed without one."""
         while True:
-            event = await self._next()
+            try:
+                event = await self._next()
+            except h11.RemoteProtocolError:
+                if self._eof:
+                    return None  # closed before a (complete) response head
+                raise
             if isinstance(event, h11.Response):
                 return Reply(event.status_code, list(event.headers))
             if isinstance(event, h11.ConnectionClosed):
@@ -143,6 +154,11 @@ class Conn:
         if isinstance(event, h11.Data):
             return bytes(event.data)
         return b""
+
+    async def wait_closed(self) -> None:
+        """Read (and drop) whatever comes until the server closes the connection."""
+        while not self._eof:
+            await self._receive()
 
     async def reply(self) -> Reply | None:
         head = await self.head()

@@ -145,8 +145,7 @@ async def test_neither_route_needs_a_token_nor_reveals_tenant_data() -> None:
             answers: list[Response] = []
             for authorization in (None, f"Bearer {TOKEN_A}", f"Bearer {UNKNOWN_TOKEN}", "Basic Zm9vOmJhcg=="):
                 headers = {"authorization": authorization} if authorization is not None else {}
-                for path in (HEALTH, READY):
-                    answers.append(await get(client, path, **headers))
+                answers.extend([await get(client, path, **headers) for path in (HEALTH, READY)])
             # The endpoint itself still wants a token.
             endpoint = await client.post(initialize(0))
             await endpoint.read()

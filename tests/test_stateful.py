@@ -318,7 +318,8 @@ class Harness:
             await response.read()
             return response.status, None
         messages = await response.messages()
-        assert messages[-1]["id"] == 0 and messages[-1]["result"]["protocolVersion"] == LEGACY, messages
+        assert messages[-1]["id"] == 0, messages
+        assert messages[-1]["result"]["protocolVersion"] == LEGACY, messages
         session_id = response.session_id
         assert session_id is not None
         acked = await self.post(notification("notifications/initialized"), token, session_id)
@@ -337,7 +338,8 @@ class Harness:
         events = await response.events()
         messages = [json.loads(e.data) for e in events if e.data]
         only_own_ids(messages, request_id)
-        assert messages and messages[-1]["id"] == request_id, messages
+        assert messages, response.body
+        assert messages[-1]["id"] == request_id, messages
         priming = events[0].id if events and not events[0].data else None
         return Echoed(200, text_of(messages[-1]), priming)
 
@@ -512,7 +514,8 @@ class AppMachine(RuleBasedStateMachine):
     def open_session(self, token: str | None) -> None:
         status, session_id = self.run(self.harness.open_session, token)
         if token in self.registered:
-            assert status == 200 and session_id is not None
+            assert status == 200
+            assert session_id is not None
             self._open_model_session(token, session_id)
         else:
             assert status == 401
@@ -568,7 +571,9 @@ class AppMachine(RuleBasedStateMachine):
 
         async def start() -> Response:
             self.world.blockers[key] = Blocker()
-            response = await self.harness.post(call_tool(request_id, "block", {"key": key}), session.token, session.session_id)
+            response = await self.harness.post(
+                call_tool(request_id, "block", {"key": key}), session.token, session.session_id
+            )
             if response.status == 200:
                 with anyio.fail_after(STEP_GUARD):
                     await self.world.blockers[key].started.wait()
@@ -586,8 +591,9 @@ class AppMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self._calls()))
     @rule(pick=picks)
     def release_call(self, pick: int) -> None:
-        session, call = self._pick(self._calls(), pick)
+        self._release(*self._pick(self._calls(), pick))
 
+    def _release(self, session: Session, call: Call) -> None:
         async def release() -> list[dict[str, Any]]:
             self.world.blockers[call.key].release.set()
             if not call.connected:
@@ -599,7 +605,8 @@ class AppMachine(RuleBasedStateMachine):
         messages = self.run(release)
         if call.connected:
             only_own_ids(messages, call.request_id)
-            assert messages and text_of(messages[-1]) == f"{session.server}:{call.key}", messages
+            assert messages, call.response.body
+            assert text_of(messages[-1]) == f"{session.server}:{call.key}", messages
         del session.calls[call.key]
         self._exchange_done(session)
 
@@ -628,7 +635,8 @@ class AppMachine(RuleBasedStateMachine):
         assert status == 202
         if call.connected:
             only_own_ids(messages, call.request_id)
-            assert messages and messages[-1]["error"]["code"] == REQUEST_CANCELLED, messages
+            assert messages, call.response.body
+            assert messages[-1]["error"]["code"] == REQUEST_CANCELLED, messages
         del session.calls[call.key]
         self._exchange_done(session)
 
@@ -636,7 +644,7 @@ class AppMachine(RuleBasedStateMachine):
     @rule(pick=picks)
     def disconnect_mid_call(self, pick: int) -> None:
         """The client leaves mid-stream: the legacy call is not cancelled and its session stays busy."""
-        session, call = self._pick([(s, c) for s, c in self._calls() if c.connected], pick)
+        _session, call = self._pick([(s, c) for s, c in self._calls() if c.connected], pick)
         self.sync(call.response.disconnect)
         call.connected = False
 
@@ -671,7 +679,9 @@ class AppMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(s.get is not None for s in self.live.values()))
     @rule(pick=picks)
     def drop_get(self, pick: int) -> None:
-        session = self._pick([s for s in self.live.values() if s.get is not None], pick)
+        self._drop_get(self._pick([s for s in self.live.values() if s.get is not None], pick))
+
+    def _drop_get(self, session: Session) -> None:
         response = session.get
         assert response is not None
 
@@ -684,6 +694,30 @@ class AppMachine(RuleBasedStateMachine):
         only_own_ids(buffered_messages(response), None)  # the standalone stream answers no request
         session.get = None
         self._exchange_done(session)
+
+    @precondition(lambda self: any(not s.idle and s.token in self.registered for s in self.live.values()))
+    @rule(pick=picks, removed=st.booleans())
+    def drain_busy_session_then_finish(self, pick: int, removed: bool) -> None:
+        """A busy session drains (token removed or updated) and keeps serving its exchanges; a removed
+        token's session ends exactly when its last exchange does, an updated one's stays draining."""
+        session = self._pick([s for s in self.live.values() if not s.idle and s.token in self.registered], pick)
+        if removed:
+            self.remove_token(session.token, "drain", LONG_DRAIN)
+        else:
+            self.update_token(session.token, "drain", LONG_DRAIN)
+        assert session.session_id in self.live
+        assert session.state is SessionState.DRAINING
+        self.app_agrees_with_the_model()
+        for call in list(session.calls.values()):
+            assert session.session_id in self.live
+            self._release(session, call)
+        if session.get is not None:
+            assert session.session_id in self.live
+            self._drop_get(session)
+        # (An updated session whose token was removed before, and re-added, still ends when idle.)
+        assert (session.session_id in self.live) is not session.end_when_idle
+        if session.end_when_idle:
+            assert self.ended[session.session_id] == "token_removed"
 
     @precondition(lambda self: any(s.finished_streams for s in self.live.values()))
     @rule(pick=picks)
@@ -843,7 +877,8 @@ class AppMachine(RuleBasedStateMachine):
                 self.built.add(target)
             elif target in self.registered:
                 status, session_id = result
-                assert status == 200 and session_id is not None
+                assert status == 200
+                assert session_id is not None
                 self._open_model_session(target, session_id)
             else:
                 assert result[0] == 401
@@ -944,7 +979,8 @@ class AppMachine(RuleBasedStateMachine):
                 assert harness.runtime.legacy.open_streams == 0
                 assert len(harness.runtime.table) == 0
                 for session in harness.sessions_seen.values():
-                    assert session.closed and not session.dispatcher.running
+                    assert session.closed
+                    assert not session.dispatcher.running
                 # Shutdown ended every session still live, once each.
                 ended = dict(harness.ended)
                 assert len(ended) == len(harness.ended)

@@ -263,10 +263,13 @@ async def test_failing_factory_gets_a_generic_500(kind: str, caplog: pytest.LogC
             assert b"RuntimeError" not in raw
             assert b"Traceback" not in raw
             assert (await response.json())["error"]["code"] == -32603
-            # The failure is logged once, naming the tenant by id and never by token.
-            failures = [r for r in caplog.records if getattr(r, "tenant_id", None) == tenant_id]
+            # The failure is logged once, naming the tenant by id and never by token (besides the
+            # request's own refusal line, which names the tenant too).
+            named = [r for r in caplog.records if getattr(r, "tenant_id", None) == tenant_id]
+            failures = [r for r in named if r.name == "asgi_mcp.tenancy"]
             assert len(failures) == 1
             assert failures[0].levelno == logging.ERROR
+            assert [(r.name, r.levelno) for r in named if r not in failures] == [("asgi_mcp.http", logging.INFO)]
             for record in caplog.records:
                 assert TOKEN_A not in caplog.text
                 assert TOKEN_A not in record.getMessage()
