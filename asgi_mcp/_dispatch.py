@@ -227,6 +227,7 @@ class SessionDispatcher:
 
     def cancel_in_flight(self) -> None:
         """The session is ending: cancel every request still running, spawned or inline."""
+        self._closed = True
         for scope, _ in list(self._in_flight.values()):
             scope.cancel()
 

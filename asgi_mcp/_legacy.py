@@ -130,8 +130,13 @@ class LegacySession:
             event_id = await self._events.store(stream.store_id, message, data)
         if final:
             stream.finished = True
-            self.streams.pop(stream.store_id, None)
-        await stream.deliver(Frame(event_id, data, final))
+        try:
+            await stream.deliver(Frame(event_id, data, final))
+        finally:
+            # Forgotten only once delivered: a session closing while the final frame waits (its
+            # send is a checkpoint) must still find the stream and end its connection.
+            if final:
+                self.streams.pop(stream.store_id, None)
 
     async def priming_frame(self, stream: OutboundStream) -> Frame | None:
         """The SEP-1699 priming event, for sessions that negotiated 2025-11-25 or later with a store.
@@ -388,16 +393,24 @@ class LegacyEndpoint:
         self, request: HttpRequest, message: Message, session: LegacySession, send: Send, *, json_mode: bool
     ) -> None:
         assert message.id is not None and message.method is not None
+        if session.closed:
+            raise session_not_found(message.id)
         stream = session.new_stream(json_only=json_mode)
         frames = stream.attach()
         metadata, transport = self._metadata(request, session, stream, can_send=not json_mode)
         if json_mode:
-            await session.dispatcher.run_request(
-                message.id, message.method, message.params, stream, metadata, transport
-            )
+            # Shielded: in this era a dropped connection is not a cancellation (the handler still
+            # finishes); `notifications/cancelled` and the session's end cancel it from inside.
+            with anyio.CancelScope(shield=True):
+                await session.dispatcher.run_request(
+                    message.id, message.method, message.params, stream, metadata, transport
+                )
             await _answer_json(frames, send, message.id)
             return
         priming = await session.priming_frame(stream)
+        if session.closed:
+            # Ended while the priming event was stored (DELETE, expiry, token removal): gone now.
+            raise session_not_found(message.id)
         session.dispatcher.start_request(message.id, message.method, message.params, stream, metadata, transport)
         self.open_streams += 1
         try:

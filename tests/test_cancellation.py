@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -76,7 +76,8 @@ class Wire:
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        message = dict(message)
         index = len(self.sent)
         slow = self.slow_send
         if (callable(slow) and slow(message)) or index == slow:
@@ -91,11 +92,11 @@ class Wire:
 
 
 def is_start(message: dict[str, Any]) -> bool:
-    return message["type"] == "http.response.start"
+    return bool(message["type"] == "http.response.start")
 
 
 def is_body(message: dict[str, Any]) -> bool:
-    return message["type"] == "http.response.body"
+    return bool(message["type"] == "http.response.body")
 
 
 def is_final_body(message: dict[str, Any]) -> bool:
@@ -204,6 +205,7 @@ async def serving(app: McpApp, lifespans: Lifespans | None = None) -> AsyncItera
                 yield Harness(app, AsgiClient(app, tg), recorder)
             tg.cancel_scope.cancel()
     # Shutdown ended every session, stream and server lifespan by itself: nothing needed its deadline.
+    assert runtime is not None
     assert not runtime.task_group.cancel_scope.cancel_called, "shutdown hit its deadline"
     created = Counter(e.session_id for e in recorder.of("session_created"))
     ended = Counter(e.session_id for e in recorder.of("session_ended"))
@@ -408,24 +410,29 @@ async def test_cancelled_in_the_sse_pump(slow_send: int | Callable[[dict[str, An
 
 @pytest.mark.parametrize("json_response", [False, True], ids=["sse", "json"])
 async def test_cancelled_while_the_pump_waits_for_a_running_call(json_response: bool) -> None:
-    """Cancelled while the tool runs: a legacy SSE call is not cancelled by its connection (its answer
-    goes to the event store); either way its session goes idle and expires."""
+    """Cancelled while the tool runs: in the legacy era a dropped connection is not a cancellation,
+    so the tool finishes either way (SSE: its answer goes to the event store; JSON: the request's
+    task holds the cancellation until the handler is done), and the session then goes idle and expires."""
     gate = Gate()
     app = simple_app(gate=gate, json_response=json_response)
     async with serving(app) as h:
         session_id = await h.open_session()
-        await h.run(
-            h.post_scope(TOKEN_A, session_id), Wire(body=body_of(call_tool(7, "block"))), cancel_when=gate.started
-        )
-        await h.check(live=1, expire=False)
-        if gate.finished.is_set():
-            # A JSON-answered exchange may run its handler in the request's own task: nothing could
-            # receive its answer once the connection is gone, so it stops with it.
-            assert json_response
-            assert gate.cancelled.is_set()
-        else:
+        wire = Wire(body=body_of(call_tool(7, "block")))
+
+        async def release_once_cancelled() -> None:
+            await wire.reached.wait()
             gate.release.set()
-            await gate.finished.wait()
+
+        async with anyio.create_task_group() as tg:
+            if json_response:
+                # The app call returns (cancelled) only after the shielded handler finished.
+                tg.start_soon(release_once_cancelled)
+            await h.run(h.post_scope(TOKEN_A, session_id), wire, cancel_when=gate.started)
+        if not json_response:
+            await h.check(live=1, expire=False)
+            gate.release.set()
+        await gate.finished.wait()
+        assert not gate.cancelled.is_set()
         await h.check(live=1)
 
 

@@ -46,8 +46,8 @@ from ._sse_decoder import SSEDecoder
 
 # -- SSE framing (extends test_sse.py: mixed priming/retry/keep-alive streams, id validation) ------
 
-single_line = st.text(st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)))
-ids = st.text(st.characters(blacklist_characters="\r\n\0", blacklist_categories=("Cs",)))
+single_line = st.text(st.characters(codec="utf-8", blacklist_characters="\r\n"))
+ids = st.text(st.characters(codec="utf-8", blacklist_characters="\r\n\0"))
 
 
 @st.composite
@@ -329,7 +329,7 @@ def test_parse_body_survives_deep_nesting(depth: int, opener: str) -> None:
 
 # -- event ids -------------------------------------------------------------------------------------
 
-stream_ids = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=10)
+stream_ids = st.text(st.characters(codec="utf-8"), min_size=1, max_size=10)
 
 
 @given(st.lists(st.tuples(stream_ids, st.booleans()), min_size=1, max_size=40), st.integers(1, 5), st.integers(1, 4))
@@ -478,10 +478,10 @@ class SessionTableMachine(RuleBasedStateMachine):
         return ids[pick % len(ids)]
 
     def _true_deadline(self, m: dict[str, Any]) -> float | None:
-        idle = None
+        idle: float | None = None
         if m["in_flight"] == 0 and m["idle_since"] is not None and self.idle_timeout is not None:
             idle = m["idle_since"] + self.idle_timeout
-        drain = m["drain"]
+        drain: float | None = m["drain"]
         if drain is None:
             return idle
         return drain if idle is None else min(idle, drain)

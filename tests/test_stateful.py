@@ -64,7 +64,7 @@ from asgi_mcp._state import SessionState
 from asgi_mcp._tenancy import token_digest
 
 from ._asgi_driver import AsgiClient, Response
-from ._mcp import LEGACY, call_tool, modern, notification, request
+from ._mcp import LEGACY, modern, notification, request
 from ._mcp import initialize as initialize_message
 
 T = TypeVar("T")
@@ -199,6 +199,10 @@ class Session:
         return len(self.calls) + (self.get is not None)
 
 
+def tool_call(request_id: int | str, name: str, **arguments: str) -> dict[str, Any]:
+    return request(request_id, "tools/call", {"name": name, "arguments": arguments})
+
+
 def only_own_ids(messages: list[dict[str, Any]], request_id: int | str | None) -> None:
     """No message on a stream answers (or is) a request other than `request_id`."""
     for message in messages:
@@ -329,7 +333,7 @@ class Harness:
 
     async def echo(self, token: str, session_id: str, request_id: int | str, text: str) -> Echoed:
         """A tools/call on a session: its status, and its answer's text (checked to answer this request)."""
-        response = await self.post(call_tool(request_id, "echo", {"text": text}), token, session_id)
+        response = await self.post(tool_call(request_id, "echo", text=text), token, session_id)
         if response.status != 200:
             body = await response.read()
             if body and response.content_type == "application/json":
@@ -572,7 +576,9 @@ class AppMachine(RuleBasedStateMachine):
         async def start() -> Response:
             self.world.blockers[key] = Blocker()
             response = await self.harness.post(
-                call_tool(request_id, "block", {"key": key}), session.token, session.session_id
+                tool_call(request_id, "block", key=key),
+                session.token,
+                session.session_id,
             )
             if response.status == 200:
                 with anyio.fail_after(STEP_GUARD):
