@@ -1,6 +1,7 @@
 """asgi_mcp: a pure-ASGI MCP Streamable HTTP server transport on anyio (asyncio and Trio)."""
 
 import logging as _logging
+import types as _types
 
 from ._app import McpApp as McpApp
 from ._asgi import HttpRequest as HttpRequest
@@ -79,9 +80,13 @@ __all__ = [
 __version__ = "0.1.0"
 
 # Reprs and docs name the public path (asgi_mcp.McpApp), not the private module.
+# (Type aliases keep theirs: on Python 3.10 a generic alias passes `isinstance(x, type)` but its
+# `__module__` is read-only.)
 for _public in __all__:
     _obj = globals()[_public]
-    if isinstance(_obj, type):
+    if isinstance(_obj, _types.FunctionType) or (
+        isinstance(_obj, type) and not isinstance(_obj, _types.GenericAlias)
+    ):
         _obj.__module__ = __name__
 
 # A library never configures logging; this keeps "no handler" warnings away until the app does.
