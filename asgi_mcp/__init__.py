@@ -83,10 +83,10 @@ __version__ = "0.1.0"
 # (Type aliases keep theirs: on Python 3.10 a generic alias passes `isinstance(x, type)` but its
 # `__module__` is read-only.)
 for _public in __all__:
-    _obj = globals()[_public]
-    if isinstance(_obj, _types.FunctionType) or (
-        isinstance(_obj, type) and not isinstance(_obj, _types.GenericAlias)
-    ):
+    _obj: object = globals()[_public]
+    if isinstance(_obj, _types.GenericAlias):
+        continue
+    if isinstance(_obj, (type, _types.FunctionType)):
         _obj.__module__ = __name__
 
 # A library never configures logging; this keeps "no handler" warnings away until the app does.
