@@ -10,23 +10,12 @@ nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests"]
 
-TEST_DEPS = [
-    "pytest>=8.3",
-    "hypothesis>=6.100",
-    "trio>=0.27",
-    "httpx>=0.28",
-    "h11>=0.16",
-    "uvicorn>=0.31",
-    "hypercorn>=0.17",
-    "opentelemetry-sdk>=1.30",  # tests/test_telemetry.py: in-memory span exporter and metric reader
-    # The documentation site: tests/test_docs.py builds it with --strict (and `nox -s docs` installs these).
-    "mkdocs>=1.6,<2",
-    "mkdocs-material>=9.6,<10",
-    "mkdocstrings>=0.29,<2",
-    "mkdocstrings-python>=1.16,<3",
-    "ruff>=0.8",  # mkdocstrings formats the API reference's signatures with it
-]
-LINT_DEPS = ["ruff>=0.8", "mypy>=1.13", "pyright>=1.1.390", "exceptiongroup>=1.2"]
+# One source of truth: the dependency groups in pyproject.toml.
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+TEST_DEPS = nox.project.dependency_groups(PYPROJECT, "test")
+DOCS_DEPS = nox.project.dependency_groups(PYPROJECT, "docs")
+LINT_DEPS = nox.project.dependency_groups(PYPROJECT, "lint")
+BENCH_DEPS = nox.project.dependency_groups(PYPROJECT, "bench")
 
 
 @nox.session
@@ -58,14 +47,14 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Throughput of McpApp against the SDK's own transport and a raw-ASGI floor (not a test)."""
-    session.install("-e", ".", "uvicorn>=0.31", "hypercorn>=0.17", "trio>=0.27", "h11>=0.16", "httpx>=0.28")
+    session.install("-e", ".", *BENCH_DEPS)
     session.run("python", "-m", "benchmarks.run", *session.posargs)
 
 
 @nox.session
 def docs(session: nox.Session) -> None:
     """The documentation site (mkdocs.yml), built with warnings as errors into site/ (gitignored)."""
-    session.install("-e", ".", *[dep for dep in TEST_DEPS if dep.startswith(("mkdocs", "ruff"))])
+    session.install("-e", ".", *DOCS_DEPS)
     session.run(
         "mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"}
     )
