@@ -440,11 +440,17 @@ class LegacyEndpoint:
             session.dispatcher.observer = self._observer_for(entry)
         try:
             await self._tg.start(self._run_session, entry)
-            stream = session.new_stream(json_only=True)
-            frames = stream.attach()
-            metadata, transport = self._metadata(request, session, stream, can_send=False)
-            await session.dispatcher.run_request(message.id, "initialize", message.params, stream, metadata, transport)
-            frame = await _final_frame(frames)
+            frame = None
+            # The session can end before its first request runs (its token removed or updated
+            # meanwhile): then there is nothing to run it on.
+            if not session.closed:
+                stream = session.new_stream(json_only=True)
+                frames = stream.attach()
+                metadata, transport = self._metadata(request, session, stream, can_send=False)
+                await session.dispatcher.run_request(
+                    message.id, "initialize", message.params, stream, metadata, transport
+                )
+                frame = await _final_frame(frames)
             answer = json.loads(frame.data) if frame is not None else None
             if session.closed:
                 # Ended while opening (its token was removed or updated): an answer may have come
