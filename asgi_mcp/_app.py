@@ -430,6 +430,7 @@ class McpApp:
         responder = _Responder(send)
         request = HttpRequest(scope["method"], path, headers, scope)
         auth_token = tenant_token = None
+        attributes: dict[str, str | int] = {"http.request.method": request.method}
         try:
             runtime = self._runtime
             if runtime is None:
@@ -447,6 +448,7 @@ class McpApp:
                 auth_token = auth_context_var.set(AuthenticatedUser(access))
             if principal.tenant_id is not None:
                 tenant_token = current_tenant.set(principal.tenant_id)
+                attributes[TENANT_ATTRIBUTE] = principal.tenant_id
             await self._dispatch(runtime, request, principal, receive, responder)
         except ProtocolError as error:
             _log_refusal(request, error)
@@ -466,9 +468,8 @@ class McpApp:
                 auth_context_var.reset(auth_token)
             if tenant_token is not None:
                 current_tenant.reset(tenant_token)
-            self.metrics.requests.add(
-                1, {"http.request.method": request.method, "http.response.status_code": responder.status}
-            )
+            attributes["http.response.status_code"] = responder.status
+            self.metrics.requests.add(1, attributes)
 
     async def _authenticate(self, request: HttpRequest) -> tuple[Principal, AccessToken | None]:
         """Who is calling, from the Authorization header; raises 401/403 with the right challenge."""

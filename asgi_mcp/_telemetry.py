@@ -118,7 +118,7 @@ class Metrics:
         self.requests = meter.create_counter(
             "asgi_mcp.requests",
             unit="{request}",
-            description="HTTP requests to the MCP endpoint, by tenant, era and response status.",
+            description="HTTP requests to the MCP endpoint, by method, response status and tenant.",
         )
         self._meter = meter
         self.live_sessions: Callable[[], Iterable[tuple[str | None, int]]] | None = None
