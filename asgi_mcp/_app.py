@@ -8,6 +8,7 @@ else a generic 500 with nothing internal in the body.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -202,6 +203,9 @@ class McpApp:
         cors_origins: origins browsers may call the endpoint from (`"*"` for any); preflights are
             answered and every answer, errors included, carries the CORS headers. These origins
             also pass the DNS-rebinding Origin check.
+        gc_freeze: call `gc.freeze()` once started, so full garbage collections stop rescanning the
+            objects built at startup (modules, servers); they are what makes tail latency spike.
+            Process-wide: turn it on when this app owns the process.
         health_path: serve liveness ("ok") at this path, outside authentication; None: not served.
         ready_path: serve readiness at this path: 200 while running, 503 before startup and
             during shutdown; None: not served. Neither route reveals anything about tenants.
@@ -236,6 +240,7 @@ class McpApp:
         cors_origins: Sequence[str] | None = None,
         health_path: str | None = None,
         ready_path: str | None = None,
+        gc_freeze: bool = False,
     ) -> None:
         if (server is None) == (tenants is None):
             raise ConfigurationError("give exactly one of `server` (one MCP server) and `tenants` (one per token)")
@@ -276,6 +281,7 @@ class McpApp:
         self.origin_policy = OriginPolicy(allowed_hosts, allowed_origins, cors_origins=cors_origins or ())
         self.health_path = normalize_endpoint(health_path) if health_path is not None else None
         self.ready_path = normalize_endpoint(ready_path) if ready_path is not None else None
+        self.gc_freeze = gc_freeze
         self.metrics = Metrics()
         self.metrics.observe(self._sessions_by_tenant, self._open_streams)
         self.resource_server_url = resource_server_url
@@ -358,6 +364,8 @@ class McpApp:
                         await self.host.start(tg)
                     tg.start_soon(runtime.reap_forever)
                     runtime.started = True
+                    if self.gc_freeze:
+                        gc.freeze()
                     yield self
                 finally:
                     self._shutdown(runtime)

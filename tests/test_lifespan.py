@@ -154,3 +154,19 @@ async def test_requests_after_shutdown_start_no_sessions() -> None:
         response = await client.post(initialize())
         assert response.status == 500
         assert response.session_id is None
+
+
+@pytest.mark.anyio
+async def test_gc_freeze_is_opt_in() -> None:
+    import gc
+
+    from mcp.server import Server
+
+    gc.unfreeze()
+    try:
+        async with McpApp(Server("plain")).lifespan_context():
+            assert gc.get_freeze_count() == 0
+        async with McpApp(Server("frozen"), gc_freeze=True).lifespan_context():
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
