@@ -334,7 +334,10 @@ class SessionDispatcher:
                 outcome = error_message(dctx.request_id, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
             else:
                 outcome = error_message(dctx.request_id, error.code, error.message, error.data)
-        if outcome is None or dctx.cancelled_by_peer:
+        if self._closed and not dctx.cancelled_by_peer and outcome is None:
+            # Cancelled because its session ended (DELETE, expiry, token removal, shutdown).
+            outcome = error_message(dctx.request_id, CONNECTION_CLOSED, "Session closed")
+        elif outcome is None or dctx.cancelled_by_peer:
             # Cancelled by the client: the stream still has to end, with the error that says why.
             outcome = error_message(dctx.request_id, REQUEST_CANCELLED, "Request cancelled")
         if self.observer is not None:

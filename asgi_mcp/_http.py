@@ -6,8 +6,10 @@ returns plain values or raises `ProtocolError` with the precise status the spec 
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from ._errors import INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION, ProtocolError
 
@@ -46,6 +48,9 @@ class Headers(Mapping[str, str]):
 
     def __getitem__(self, key: str) -> str:
         return self._first[key.lower()]
+
+    def get(self, key: str, default: Any = None) -> Any:  # the Mapping mixin's is slower: hot path
+        return self._first.get(key.lower(), default)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key.lower() in self._first
@@ -91,6 +96,7 @@ def era_of(version_header: str | None) -> tuple[Era, str]:
     )
 
 
+@functools.lru_cache(maxsize=256)
 def accepts(accept_header: str | None) -> tuple[bool, bool]:
     """Whether an Accept header admits (application/json, text/event-stream).
 
@@ -130,9 +136,12 @@ def is_json_content_type(content_type: str | None) -> bool:
     return content_type.partition(";")[0].strip().lower() == "application/json"
 
 
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+
+
 def is_visible_ascii(value: str, *, max_length: int = 256) -> bool:
     """Spec: session ids (and anything we echo back into a header) use only visible ASCII, 0x21-0x7E."""
-    return 0 < len(value) <= max_length and all("\x21" <= ch <= "\x7e" for ch in value)
+    return len(value) <= max_length and _VISIBLE_ASCII.fullmatch(value) is not None
 
 
 def check_session_id(value: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from mcp.server.connection import Connection
 from mcp.server.runner import serve_connection
 from mcp.shared.message import ServerMessageMetadata
@@ -122,7 +123,12 @@ class LegacySession:
 
     async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None:
         """Send one message on `stream`: stored first (for replay), then delivered if a client is attached."""
-        if stream.json_only and not final:
+        if stream.json_only:
+            if final:
+                # Answered by the request that ran it (inline), once the handler returns.
+                stream.answer = Frame(None, dumps(message), True)
+                stream.finished = True
+                self.streams.pop(stream.store_id, None)
             return
         data = dumps(message)
         event_id = None
@@ -396,7 +402,6 @@ class LegacyEndpoint:
         if session.closed:
             raise session_not_found(message.id)
         stream = session.new_stream(json_only=json_mode)
-        frames = stream.attach()
         metadata, transport = self._metadata(request, session, stream, can_send=not json_mode)
         if json_mode:
             # Shielded: in this era a dropped connection is not a cancellation (the handler still
@@ -405,8 +410,11 @@ class LegacyEndpoint:
                 await session.dispatcher.run_request(
                     message.id, message.method, message.params, stream, metadata, transport
                 )
-            await _answer_json(frames, send, message.id)
+            # A request cancelled meanwhile (its server is cancelling it) writes nothing more.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            await _answer_json(stream.answer, send, message.id)
             return
+        frames = stream.attach()
         priming = await session.priming_frame(stream)
         if session.closed:
             # Ended while the priming event was stored (DELETE, expiry, token removal): gone now.
@@ -445,12 +453,11 @@ class LegacyEndpoint:
             # meanwhile): then there is nothing to run it on.
             if not session.closed:
                 stream = session.new_stream(json_only=True)
-                frames = stream.attach()
                 metadata, transport = self._metadata(request, session, stream, can_send=False)
                 await session.dispatcher.run_request(
                     message.id, "initialize", message.params, stream, metadata, transport
                 )
-                frame = await _final_frame(frames)
+                frame = stream.answer
             answer = json.loads(frame.data) if frame is not None else None
             if session.closed:
                 # Ended while opening (its token was removed or updated): an answer may have come
@@ -481,16 +488,7 @@ class LegacyEndpoint:
             self.finish_exchange(entry)
 
 
-async def _final_frame(frames: anyio.abc.ObjectReceiveStream[Frame]) -> Frame | None:
-    async with frames:
-        async for frame in frames:
-            if frame.final:
-                return frame
-    return None
-
-
-async def _answer_json(frames: anyio.abc.ObjectReceiveStream[Frame], send: Send, request_id: str | int) -> None:
-    frame = await _final_frame(frames)
+async def _answer_json(frame: Frame | None, send: Send, request_id: str | int) -> None:
     if frame is None:
         # The session ended under the request (DELETE from another connection, shutdown).
         await send_json(send, 200, error_message(request_id, CONNECTION_CLOSED, "Session closed"))

@@ -34,7 +34,7 @@ class Frame(NamedTuple):
 class OutboundStream:
     """One logical stream; at most one HTTP connection is attached at a time."""
 
-    __slots__ = ("consumer", "finished", "json_only", "store_id")
+    __slots__ = ("answer", "consumer", "finished", "json_only", "store_id")
 
     def __init__(self, store_id: str, *, json_only: bool = False) -> None:
         self.store_id = store_id
@@ -42,6 +42,8 @@ class OutboundStream:
         self.finished = False
         # JSON-response exchanges carry only the final answer; request-scoped notifications are dropped.
         self.json_only = json_only
+        # A JSON exchange's answer, kept here for the request that runs it: no connection to feed.
+        self.answer: Frame | None = None
 
     def attach(self) -> MemoryObjectReceiveStream[Frame]:
         """Attach a new connection, replacing any previous one (a reconnecting client left it)."""
