@@ -34,13 +34,15 @@ class Headers(Mapping[str, str]):
 
     Handlers read it through the SDK (`ctx.request.headers`, `Context.headers`), so it behaves like
     the mappings they already know: `get("Authorization")` and `get("authorization")` agree. A
-    repeated header keeps its first value; `getlist` returns them all.
+    repeated header keeps its first value; `getlist` returns them all. Values lose the optional
+    whitespace around them (RFC 9110 5.5): h11 strips it, httptools does not, and the answer must
+    not depend on the server.
     """
 
     __slots__ = ("_first", "_raw")
 
     def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
-        self._raw = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in raw]
+        self._raw = [(name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t")) for name, value in raw]
         first: dict[str, str] = {}
         for name, value in self._raw:
             first.setdefault(name, value)

@@ -117,6 +117,13 @@ class TestHeaders:
         headers = Headers([(b"x-name", "caf\xe9".encode("latin-1"))])
         assert headers["x-name"] == "caf\xe9"
 
+    def test_values_lose_surrounding_whitespace_whatever_the_server(self) -> None:
+        # httptools hands values over untrimmed; h11 trims them. Inner whitespace stays.
+        headers = Headers([(b"mcp-protocol-version", b" \t2025-11-25\t "), (b"x-list", b"\ta, b ")])
+        assert headers["mcp-protocol-version"] == "2025-11-25"
+        assert headers.getlist("x-list") == ["a, b"]
+        assert headers.raw_items() == [("mcp-protocol-version", "2025-11-25"), ("x-list", "a, b")]
+
     def test_repr_never_shows_values(self) -> None:
         headers = Headers([(b"authorization", b"Bearer top-secret")])
         assert "top-secret" not in repr(headers)

@@ -213,6 +213,8 @@ header_values = st.binary(max_size=20).map(lambda raw: raw.decode("latin-1"))
 @given(st.lists(st.tuples(header_names, header_values), max_size=10), header_names)
 def test_headers_are_a_case_insensitive_first_value_view(items: list[tuple[str, str]], probe: str) -> None:
     headers = Headers([(name.encode(), value.encode("latin-1")) for name, value in items])
+    # Values lose their surrounding optional whitespace (RFC 9110 5.5), whatever the server.
+    items = [(name, value.strip(" \t")) for name, value in items]
     firsts: dict[str, str] = {}
     for name, value in items:
         firsts.setdefault(name.lower(), value)
