@@ -55,6 +55,7 @@ from ._legacy import LegacyEndpoint, LegacySession, Principal
 from ._modern import ModernEndpoint
 from ._registry import SessionEntry, SessionTable
 from ._security import OriginPolicy
+from ._streams import KeepAlive
 from ._telemetry import TENANT_ATTRIBUTE, Metrics, current_tenant
 from ._tenancy import Tenants
 from ._tenant_servers import TenantRemoved, TenantServers
@@ -83,6 +84,7 @@ class _Runtime:
         self.started_at = time.time()
         self.wake_reaper = anyio.Event()
         self.reaper_wakes_at = float("inf")
+        self.keepalive = KeepAlive(app.keepalive_interval)
         self.table: SessionTable[LegacySession] = SessionTable(
             max_sessions=app.max_sessions, idle_timeout=app.session_idle_timeout
         )
@@ -93,7 +95,7 @@ class _Runtime:
             json_response=app.json_response,
             events=EventLog(app.event_store) if app.event_store is not None else None,
             retry_ms=app.retry_interval,
-            keepalive=app.keepalive_interval,
+            keepalive=self.keepalive,
             observer_for=lambda entry: _tool_observer(hub, entry.tenant_id, entry.session_id),
             on_created=lambda entry: hub.emit(
                 SessionCreated(
@@ -363,6 +365,7 @@ class McpApp:
                     if self.host is not None:
                         await self.host.start(tg)
                     tg.start_soon(runtime.reap_forever)
+                    tg.start_soon(runtime.keepalive.run, tg)
                     runtime.started = True
                     if self.gc_freeze:
                         gc.freeze()
@@ -377,6 +380,7 @@ class McpApp:
         if runtime.closing:
             return
         runtime.closing = True
+        runtime.keepalive.stop()
         runtime.legacy.end_all("shutdown")
         if self._tenant_servers is not None:
             self._tenant_servers.detach()

@@ -2,12 +2,12 @@
 
 The SDK's own transport pushes every message through memory streams into a `JSONRPCDispatcher`
 that re-validates it with pydantic and routes responses back through a serial router. Here the
-HTTP layer has already classified each message, so requests go straight to the server kernel
-(`ServerRunner.on_request`) in a task of the session, and everything a handler sends lands directly
-on the outbound stream it belongs to: its own POST stream for request-scoped messages, the
-session's standalone stream for the rest. Same semantics as the SDK dispatcher (per-request tasks,
-peer cancellation, server-to-client requests with timeouts, the exception-to-wire boundary), one
-hop instead of four.
+HTTP layer has already classified each message, so each request runs the server kernel
+(`ServerRunner.on_request`) in the task of the HTTP request that carried it, and everything a
+handler sends lands directly on the outbound stream it belongs to: its own POST stream for
+request-scoped messages, the session's standalone stream for the rest. Same semantics as the SDK
+dispatcher (concurrent requests, peer cancellation, server-to-client requests with timeouts, the
+exception-to-wire boundary), one hop instead of four.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import anyio
 import anyio.abc
@@ -112,6 +112,11 @@ class RequestContext:
         await self.notify("notifications/progress", params)
 
 
+class Admitted(NamedTuple):
+    context: RequestContext
+    scope: anyio.CancelScope
+
+
 @dataclass(eq=False, slots=True)
 class _PendingCall:
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -171,24 +176,6 @@ class SessionDispatcher:
     def running(self) -> bool:
         return self._tg is not None
 
-    def start_request(
-        self,
-        request_id: RequestId,
-        method: str,
-        params: dict[str, Any] | None,
-        stream: OutboundStream,
-        metadata: ServerMessageMetadata,
-        transport: TransportContext,
-    ) -> None:
-        """Run the request in a task of the session, inside the calling task's contextvars.
-
-        The task belongs to the session, not to the HTTP request: a legacy-era disconnect is not a
-        cancellation, so the handler outlives the connection and its answer goes to the event store.
-        """
-        assert self._tg is not None
-        dctx, scope = self._admit(request_id, params, stream, metadata, transport)
-        contextvars.copy_context().run(self._tg.start_soon, self._handle_request, method, params, dctx, scope)
-
     async def run_request(
         self,
         request_id: RequestId,
@@ -200,22 +187,22 @@ class SessionDispatcher:
     ) -> None:
         """Run the request in the calling task; its answer lands on `stream` before this returns.
 
-        For exchanges answered with one JSON body (and `initialize`): nothing streams while the
-        handler runs, so there is nothing to do concurrently, and a task spawn is saved. The
-        request's cancel scope is registered like a spawned one's, so the peer's
-        `notifications/cancelled` and the session's end cancel it all the same.
+        No task per request: the HTTP request that carries it runs it (shielded by the caller, as a
+        legacy-era disconnect is not a cancellation). The request's cancel scope is registered, so
+        the peer's `notifications/cancelled` and the session's end cancel it from inside.
         """
-        dctx, scope = self._admit(request_id, params, stream, metadata, transport)
-        await self._handle_request(method, params, dctx, scope)
+        await self.run_admitted(method, params, self.admit(request_id, params, stream, metadata, transport))
 
-    def _admit(
+    def admit(
         self,
         request_id: RequestId,
         params: dict[str, Any] | None,
         stream: OutboundStream,
         metadata: ServerMessageMetadata,
         transport: TransportContext,
-    ) -> tuple[RequestContext, anyio.CancelScope]:
+    ) -> Admitted:
+        """Register the request as in flight (from here on the session's end cancels it), to run
+        with `run_admitted` once the caller has done its own awaits (an SSE response's headers)."""
         if self._closed:
             raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
         dctx = RequestContext(
@@ -223,7 +210,10 @@ class SessionDispatcher:
         )
         scope = anyio.CancelScope()
         self._in_flight[coerce_request_id(request_id)] = (scope, dctx)
-        return dctx, scope
+        return Admitted(dctx, scope)
+
+    async def run_admitted(self, method: str, params: dict[str, Any] | None, admitted: Admitted) -> None:
+        await self._handle_request(method, params, admitted.context, admitted.scope)
 
     def cancel_in_flight(self) -> None:
         """The session is ending: cancel every request still running, spawned or inline."""

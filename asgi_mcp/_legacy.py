@@ -33,7 +33,7 @@ from ._jsonrpc import Message, dumps, error_message
 from ._registry import SessionEntry, SessionTable
 from ._sse import SSE_HEADERS, encode_event
 from ._state import SessionState
-from ._streams import Frame, OutboundStream, pump, wait_for_disconnect
+from ._streams import Frame, KeepAlive, OutboundStream, ResponseWriter, pump, wait_for_disconnect
 
 __all__: list[str] = []
 
@@ -174,7 +174,7 @@ class LegacyEndpoint:
         json_response: bool,
         events: EventLog | None,
         retry_ms: int | None,
-        keepalive: float,
+        keepalive: KeepAlive,
         observer_for: Callable[[SessionEntry[LegacySession]], RequestObserver | None] | None = None,
         on_created: Callable[[SessionEntry[LegacySession]], None] | None = None,
         on_ended: SessionHook | None = None,
@@ -185,7 +185,7 @@ class LegacyEndpoint:
         self._json_response = json_response
         self._events = events
         self._retry_ms = retry_ms
-        self._keepalive = keepalive
+        self.keepalive = keepalive
         self._observer_for = observer_for
         self._on_created = on_created
         self._on_ended = on_ended
@@ -349,7 +349,7 @@ class LegacyEndpoint:
                         tg.cancel_scope.cancel()
 
                 tg.start_soon(watch)
-                await pump(frames, send_body, keepalive=self._keepalive, skip=skip)
+                await pump(frames, send_body, keepalive=self.keepalive.interval, skip=skip)
                 tg.cancel_scope.cancel()
         finally:
             if target is not None:
@@ -382,7 +382,7 @@ class LegacyEndpoint:
         request: HttpRequest, session: LegacySession, stream: OutboundStream, *, can_send: bool
     ) -> tuple[ServerMessageMetadata, TransportContext]:
         async def close_sse_stream() -> None:
-            stream.detach()
+            await stream.close_connection()
 
         async def close_standalone_sse_stream() -> None:
             session.standalone.detach()
@@ -414,24 +414,32 @@ class LegacyEndpoint:
             await anyio.lowlevel.checkpoint_if_cancelled()
             await _answer_json(stream.answer, send, message.id)
             return
-        frames = stream.attach()
         priming = await session.priming_frame(stream)
         if session.closed:
             # Ended while the priming event was stored (DELETE, expiry, token removal): gone now.
             raise session_not_found(message.id)
-        session.dispatcher.start_request(message.id, message.method, message.params, stream, metadata, transport)
+        # The handler runs here, in the request's task, writing its frames straight to this response.
+        # Admitted before the first send: a session ending meanwhile cancels it like any in flight.
+        admitted = session.dispatcher.admit(message.id, message.params, stream, metadata, transport)
+        writer = ResponseWriter(send)
+        stream.write_to(writer)
+        self.keepalive.register(writer)
         self.open_streams += 1
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            if priming is not None:
-                body = encode_event("", event=None, event_id=priming.event_id, retry_ms=priming.retry_ms)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            await pump(frames, send, keepalive=self._keepalive)
+            # Shielded, as for JSON answers: a dropped connection does not cancel the handler.
+            with anyio.CancelScope(shield=True):
+                await writer.start(SSE_HEADERS)
+                if priming is not None:
+                    await writer.write(priming.encode())
+                await session.dispatcher.run_admitted(message.method, message.params, admitted)
         finally:
-            # The connection is done (answered, closed for polling, or gone); the stream lives on
-            # in the event store until its handler settles.
-            stream.detach()
+            # The stream lives on in the event store until its handler settles; this connection is done.
+            if stream.writer is writer:
+                stream.detach()
+            self.keepalive.unregister(writer)
             self.open_streams -= 1
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        await writer.end()
 
     async def _initialize(
         self, request: HttpRequest, message: Message, principal: Principal, send: Send, *, json_mode: bool

@@ -118,6 +118,15 @@ class Response:
     async def messages(self, timeout: float = TIMEOUT) -> list[dict[str, Any]]:  # noqa: ASYNC109 - a bound on a test's wait
         return [json.loads(e.data) for e in await self.events(timeout) if e.data]
 
+    async def next_comment(self, timeout: float = TIMEOUT) -> str:  # noqa: ASYNC109 - a bound on a test's wait
+        """Read on until an SSE comment line arrives; fails if the stream ends first."""
+        seen = len(self.comments)
+        with anyio.fail_after(timeout):
+            while len(self.comments) == seen:
+                if not await self._next_chunk():
+                    raise AssertionError(f"SSE stream ended; body so far: {self.body!r}")
+        return self.comments[seen]
+
     @property
     def comments(self) -> list[str]:
         return self._decoder.comments

@@ -380,6 +380,21 @@ async def test_long_tool_call_keeps_a_session_alive() -> None:
         assert text_of((await call.messages())[-1]["result"]) == "released"
 
 
+async def test_a_silent_tool_call_gets_keep_alive_comments() -> None:
+    """The handler runs in the POST's own task; the app's keep-alive ticker writes between its frames."""
+    probe = Probe()
+    async with serving(app_for(probe, keepalive_interval=0.05)) as client:
+        session_id = await open_session(client)
+        call = await client.post(call_tool(1, "block"), session_id=session_id)
+        await probe.started.wait()
+        for _ in range(2):
+            assert (await call.next_comment()).strip() == "ping"
+        probe.release.set()
+        messages = await call.messages()
+        assert [m.get("id") for m in messages] == [1]
+        assert text_of(messages[-1]["result"]) == "released"
+
+
 # -- server-to-client requests ---------------------------------------------------------------------
 
 

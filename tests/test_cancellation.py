@@ -400,8 +400,9 @@ async def test_cancelled_while_sending_the_initialize_answer(
 @pytest.mark.parametrize("slow_send", [0, 1, is_final_body], ids=["response-start", "first-event", "final-body"])
 @pytest.mark.parametrize("with_store", [False, True], ids=["no-store", "event-store"])
 async def test_cancelled_in_the_sse_pump(slow_send: int | Callable[[dict[str, Any]], bool], with_store: bool) -> None:
-    """The call's connection is cancelled mid-stream; the session stays and still expires."""
-    app = simple_app(event_store=InMemoryEventStore() if with_store else None)
+    """The call's connection is cancelled mid-stream, its send stuck for good; the session stays and
+    still expires. The handler runs shielded, so the stuck send is abandoned by the keep-alive ticker."""
+    app = simple_app(event_store=InMemoryEventStore() if with_store else None, keepalive_interval=0.2)
     async with serving(app) as h:
         session_id = await h.open_session()
         await h.run(h.post_scope(TOKEN_A, session_id), Wire(body=body_of(call_tool(7, "whoami")), slow_send=slow_send))
@@ -411,8 +412,9 @@ async def test_cancelled_in_the_sse_pump(slow_send: int | Callable[[dict[str, An
 @pytest.mark.parametrize("json_response", [False, True], ids=["sse", "json"])
 async def test_cancelled_while_the_pump_waits_for_a_running_call(json_response: bool) -> None:
     """Cancelled while the tool runs: in the legacy era a dropped connection is not a cancellation,
-    so the tool finishes either way (SSE: its answer goes to the event store; JSON: the request's
-    task holds the cancellation until the handler is done), and the session then goes idle and expires."""
+    so the tool finishes either way (the request's task holds the cancellation until the shielded
+    handler is done; on SSE its answer goes to the event store), and the session then goes idle
+    and expires."""
     gate = Gate()
     app = simple_app(gate=gate, json_response=json_response)
     async with serving(app) as h:
@@ -424,13 +426,9 @@ async def test_cancelled_while_the_pump_waits_for_a_running_call(json_response: 
             gate.release.set()
 
         async with anyio.create_task_group() as tg:
-            if json_response:
-                # The app call returns (cancelled) only after the shielded handler finished.
-                tg.start_soon(release_once_cancelled)
+            # The app call returns (cancelled) only after the shielded handler finished.
+            tg.start_soon(release_once_cancelled)
             await h.run(h.post_scope(TOKEN_A, session_id), wire, cancel_when=gate.started)
-        if not json_response:
-            await h.check(live=1, expire=False)
-            gate.release.set()
         await gate.finished.wait()
         assert not gate.cancelled.is_set()
         await h.check(live=1)
@@ -573,10 +571,11 @@ async def test_cancelled_modern_exchange_while_its_server_is_built() -> None:
 
 
 async def test_many_cancelled_requests_leave_nothing_behind() -> None:
-    """Every kind of request, each cancelled at a different point, concurrently on two tenants."""
+    """Every kind of request, each cancelled at a different point, concurrently on two tenants.
+    (A short keep-alive interval: the stuck sends of the shielded SSE calls are abandoned after one.)"""
     gate = Gate()
     lifespans = Lifespans()
-    app = simple_app(gate=gate, lifespans=lifespans, event_store=InMemoryEventStore())
+    app = simple_app(gate=gate, lifespans=lifespans, event_store=InMemoryEventStore(), keepalive_interval=0.2)
     async with serving(app, lifespans) as h:
         sa, sb = await h.open_session(TOKEN_A), await h.open_session(TOKEN_B)
         plans: list[tuple[dict[str, Any], Wire]] = [
