@@ -8,27 +8,48 @@ transport is the only thing that differs:
     sdk-sse       server.streamable_http_app()                     the SDK's own transport (Starlette)
     sdk-json      server.streamable_http_app(json_response=True)
     floor         a framework-free ASGI callable: read the body, answer a fixed small JSON-RPC result
+    mcpapp-tenants  McpApp(tenants=Tenants(...), json_response=True): `--tenants N` bearer tokens
+                  `bench-tenant-00000` ..., each reaching its own `make_server()` (footprint only)
+
+The `echo` tool reports progress once (`report_progress`, a no-op unless the request carries
+`_meta.progressToken`): a request that asks for progress is answered on SSE by both transports
+(the `modern-sse` scenario); the floor answers such a request with the same two SSE events.
 
 Both transports keep their default DNS-rebinding protection: bound to 127.0.0.1, each accepts the
 `Host: 127.0.0.1:PORT` the load generator sends (the SDK's via `host="127.0.0.1"`, McpApp's loopback
 default), so both pay for the same check.
 
     python -m benchmarks.apps VARIANT --server uvicorn|hypercorn|hypercorn-trio --port PORT [--gc-freeze]
+        [--max-sessions N] [--tenants N]
 
-serves until killed; `benchmarks.run` polls the port for readiness.
+serves until killed; `benchmarks.run` polls the port for readiness. On SIGUSR1 the process runs a
+full garbage collection, then writes `BENCHSTATS {"live_sessions": N}` to stderr: the harness uses
+it to settle the heap before reading RSS and to check that ended sessions are really gone, without
+adding a route (and a per-request check) to the apps under measurement.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
+import json
+import os
+import signal
 import sys
 from typing import Any
 
-VARIANTS = ("mcpapp-sse", "mcpapp-json", "sdk-sse", "sdk-json", "floor")
+VARIANTS = ("mcpapp-sse", "mcpapp-json", "sdk-sse", "sdk-json", "floor", "mcpapp-tenants")
 SERVERS = ("uvicorn", "hypercorn", "hypercorn-trio")
 ECHO_TOOL = "echo"
 MCP_PATH = "/mcp"
+DEFAULT_TENANTS = 1000
+DEFAULT_MAX_SESSIONS = 10_000  # McpApp's and the SDK's default alike
+
+
+def tenant_token(index: int) -> str:
+    """The bearer token of tenant `index` in the `mcpapp-tenants` variant (fixed: the client derives it too)."""
+    return f"bench-tenant-{index:05d}"
 
 
 def make_server() -> Any:
@@ -49,13 +70,26 @@ def make_server() -> Any:
         if params.name != ECHO_TOOL:
             raise ValueError(f"unknown tool {params.name!r}")
         text = str((params.arguments or {}).get("text", ""))
+        # A no-op unless the request asked for progress; then both transports answer on SSE.
+        await ctx.session.report_progress(1.0, 1.0)
         return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 
     return Server("bench-echo", version="1.0.0", on_list_tools=list_tools, on_call_tool=call_tool)
 
 
 FLOOR_BODY = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"bench-payload"}],"isError":false}}'
-FLOOR_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(FLOOR_BODY)).encode())]
+# A fixed session id, so the session-churn chain (initialize, initialized, DELETE) also runs against the floor.
+FLOOR_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(FLOOR_BODY)).encode()),
+    (b"mcp-session-id", b"floor"),
+]
+FLOOR_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+FLOOR_PROGRESS_EVENT = (
+    b'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress",'
+    b'"params":{"progressToken":"bench","progress":1.0,"total":1.0}}\n\n'
+)
+FLOOR_RESULT_EVENT = b"event: message\ndata: " + FLOOR_BODY + b"\n\n"
 
 
 async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -70,28 +104,67 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
     if scope["type"] != "http":
         return
+    progress = False
     more = True
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
+        progress = progress or b'"progressToken"' in message.get("body", b"")
         more = message.get("more_body", False)
+    if progress:
+        # What the transports send when the tool reports progress: an SSE stream of two events.
+        await send({"type": "http.response.start", "status": 200, "headers": FLOOR_SSE_HEADERS})
+        await send({"type": "http.response.body", "body": FLOOR_PROGRESS_EVENT, "more_body": True})
+        await send({"type": "http.response.body", "body": FLOOR_RESULT_EVENT})
+        return
     await send({"type": "http.response.start", "status": 200, "headers": FLOOR_HEADERS})
     await send({"type": "http.response.body", "body": FLOOR_BODY})
 
 
-def build_app(variant: str) -> Any:
+def build_app(variant: str, *, max_sessions: int = DEFAULT_MAX_SESSIONS, tenants: int = DEFAULT_TENANTS) -> Any:
+    """The variant's ASGI app; footprint runs raise `max_sessions` above the sessions they open."""
     if variant == "floor":
         return floor_app
+    if variant == "mcpapp-tenants":
+        from asgi_mcp import McpApp, Tenants
+
+        registry = Tenants({tenant_token(i): make_server for i in range(tenants)})
+        return McpApp(tenants=registry, path=MCP_PATH, json_response=True, max_sessions=max_sessions)
     server = make_server()
     json_response = variant.endswith("-json")
     if variant.startswith("mcpapp-"):
         from asgi_mcp import McpApp
 
-        return McpApp(server, path=MCP_PATH, json_response=json_response)
+        return McpApp(server, path=MCP_PATH, json_response=json_response, max_sessions=max_sessions)
     if variant.startswith("sdk-"):
-        return server.streamable_http_app(streamable_http_path=MCP_PATH, json_response=json_response, host="127.0.0.1")
+        return server.streamable_http_app(
+            streamable_http_path=MCP_PATH, json_response=json_response, host="127.0.0.1", max_sessions=max_sessions
+        )
     raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+
+
+def live_sessions(app: Any) -> int | None:
+    """Legacy sessions the app holds: McpApp's own count; the SDK's session manager table; None for the floor."""
+    stats = getattr(app, "stats", None)
+    if stats is not None:
+        return int(stats()["active_sessions"])
+    for route in getattr(app, "routes", ()):
+        manager = getattr(getattr(route, "app", None), "session_manager", None)
+        if manager is not None:
+            return len(manager._server_instances)  # private, but the only count the SDK keeps
+    return None
+
+
+def report_on_signal(app: Any) -> None:
+    """On SIGUSR1: collect garbage, then write the live session count to stderr as `BENCHSTATS {...}`."""
+
+    def report(signum: int, frame: Any) -> None:
+        gc.collect()
+        line = "BENCHSTATS " + json.dumps({"live_sessions": live_sessions(app)}) + "\n"
+        os.write(2, line.encode())  # unbuffered: the handler may interrupt a write to sys.stderr
+
+    signal.signal(signal.SIGUSR1, report)
 
 
 def serve(app: Any, server: str, host: str, port: int) -> None:
@@ -136,11 +209,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="gc.freeze() after building the app (full collections skip the import-time heap)",
     )
+    parser.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS, help="live legacy sessions at most")
+    parser.add_argument("--tenants", type=int, default=DEFAULT_TENANTS, help="tokens of the mcpapp-tenants variant")
     args = parser.parse_args(argv)
-    app = build_app(args.variant)
+    app = build_app(args.variant, max_sessions=args.max_sessions, tenants=args.tenants)
+    report_on_signal(app)
     if args.gc_freeze:
-        import gc
-
         gc.collect()
         gc.freeze()
     with contextlib.suppress(KeyboardInterrupt):

@@ -7,9 +7,20 @@ interleaved (round 1 of every variant and scenario, then round 2, ...) so drift 
 
 Scenarios (one JSON-RPC `tools/call` of the `echo` tool per request, 32 keep-alive connections):
 
-    legacy-sse    2025-11-25 session (opened before the run), answer on SSE       McpApp(server)      vs sdk-sse
-    legacy-json   2025-11-25 session, answer as one JSON body                     McpApp(json=True)   vs sdk-json
-    modern-json   2026-07-28, no session, `_meta` envelope + Mcp-Method/Mcp-Name  McpApp(json=True)   vs sdk-json
+    legacy-sse     2025-11-25 session (opened before the run), answer on SSE       McpApp(server)      vs sdk-sse
+    legacy-json    2025-11-25 session, answer as one JSON body                     McpApp(json=True)   vs sdk-json
+    modern-json    2026-07-28, no session, `_meta` envelope + Mcp-Method/Mcp-Name  McpApp(json=True)   vs sdk-json
+    modern-sse     as modern-json with `_meta.progressToken`: the tool reports      McpApp(server)      vs sdk-sse
+                   progress, so the answer is SSE (notification, then result)
+    session-churn  no standing session: initialize (2025-11-25), initialized,      McpApp(server)      vs sdk-sse
+                   DELETE, repeated; figures are churns/s and CPU µs per churn
+
+The floor runs every scenario (for session-churn it answers each step with its fixed body and a fixed
+session id: the ceiling of the load generator's three-step chain). After each session-churn run the
+harness ends the sessions the run left open, then checks that sessions really end: a few untimed
+churns must each get 404 for the deleted session and leave the server's live session count unchanged
+(read from the process: `benchmarks.apps` reports it on SIGUSR1); at most one session per connection
+may be left by initializes cut at the end of the run. A failed check makes the cell ERRORS.
 
 Every response is checked (see `benchmarks.load`); a cell whose runs had any bad response or socket
 error is reported as ERRORS, never as throughput. Reported: median req/s over the rounds (min-max),
@@ -23,6 +34,13 @@ again (`--retries`) and the least disturbed attempt is kept (counted in `contend
 Server CPU µs per request is the figure least affected by contention.
 
     python -m benchmarks.run [--servers uvicorn,hypercorn,hypercorn-trio] [--duration 5] [--rounds 3]
+        [--scenarios legacy-sse,...|none] [--footprint [--footprint-sessions 1000,10000] [--footprint-tenants 1000]]
+
+`--footprint` also measures memory (`benchmarks.footprint`: RSS per idle legacy session at each of
+`--footprint-sessions`, McpApp vs SDK; RSS per tenant and the time to open `--footprint-tenants`
+tenants) on the same servers, opening `--connections` sessions at a time; `--scenarios none` skips
+the throughput runs. The defaults (3 servers, 5 scenarios, 3 rounds of 5 s) take about a quarter of
+an hour on a quiet machine; `--footprint` adds about six minutes.
 
 Results: a Markdown table on stdout, everything in `benchmarks/results/latest.json`.
 Not part of the test suite.
@@ -45,12 +63,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from .apps import SERVERS
-from .load import SCENARIOS, close_session, make_spec, pick_engine, run_load
+from .load import SCENARIOS, churn_once, close_session, close_sessions, make_spec, pick_engine, run_load
 
 IMPLS = ("mcpapp", "sdk", "floor")
 VARIANT_FOR = {
@@ -63,7 +82,25 @@ VARIANT_FOR = {
     ("floor", "legacy-sse"): "floor",
     ("floor", "legacy-json"): "floor",
     ("floor", "modern-json"): "floor",
+    ("mcpapp", "modern-sse"): "mcpapp-sse",
+    ("sdk", "modern-sse"): "sdk-sse",
+    ("floor", "modern-sse"): "floor",
+    ("mcpapp", "session-churn"): "mcpapp-sse",
+    ("sdk", "session-churn"): "sdk-sse",
+    ("floor", "session-churn"): "floor",
 }
+NOTES = {
+    "modern-sse": "modern-sse: the request carries `_meta.progressToken` and the echo tool reports progress once,"
+    " so both transports (McpApp(server) and the SDK's streamable_http_app(), each in SSE mode) answer with an"
+    " SSE stream: a progress notification, then the result; every response is checked for both. Without a"
+    " notification both would answer a quick tool with plain JSON (they commit to SSE only when the handler"
+    " streams or outlives the keep-alive interval).",
+    "session-churn": "session-churn: rates are completed churns/s (initialize, notifications/initialized, DELETE:"
+    " three requests each; req/s in the JSON) and the CPU column is µs per churn. wrk runs one connection per"
+    " thread here; the floor's figure is the load generator's ceiling. Sessions are checked to end (404 after"
+    " DELETE, live session count unchanged).",
+}
+VERIFY_CHURNS = 10
 SERVER_LABEL = {"uvicorn": "uvicorn", "hypercorn": "hypercorn asyncio", "hypercorn-trio": "hypercorn trio"}
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -127,20 +164,31 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: flo
 
 
 class ServerSet:
-    """The five variant processes of one ASGI server, all pinned to the server core."""
+    """Variant processes of one ASGI server (by default the five of the throughput runs), pinned to the server core.
+
+    `app_args` go to every `benchmarks.apps` process (e.g. `--max-sessions` for footprint runs).
+    """
 
     def __init__(
-        self, server: str, base_port: int, cpu: int | None, *, gc_freeze: bool = False, log_dir: Path | None = None
+        self,
+        server: str,
+        base_port: int,
+        cpu: int | None,
+        *,
+        gc_freeze: bool = False,
+        log_dir: Path | None = None,
+        variants: Sequence[str] | None = None,
+        app_args: Sequence[str] = (),
     ) -> None:
         self.server = server
         self.cpu = cpu
         self.gc_freeze = gc_freeze
         self.log_dir = log_dir
+        self.app_args = list(app_args)
         self.logs: dict[str, Path] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, int] = {}
-        variants = sorted(set(VARIANT_FOR.values()))
-        for offset, variant in enumerate(variants):
+        for offset, variant in enumerate(variants or sorted(set(VARIANT_FOR.values()))):
             self.ports[variant] = base_port + offset
 
     def __enter__(self) -> ServerSet:
@@ -158,6 +206,7 @@ class ServerSet:
                     "--port",
                     str(port),
                     *(["--gc-freeze"] if self.gc_freeze else []),
+                    *self.app_args,
                 ]
                 log_dir = self.log_dir or Path(tempfile.gettempdir())
                 self.logs[variant] = log_dir / f"bench-{self.server}-{variant}.log"
@@ -194,6 +243,23 @@ class ServerSet:
             raise RuntimeError(f"{self.server} {variant} died (exit {proc.returncode}):\n{tail}")
         return proc.pid
 
+    def stats(self, variant: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The process's own report (SIGUSR1, see `benchmarks.apps`): it collects garbage, then counts live sessions."""
+        log = self.logs[variant]
+        offset = log.stat().st_size
+        os.kill(self.pid(variant), signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(log, "rb") as handle:
+                handle.seek(offset)
+                complete = handle.read().decode(errors="replace").split("\n")[:-1]
+            for line in complete:
+                if line.startswith("BENCHSTATS "):
+                    report: dict[str, Any] = json.loads(line[len("BENCHSTATS ") :])
+                    return report
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.server} {variant} did not report its stats within {timeout}s")
+
 
 def measure(
     servers: ServerSet,
@@ -209,6 +275,7 @@ def measure(
     url = servers.url(variant)
     pid = servers.pid(variant)
     spec, _ = make_spec(url, scenario)
+    live_before = servers.stats(variant)["live_sessions"] if spec.churn and impl != "floor" else None
     pinned = servers.cpu is not None and load_cpu is not None and servers.cpu != load_cpu
     all_cores = list(range(os.cpu_count() or 1))
     server_cores = [servers.cpu] if pinned else all_cores
@@ -244,7 +311,45 @@ def measure(
     )
     result["cpu_us_per_req"] = (cpu_after - cpu_before) / result["ok"] * 1e6 if result["ok"] else None
     result["variant"] = variant
+    if spec.churn:
+        churns = result["churns"]
+        result["cpu_us_per_churn"] = (cpu_after - cpu_before) / churns * 1e6 if churns else None
+        left_open = result.pop("open_sessions")
+        result["open_sessions_at_end"] = len(left_open)
+        if live_before is not None:
+            close_sessions(url, spec.headers, left_open)
+            check_sessions_end(servers, variant, url, spec.headers, result, live_before, connections)
     return result
+
+
+def check_sessions_end(
+    servers: ServerSet,
+    variant: str,
+    url: str,
+    headers: dict[str, str],
+    result: dict[str, Any],
+    live_before: int,
+    connections: int,
+) -> None:
+    """After a churn run: do sessions really end? A failure counts as a bad response (the cell is ERRORS).
+
+    An initialize still in flight when the run ended creates a session the client never heard of
+    (wrk is gone); there can be one per connection, and they idle out. Beyond that, the live count
+    must not grow, and `VERIFY_CHURNS` untimed churns must each end (404 afterwards, count unchanged).
+    """
+    time.sleep(0.3)  # let initializes cut at the bell finish on the server
+    live_after_run = servers.stats(variant)["live_sessions"]
+    problems = [problem for problem in (churn_once(url, headers) for _ in range(VERIFY_CHURNS)) if problem]
+    live_after_check = servers.stats(variant)["live_sessions"]
+    result["sessions_left_by_run"] = live_after_run - live_before
+    result["sessions_left_by_check"] = live_after_check - live_after_run
+    if live_after_run - live_before > connections:
+        problems.append(f"{live_after_run - live_before} sessions still live after the run (≤ {connections} expected)")
+    if live_after_check != live_after_run:
+        problems.append(f"{live_after_check - live_after_run} of {VERIFY_CHURNS} deleted sessions still live")
+    if problems:
+        result["bad"] += 1
+        result["sample_bad"] = result.get("sample_bad") or "; ".join(problems)
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -258,7 +363,19 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
     rps = [r["rps"] for r in runs]
     cpu = [r["cpu_us_per_req"] for r in runs if r["cpu_us_per_req"] is not None]
+    churn: dict[str, Any] = {}
+    if runs and all("churns_per_s" in r for r in runs):
+        rates = [r["churns_per_s"] for r in runs]
+        per_churn = [r["cpu_us_per_churn"] for r in runs if r["cpu_us_per_churn"] is not None]
+        churn = {
+            "churns_per_s": statistics.median(rates),
+            "churns_per_s_min": min(rates),
+            "churns_per_s_max": max(rates),
+            "cpu_us_per_churn": statistics.median(per_churn) if per_churn else None,
+            "churns": sum(r["churns"] for r in runs),
+        }
     return {
+        **churn,
         "status": "ok",
         "rps": statistics.median(rps),
         "rps_min": min(rps),
@@ -272,10 +389,16 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _rate_key(cell: dict[str, Any]) -> str:
+    """What the table shows as the rate: churns/s for session-churn, else req/s."""
+    return "churns_per_s" if "churns_per_s" in cell else "rps"
+
+
 def _fmt_rps(cell: dict[str, Any]) -> str:
     if cell["status"] != "ok":
         return f"ERRORS ({cell['bad']} bad, {cell['socket_errors']} socket)"
-    return f"{cell['rps']:,.0f} ({cell['rps_min']:,.0f}-{cell['rps_max']:,.0f})".replace(",", " ")
+    key = _rate_key(cell)
+    return f"{cell[key]:,.0f} ({cell[key + '_min']:,.0f}-{cell[key + '_max']:,.0f})".replace(",", " ")
 
 
 def _fmt_lat(cell: dict[str, Any]) -> str:
@@ -283,7 +406,8 @@ def _fmt_lat(cell: dict[str, Any]) -> str:
 
 
 def _fmt_cpu(cell: dict[str, Any]) -> str:
-    return f"{cell['cpu_us_per_req']:,.0f}".replace(",", " ") if cell.get("cpu_us_per_req") else "-"
+    value = cell.get("cpu_us_per_churn") if "churns_per_s" in cell else cell.get("cpu_us_per_req")
+    return f"{value:,.0f}".replace(",", " ") if value else "-"
 
 
 def _fmt_foreign(*cells: dict[str, Any]) -> str:
@@ -292,7 +416,9 @@ def _fmt_foreign(*cells: dict[str, Any]) -> str:
 
 
 def _ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
-    return f"{a['rps'] / b['rps']:.2f}" if a["status"] == "ok" and b["status"] == "ok" else "-"
+    if a["status"] != "ok" or b["status"] != "ok":
+        return "-"
+    return f"{a[_rate_key(a)] / b[_rate_key(b)]:.2f}"
 
 
 def table(summary: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> str:
@@ -309,7 +435,9 @@ def table(summary: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> str:
                 f"| {_ratio(m, s)} | {_ratio(m, f)} | {_fmt_lat(m)} | {_fmt_lat(s)} "
                 f"| {_fmt_cpu(m)} / {_fmt_cpu(s)} / {_fmt_cpu(f)} | {_fmt_foreign(m, s, f)} |"
             )
-    return "\n".join(lines)
+    measured = {scenario for scenarios in summary.values() for scenario in scenarios}
+    notes = [f"- {text}" for scenario, text in NOTES.items() if scenario in measured]
+    return "\n".join([*lines, "", *notes] if notes else lines)
 
 
 def _version(dist: str) -> str | None:
@@ -319,9 +447,8 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def environment(engine: str, args: argparse.Namespace) -> dict[str, Any]:
-    versions = {}
-    for dist in (
+def package_versions() -> dict[str, str | None]:
+    dists = (
         "mcp",
         "asgi-mcp",
         "starlette",
@@ -333,8 +460,12 @@ def environment(engine: str, args: argparse.Namespace) -> dict[str, Any]:
         "h11",
         "uvloop",
         "httptools",
-    ):
-        versions[dist] = _version(dist)
+    )
+    return {dist: _version(dist) for dist in dists}
+
+
+def environment(engine: str, args: argparse.Namespace) -> dict[str, Any]:
+    versions = package_versions()
     wrk_version = None
     if engine == "wrk":
         out = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
@@ -360,6 +491,9 @@ def environment(engine: str, args: argparse.Namespace) -> dict[str, Any]:
         "load_cpu": args.load_cpu,
         "gc_freeze": args.gc_freeze,
         "max_other_load_pct": args.max_other_load,
+        "footprint": {"sessions": args.footprint_sessions, "tenants": args.footprint_tenants}
+        if args.footprint
+        else None,
         "code": getattr(args, "code_at_start", None) or code_fingerprint(),
     }
 
@@ -386,7 +520,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated subset of {', '.join(SERVERS)}")
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help=f"comma-separated subset of {', '.join(SCENARIOS)}"
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {', '.join(SCENARIOS)}; none: no throughput runs (with --footprint)",
     )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed run")
     parser.add_argument("--rounds", type=int, default=3)
@@ -406,17 +542,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retries", type=int, default=3, help="re-measurements of a contended run")
     parser.add_argument("--quiet-timeout", type=float, default=20.0, help="seconds to wait for the machine to go quiet")
     parser.add_argument("--gc-freeze", action="store_true", help="servers call gc.freeze() after building the app")
+    parser.add_argument(
+        "--footprint",
+        action="store_true",
+        help="also measure memory (benchmarks.footprint): RSS per idle session, McpApp vs SDK, and per tenant",
+    )
+    parser.add_argument(
+        "--footprint-sessions", default="1000,10000", help="comma-separated idle session counts (--footprint)"
+    )
+    parser.add_argument("--footprint-tenants", type=int, default=1000, help="tenants to open, 0: none (--footprint)")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args(argv)
 
     servers = [s for s in args.servers.split(",") if s]
-    scenarios = [s for s in args.scenarios.split(",") if s]
+    scenarios = [s for s in args.scenarios.split(",") if s and s != "none"]
     for name in servers:
         if name not in SERVERS:
             parser.error(f"unknown server {name!r}")
     for name in scenarios:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}")
+    if not scenarios and not args.footprint:
+        parser.error("nothing to measure: no scenarios and no --footprint")
     if (os.cpu_count() or 1) < 2 and (args.server_cpu >= 0 or args.load_cpu >= 0):
         print("warning: fewer than 2 CPUs; server and load share a core", file=sys.stderr)
     engine = pick_engine(args.engine)
@@ -433,7 +580,7 @@ def main(argv: list[str] | None = None) -> None:
     raw: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
     started = time.monotonic()
     args.code_at_start = code_fingerprint()  # the servers import asgi_mcp now; the tree may change later
-    for server in servers:
+    for server in servers if scenarios else []:
         raw[server] = {sc: {impl: [] for impl in IMPLS} for sc in scenarios}
         with ServerSet(server, args.base_port, server_cpu, gc_freeze=args.gc_freeze) as procs:
             if args.warmup > 0:
@@ -481,16 +628,31 @@ def main(argv: list[str] | None = None) -> None:
                         result["round"] = round_no
                         raw[server][scenario][impl].append(result)
                         status = "ok" if not (result["bad"] or result["socket_errors"]) else "ERRORS"
+                        churns = f" ({result['churns_per_s']:.0f} churns/s)" if "churns_per_s" in result else ""
                         print(
-                            f"  {SERVER_LABEL[server]:17} {scenario:11} {impl:6} round {round_no}: "
-                            f"{result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.1f} ms  "
+                            f"  {SERVER_LABEL[server]:17} {scenario:13} {impl:6} round {round_no}: "
+                            f"{result['rps']:8.0f} req/s{churns}  p50 {result['p50_ms']:6.1f} ms  "
                             f"p99 {result['p99_ms']:6.1f} ms  "
                             f"other load {result['foreign_cpu_pct'] or 0:3.0f}%  {status}",
                             file=sys.stderr,
                             flush=True,
                         )
 
-        write_results(raw, args, engine, started, complete=server == servers[-1])
+        write_results(raw, args, engine, started, complete=server == servers[-1] and not args.footprint)
+
+    if args.footprint:
+        from .footprint import run_footprint
+
+        footprint = run_footprint(
+            servers,
+            sizes=tuple(int(n) for n in args.footprint_sessions.split(",") if n),
+            tenants=args.footprint_tenants,
+            concurrency=args.connections,
+            base_port=args.base_port + 50,  # clear of the throughput ports, whose sockets may linger
+            server_cpu=server_cpu,
+            load_cpu=load_cpu,
+        )
+        write_results(raw, args, engine, started, complete=True, footprint=footprint)
 
 
 def write_results(
@@ -500,13 +662,17 @@ def write_results(
     started: float,
     *,
     complete: bool,
+    footprint: dict[str, Any] | None = None,
 ) -> None:
     """Summarize the servers measured so far and write the JSON (after each server, so a cut run keeps them)."""
     summary = {
         server: {sc: {impl: summarize(runs) for impl, runs in cells.items()} for sc, cells in scenarios_.items()}
         for server, scenarios_ in raw.items()
     }
-    rendered = table(summary)
+    tables = [table(summary)] if summary else []
+    if footprint is not None:
+        tables.append(footprint["table_markdown"])
+    rendered = "\n\n".join(tables)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "environment": environment(engine, args),
@@ -514,6 +680,7 @@ def write_results(
         "elapsed_s": round(time.monotonic() - started, 1),
         "summary": summary,
         "runs": raw,
+        "footprint": footprint,
         "table_markdown": rendered,
     }
     args.output.write_text(json.dumps(document, indent=2) + "\n")
@@ -521,7 +688,8 @@ def write_results(
         return
     print(rendered)
     print(f"results written to {args.output}", file=sys.stderr)
-    if any(cell["status"] != "ok" for sc in summary.values() for cells in sc.values() for cell in cells.values()):
+    failed = any(cell["status"] != "ok" for sc in summary.values() for cells in sc.values() for cell in cells.values())
+    if failed or (footprint is not None and not footprint["ok"]):
         sys.exit(1)
 
 
