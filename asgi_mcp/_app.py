@@ -349,7 +349,7 @@ class McpApp:
         """Run the app: start the server's lifespan, serve sessions; on exit, end them all.
 
         Shutdown closes every stream and session and waits at most `shutdown_timeout` seconds for
-        session tasks and server lifespans to finish before cancelling them. Exiting twice, or a
+        running handlers, clean-ups and server lifespans to finish before cancelling them. Exiting twice, or a
         second ASGI shutdown, is harmless.
         """
         if self._runtime is not None:

@@ -127,17 +127,28 @@ class _PendingCall:
 class SessionDispatcher:
     """Implements `mcp.shared.dispatcher.Dispatcher` for one session; see the module docstring."""
 
-    def __init__(self, emitter: Emitter, *, observer: RequestObserver | None = None) -> None:
+    def __init__(
+        self, emitter: Emitter, task_group: anyio.abc.TaskGroup, *, observer: RequestObserver | None = None
+    ) -> None:
         self.emitter = emitter
         self.observer = observer
+        # Notification handlers run here; requests run in the task of the HTTP request carrying them.
+        self._task_group = task_group
         self._on_request: OnRequest | None = None
         self._on_notify: OnNotify | None = None
         self._intercept: OnNotifyIntercept | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
         self._in_flight: dict[RequestId, tuple[anyio.CancelScope, RequestContext]] = {}
+        self._notifying: set[anyio.CancelScope] = set()
         self._pending: dict[RequestId, _PendingCall] = {}
         self._next_id = 0
         self._closed = False
+
+    def bind(
+        self, on_request: OnRequest, on_notify: OnNotify, on_notify_intercept: OnNotifyIntercept | None = None
+    ) -> None:
+        """Connect the server kernel. A session needs no task of its own: it is this object, fed by
+        the HTTP requests of the session, so an idle session costs only memory."""
+        self._on_request, self._on_notify, self._intercept = on_request, on_notify, on_notify_intercept
 
     # -- the Dispatcher protocol: the server kernel drives these ---------------------------------
 
@@ -149,15 +160,13 @@ class SessionDispatcher:
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        self._on_request, self._on_notify, self._intercept = on_request, on_notify, on_notify_intercept
+        """The protocol's entry, for drivers such as `serve_connection`; McpApp calls `bind` instead."""
+        self.bind(on_request, on_notify, on_notify_intercept)
+        task_status.started()
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                task_status.started()
-                await anyio.sleep_forever()
+            await anyio.sleep_forever()
         finally:
-            self._tg = None
-            self._close_pending()
+            self.close()
 
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
@@ -174,7 +183,7 @@ class SessionDispatcher:
 
     @property
     def running(self) -> bool:
-        return self._tg is not None
+        return self._on_request is not None and not self._closed
 
     async def run_request(
         self,
@@ -215,16 +224,21 @@ class SessionDispatcher:
     async def run_admitted(self, method: str, params: dict[str, Any] | None, admitted: Admitted) -> None:
         await self._handle_request(method, params, admitted.context, admitted.scope)
 
-    def cancel_in_flight(self) -> None:
-        """The session is ending: cancel every request still running, spawned or inline."""
+    def close(self) -> None:
+        """The session is ending: cancel every request and notification handler still running, and
+        fail the server-to-client requests still waiting for an answer. Idempotent; never awaits."""
         self._closed = True
         for scope, _ in list(self._in_flight.values()):
             scope.cancel()
+        for scope in self._notifying:
+            scope.cancel()
+        for pending in self._pending.values():
+            pending.done.set()  # result None: the waiter raises CONNECTION_CLOSED
+        self._pending.clear()
 
     def start_notification(
         self, method: str, params: dict[str, Any] | None, metadata: ServerMessageMetadata, transport: TransportContext
     ) -> None:
-        assert self._tg is not None
         if method == "notifications/cancelled":
             request_id = (params or {}).get("requestId")
             if isinstance(request_id, str | int) and not isinstance(request_id, bool):
@@ -232,10 +246,14 @@ class SessionDispatcher:
                 if found is not None:
                     found[1].mark_cancelled()
                     found[0].cancel()
-        if self._intercept is not None and self._intercept(method, params):
+        if self._closed or (self._intercept is not None and self._intercept(method, params)):
             return
         dctx = RequestContext(transport, None, metadata, self, self.emitter.standalone)  # type: ignore[arg-type]
-        contextvars.copy_context().run(self._tg.start_soon, self._handle_notification, method, params, dctx)
+        scope = anyio.CancelScope()
+        self._notifying.add(scope)
+        contextvars.copy_context().run(
+            self._task_group.start_soon, self._handle_notification, method, params, dctx, scope
+        )
 
     def resolve(
         self, response_id: RequestId | None, result: dict[str, Any] | None, error: dict[str, Any] | None
@@ -261,7 +279,7 @@ class SessionDispatcher:
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None, stream: OutboundStream
     ) -> dict[str, Any]:
         """A server-to-client request on `stream`; the client's answer arrives as a POST (see `resolve`)."""
-        if self._closed or self._tg is None:
+        if self._closed:
             raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
         self._next_id += 1
         request_id = self._next_id
@@ -334,15 +352,14 @@ class SessionDispatcher:
             self.observer(method, params, started, outcome)
         await self.emitter.emit(dctx.stream, outcome, final=True)
 
-    async def _handle_notification(self, method: str, params: dict[str, Any] | None, dctx: RequestContext) -> None:
+    async def _handle_notification(
+        self, method: str, params: dict[str, Any] | None, dctx: RequestContext, scope: anyio.CancelScope
+    ) -> None:
         assert self._on_notify is not None
         try:
-            await self._on_notify(dctx, method, params)
+            with scope:
+                await self._on_notify(dctx, method, params)
         except Exception:
             logger.exception("notification handler for %r raised", method)
-
-    def _close_pending(self) -> None:
-        self._closed = True
-        for pending in self._pending.values():
-            pending.done.set()  # result None: the waiter raises CONNECTION_CLOSED
-        self._pending.clear()
+        finally:
+            self._notifying.discard(scope)

@@ -1,7 +1,8 @@
 """The legacy-era (2024-11-05 ... 2025-11-25) session transport: initialize, POST, GET, DELETE, resumability.
 
-One `LegacySession` per `Mcp-Session-Id`: the SDK server kernel (`serve_connection`) runs over a
-`SessionDispatcher` in a task of the app, and each HTTP request of the session feeds it directly.
+One `LegacySession` per `Mcp-Session-Id`: the SDK server kernel (`ServerRunner`) bound to a
+`SessionDispatcher`, fed directly by each HTTP request of the session. A session has no task of its
+own: a request runs in the task of the POST that carries it, so an idle session is only memory.
 The session table (`_registry.SessionTable`) decides admission, ownership and expiry; sessions end
 only through `LegacyEndpoint.end_session`.
 """
@@ -9,7 +10,6 @@ only through `LegacyEndpoint.end_session`.
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 from mcp.server.connection import Connection
-from mcp.server.runner import serve_connection
+from mcp.server.runner import ServerRunner, aclose_shielded
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 
@@ -37,7 +37,6 @@ from ._streams import Frame, KeepAlive, OutboundStream, ResponseWriter, pump, wa
 
 __all__: list[str] = []
 
-logger = logging.getLogger("asgi_mcp.session")
 
 SESSION_HEADER: Final = b"mcp-session-id"
 CONNECTION_CLOSED: Final = -32000
@@ -59,6 +58,7 @@ class LegacySession:
         self,
         session_id: str,
         host: ServerHost,
+        task_group: anyio.abc.TaskGroup,
         *,
         events: EventLog | None,
         retry_ms: int | None,
@@ -66,49 +66,38 @@ class LegacySession:
     ) -> None:
         self.session_id = session_id
         self.host = host
+        self._task_group = task_group
         self._events = events
         self._retry_ms = retry_ms
         self.tag = EventLog.new_tag()
-        self.dispatcher = SessionDispatcher(self, observer=observer)
+        self.dispatcher = SessionDispatcher(self, task_group, observer=observer)
         self.connection = Connection.for_loop(self.dispatcher, session_id=session_id)
+        runner = ServerRunner(host.server, self.connection, host.state)
+        self.dispatcher.bind(runner.on_request, runner.on_notify)
         self.standalone = OutboundStream(f"{self.tag}/get")
         self.streams: dict[str, OutboundStream] = {}
         self._streams_opened = 0
         self.get_connected = False
         self.closed = False
-        self._scope: anyio.CancelScope | None = None
 
     @property
     def protocol_version(self) -> str:
         return self.connection.protocol_version
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            if self.closed:
-                scope.cancel()
-            await serve_connection(
-                self.host.server,
-                self.dispatcher,
-                connection=self.connection,
-                lifespan_state=self.host.state,
-                task_status=task_status,
-            )
-
     def close(self) -> None:
-        """Stop the session's task and end every attached connection. Idempotent; never awaits."""
+        """Cancel the session's handlers and end every attached connection. Idempotent; never awaits."""
         if self.closed:
             return
         self.closed = True
-        if self._scope is not None:
-            self._scope.cancel()
-        self.dispatcher.cancel_in_flight()
+        self.dispatcher.close()
         self.standalone.detach()
         for stream in self.streams.values():
             stream.detach()
         self.streams.clear()
         if self._events is not None:
             self._events.forget(self.tag)
+        # Per-connection cleanup the handlers registered (`Connection.exit_stack`), shielded and bounded.
+        self._task_group.start_soon(aclose_shielded, self.connection)
 
     def new_stream(self, *, json_only: bool) -> OutboundStream:
         # Stream ids name events in the store: unguessable then; without a store a counter will do.
@@ -222,19 +211,6 @@ class LegacyEndpoint:
 
     def end_all(self, reason: str) -> None:
         for entry in self.table:
-            self.end_session(entry.session_id, reason)
-
-    async def _run_session(
-        self, entry: SessionEntry[LegacySession], *, task_status: anyio.abc.TaskStatus[None]
-    ) -> None:
-        reason = "server_error"
-        try:
-            await entry.value.run(task_status=task_status)
-            reason = "closed"
-        except Exception:
-            # The session's boundary: a crashed kernel ends its session, never the app.
-            logger.exception("MCP session task failed", extra={"session_id": entry.session_id})
-        finally:
             self.end_session(entry.session_id, reason)
 
     def reap(self, now: float) -> int:
@@ -447,7 +423,7 @@ class LegacyEndpoint:
         assert message.id is not None
         host = await principal.host()
         session_id = secrets.token_urlsafe(24)
-        session = LegacySession(session_id, host, events=self._events, retry_ms=self._retry_ms, observer=None)
+        session = LegacySession(session_id, host, self._tg, events=self._events, retry_ms=self._retry_ms, observer=None)
         entry = self.table.open(
             session_id, owner=principal.owner, tenant_id=principal.tenant_id, value=session, now=anyio.current_time()
         )
@@ -455,17 +431,10 @@ class LegacyEndpoint:
         if self._observer_for is not None:
             session.dispatcher.observer = self._observer_for(entry)
         try:
-            await self._tg.start(self._run_session, entry)
-            frame = None
-            # The session can end before its first request runs (its token removed or updated
-            # meanwhile): then there is nothing to run it on.
-            if not session.closed:
-                stream = session.new_stream(json_only=True)
-                metadata, transport = self._metadata(request, session, stream, can_send=False)
-                await session.dispatcher.run_request(
-                    message.id, "initialize", message.params, stream, metadata, transport
-                )
-                frame = stream.answer
+            stream = session.new_stream(json_only=True)
+            metadata, transport = self._metadata(request, session, stream, can_send=False)
+            await session.dispatcher.run_request(message.id, "initialize", message.params, stream, metadata, transport)
+            frame = stream.answer
             answer = json.loads(frame.data) if frame is not None else None
             if session.closed:
                 # Ended while opening (its token was removed or updated): an answer may have come

@@ -82,7 +82,7 @@ def test_the_library_adds_only_a_null_handler() -> None:
     assert all(type(h) is logging.NullHandler for h in handlers), handlers
     assert root_logger.level == logging.NOTSET  # the application decides the level
     assert root_logger.propagate
-    for name in ("asgi_mcp.http", "asgi_mcp.session", "asgi_mcp.tenancy", "asgi_mcp.auth"):
+    for name in ("asgi_mcp.http", "asgi_mcp.dispatch", "asgi_mcp.tenancy", "asgi_mcp.auth"):
         child = logging.getLogger(name)
         assert child.handlers == []
         assert child.propagate

@@ -407,16 +407,19 @@ async def test_final_frame_interrupted_by_session_close_still_ends_the_connectio
     """Found by the soak: a session closing while its handler's final frame waits to be delivered
     (the memory-stream send is a checkpoint) left that request's connection attached, and the POST
     hung until the client gave up. The stream must be detached whatever the order."""
-    session = LegacySession("s", ServerHost(tenant_server("s")), events=None, retry_ms=None, observer=None)
-    stream = session.new_stream(json_only=False)
-    frames = stream.attach()
-    for _ in range(STREAM_BUFFER):  # a client that reads nothing: the buffer is full
-        await session.emit(stream, notification("notifications/message"))
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(partial(session.emit, stream, {"jsonrpc": "2.0", "id": 1, "result": {}}, final=True))
-            await anyio.wait_all_tasks_blocked()  # the final frame waits for buffer space
-            session.close()  # the session ends (token removed, DELETE, expiry) ...
-            tg.cancel_scope.cancel()  # ... and its task group cancels the handler's task
-        received = [frame async for frame in frames]  # ends: the connection's stream was detached
-    assert len(received) == STREAM_BUFFER
+    async with anyio.create_task_group() as app_tasks:
+        session = LegacySession(
+            "s", ServerHost(tenant_server("s")), app_tasks, events=None, retry_ms=None, observer=None
+        )
+        stream = session.new_stream(json_only=False)
+        frames = stream.attach()
+        for _ in range(STREAM_BUFFER):  # a client that reads nothing: the buffer is full
+            await session.emit(stream, notification("notifications/message"))
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(session.emit, stream, {"jsonrpc": "2.0", "id": 1, "result": {}}, final=True))
+                await anyio.wait_all_tasks_blocked()  # the final frame waits for buffer space
+                session.close()  # the session ends (token removed, DELETE, expiry) ...
+                tg.cancel_scope.cancel()  # ... and the handler's task is cancelled
+            received = [frame async for frame in frames]  # ends: the connection's stream was detached
+        assert len(received) == STREAM_BUFFER
