@@ -34,6 +34,7 @@ from ._auth import (
     principal_key,
     protected_resource_metadata,
 )
+from ._clock import loop_clock
 from ._cors import CorsPolicy
 from ._dispatch import RequestObserver
 from ._errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, ProtocolError, SecurityRefusal
@@ -96,6 +97,7 @@ class _Runtime:
             events=EventLog(app.event_store) if app.event_store is not None else None,
             retry_ms=app.retry_interval,
             keepalive=self.keepalive,
+            clock=loop_clock(),
             observer_for=lambda entry: _tool_observer(hub, entry.tenant_id, entry.session_id),
             on_created=lambda entry: hub.emit(
                 SessionCreated(

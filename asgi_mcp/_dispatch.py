@@ -193,14 +193,18 @@ class SessionDispatcher:
         stream: OutboundStream,
         metadata: ServerMessageMetadata,
         transport: TransportContext,
+        *,
+        shield: bool = False,
     ) -> None:
         """Run the request in the calling task; its answer lands on `stream` before this returns.
 
-        No task per request: the HTTP request that carries it runs it (shielded by the caller, as a
-        legacy-era disconnect is not a cancellation). The request's cancel scope is registered, so
-        the peer's `notifications/cancelled` and the session's end cancel it from inside.
+        No task per request: the HTTP request that carries it runs it, and a legacy-era disconnect
+        is not a cancellation: `shield` makes the request's own scope the shield (one scope instead
+        of two; fit only where delivering the answer cannot block, see `_legacy`). The scope is
+        registered, so the peer's `notifications/cancelled` and the session's end still cancel it.
         """
-        await self.run_admitted(method, params, self.admit(request_id, params, stream, metadata, transport))
+        admitted = self.admit(request_id, params, stream, metadata, transport, shield=shield)
+        await self.run_admitted(method, params, admitted)
 
     def admit(
         self,
@@ -209,6 +213,8 @@ class SessionDispatcher:
         stream: OutboundStream,
         metadata: ServerMessageMetadata,
         transport: TransportContext,
+        *,
+        shield: bool = False,
     ) -> Admitted:
         """Register the request as in flight (from here on the session's end cancels it), to run
         with `run_admitted` once the caller has done its own awaits (an SSE response's headers)."""
@@ -217,7 +223,7 @@ class SessionDispatcher:
         dctx = RequestContext(
             transport, request_id, metadata, self, stream, _progress_token=progress_token_from_params(params)
         )
-        scope = anyio.CancelScope()
+        scope = anyio.CancelScope(shield=shield)
         self._in_flight[coerce_request_id(request_id)] = (scope, dctx)
         return Admitted(dctx, scope)
 

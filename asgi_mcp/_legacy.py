@@ -164,6 +164,7 @@ class LegacyEndpoint:
         events: EventLog | None,
         retry_ms: int | None,
         keepalive: KeepAlive,
+        clock: Callable[[], float],
         observer_for: Callable[[SessionEntry[LegacySession]], RequestObserver | None] | None = None,
         on_created: Callable[[SessionEntry[LegacySession]], None] | None = None,
         on_ended: SessionHook | None = None,
@@ -175,6 +176,7 @@ class LegacyEndpoint:
         self._events = events
         self._retry_ms = retry_ms
         self.keepalive = keepalive
+        self._clock = clock
         self._observer_for = observer_for
         self._on_created = on_created
         self._on_ended = on_ended
@@ -204,7 +206,7 @@ class LegacyEndpoint:
 
     def finish_exchange(self, entry: SessionEntry[LegacySession]) -> None:
         """An exchange of the session ended; a session draining for a removed tenant may end with it."""
-        if self.table.end(entry, anyio.current_time()):
+        if self.table.end(entry, self._clock()):
             self.end_session(entry.session_id, "token_removed")
         elif entry.queued_deadline is not None:
             self.wake(entry.queued_deadline)
@@ -381,11 +383,11 @@ class LegacyEndpoint:
         metadata, transport = self._metadata(request, session, stream, can_send=not json_mode)
         if json_mode:
             # Shielded: in this era a dropped connection is not a cancellation (the handler still
-            # finishes); `notifications/cancelled` and the session's end cancel it from inside.
-            with anyio.CancelScope(shield=True):
-                await session.dispatcher.run_request(
-                    message.id, message.method, message.params, stream, metadata, transport
-                )
+            # finishes); `notifications/cancelled` and the session's end cancel it from inside. The
+            # request's scope is the shield: a JSON answer is only recorded, with no await to guard.
+            await session.dispatcher.run_request(
+                message.id, message.method, message.params, stream, metadata, transport, shield=True
+            )
             # A request cancelled meanwhile (its server is cancelling it) writes nothing more.
             await anyio.lowlevel.checkpoint_if_cancelled()
             await _answer_json(stream.answer, send, message.id)
@@ -425,7 +427,7 @@ class LegacyEndpoint:
         session_id = secrets.token_urlsafe(24)
         session = LegacySession(session_id, host, self._tg, events=self._events, retry_ms=self._retry_ms, observer=None)
         entry = self.table.open(
-            session_id, owner=principal.owner, tenant_id=principal.tenant_id, value=session, now=anyio.current_time()
+            session_id, owner=principal.owner, tenant_id=principal.tenant_id, value=session, now=self._clock()
         )
         host.sessions += 1
         if self._observer_for is not None:
