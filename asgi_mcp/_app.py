@@ -201,7 +201,9 @@ class McpApp:
             keeps the safe default (loopback binds answer only loopback names).
         allowed_origins: `Origin` values answered (see `OriginPolicy`); None keeps the safe default
             (loopback binds accept only loopback origins, other binds only same-origin requests).
-        keepalive_interval: seconds of silence after which an SSE stream gets a comment line.
+        keepalive_interval: seconds of silence after which an SSE stream gets a comment line. A
+            legacy SSE answer whose client accepts nothing for that long is abandoned (the handler
+            runs on; its messages stay in the event store for a reconnection).
         shutdown_timeout: seconds shutdown waits for sessions and server lifespans to finish.
         tool_schema_ttl: seconds a server's tool schemas are cached for `Mcp-Param-*` validation.
         cors_origins: origins browsers may call the endpoint from (`"*"` for any); preflights are
