@@ -60,10 +60,11 @@ def parse_bearer(header: str | None) -> str | None:
     if header is None:
         return None
     scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or any(ch.isspace() for ch in token):
+    # `str.split()` splits where `str.isspace()` holds (Unicode whitespace included), so one piece
+    # means a non-empty token without inner whitespace, in C rather than a per-character loop.
+    if scheme.lower() != "bearer" or len(pieces := token.split()) != 1:
         return None
-    return token
+    return pieces[0]
 
 
 def _quote(value: str) -> str:

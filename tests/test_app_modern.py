@@ -6,9 +6,14 @@ import json
 from typing import Any
 
 import anyio
+import mcp_types as types
 import pytest
+from mcp.server import Server
+from mcp.shared.inbound import validate_mcp_param_headers
 
-from asgi_mcp import McpApp
+from asgi_mcp import Headers, McpApp
+from asgi_mcp._asgi import HttpRequest
+from asgi_mcp._modern import _RawHeaders  # pyright: ignore[reportPrivateUsage]
 
 from ._asgi_driver import AsgiClient
 from ._mcp import MODERN, final_message, modern, modern_post, notification, serving
@@ -206,6 +211,22 @@ async def test_client_disconnect_cancels_the_handler(streamed: bool) -> None:
         assert probe.results == []
 
 
+@pytest.mark.parametrize("progress_token", [None, 1])
+async def test_a_silent_handler_commits_to_sse_and_gets_keepalives(progress_token: int | None) -> None:
+    """Silent for a keep-alive interval (from the start, or after its first notification): comment lines."""
+    probe = Probe()
+    async with serving(app_for(probe, keepalive_interval=0.05)) as client:
+        response = await modern_post(client, 7, "tools/call", tool("block", progress_token=progress_token))
+        assert response.content_type == "text/event-stream"
+        await probe.started.wait()
+        await response.next_comment()
+        await response.next_comment()
+        probe.release.set()
+        messages = await response.messages()
+        assert [m.get("method") for m in messages[:-1]] == (["notifications/progress"] if progress_token else [])
+        assert text_of(messages[-1]["result"]) == "released"
+
+
 async def test_param_header_must_match_the_argument() -> None:
     async with serving(app_for()) as client:
         body, headers = modern(1, "tools/call", tool("region_echo", {"region": "eu-west"}))
@@ -221,6 +242,66 @@ async def test_param_header_must_match_the_argument() -> None:
         # A base64 sentinel value decodes before the comparison.
         encoded = await client.post(body, headers={**headers, "mcp-param-region": "=?base64?ZXUtd2VzdA==?="})
         assert encoded.status == 200
+
+
+# Listed by a low-level server (no `get_tool_input_schema`), so schemas come from the cached tools/list.
+PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "plain": {"type": "object", "properties": {"region": {"type": "string"}}},
+    "routed": {"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}},
+    # `number` may not carry the annotation: the whole schema is then left unvalidated.
+    "misannotated": {"type": "object", "properties": {"region": {"type": "number", "x-mcp-header": "Region"}}},
+}
+
+
+def build_param_server() -> Server[Any]:
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        tools = [types.Tool(name=name, input_schema=schema) for name, schema in PARAM_SCHEMAS.items()]
+        return types.ListToolsResult(tools=tools)
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        return types.CallToolResult(content=[types.TextContent(type="text", text=params.name)])
+
+    return Server("params", version="1.0.0", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+@pytest.mark.parametrize("ttl", [5.0, 0.0])
+@pytest.mark.parametrize(
+    ("name", "arguments", "param_headers", "status"),
+    [
+        ("routed", {"region": "eu"}, [("mcp-param-region", "eu")], 200),
+        ("routed", {"region": "eu"}, [("mcp-param-region", "us")], 400),
+        ("routed", {"region": "eu"}, [], 400),
+        ("routed", {}, [("mcp-param-region", "eu")], 400),
+        ("routed", {"region": "eu"}, [("mcp-param-region", "eu"), ("mcp-param-region", "eu")], 400),
+        ("routed", {"region": "eu"}, [("mcp-param-region", "eu"), ("mcp-param-other", "x")], 200),
+        # No annotation: no header is compared, and stray Mcp-Param-* headers are not refused.
+        ("plain", {"region": "eu"}, [], 200),
+        ("plain", {"region": "eu"}, [("mcp-param-region", "us")], 200),
+        ("plain", {"region": "eu"}, [("mcp-param-region", "eu"), ("mcp-param-region", "us")], 200),
+        ("plain", {}, [("mcp-param-region", "eu")], 200),
+        ("misannotated", {"region": 1}, [("mcp-param-region", "2")], 200),
+        ("unlisted", {"region": "eu"}, [("mcp-param-region", "us")], 200),
+    ],
+)
+async def test_param_headers_from_the_listed_schema_agree_with_the_sdk(
+    ttl: float, name: str, arguments: dict[str, Any], param_headers: list[tuple[str, str]], status: int
+) -> None:
+    lines = Headers([(key.encode(), value.encode()) for key, value in param_headers])
+    oracle = validate_mcp_param_headers(
+        PARAM_SCHEMAS.get(name), arguments, _RawHeaders(HttpRequest("POST", "/mcp", lines, {"type": "http"}))
+    )
+    assert (oracle is None) == (status == 200)  # the SDK's own verdict, which the endpoint must keep
+    async with serving(McpApp(build_param_server(), tool_schema_ttl=ttl)) as client:
+        body, headers = modern(1, "tools/call", tool(name, arguments))
+        for _ in range(2):  # the second call is answered from the cached listing when ttl > 0
+            items = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
+            all_headers = [*items, *headers.items(), *param_headers]
+            response = await client.request("POST", headers=all_headers, body=json.dumps(body).encode())
+            answer = await response.json()
+            if status == 400:
+                assert (response.status, answer["error"]["code"]) == (400, -32020)
+            else:
+                assert (response.status, text_of(answer["result"])) == (200, name)
 
 
 async def test_handlers_see_request_headers() -> None:

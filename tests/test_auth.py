@@ -83,6 +83,11 @@ def www_authenticate(response: Any) -> dict[str, str]:
         ("Bearer", None),
         ("Bearer ", None),
         ("Bearer a b", None),
+        ("Bearer a\tb", None),
+        ("Bearer a\u00a0b", None),
+        ("Bearer a\u2003b", None),
+        ("Bearer \u3000abc\u2028", "abc"),
+        ("Bearer\tabc", None),
         ("Bearerabc", None),
     ],
 )

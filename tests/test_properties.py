@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import string
+import sys
 from collections import Counter
 from typing import Any, Final
 
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from asgi_mcp import Headers, InMemoryEventStore, ProtocolError
+from asgi_mcp._auth import parse_bearer
 from asgi_mcp._errors import INVALID_REQUEST, PARSE_ERROR, SERVER_BUSY, UNSUPPORTED_PROTOCOL_VERSION
 from asgi_mcp._event_store import EventLog
 from asgi_mcp._http import (
@@ -159,6 +161,20 @@ def test_era_of_is_total(header: str | None) -> None:
         assert body is not None
         assert body["error"]["data"]["requested"] == header[:64]
         dumps(body)  # always serializable
+
+
+# Every Unicode whitespace character, next to the token characters and both scheme spellings.
+WHITESPACE: Final = "".join(ch for ch in map(chr, range(sys.maxunicode + 1)) if ch.isspace())
+
+
+@given(st.text(alphabet=WHITESPACE + "aB=", max_size=8), st.sampled_from(("Bearer", "bEARER", "Bearer ", "Basic ")))
+def test_parse_bearer_refuses_exactly_the_tokens_with_inner_whitespace(tail: str, scheme: str) -> None:
+    header = scheme + tail
+    # Oracle: RFC 6750 b64token has no whitespace at all; the transport tolerates it around the value.
+    name, _, token = header.strip().partition(" ")
+    token = token.strip()
+    valid = name.lower() == "bearer" and token != "" and not any(ch.isspace() for ch in token)
+    assert parse_bearer(header) == (token if valid else None), header
 
 
 # A tiny alphabet, so roots, endpoints and other paths often share (partial) segments.
