@@ -28,10 +28,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, strict mypy and strict pyright on the package."""
+    """ruff on everything; strict mypy and strict pyright on the package."""
     session.install("-e", ".[jwt,server]", *LINT_DEPS)
-    session.run("ruff", "check", "asgi_mcp")
-    session.run("ruff", "format", "--check", "asgi_mcp")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", "--exclude", "*.md", ".")
     session.run("mypy", "asgi_mcp")
     session.run("pyright", "asgi_mcp")
 
@@ -55,6 +55,4 @@ def bench(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """The documentation site (mkdocs.yml), built with warnings as errors into site/ (gitignored)."""
     session.install("-e", ".", *DOCS_DEPS)
-    session.run(
-        "mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"}
-    )
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})

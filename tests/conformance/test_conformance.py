@@ -6,6 +6,7 @@ Four runs per backend (0.1.16 active and `--suite all`; 0.2.0-alpha.12 for 2025-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -38,10 +39,8 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float =
                 return
         except OSError:
             # Not listening yet: block on the process for a moment instead of spinning.
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=0.05)
-            except subprocess.TimeoutExpired:
-                pass
     raise TimeoutError(f"server did not listen on {port} within {timeout}s")
 
 
