@@ -15,8 +15,6 @@ Variants as in `benchmarks.apps` (mcpapp-sse, mcpapp-json, sdk-sse, sdk-json); m
 optimization before anyone writes it (nothing in `asgi_mcp/` is changed):
 
     no-otel          server.middleware = []: the SDK's per-request OpenTelemetry span (both transports)
-    cache-loopback   memoize asgi_mcp._security._is_loopback_host (ipaddress parsing per request)
-    no-sse-timer     no keep-alive cancel scope/timer around the SSE pump's wait (asgi_mcp._streams)
     gc-freeze        gc.freeze() once the app is built: full collections stop rescanning the import heap
 """
 
@@ -31,9 +29,6 @@ import pstats
 import statistics
 import sys
 import time
-import types
-from contextlib import nullcontext
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -176,13 +171,11 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("SDK kernel: other (context, middleware chain)", "ServerRunner._on_request"),
     ("McpApp: answer serialization + delivery (emit, dumps, Frame)", "LegacySession.emit"),
     ("McpApp: request task bookkeeping (_handle_request)", "SessionDispatcher._handle_request"),
-    ("McpApp: SSE pump (keep-alive cancel scope, encode_event, sends)", "pump (asgi_mcp/_streams.py"),
+    ("McpApp: SSE response writes (ResponseWriter, encode_event)", "ResponseWriter."),
     ("McpApp: Host/Origin check (ipaddress parsing)", "OriginPolicy.check"),
     ("McpApp: Headers() decoding", "Headers.__init__"),
     ("McpApp: JSON parse + classify", "parse_body"),
-    ("McpApp: spawn the request task (start_request)", "SessionDispatcher.start_request"),
-    ("McpApp: per-request stream (new_stream, attach)", "LegacySession.new_stream"),
-    ("McpApp: per-request stream (new_stream, attach)", "OutboundStream.attach"),
+    ("McpApp: per-request stream (new_stream)", "LegacySession.new_stream"),
     ("McpApp: per-request metadata/closures", "LegacyEndpoint._metadata"),
     ("McpApp: session lookup + id check", "LegacyEndpoint._session_for"),
     ("McpApp: other", "asgi_mcp/"),
@@ -236,7 +229,7 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000 if ordered else 0.0
 
 
-ABLATIONS = ("no-otel", "cache-loopback", "no-sse-timer", "gc-freeze")
+ABLATIONS = ("no-otel", "gc-freeze")
 
 
 def ablate(app: Any, names: list[str]) -> None:
@@ -247,21 +240,9 @@ def ablate(app: Any, names: list[str]) -> None:
             if lowlevel is None:  # the SDK's Starlette app: reach the Server through its session manager
                 lowlevel = _sdk_server(app)
             lowlevel.middleware = []
-        elif name == "cache-loopback":
-            from asgi_mcp import _security
-
-            if not hasattr(_security._is_loopback_host, "cache_info"):
-                _security._is_loopback_host = lru_cache(maxsize=256)(_security._is_loopback_host)  # type: ignore[assignment]
         elif name == "gc-freeze":
             gc.collect()
             gc.freeze()
-        elif name == "no-sse-timer":
-            from asgi_mcp import _streams
-
-            shim = types.ModuleType("anyio_without_timers")
-            shim.__dict__.update(anyio.__dict__)
-            shim.move_on_after = lambda *args, **kwargs: nullcontext()  # type: ignore[attr-defined]
-            _streams.anyio = shim  # type: ignore[attr-defined]
 
 
 def _sdk_server(app: Any) -> Any:
