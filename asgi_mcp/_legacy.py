@@ -411,7 +411,8 @@ class LegacyEndpoint:
                     await writer.write(priming.encode())
                 await session.dispatcher.run_admitted(message.method, message.params, admitted)
         finally:
-            # The stream lives on in the event store until its handler settles; this connection is done.
+            # The handler has settled. Its final frame detached the writer, unless the session's
+            # end dropped that frame: then it is detached here, and the response ends below.
             if stream.writer is writer:
                 stream.detach()
             self.keepalive.unregister(writer)
