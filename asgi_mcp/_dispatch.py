@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from mcp.shared.dispatcher import CallOptions, OnNotify, OnNotifyIntercept, OnRequest, coerce_request_id
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data, progress_token_from_params
@@ -134,6 +135,8 @@ class SessionDispatcher:
         self.observer = observer
         # Notification handlers run here; requests run in the task of the HTTP request carrying them.
         self._task_group = task_group
+        # `anyio.CancelScope()` looks the backend up on every call, a measurable share of a request.
+        self._backend = anyio.lowlevel.current_token().backend_class
         self._on_request: OnRequest | None = None
         self._on_notify: OnNotify | None = None
         self._intercept: OnNotifyIntercept | None = None
@@ -223,7 +226,7 @@ class SessionDispatcher:
         dctx = RequestContext(
             transport, request_id, metadata, self, stream, _progress_token=progress_token_from_params(params)
         )
-        scope = anyio.CancelScope(shield=shield)
+        scope = self._backend.create_cancel_scope(shield=shield)
         self._in_flight[coerce_request_id(request_id)] = (scope, dctx)
         return Admitted(dctx, scope)
 

@@ -177,6 +177,8 @@ class LegacyEndpoint:
         self._retry_ms = retry_ms
         self.keepalive = keepalive
         self._clock = clock
+        # Resolved once: anyio's module-level helpers look the backend up on every call.
+        self._backend = anyio.lowlevel.current_token().backend_class
         self._observer_for = observer_for
         self._on_created = on_created
         self._on_ended = on_ended
@@ -389,7 +391,7 @@ class LegacyEndpoint:
                 message.id, message.method, message.params, stream, metadata, transport, shield=True
             )
             # A request cancelled meanwhile (its server is cancelling it) writes nothing more.
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            await self._backend.checkpoint_if_cancelled()
             await _answer_json(stream.answer, send, message.id)
             return
         priming = await session.priming_frame(stream)
@@ -399,13 +401,13 @@ class LegacyEndpoint:
         # The handler runs here, in the request's task, writing its frames straight to this response.
         # Admitted before the first send: a session ending meanwhile cancels it like any in flight.
         admitted = session.dispatcher.admit(message.id, message.params, stream, metadata, transport)
-        writer = ResponseWriter(send)
+        writer = ResponseWriter(send, self._backend)
         stream.write_to(writer)
         self.keepalive.register(writer)
         self.open_streams += 1
         try:
             # Shielded, as for JSON answers: a dropped connection does not cancel the handler.
-            with anyio.CancelScope(shield=True):
+            with self._backend.create_cancel_scope(shield=True):
                 await writer.start(SSE_HEADERS)
                 if priming is not None:
                     await writer.write(priming.encode())
@@ -417,7 +419,7 @@ class LegacyEndpoint:
                 stream.detach()
             self.keepalive.unregister(writer)
             self.open_streams -= 1
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await self._backend.checkpoint_if_cancelled()
         await writer.end()
 
     async def _initialize(

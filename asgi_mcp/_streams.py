@@ -54,10 +54,11 @@ class ResponseWriter:
     shielded from the request's cancellation, so only this bounds a client that stopped reading.
     """
 
-    __slots__ = ("_send", "_sending", "_turn", "busy", "ended", "open", "quiet_ticks", "wrote")
+    __slots__ = ("_backend", "_send", "_sending", "_turn", "busy", "ended", "open", "quiet_ticks", "wrote")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, backend: type[anyio.abc.AsyncBackend]) -> None:
         self._send = send
+        self._backend = backend  # resolved once per app: `anyio.CancelScope()` looks it up per call
         self._turn: anyio.Event | None = None  # made only when two writers meet
         self._sending: anyio.CancelScope | None = None
         self.busy = False
@@ -106,7 +107,7 @@ class ResponseWriter:
             self._end_turn()
 
     async def _put(self, message: dict[str, object]) -> None:
-        scope = self._sending = anyio.CancelScope()
+        scope = self._sending = self._backend.create_cancel_scope()
         try:
             with scope:
                 await self._send(message)
