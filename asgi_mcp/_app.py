@@ -86,6 +86,7 @@ class _Runtime:
         self.wake_reaper = anyio.Event()
         self.reaper_wakes_at = float("inf")
         self.keepalive = KeepAlive(app.keepalive_interval)
+        self.clock = loop_clock()
         self.table: SessionTable[LegacySession] = SessionTable(
             max_sessions=app.max_sessions, idle_timeout=app.session_idle_timeout
         )
@@ -97,7 +98,7 @@ class _Runtime:
             events=EventLog(app.event_store) if app.event_store is not None else None,
             retry_ms=app.retry_interval,
             keepalive=self.keepalive,
-            clock=loop_clock(),
+            clock=self.clock,
             observer_for=lambda entry: _tool_observer(hub, entry.tenant_id, entry.session_id),
             on_created=lambda entry: hub.emit(
                 SessionCreated(
@@ -112,7 +113,10 @@ class _Runtime:
             wake=self.wake,
         )
         self.modern = ModernEndpoint(
-            json_response=app.json_response, keepalive=app.keepalive_interval, tool_schema_ttl=app.tool_schema_ttl
+            json_response=app.json_response,
+            keepalive=app.keepalive_interval,
+            tool_schema_ttl=app.tool_schema_ttl,
+            clock=self.clock,
         )
 
     def _session_ended(self, entry: SessionEntry[LegacySession], reason: str) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import anyio
@@ -60,9 +60,24 @@ class ExchangeContext:
     message_metadata: ServerMessageMetadata
     progress_token: str | int | None = None
     sink: MemoryObjectSendStream[bytes] | None = None
-    cancel_requested: anyio.Event = field(default_factory=anyio.Event)
     # The response task's wait for a disconnect, cut short when there is something to send.
     waiting: anyio.CancelScope | None = None
+    # Made on first use: almost no exchange is ever cancelled or asked about it.
+    _cancel_requested: anyio.Event | None = None
+    cancelled_by_peer: bool = False
+
+    @property
+    def cancel_requested(self) -> anyio.Event:
+        if self._cancel_requested is None:
+            self._cancel_requested = anyio.Event()
+            if self.cancelled_by_peer:
+                self._cancel_requested.set()
+        return self._cancel_requested
+
+    def mark_cancelled(self) -> None:
+        self.cancelled_by_peer = True
+        if self._cancel_requested is not None:
+            self._cancel_requested.set()
 
     @property
     def can_send_request(self) -> bool:
@@ -122,7 +137,10 @@ class _RawHeaders(Mapping[str, str]):
 class ModernEndpoint:
     """Serves 2026-07-28 POSTs for every tenant."""
 
-    def __init__(self, *, json_response: bool, keepalive: float, tool_schema_ttl: float) -> None:
+    def __init__(
+        self, *, json_response: bool, keepalive: float, tool_schema_ttl: float, clock: Callable[[], float]
+    ) -> None:
+        self._clock = clock
         self._json_response = json_response
         self._keepalive = keepalive
         self._tool_schema_ttl = tool_schema_ttl
@@ -239,7 +257,7 @@ class ModernEndpoint:
                     dctx.waiting = None
                     if gone:
                         # Closing the response stream is cancellation (2026-07-28): stop the handler.
-                        dctx.cancel_requested.set()
+                        dctx.mark_cancelled()
                         tg.cancel_scope.cancel()
                         break
                     try:
@@ -292,7 +310,7 @@ class ModernEndpoint:
             except Exception:
                 logger.exception("get_tool_input_schema raised; Mcp-Param headers not validated")
                 return None
-        now = anyio.current_time()
+        now = self._clock()
         cached = host.tool_schemas
         if cached is None or cached[0] <= now:
             schemas = await self._list_schemas(request, host, protocol_version, raw)
