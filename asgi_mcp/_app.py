@@ -34,7 +34,6 @@ from ._auth import (
     principal_key,
     protected_resource_metadata,
 )
-from ._clock import loop_clock
 from ._cors import CorsPolicy
 from ._dispatch import RequestObserver
 from ._errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, ProtocolError, SecurityRefusal
@@ -53,6 +52,7 @@ from ._http import (
 )
 from ._jsonrpc import parse_body
 from ._legacy import LegacyEndpoint, LegacySession, Principal
+from ._loop import Loop
 from ._modern import ModernEndpoint
 from ._registry import SessionEntry, SessionTable
 from ._security import OriginPolicy
@@ -86,7 +86,7 @@ class _Runtime:
         self.wake_reaper = anyio.Event()
         self.reaper_wakes_at = float("inf")
         self.keepalive = KeepAlive(app.keepalive_interval)
-        self.clock = loop_clock()
+        self.loop = Loop.current()
         self.table: SessionTable[LegacySession] = SessionTable(
             max_sessions=app.max_sessions, idle_timeout=app.session_idle_timeout
         )
@@ -98,7 +98,7 @@ class _Runtime:
             events=EventLog(app.event_store) if app.event_store is not None else None,
             retry_ms=app.retry_interval,
             keepalive=self.keepalive,
-            clock=self.clock,
+            loop=self.loop,
             observer_for=lambda entry: _tool_observer(hub, entry.tenant_id, entry.session_id),
             on_created=lambda entry: hub.emit(
                 SessionCreated(
@@ -116,7 +116,7 @@ class _Runtime:
             json_response=app.json_response,
             keepalive=app.keepalive_interval,
             tool_schema_ttl=app.tool_schema_ttl,
-            clock=self.clock,
+            clock=self.loop.clock,
         )
 
     def _session_ended(self, entry: SessionEntry[LegacySession], reason: str) -> None:

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 from mcp.shared.dispatcher import CallOptions, OnNotify, OnNotifyIntercept, OnRequest, coerce_request_id
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data, progress_token_from_params
@@ -56,19 +55,12 @@ class RequestObserver(Protocol):
 
 
 @dataclass(eq=False, slots=True)
-class RequestContext:
-    """`DispatchContext` of one inbound request: its back-channel is the request's own stream."""
+class PeerCancellation:
+    """The `cancel_requested` event of a `DispatchContext`, made on first use: almost no request is
+    ever cancelled or asked about it, and an `anyio.Event` per request is measurable."""
 
-    transport: TransportContext
-    request_id: RequestId
-    message_metadata: ServerMessageMetadata
-    _dispatcher: SessionDispatcher
-    stream: OutboundStream
-    _progress_token: str | int | None = None
-    closed: bool = False
-    # Made on first use: almost no request is ever cancelled or asked about it.
-    _cancel_requested: anyio.Event | None = None
-    cancelled_by_peer: bool = False
+    _cancel_requested: anyio.Event | None = field(default=None, kw_only=True)
+    cancelled_by_peer: bool = field(default=False, kw_only=True)
 
     @property
     def cancel_requested(self) -> anyio.Event:
@@ -82,6 +74,19 @@ class RequestContext:
         self.cancelled_by_peer = True
         if self._cancel_requested is not None:
             self._cancel_requested.set()
+
+
+@dataclass(eq=False, slots=True)
+class RequestContext(PeerCancellation):
+    """`DispatchContext` of one inbound request: its back-channel is the request's own stream."""
+
+    transport: TransportContext
+    request_id: RequestId
+    message_metadata: ServerMessageMetadata
+    _dispatcher: SessionDispatcher
+    stream: OutboundStream
+    _progress_token: str | int | None = None
+    closed: bool = False
 
     @property
     def can_send_request(self) -> bool:
@@ -129,14 +134,18 @@ class SessionDispatcher:
     """Implements `mcp.shared.dispatcher.Dispatcher` for one session; see the module docstring."""
 
     def __init__(
-        self, emitter: Emitter, task_group: anyio.abc.TaskGroup, *, observer: RequestObserver | None = None
+        self,
+        emitter: Emitter,
+        task_group: anyio.abc.TaskGroup,
+        backend: type[anyio.abc.AsyncBackend],
+        *,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.emitter = emitter
         self.observer = observer
         # Notification handlers run here; requests run in the task of the HTTP request carrying them.
         self._task_group = task_group
-        # `anyio.CancelScope()` looks the backend up on every call, a measurable share of a request.
-        self._backend = anyio.lowlevel.current_token().backend_class
+        self._backend = backend  # resolved once per run (see `_loop`)
         self._on_request: OnRequest | None = None
         self._on_notify: OnNotify | None = None
         self._intercept: OnNotifyIntercept | None = None

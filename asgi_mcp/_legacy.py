@@ -17,7 +17,6 @@ from typing import Any, Final
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 from mcp.server.connection import Connection
 from mcp.server.runner import ServerRunner, aclose_shielded
 from mcp.shared.message import ServerMessageMetadata
@@ -30,6 +29,7 @@ from ._event_store import EventLog, ReplayedEvent
 from ._hosting import ServerHost
 from ._http import FIRST_PRIMING_VERSION, check_session_id, is_visible_ascii, missing_session, session_not_found
 from ._jsonrpc import Message, dumps, error_message
+from ._loop import Loop
 from ._registry import SessionEntry, SessionTable
 from ._sse import SSE_HEADERS, encode_event
 from ._state import SessionState
@@ -59,6 +59,7 @@ class LegacySession:
         session_id: str,
         host: ServerHost,
         task_group: anyio.abc.TaskGroup,
+        loop: Loop,
         *,
         events: EventLog | None,
         retry_ms: int | None,
@@ -70,7 +71,7 @@ class LegacySession:
         self._events = events
         self._retry_ms = retry_ms
         self.tag = EventLog.new_tag()
-        self.dispatcher = SessionDispatcher(self, task_group, observer=observer)
+        self.dispatcher = SessionDispatcher(self, task_group, loop.backend, observer=observer)
         self.connection = Connection.for_loop(self.dispatcher, session_id=session_id)
         runner = ServerRunner(host.server, self.connection, host.state)
         self.dispatcher.bind(runner.on_request, runner.on_notify)
@@ -164,7 +165,7 @@ class LegacyEndpoint:
         events: EventLog | None,
         retry_ms: int | None,
         keepalive: KeepAlive,
-        clock: Callable[[], float],
+        loop: Loop,
         observer_for: Callable[[SessionEntry[LegacySession]], RequestObserver | None] | None = None,
         on_created: Callable[[SessionEntry[LegacySession]], None] | None = None,
         on_ended: SessionHook | None = None,
@@ -176,9 +177,7 @@ class LegacyEndpoint:
         self._events = events
         self._retry_ms = retry_ms
         self.keepalive = keepalive
-        self._clock = clock
-        # Resolved once: anyio's module-level helpers look the backend up on every call.
-        self._backend = anyio.lowlevel.current_token().backend_class
+        self._loop = loop
         self._observer_for = observer_for
         self._on_created = on_created
         self._on_ended = on_ended
@@ -208,7 +207,7 @@ class LegacyEndpoint:
 
     def finish_exchange(self, entry: SessionEntry[LegacySession]) -> None:
         """An exchange of the session ended; a session draining for a removed tenant may end with it."""
-        if self.table.end(entry, self._clock()):
+        if self.table.end(entry, self._loop.clock()):
             self.end_session(entry.session_id, "token_removed")
         elif entry.queued_deadline is not None:
             self.wake(entry.queued_deadline)
@@ -391,7 +390,7 @@ class LegacyEndpoint:
                 message.id, message.method, message.params, stream, metadata, transport, shield=True
             )
             # A request cancelled meanwhile (its server is cancelling it) writes nothing more.
-            await self._backend.checkpoint_if_cancelled()
+            await self._loop.backend.checkpoint_if_cancelled()
             await _answer_json(stream.answer, send, message.id)
             return
         priming = await session.priming_frame(stream)
@@ -401,13 +400,13 @@ class LegacyEndpoint:
         # The handler runs here, in the request's task, writing its frames straight to this response.
         # Admitted before the first send: a session ending meanwhile cancels it like any in flight.
         admitted = session.dispatcher.admit(message.id, message.params, stream, metadata, transport)
-        writer = ResponseWriter(send, self._backend)
+        writer = ResponseWriter(send, self._loop.backend)
         stream.write_to(writer)
         self.keepalive.register(writer)
         self.open_streams += 1
         try:
             # Shielded, as for JSON answers: a dropped connection does not cancel the handler.
-            with self._backend.create_cancel_scope(shield=True):
+            with self._loop.backend.create_cancel_scope(shield=True):
                 await writer.start(SSE_HEADERS)
                 if priming is not None:
                     await writer.write(priming.encode())
@@ -419,7 +418,7 @@ class LegacyEndpoint:
                 stream.detach()
             self.keepalive.unregister(writer)
             self.open_streams -= 1
-        await self._backend.checkpoint_if_cancelled()
+        await self._loop.backend.checkpoint_if_cancelled()
         await writer.end()
 
     async def _initialize(
@@ -428,9 +427,11 @@ class LegacyEndpoint:
         assert message.id is not None
         host = await principal.host()
         session_id = secrets.token_urlsafe(24)
-        session = LegacySession(session_id, host, self._tg, events=self._events, retry_ms=self._retry_ms, observer=None)
+        session = LegacySession(
+            session_id, host, self._tg, self._loop, events=self._events, retry_ms=self._retry_ms, observer=None
+        )
         entry = self.table.open(
-            session_id, owner=principal.owner, tenant_id=principal.tenant_id, value=session, now=self._clock()
+            session_id, owner=principal.owner, tenant_id=principal.tenant_id, value=session, now=self._loop.clock()
         )
         host.sessions += 1
         if self._observer_for is not None:

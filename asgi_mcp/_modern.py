@@ -37,7 +37,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 
 from ._asgi import HttpRequest, Receive, Send, send_empty, send_json
-from ._dispatch import RequestObserver
+from ._dispatch import PeerCancellation, RequestObserver
 from ._errors import HEADER_MISMATCH, ProtocolError
 from ._hosting import ServerHost
 from ._jsonrpc import Message, RequestId, dumps, error_message, result_message
@@ -52,7 +52,7 @@ _LIST_PAGE_CAP: Final = 100
 
 
 @dataclass(eq=False, slots=True)
-class ExchangeContext:
+class ExchangeContext(PeerCancellation):
     """`DispatchContext` of one modern exchange: notifications go to the response, requests are refused."""
 
     transport: TransportContext
@@ -62,22 +62,6 @@ class ExchangeContext:
     sink: MemoryObjectSendStream[bytes] | None = None
     # The response task's wait for a disconnect, cut short when there is something to send.
     waiting: anyio.CancelScope | None = None
-    # Made on first use: almost no exchange is ever cancelled or asked about it.
-    _cancel_requested: anyio.Event | None = None
-    cancelled_by_peer: bool = False
-
-    @property
-    def cancel_requested(self) -> anyio.Event:
-        if self._cancel_requested is None:
-            self._cancel_requested = anyio.Event()
-            if self.cancelled_by_peer:
-                self._cancel_requested.set()
-        return self._cancel_requested
-
-    def mark_cancelled(self) -> None:
-        self.cancelled_by_peer = True
-        if self._cancel_requested is not None:
-            self._cancel_requested.set()
 
     @property
     def can_send_request(self) -> bool:

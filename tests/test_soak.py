@@ -43,6 +43,7 @@ import pytest
 from asgi_mcp import McpApp, Tenants
 from asgi_mcp._hosting import ServerHost
 from asgi_mcp._legacy import LegacySession
+from asgi_mcp._loop import Loop
 from asgi_mcp._streams import STREAM_BUFFER
 
 from ._mcp import LEGACY, initialize, modern, notification, request
@@ -409,7 +410,7 @@ async def test_final_frame_interrupted_by_session_close_still_ends_the_connectio
     hung until the client gave up. The stream must be detached whatever the order."""
     async with anyio.create_task_group() as app_tasks:
         session = LegacySession(
-            "s", ServerHost(tenant_server("s")), app_tasks, events=None, retry_ms=None, observer=None
+            "s", ServerHost(tenant_server("s")), app_tasks, Loop.current(), events=None, retry_ms=None, observer=None
         )
         stream = session.new_stream(json_only=False)
         frames = stream.attach()
