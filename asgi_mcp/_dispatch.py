@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+import weakref
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ class RequestContext(PeerCancellation):
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             message["params"] = dict(params)
-        await self._dispatcher.emitter.emit(self.stream, message)
+        await self._dispatcher.emit(self.stream, message)
 
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
@@ -141,7 +142,9 @@ class SessionDispatcher:
         *,
         observer: RequestObserver | None = None,
     ) -> None:
-        self.emitter = emitter
+        # Weak: the session owns its dispatcher, and a session is garbage the moment its table entry
+        # and its requests let go of it, with no cycle for the collector to find (see `_kernel`).
+        self._emitter = weakref.ref(emitter)
         self.observer = observer
         # Notification handlers run here; requests run in the task of the HTTP request carrying them.
         self._task_group = task_group
@@ -183,13 +186,24 @@ class SessionDispatcher:
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
     ) -> dict[str, Any]:
-        return await self.call(method, params, opts, self.emitter.standalone)
+        emitter = self._emitter()
+        if emitter is None:
+            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+        return await self.call(method, params, opts, emitter.standalone)
 
     async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
+        emitter = self._emitter()
+        if emitter is None:
+            return  # the session is gone: nobody is left to hear it
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             message["params"] = dict(params)
-        await self.emitter.emit(self.emitter.standalone, message)
+        await emitter.emit(emitter.standalone, message)
+
+    async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None:
+        emitter = self._emitter()
+        if emitter is not None:
+            await emitter.emit(stream, message, final=final)
 
     # -- inbound: the HTTP layer calls these -----------------------------------------------------
 
@@ -244,8 +258,13 @@ class SessionDispatcher:
 
     def close(self) -> None:
         """The session is ending: cancel every request and notification handler still running, and
-        fail the server-to-client requests still waiting for an answer. Idempotent; never awaits."""
+        fail the server-to-client requests still waiting for an answer. Idempotent; never awaits.
+
+        The kernel's handlers are dropped too: the kernel holds the connection, whose outbound is
+        this dispatcher, so keeping them would leave the session's objects to the cycle collector.
+        """
         self._closed = True
+        self._on_request = self._on_notify = self._intercept = None
         for scope, _ in list(self._in_flight.values()):
             scope.cancel()
         for scope in self._notifying:
@@ -266,7 +285,10 @@ class SessionDispatcher:
                     found[0].cancel()
         if self._closed or (self._intercept is not None and self._intercept(method, params)):
             return
-        dctx = RequestContext(transport, None, metadata, self, self.emitter.standalone)  # type: ignore[arg-type]
+        emitter = self._emitter()
+        if emitter is None:
+            return
+        dctx = RequestContext(transport, None, metadata, self, emitter.standalone)  # type: ignore[arg-type]
         scope = anyio.CancelScope()
         self._notifying.add(scope)
         contextvars.copy_context().run(
@@ -309,7 +331,7 @@ class SessionDispatcher:
         timeout = (opts or {}).get("timeout")
         try:
             with anyio.fail_after(timeout) if timeout is not None else nullcontext():
-                await self.emitter.emit(stream, message)
+                await self.emit(stream, message)
                 await pending.done.wait()
         except TimeoutError:
             await self._courtesy_cancel(stream, request_id, f"timed out after {timeout}s")
@@ -324,7 +346,7 @@ class SessionDispatcher:
 
     async def _courtesy_cancel(self, stream: OutboundStream, request_id: int, reason: str) -> None:
         with anyio.move_on_after(1, shield=True):
-            await self.emitter.emit(
+            await self.emit(
                 stream,
                 {
                     "jsonrpc": "2.0",
@@ -336,19 +358,20 @@ class SessionDispatcher:
     async def _handle_request(
         self, method: str, params: dict[str, Any] | None, dctx: RequestContext, scope: anyio.CancelScope
     ) -> None:
-        assert self._on_request is not None
+        on_request = self._on_request
         started = time.perf_counter()
         outcome: dict[str, Any] | None = None
         try:
             with scope:
                 try:
-                    result = await self._on_request(dctx, method, params)
+                    # None: admitted, then its session ended before it started; answered as closed below.
+                    if on_request is not None:
+                        outcome = result_message(dctx.request_id, await on_request(dctx, method, params))
                 finally:
                     dctx.closed = True
                     key = coerce_request_id(dctx.request_id)
                     if (found := self._in_flight.get(key)) is not None and found[1] is dctx:
                         del self._in_flight[key]
-                outcome = result_message(dctx.request_id, result)
         except anyio.get_cancelled_exc_class():
             # The session is closing: its streams are being torn down, nothing to answer on.
             raise
@@ -368,15 +391,16 @@ class SessionDispatcher:
             outcome = error_message(dctx.request_id, REQUEST_CANCELLED, "Request cancelled")
         if self.observer is not None:
             self.observer(method, params, started, outcome)
-        await self.emitter.emit(dctx.stream, outcome, final=True)
+        await self.emit(dctx.stream, outcome, final=True)
 
     async def _handle_notification(
         self, method: str, params: dict[str, Any] | None, dctx: RequestContext, scope: anyio.CancelScope
     ) -> None:
-        assert self._on_notify is not None
+        on_notify = self._on_notify
         try:
             with scope:
-                await self._on_notify(dctx, method, params)
+                if on_notify is not None:  # None: the session ended before it started
+                    await on_notify(dctx, method, params)
         except Exception:
             logger.exception("notification handler for %r raised", method)
         finally:

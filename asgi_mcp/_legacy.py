@@ -18,7 +18,7 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 from mcp.server.connection import Connection
-from mcp.server.runner import ServerRunner, aclose_shielded
+from mcp.server.runner import ServerRunner
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 
@@ -29,6 +29,7 @@ from ._event_store import EventLog, ReplayedEvent
 from ._hosting import ServerHost
 from ._http import FIRST_PRIMING_VERSION, check_session_id, is_visible_ascii, missing_session, session_not_found
 from ._jsonrpc import Message, dumps, error_message
+from ._kernel import close_connection, has_teardown, kernel_handlers
 from ._loop import Loop
 from ._registry import SessionEntry, SessionTable
 from ._sse import SSE_HEADERS, encode_event
@@ -52,7 +53,7 @@ class Principal:
 
 
 class LegacySession:
-    """One session: its server kernel, its outbound streams, and the task that runs them."""
+    """One session: its server kernel and its outbound streams. No task: its requests run it."""
 
     def __init__(
         self,
@@ -73,8 +74,7 @@ class LegacySession:
         self.tag = EventLog.new_tag()
         self.dispatcher = SessionDispatcher(self, task_group, loop.backend, observer=observer)
         self.connection = Connection.for_loop(self.dispatcher, session_id=session_id)
-        runner = ServerRunner(host.server, self.connection, host.state)
-        self.dispatcher.bind(runner.on_request, runner.on_notify)
+        self.dispatcher.bind(*kernel_handlers(ServerRunner(host.server, self.connection, host.state)))
         self.standalone = OutboundStream(f"{self.tag}/get")
         self.streams: dict[str, OutboundStream] = {}
         self._streams_opened = 0
@@ -98,7 +98,8 @@ class LegacySession:
         if self._events is not None:
             self._events.forget(self.tag)
         # Per-connection cleanup the handlers registered (`Connection.exit_stack`), shielded and bounded.
-        self._task_group.start_soon(aclose_shielded, self.connection)
+        if has_teardown(self.connection):
+            self._task_group.start_soon(close_connection, self.connection)
 
     def new_stream(self, *, json_only: bool) -> OutboundStream:
         # Stream ids name events in the store: unguessable then; without a store a counter will do.

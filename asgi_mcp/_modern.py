@@ -3,7 +3,7 @@
 Validation follows the spec's ladder (and the SDK's helpers for it, so both agree to the letter):
 routing headers against the body (-32020), the per-request `_meta` envelope, the version (-32022),
 `Mcp-Param-*` headers against the tool's schema; then the request runs through the SDK kernel's
-single-exchange driver (`serve_one`). The answer is JSON unless the handler streams notifications
+single-exchange driver (`_kernel.serve_one`). The answer is JSON unless the handler streams notifications
 or runs past the keep-alive interval, in which case the response commits to SSE. Closing the
 response is cancellation: a disconnect cancels the handler.
 """
@@ -20,7 +20,7 @@ from typing import Any, Final, cast
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 from mcp.server.connection import Connection
-from mcp.server.runner import modern_error_data, serve_one
+from mcp.server.runner import modern_error_data
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import NoBackChannelError
 from mcp.shared.inbound import (
@@ -41,6 +41,7 @@ from ._dispatch import PeerCancellation, RequestObserver
 from ._errors import HEADER_MISMATCH, ProtocolError
 from ._hosting import ServerHost
 from ._jsonrpc import Message, RequestId, dumps, error_message, result_message
+from ._kernel import serve_one
 from ._sse import KEEPALIVE, SSE_HEADERS, encode_event
 
 __all__: list[str] = []
@@ -328,9 +329,7 @@ class ModernEndpoint:
                 ServerMessageMetadata(request_context=request, can_send_request=False),
             )
             try:
-                result = await serve_one(
-                    host.server, dctx, "tools/list", list_params, connection=connection, lifespan_state=host.state
-                )
+                result = await serve_one(host, dctx, "tools/list", list_params, connection)
             except Exception:
                 # Fail open, as the SDK does: header validation must never break a working call.
                 logger.exception("tools/list failed; Mcp-Param headers not validated")
@@ -365,7 +364,7 @@ async def _run(
 ) -> dict[str, Any]:
     """The JSON-RPC answer for one request: its result, or its error with no internals on the wire."""
     try:
-        result = await serve_one(host.server, dctx, method, params, connection=connection, lifespan_state=host.state)
+        result = await serve_one(host, dctx, method, params, connection)
     except Exception as exc:
         error = modern_error_data(exc)
         return error_message(dctx.request_id, error.code, error.message, error.data)
