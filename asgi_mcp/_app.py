@@ -60,6 +60,7 @@ from ._streams import KeepAlive
 from ._telemetry import TENANT_ATTRIBUTE, Metrics, current_tenant
 from ._tenancy import Tenants
 from ._tenant_servers import TenantRemoved, TenantServers
+from ._watch import LateWatch
 
 __all__ = ["McpApp"]
 
@@ -67,6 +68,8 @@ logger = logging.getLogger("asgi_mcp")
 http_logger = logging.getLogger("asgi_mcp.http")
 
 DEFAULT_MAX_BODY: Final = 4 * 1024 * 1024
+# How soon a modern exchange still running gets a watcher (a leaving client cancels it within two).
+WATCH_PERIOD: Final = 0.05
 NOT_RUNNING_MESSAGE: Final = (
     "asgi_mcp.McpApp is not running. Serve it as the top-level ASGI app (the server runs its lifespan), "
     "or, when it is mounted inside another framework, enter `async with mcp_app.lifespan_context():` "
@@ -86,6 +89,7 @@ class _Runtime:
         self.wake_reaper = anyio.Event()
         self.reaper_wakes_at = float("inf")
         self.keepalive = KeepAlive(app.keepalive_interval)
+        self.watch = LateWatch(min(WATCH_PERIOD, app.keepalive_interval / 4))
         self.loop = Loop.current()
         self.table: SessionTable[LegacySession] = SessionTable(
             max_sessions=app.max_sessions, idle_timeout=app.session_idle_timeout
@@ -116,7 +120,8 @@ class _Runtime:
             json_response=app.json_response,
             keepalive=app.keepalive_interval,
             tool_schema_ttl=app.tool_schema_ttl,
-            clock=self.loop.clock,
+            loop=self.loop,
+            watch=self.watch,
         )
 
     def _session_ended(self, entry: SessionEntry[LegacySession], reason: str) -> None:
@@ -374,6 +379,7 @@ class McpApp:
                         await self.host.start(tg)
                     tg.start_soon(runtime.reap_forever)
                     tg.start_soon(runtime.keepalive.run, tg)
+                    tg.start_soon(runtime.watch.run, tg)
                     runtime.started = True
                     if self.gc_freeze:
                         gc.freeze()
@@ -389,6 +395,7 @@ class McpApp:
             return
         runtime.closing = True
         runtime.keepalive.stop()
+        runtime.watch.stop()
         runtime.legacy.end_all("shutdown")
         if self._tenant_servers is not None:
             self._tenant_servers.detach()

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 from mcp.server.connection import Connection
 from mcp.server.runner import modern_error_data
 from mcp.shared.dispatcher import CallOptions
@@ -42,7 +41,10 @@ from ._errors import HEADER_MISMATCH, ProtocolError
 from ._hosting import ServerHost
 from ._jsonrpc import Message, RequestId, dumps, error_message, result_message
 from ._kernel import serve_one
+from ._loop import Loop
 from ._sse import KEEPALIVE, SSE_HEADERS, encode_event
+from ._streams import ResponseWriter, wait_for_disconnect
+from ._watch import LateWatch
 
 __all__: list[str] = []
 
@@ -60,9 +62,11 @@ class ExchangeContext(PeerCancellation):
     request_id: RequestId
     message_metadata: ServerMessageMetadata
     progress_token: str | int | None = None
-    sink: MemoryObjectSendStream[bytes] | None = None
-    # The response task's wait for a disconnect, cut short when there is something to send.
-    waiting: anyio.CancelScope | None = None
+    # The response, for an exchange that may stream (None: a JSON answer, nowhere to notify).
+    writer: ResponseWriter | None = None
+    committed: bool = False  # the response's SSE headers went out
+    clock: Callable[[], float] | None = None
+    last_write: float = 0.0  # by `clock`: when the response last took a chunk
 
     @property
     def can_send_request(self) -> bool:
@@ -74,20 +78,23 @@ class ExchangeContext(PeerCancellation):
         raise NoBackChannelError(method)
 
     async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
-        if self.sink is None:
+        if self.writer is None:
             return  # JSON answer: there is nowhere to put a notification
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             message["params"] = dict(params)
-        # The response may have ended already (answered, or the client left).
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await self.sink.send(encode_event(dumps(message)))
-            self.wake()
+        await self.write(encode_event(dumps(message)))
 
-    def wake(self) -> None:
-        if self.waiting is not None:
-            self.waiting.cancel()
-            self.waiting = None
+    async def write(self, chunk: bytes) -> None:
+        """Straight to the response, committing it to SSE first. A response that has ended (answered,
+        or its client gone) takes nothing more: the writer drops the chunk."""
+        writer = self.writer
+        assert writer is not None and self.clock is not None
+        if not self.committed:
+            self.committed = True
+            await writer.start(SSE_HEADERS)
+        await writer.write(chunk)
+        self.last_write = self.clock()
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         if self.progress_token is None:
@@ -98,6 +105,47 @@ class ExchangeContext(PeerCancellation):
         if message is not None:
             params["message"] = message
         await self.notify("notifications/progress", params)
+
+
+class _InlineExchange:
+    """The response side of a modern exchange that may stream, while its handler runs inline.
+
+    Watched only once it has lasted (see `_watch`): then `watch` runs in a task of its own, where
+    the client's disconnect cancels the handler and silence gets keep-alive comments.
+    """
+
+    __slots__ = ("dctx", "keepalive", "receive", "scope", "settled", "waiting", "watch_ticks")
+
+    def __init__(self, dctx: ExchangeContext, receive: Receive, scope: anyio.CancelScope, keepalive: float) -> None:
+        self.dctx = dctx
+        self.receive = receive
+        self.scope = scope  # the handler's: cancelled when the client leaves
+        self.keepalive = keepalive
+        self.settled = False
+        self.waiting: anyio.CancelScope | None = None
+        self.watch_ticks = 0
+
+    async def watch(self) -> None:
+        dctx = self.dctx
+        assert dctx.clock is not None
+        while not self.settled:
+            with anyio.CancelScope(deadline=dctx.last_write + self.keepalive) as self.waiting:
+                # A broken receive channel says the same as a disconnect: the client is gone.
+                with contextlib.suppress(Exception):
+                    await wait_for_disconnect(self.receive)
+                # Closing the response stream is cancellation (2026-07-28): stop the handler.
+                dctx.mark_cancelled()
+                self.scope.cancel()
+                return
+            self.waiting = None
+            if not self.settled and dctx.clock() >= dctx.last_write + self.keepalive:
+                await dctx.write(KEEPALIVE)  # the interval passed in silence
+
+    def settle(self) -> None:
+        """The handler is done: the watcher (if any) stops waiting and writes nothing more."""
+        self.settled = True
+        if self.waiting is not None:
+            self.waiting.cancel()
 
 
 class _RawHeaders(Mapping[str, str]):
@@ -123,9 +171,11 @@ class ModernEndpoint:
     """Serves 2026-07-28 POSTs for every tenant."""
 
     def __init__(
-        self, *, json_response: bool, keepalive: float, tool_schema_ttl: float, clock: Callable[[], float]
+        self, *, json_response: bool, keepalive: float, tool_schema_ttl: float, loop: Loop, watch: LateWatch
     ) -> None:
-        self._clock = clock
+        self._loop = loop
+        self._watch = watch
+        self._clock = loop.clock
         self._json_response = json_response
         self._keepalive = keepalive
         self._tool_schema_ttl = tool_schema_ttl
@@ -209,59 +259,33 @@ class ModernEndpoint:
     ) -> dict[str, Any] | None:
         """Run the exchange; returns its answer, or None when the client left before it settled.
 
-        The handler runs in a task of its own. This task writes the response and, whenever nothing
-        is waiting to be sent, waits on `receive()` for the disconnect; a notification, the answer
-        or the keep-alive deadline cuts that wait short. A separate watcher task would cost a spawn
-        and, blocked in `receive()`, a cancellation on every request (tens of µs on anyio).
+        The handler runs in this task and writes its notifications straight to the response
+        (`ResponseWriter`; the first commits it to SSE). An exchange that ends within the watch
+        period, nearly all of them, costs no task, no buffer and no wait on `receive()`; one that
+        lasts gets a watcher (`_InlineExchange.watch`).
         """
-        sink, events = anyio.create_memory_object_stream[bytes](16)
-        dctx.sink = sink
-        answer: list[dict[str, Any]] = []
-
-        async def handle() -> None:
-            try:
-                async with sink:
-                    answer.append(await _run(host, dctx, method, params, connection))
-            finally:
-                dctx.wake()  # the answer, or the end of the stream, is there to read
-
-        committed = gone = False
-        async with events, anyio.create_task_group() as tg:
-            tg.start_soon(handle)
-            while True:
-                try:
-                    chunk = events.receive_nowait()
-                except anyio.EndOfStream:
-                    break
-                except anyio.WouldBlock:
-                    wait = dctx.waiting = anyio.CancelScope(deadline=anyio.current_time() + self._keepalive)
-                    with wait:
-                        while (await receive())["type"] != "http.disconnect":
-                            pass
-                        gone = True
-                    dctx.waiting = None
-                    if gone:
-                        # Closing the response stream is cancellation (2026-07-28): stop the handler.
-                        dctx.mark_cancelled()
-                        tg.cancel_scope.cancel()
-                        break
-                    try:
-                        chunk = events.receive_nowait()
-                    except anyio.EndOfStream:
-                        break
-                    except anyio.WouldBlock:
-                        chunk = KEEPALIVE  # woken by the deadline: the interval passed in silence
-                if not committed:
-                    committed = True
-                    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if committed and not gone:
-                await send({"type": "http.response.body", "body": encode_event(dumps(answer[0])), "more_body": False})
-            elif not gone:
-                # Settled within the interval without streaming anything: a plain JSON answer, whose
-                # HTTP status can still say what the error is (404 for an unknown method).
-                await _send_answer(send, answer[0])
-        return answer[0] if answer else None
+        backend, clock = self._loop.backend, self._loop.clock
+        dctx.writer = writer = ResponseWriter(send, backend)
+        dctx.clock = clock
+        dctx.last_write = clock()
+        exchange = _InlineExchange(dctx, receive, backend.create_cancel_scope(), self._keepalive)
+        answer: dict[str, Any] | None = None
+        self._watch.add(exchange)
+        try:
+            with exchange.scope:
+                answer = await _run(host, dctx, method, params, connection)
+        finally:
+            exchange.settle()
+            self._watch.discard(exchange)
+        if answer is None:
+            return None  # the client left: its watcher cancelled the handler
+        if dctx.committed:
+            await writer.end(encode_event(dumps(answer)))
+        else:
+            # Settled without streaming anything: a plain JSON answer, whose HTTP status can still
+            # say what the error is (404 for an unknown method).
+            await _send_answer(send, answer)
+        return answer
 
     async def _check_param_headers(
         self, request: HttpRequest, message: Message, host: ServerHost, protocol_version: str

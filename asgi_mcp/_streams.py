@@ -93,15 +93,15 @@ class ResponseWriter:
         if self._sending is not None:
             self._sending.cancel()
 
-    async def end(self) -> None:
-        """Stop and send the end of the body (after any write in progress). Idempotent."""
+    async def end(self, body: bytes = b"") -> None:
+        """Stop and send the end of the body, `body` last (after any write in progress). Idempotent."""
         self.open = False
         if self.ended:
             return
         await self._take_turn()
         try:
             if not self.ended:
-                await self._put({"type": "http.response.body", "body": b"", "more_body": False})
+                await self._put({"type": "http.response.body", "body": body, "more_body": False})
                 self.ended = True
         finally:
             self._end_turn()
