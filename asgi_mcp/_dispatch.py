@@ -229,8 +229,8 @@ class SessionDispatcher:
         of two; fit only where delivering the answer cannot block, see `_legacy`). The scope is
         registered, so the peer's `notifications/cancelled` and the session's end still cancel it.
         """
-        admitted = self.admit(request_id, params, stream, metadata, transport, shield=shield)
-        await self.run_admitted(method, params, admitted)
+        context, scope = self.admit(request_id, params, stream, metadata, transport, shield=shield)
+        await self._handle_request(method, params, context, scope)
 
     def admit(
         self,

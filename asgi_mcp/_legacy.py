@@ -102,6 +102,10 @@ class LegacySession:
             self._task_group.start_soon(close_connection, self.connection)
 
     def new_stream(self, *, json_only: bool) -> OutboundStream:
+        if json_only:
+            # Carries only its answer, to the request that runs it: nothing to store, replay or
+            # reconnect to, so it needs no id and no place among the session's streams.
+            return OutboundStream("", json_only=True)
         # Stream ids name events in the store: unguessable then; without a store a counter will do.
         if self._events is not None:
             suffix = secrets.token_urlsafe(6)
@@ -119,7 +123,6 @@ class LegacySession:
                 # Answered by the request that ran it (inline), once the handler returns.
                 stream.answer = Frame(None, dumps(message), True)
                 stream.finished = True
-                self.streams.pop(stream.store_id, None)
             return
         data = dumps(message)
         event_id = None
@@ -135,12 +138,16 @@ class LegacySession:
             if final:
                 self.streams.pop(stream.store_id, None)
 
-    async def priming_frame(self, stream: OutboundStream) -> Frame | None:
-        """The SEP-1699 priming event, for sessions that negotiated 2025-11-25 or later with a store.
+    @property
+    def resumable(self) -> bool:
+        """Whether its streams can be resumed (SEP-1699): an event store, and a negotiated version of
+        2025-11-25 or later. The negotiated version decides, not the request's header: clients send
+        stale headers."""
+        return self._events is not None and self.protocol_version >= FIRST_PRIMING_VERSION
 
-        The negotiated version decides, not the request's header: clients send stale headers.
-        """
-        if self._events is None or self.protocol_version < FIRST_PRIMING_VERSION:
+    async def priming_frame(self, stream: OutboundStream) -> Frame | None:
+        """The SEP-1699 priming event, for resumable sessions (see `resumable`)."""
+        if self._events is None or not self.resumable:
             return None
         event_id = await self._events.store(stream.store_id, None, None)
         return Frame(event_id, "", False, self._retry_ms)
@@ -361,6 +368,12 @@ class LegacyEndpoint:
     def _metadata(
         request: HttpRequest, session: LegacySession, stream: OutboundStream, *, can_send: bool
     ) -> tuple[ServerMessageMetadata, TransportContext]:
+        transport = TransportContext(kind="streamable-http", can_send_request=can_send, headers=request.headers)
+        if not (can_send and session.resumable):
+            # As the SDK's transport: a stream may be closed for polling (SEP-1699) only when the
+            # client can resume it. Otherwise the closing would take the answer away with it.
+            return ServerMessageMetadata(request_context=request, can_send_request=can_send), transport
+
         async def close_sse_stream() -> None:
             await stream.close_connection()
 
@@ -373,7 +386,7 @@ class LegacyEndpoint:
             close_standalone_sse_stream=close_standalone_sse_stream,
             can_send_request=can_send,
         )
-        return metadata, TransportContext(kind="streamable-http", can_send_request=can_send, headers=request.headers)
+        return metadata, transport
 
     async def _answer(
         self, request: HttpRequest, message: Message, session: LegacySession, send: Send, *, json_mode: bool

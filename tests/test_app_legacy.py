@@ -474,6 +474,22 @@ async def test_close_sse_stream_then_resume_with_last_event_id() -> None:
         assert text_of(replayed[1]["result"]) == "polled"
 
 
+@pytest.mark.parametrize(("store", "version"), [(False, LEGACY), (True, "2025-06-18")])
+async def test_close_sse_stream_keeps_the_connection_when_the_client_cannot_resume(store: bool, version: str) -> None:
+    """Without an event store, or before 2025-11-25 (no priming event), closing the stream would take
+    the answer with it: as in the SDK's transport, the handler gets no close callback."""
+    probe = Probe()
+    app = app_for(probe, event_store=InMemoryEventStore() if store else None)
+    async with serving(app) as client:
+        session_id = await open_session(client, version)
+        call = await client.post(call_tool(4, "poll"), session_id=session_id, version=version)
+        await probe.closed_stream.wait()
+        probe.release.set()
+        messages = await call.messages()
+        assert [m.get("params", {}).get("data") for m in messages[:-1]] == ["before close", "after close"]
+        assert text_of(messages[-1]["result"]) == "polled"
+
+
 async def test_resume_while_the_handler_still_runs_continues_live() -> None:
     probe = Probe()
     async with serving(app_for(probe, event_store=InMemoryEventStore())) as client:
