@@ -379,7 +379,7 @@ class McpApp:
                         await self.host.start(tg)
                     tg.start_soon(runtime.reap_forever)
                     tg.start_soon(runtime.keepalive.run, tg)
-                    tg.start_soon(runtime.watch.run, tg)
+                    tg.start_soon(runtime.watch.run)
                     runtime.started = True
                     if self.gc_freeze:
                         gc.freeze()

@@ -41,15 +41,17 @@ class LateWatch:
     def discard(self, exchange: Watchable) -> None:
         self._running.discard(exchange)
 
-    async def run(self, task_group: anyio.abc.TaskGroup) -> None:
-        with anyio.CancelScope() as self._scope:
+    async def run(self) -> None:
+        """The ticker; the watchers are its children, so `stop` ends them all with it."""
+        async with anyio.create_task_group() as watchers:
+            self._scope = watchers.cancel_scope
             while True:
                 if not self._running:
                     # Idle: no wake-ups until there is something to watch.
                     wanted = self._wanted = anyio.Event()
                     await wanted.wait()
                 await anyio.sleep(self.period)
-                self.tick(task_group)
+                self.tick(watchers)
 
     def tick(self, task_group: anyio.abc.TaskGroup) -> None:
         for exchange in self._running:

@@ -54,7 +54,7 @@ async def test_an_exchange_that_ends_between_two_ticks_is_never_watched() -> Non
 async def test_the_ticker_watches_what_lasts_again_after_idling() -> None:
     watch = LateWatch(PERIOD)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(watch.run, tg)
+        tg.start_soon(watch.run)
         first = Exchange()
         watch.add(first)
         await wait_until(lambda: first.watched == 1)
@@ -64,3 +64,20 @@ async def test_the_ticker_watches_what_lasts_again_after_idling() -> None:
         watch.add(second)
         await wait_until(lambda: second.watched == 1)
         watch.stop()
+
+
+class Lasting(Exchange):
+    async def watch(self) -> None:
+        self.watched += 1
+        await anyio.sleep_forever()
+
+
+async def test_stopping_the_watch_ends_its_watchers() -> None:
+    watch = LateWatch(PERIOD)
+    exchange = Lasting()
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch.run)
+            watch.add(exchange)
+            await wait_until(lambda: exchange.watched == 1)
+            watch.stop()  # the task group exits only once the ticker and the watcher have ended
