@@ -26,6 +26,8 @@ class Watchable(Protocol):
 
 
 class LateWatch:
+    """The app's exchanges running inline, and the ticker that hands watchers to the lasting ones."""
+
     def __init__(self, period: float) -> None:
         self.period = period
         self._running: set[Watchable] = set()
