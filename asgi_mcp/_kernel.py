@@ -43,12 +43,6 @@ def has_teardown(connection: Connection) -> bool:
     return callbacks is None or len(callbacks) > 0
 
 
-async def close_connection(connection: Connection) -> None:
-    """Run the connection's registered cleanup, shielded and bounded, as the SDK's drivers do."""
-    if has_teardown(connection):
-        await aclose_shielded(connection)
-
-
 async def serve_one(
     host: ServerHost,
     dctx: DispatchContext[TransportContext],
@@ -57,8 +51,11 @@ async def serve_one(
     connection: Connection,
 ) -> dict[str, Any]:
     """One request on a born-ready connection: `mcp.server.runner.serve_one`, garbage-free."""
-    on_request, _ = kernel_handlers(ServerRunner(host.server, connection, host.state))
+    runner = ServerRunner(host.server, connection, host.state)
+    on_request = runner.on_request
+    vars(runner).pop("on_request", None)  # the cached copy (see the module docstring)
     try:
         return await on_request(dctx, method, params)
     finally:
-        await close_connection(connection)
+        if has_teardown(connection):
+            await aclose_shielded(connection)

@@ -18,7 +18,7 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 from mcp.server.connection import Connection
-from mcp.server.runner import ServerRunner
+from mcp.server.runner import ServerRunner, aclose_shielded
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 
@@ -29,7 +29,7 @@ from ._event_store import EventLog, ReplayedEvent
 from ._hosting import ServerHost
 from ._http import FIRST_PRIMING_VERSION, check_session_id, is_visible_ascii, missing_session, session_not_found
 from ._jsonrpc import Message, dumps, error_message
-from ._kernel import close_connection, has_teardown, kernel_handlers
+from ._kernel import has_teardown, kernel_handlers
 from ._loop import Loop
 from ._registry import SessionEntry, SessionTable
 from ._sse import SSE_HEADERS, encode_event
@@ -99,7 +99,7 @@ class LegacySession:
             self._events.forget(self.tag)
         # Per-connection cleanup the handlers registered (`Connection.exit_stack`), shielded and bounded.
         if has_teardown(self.connection):
-            self._task_group.start_soon(close_connection, self.connection)
+            self._task_group.start_soon(aclose_shielded, self.connection)
 
     def new_stream(self, *, json_only: bool) -> OutboundStream:
         if json_only:
@@ -147,8 +147,9 @@ class LegacySession:
 
     async def priming_frame(self, stream: OutboundStream) -> Frame | None:
         """The SEP-1699 priming event, for resumable sessions (see `resumable`)."""
-        if self._events is None or not self.resumable:
+        if not self.resumable:
             return None
+        assert self._events is not None
         event_id = await self._events.store(stream.store_id, None, None)
         return Frame(event_id, "", False, self._retry_ms)
 

@@ -175,7 +175,6 @@ class ModernEndpoint:
     ) -> None:
         self._loop = loop
         self._watch = watch
-        self._clock = loop.clock
         self._json_response = json_response
         self._keepalive = keepalive
         self._tool_schema_ttl = tool_schema_ttl
@@ -319,7 +318,7 @@ class ModernEndpoint:
             except Exception:
                 logger.exception("get_tool_input_schema raised; Mcp-Param headers not validated")
                 return None
-        now = self._clock()
+        now = self._loop.clock()
         cached = host.tool_schemas
         if cached is None or cached[0] <= now:
             schemas = await self._list_schemas(request, host, protocol_version, raw)

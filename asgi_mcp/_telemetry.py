@@ -81,13 +81,6 @@ def sdk_tracing_enabled() -> bool:
     return not isinstance(tracer, trace.NoOpTracer)
 
 
-async def _annotated(call_next: CallNext, ctx: ServerRequestContext[Any, Any]) -> HandlerResult:
-    span = trace.get_current_span()
-    if span.is_recording():
-        annotate(span, ctx)
-    return await call_next(ctx)
-
-
 class SpanWhenTracing:
     """The SDK's span middleware, run only while tracing is on, with the transport's facts on its span.
 
@@ -100,10 +93,11 @@ class SpanWhenTracing:
 
     def __init__(self, inner: ServerMiddleware[Any]) -> None:
         self.inner = inner
+        self._annotator = TransportSpanAttributes()  # run inside the SDK's span, so it annotates that
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if sdk_tracing_enabled():
-            return await self.inner(ctx, partial(_annotated, call_next))
+            return await self.inner(ctx, partial(self._annotator, call_next=call_next))
         return await call_next(ctx)
 
 
