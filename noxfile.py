@@ -28,12 +28,13 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on everything; strict mypy and strict pyright on the package."""
+    """ruff on everything; strict mypy and strict pyright on the package; the import-linter layer contracts."""
     session.install("-e", ".[jwt,server]", *LINT_DEPS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "--exclude", "*.md", ".")
     session.run("mypy", "asgi_mcp")
     session.run("pyright", "asgi_mcp")
+    session.run("lint-imports")  # the layer contracts in pyproject.toml
 
 
 @nox.session

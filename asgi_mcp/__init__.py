@@ -3,41 +3,41 @@
 import logging as _logging
 import types as _types
 
-from ._app import McpApp as McpApp
-from ._asgi import HttpRequest as HttpRequest
-from ._auth import AuthenticationError as AuthenticationError
-from ._auth import TokenVerifier as TokenVerifier
-from ._errors import AsgiMcpError as AsgiMcpError
-from ._errors import ConfigurationError as ConfigurationError
-from ._errors import ProtocolError as ProtocolError
-from ._errors import SecurityRefusal as SecurityRefusal
-from ._event_store import InMemoryEventStore as InMemoryEventStore
-from ._events import Event as Event
-from ._events import EventName as EventName
-from ._events import ServerRegistered as ServerRegistered
-from ._events import ServerRemoved as ServerRemoved
-from ._events import ServerUpdated as ServerUpdated
-from ._events import SessionCreated as SessionCreated
-from ._events import SessionEnded as SessionEnded
-from ._events import Started as Started
-from ._events import Stopped as Stopped
-from ._events import TokenAdded as TokenAdded
-from ._events import TokenRemoved as TokenRemoved
-from ._events import TokenUpdated as TokenUpdated
-from ._events import ToolCalled as ToolCalled
-from ._events import TransportError as TransportError
-from ._http import Headers as Headers
-from ._introspection import IntrospectionVerifier as IntrospectionVerifier
-from ._jwt import JWTVerifier as JWTVerifier
-from ._security import OriginPolicy as OriginPolicy
-from ._server import PerBearerServer as PerBearerServer
-from ._server import ServerInfo as ServerInfo
-from ._server import create_per_bearer_server as create_per_bearer_server
-from ._tenancy import ServerFactory as ServerFactory
-from ._tenancy import SessionPolicy as SessionPolicy
-from ._tenancy import TenantRegistry as TenantRegistry
-from ._tenancy import Tenants as Tenants
-from ._verifiers import StaticTokenVerifier as StaticTokenVerifier
+from ._app.app import McpApp as McpApp
+from ._auth.bearer import AuthenticationError as AuthenticationError
+from ._auth.bearer import TokenVerifier as TokenVerifier
+from ._auth.introspection import IntrospectionVerifier as IntrospectionVerifier
+from ._auth.jwt import JWTVerifier as JWTVerifier
+from ._auth.static import StaticTokenVerifier as StaticTokenVerifier
+from ._core.asgi import HttpRequest as HttpRequest
+from ._core.errors import AsgiMcpError as AsgiMcpError
+from ._core.errors import ConfigurationError as ConfigurationError
+from ._core.errors import ProtocolError as ProtocolError
+from ._core.errors import SecurityRefusal as SecurityRefusal
+from ._core.http import Headers as Headers
+from ._core.origin import OriginPolicy as OriginPolicy
+from ._ops.lifecycle import Event as Event
+from ._ops.lifecycle import EventName as EventName
+from ._ops.lifecycle import ServerRegistered as ServerRegistered
+from ._ops.lifecycle import ServerRemoved as ServerRemoved
+from ._ops.lifecycle import ServerUpdated as ServerUpdated
+from ._ops.lifecycle import SessionCreated as SessionCreated
+from ._ops.lifecycle import SessionEnded as SessionEnded
+from ._ops.lifecycle import Started as Started
+from ._ops.lifecycle import Stopped as Stopped
+from ._ops.lifecycle import TokenAdded as TokenAdded
+from ._ops.lifecycle import TokenRemoved as TokenRemoved
+from ._ops.lifecycle import TokenUpdated as TokenUpdated
+from ._ops.lifecycle import ToolCalled as ToolCalled
+from ._ops.lifecycle import TransportError as TransportError
+from ._ports.replay import InMemoryEventStore as InMemoryEventStore
+from ._serving.one_call import PerBearerServer as PerBearerServer
+from ._serving.one_call import ServerInfo as ServerInfo
+from ._serving.one_call import create_per_bearer_server as create_per_bearer_server
+from ._tenancy.tenants import ServerFactory as ServerFactory
+from ._tenancy.tenants import SessionPolicy as SessionPolicy
+from ._tenancy.tenants import TenantRegistry as TenantRegistry
+from ._tenancy.tenants import Tenants as Tenants
 
 __all__ = [
     "AsgiMcpError",

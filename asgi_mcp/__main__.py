@@ -1,5 +1,5 @@
 """`python -m asgi_mcp ...` runs the `asgi-mcp` command."""
 
-from ._cli import main
+from ._serving.cli import main
 
 raise SystemExit(main())

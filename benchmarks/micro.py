@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
+from asgi_mcp._core.lifecycle import SessionState
 from mcp.server.connection import Connection
 from mcp.shared.inbound import (
     InboundLadderRejection,
@@ -49,11 +50,11 @@ from mcp.shared.inbound import (
 )
 
 from asgi_mcp import Tenants
-from asgi_mcp._asgi import HttpRequest
-from asgi_mcp._auth import parse_bearer
-from asgi_mcp._cors import CorsPolicy
-from asgi_mcp._errors import ProtocolError, SecurityRefusal
-from asgi_mcp._http import (
+from asgi_mcp._auth.bearer import parse_bearer
+from asgi_mcp._core.asgi import HttpRequest
+from asgi_mcp._core.cors import CorsPolicy
+from asgi_mcp._core.errors import ProtocolError, SecurityRefusal
+from asgi_mcp._core.http import (
     Headers,
     accepts,
     check_session_id,
@@ -61,12 +62,11 @@ from asgi_mcp._http import (
     era_of,
     is_json_content_type,
 )
-from asgi_mcp._jsonrpc import dumps, parse_body, result_message
-from asgi_mcp._modern import _RawHeaders  # pyright: ignore[reportPrivateUsage]
-from asgi_mcp._registry import SessionTable
-from asgi_mcp._security import OriginPolicy
-from asgi_mcp._sse import encode_event
-from asgi_mcp._state import SessionState
+from asgi_mcp._core.jsonrpc import dumps, parse_body, result_message
+from asgi_mcp._core.origin import OriginPolicy
+from asgi_mcp._core.session_table import SessionTable
+from asgi_mcp._core.sse import encode_event
+from asgi_mcp._modern.endpoint import _RawHeaders  # pyright: ignore[reportPrivateUsage]
 
 from .apps import build_app
 from .load import ACCEPT, LEGACY_VERSION, MODERN_VERSION, PAYLOAD, tools_call_body

@@ -19,7 +19,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from asgi_mcp import McpApp
-from asgi_mcp._events import EVENT_NAMES
+from asgi_mcp._ops.lifecycle import EVENT_NAMES
 
 from ._asgi_driver import AsgiClient, Response
 from ._mcp import LEGACY, final_message, initialize, modern, notification, request

@@ -12,8 +12,8 @@ from mcp.server import Server
 from mcp.shared.inbound import validate_mcp_param_headers
 
 from asgi_mcp import Headers, McpApp
-from asgi_mcp._asgi import HttpRequest
-from asgi_mcp._modern import _RawHeaders  # pyright: ignore[reportPrivateUsage]
+from asgi_mcp._core.asgi import HttpRequest
+from asgi_mcp._modern.endpoint import _RawHeaders  # pyright: ignore[reportPrivateUsage]
 
 from ._asgi_driver import AsgiClient
 from ._mcp import MODERN, final_message, modern, modern_post, notification, serving

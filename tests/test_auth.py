@@ -13,7 +13,7 @@ import pytest
 from mcp.server.auth.provider import AccessToken
 
 from asgi_mcp import McpApp, Tenants
-from asgi_mcp._auth import challenge, parse_bearer
+from asgi_mcp._auth.bearer import challenge, parse_bearer
 
 from ._asgi_driver import AsgiClient
 from ._mcp import call_tool, initialize, request, serving

@@ -27,7 +27,7 @@ import pytest
 from mcp.server import MCPServer
 
 from asgi_mcp import InMemoryEventStore, McpApp, Tenants
-from asgi_mcp._dispatch import SessionDispatcher
+from asgi_mcp._kernel.dispatch import SessionDispatcher
 
 from ._asgi_driver import AsgiClient
 from ._mcp import LEGACY, call_tool, initialize, modern, notification, request

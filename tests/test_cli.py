@@ -12,7 +12,7 @@ from typing import Final
 import httpx
 import pytest
 
-from asgi_mcp._demo import PLANS
+from asgi_mcp._serving.demo import PLANS
 
 from ._cli_process import REPO, command, running_cli
 from ._mcp import initialize

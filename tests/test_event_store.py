@@ -10,7 +10,7 @@ from mcp.server.streamable_http import EventMessage, EventStore
 from mcp.types import JSONRPCMessage, jsonrpc_message_adapter
 
 from asgi_mcp import InMemoryEventStore
-from asgi_mcp._event_store import EventLog
+from asgi_mcp._ports.replay import EventLog
 
 pytestmark = pytest.mark.anyio
 

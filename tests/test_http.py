@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from asgi_mcp import Headers, ProtocolError
-from asgi_mcp._errors import UNSUPPORTED_PROTOCOL_VERSION
-from asgi_mcp._http import (
+from asgi_mcp._core.errors import UNSUPPORTED_PROTOCOL_VERSION
+from asgi_mcp._core.http import (
     LEGACY_VERSIONS,
     MODERN_VERSIONS,
     check_session_id,
@@ -15,7 +15,7 @@ from asgi_mcp._http import (
     is_json_content_type,
     normalize_endpoint,
 )
-from asgi_mcp._http import accepts as accepts_header
+from asgi_mcp._core.http import accepts as accepts_header
 
 
 class TestEraOf:

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asgi_mcp import ProtocolError
-from asgi_mcp._errors import INVALID_REQUEST, PARSE_ERROR
-from asgi_mcp._jsonrpc import classify, dumps, error_message, parse_body
+from asgi_mcp._core.errors import INVALID_REQUEST, PARSE_ERROR
+from asgi_mcp._core.jsonrpc import classify, dumps, error_message, parse_body
 
 
 def parse(obj: Any) -> Any:

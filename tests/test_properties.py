@@ -20,10 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from asgi_mcp import Headers, InMemoryEventStore, ProtocolError
-from asgi_mcp._auth import parse_bearer
-from asgi_mcp._errors import INVALID_REQUEST, PARSE_ERROR, SERVER_BUSY, UNSUPPORTED_PROTOCOL_VERSION
-from asgi_mcp._event_store import EventLog
-from asgi_mcp._http import (
+from asgi_mcp._auth.bearer import parse_bearer
+from asgi_mcp._core.errors import INVALID_REQUEST, PARSE_ERROR, SERVER_BUSY, UNSUPPORTED_PROTOCOL_VERSION
+from asgi_mcp._core.http import (
     DEFAULT_LEGACY_VERSION,
     LEGACY_VERSIONS,
     MODERN_VERSIONS,
@@ -32,10 +31,10 @@ from asgi_mcp._http import (
     era_of,
     normalize_endpoint,
 )
-from asgi_mcp._jsonrpc import dumps, parse_body
-from asgi_mcp._registry import SessionEntry, SessionTable
-from asgi_mcp._sse import KEEPALIVE, encode_event
-from asgi_mcp._state import (
+from asgi_mcp._core.jsonrpc import dumps, parse_body
+from asgi_mcp._core.session_table import SessionEntry, SessionTable
+from asgi_mcp._core.sse import KEEPALIVE, encode_event
+from asgi_mcp._core.states import (
     ADDRESSABLE,
     TRANSITIONS,
     InvalidTransition,
@@ -43,6 +42,7 @@ from asgi_mcp._state import (
     SessionState,
     next_state,
 )
+from asgi_mcp._ports.replay import EventLog
 
 from ._sse_decoder import SSEDecoder
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from asgi_mcp import ProtocolError
-from asgi_mcp._errors import SERVER_BUSY
-from asgi_mcp._registry import SessionEntry, SessionTable
-from asgi_mcp._state import SessionState
+from asgi_mcp._core.errors import SERVER_BUSY
+from asgi_mcp._core.session_table import SessionEntry, SessionTable
+from asgi_mcp._core.states import SessionState
 
 TIMEOUT = 10.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from asgi_mcp import SecurityRefusal
-from asgi_mcp._security import OriginPolicy
+from asgi_mcp._core.origin import OriginPolicy
 
 LOOPBACK_V4 = ("127.0.0.1", 8000)
 LOOPBACK_V6 = ("::1", 8000)

@@ -322,7 +322,7 @@ async def test_configuration_errors() -> None:
 
 
 def _on_asyncio() -> bool:
-    from asgi_mcp._hypercorn import running_backend
+    from asgi_mcp._serving.hypercorn import running_backend
 
     return running_backend() == "asyncio"
 

@@ -41,10 +41,10 @@ import httpx
 import pytest
 
 from asgi_mcp import McpApp, Tenants
-from asgi_mcp._hosting import ServerHost
-from asgi_mcp._legacy import LegacySession
-from asgi_mcp._loop import Loop
-from asgi_mcp._streams import STREAM_BUFFER
+from asgi_mcp._io.loop import Loop
+from asgi_mcp._io.streams import STREAM_BUFFER
+from asgi_mcp._kernel.hosting import ServerHost
+from asgi_mcp._legacy.endpoint import LegacySession
 
 from ._mcp import LEGACY, initialize, modern, notification, request
 from ._polling import wait_until

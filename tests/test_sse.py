@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asgi_mcp._sse import KEEPALIVE, encode_event
+from asgi_mcp._core.sse import KEEPALIVE, encode_event
 
 from ._sse_decoder import SSEDecoder, decode_all
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from asgi_mcp._state import ADDRESSABLE, TRANSITIONS, InvalidTransition, SessionInput, SessionState, next_state
+from asgi_mcp._core.states import ADDRESSABLE, TRANSITIONS, InvalidTransition, SessionInput, SessionState, next_state
 
 EXPECTED = {
     (SessionState.OPENING, SessionInput.INITIALIZED): SessionState.ACTIVE,

@@ -58,10 +58,10 @@ from hypothesis.stateful import (
 from mcp.server import MCPServer
 
 from asgi_mcp import InMemoryEventStore, McpApp, Tenants
-from asgi_mcp._errors import REQUEST_CANCELLED
-from asgi_mcp._legacy import LegacySession
-from asgi_mcp._state import SessionState
-from asgi_mcp._tenancy import token_digest
+from asgi_mcp._core.errors import REQUEST_CANCELLED
+from asgi_mcp._core.states import SessionState
+from asgi_mcp._legacy.endpoint import LegacySession
+from asgi_mcp._tenancy.tenants import token_digest
 
 from ._asgi_driver import AsgiClient, Response
 from ._mcp import LEGACY, modern, notification, request

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from asgi_mcp._watch import LateWatch
+from asgi_mcp._io.watch import LateWatch
 
 from ._polling import let_time_pass, wait_until
 

@@ -1,0 +1,1 @@
+"""The app edge: `McpApp`, its configuration and runtime, routes, and era negotiation."""

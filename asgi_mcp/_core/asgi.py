@@ -1,0 +1,114 @@
+"""ASGI plumbing shared by both eras: typed aliases, the request view handlers see, body reading, answers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .errors import ProtocolError
+from .http import Headers
+from .jsonrpc import dumps
+
+__all__ = ["HttpRequest"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON_HEADERS: Final = [(b"content-type", b"application/json")]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HttpRequest:
+    """The HTTP request an MCP message arrived on, as handlers see it.
+
+    The SDK hands this object to handlers as `ctx.request` (and `MCPServer`'s `Context.headers`
+    reads its `headers`), so tools can read request headers on both eras.
+    """
+
+    method: str
+    path: str
+    headers: Headers
+    scope: Scope = field(repr=False)
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        client = self.scope.get("client")
+        return (client[0], client[1]) if client else None
+
+
+class BodyTooLarge(ProtocolError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body exceeds {limit} bytes", reason=f"request body over the {limit}-byte limit")
+
+
+async def read_body(receive: Receive, limit: int, content_length: str | None) -> bytes:
+    """The whole request body, refusing with 413 as soon as more than `limit` bytes arrive.
+
+    A declared Content-Length over the limit is refused before reading; chunked bodies are counted
+    as they arrive, so neither shape can bypass the limit. A client that disconnects mid-body raises
+    `ClientGone`.
+    """
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise ProtocolError(400, "Invalid Content-Length header", code=None) from None
+        if declared > limit:
+            raise BodyTooLarge(limit)
+    first = await receive()
+    if first["type"] == "http.disconnect":
+        raise ClientGone
+    body: bytes = first.get("body", b"")
+    if not first.get("more_body", False):
+        if len(body) > limit:
+            raise BodyTooLarge(limit)
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class ClientGone(Exception):
+    """The client went away before its request could be answered; nothing is left to send."""
+
+
+async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = dumps(payload).encode()
+    response_headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if headers:
+        response_headers.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    response_headers = [(b"content-length", b"0")]
+    if headers:
+        response_headers.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def send_error(send: Send, error: ProtocolError, extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = list(error.headers)
+    if extra_headers:
+        headers.extend(extra_headers)
+    body = error.error_body()
+    if body is None:
+        await send_empty(send, error.status, headers)
+    else:
+        await send_json(send, error.status, body, headers)

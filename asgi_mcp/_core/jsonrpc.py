@@ -1,0 +1,130 @@
+"""Minimal JSON-RPC 2.0 classification on the stdlib `json` module: no pydantic on the hot path.
+
+The SDK's server core validates params per method; the transport only needs to know what kind of
+message a body holds, to route it and to answer malformed input precisely.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Final, Literal, cast
+
+from .errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, ProtocolError
+
+__all__: list[str] = []
+
+RequestId = str | int
+Kind = Literal["request", "notification", "response", "error"]
+
+_dumps: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One classified JSON-RPC message. `raw` is the decoded object, kept for relaying."""
+
+    kind: Kind
+    raw: dict[str, Any]
+    id: RequestId | None = None
+    method: str | None = None
+    params: dict[str, Any] | None = None
+
+
+def parse_body(body: bytes) -> Message:
+    """Decode and classify a POST body holding exactly one JSON-RPC message.
+
+    Raises:
+        ProtocolError: 400 with -32700 for bytes that are not JSON (or not UTF-8), 400 with -32600
+            for JSON that is not one well-formed message (batches included: they left the protocol
+            in 2025-06-18, and the session era's clients do not send them).
+    """
+    try:
+        # Strictly UTF-8 (RFC 8259 §8.1): `json.loads` would sniff UTF-16 and UTF-32 from raw bytes.
+        decoded = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        # ValueError covers invalid UTF-8, a byte order mark and huge integer literals too.
+        raise ProtocolError(400, "Parse error", code=PARSE_ERROR, reason="body is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(body) is not None and _has_lone_surrogate(decoded):
+        # `"\ud800"` is valid JSON but no Unicode text: nothing holding it can be sent back as UTF-8.
+        raise ProtocolError(400, "Parse error", code=PARSE_ERROR, reason="body holds an unpaired UTF-16 surrogate")
+    if isinstance(decoded, list):
+        raise ProtocolError(400, "Batch requests are not supported", reason="JSON-RPC batch")
+    if not isinstance(decoded, dict):
+        raise ProtocolError(400, "Invalid Request: expected a JSON-RPC object", reason="body is not a JSON object")
+    return classify(cast("dict[str, Any]", decoded))
+
+
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(decoded: Any) -> bool:
+    """Whether a decoded body holds a string with an unpaired surrogate (escaped pairs decode to one
+    character and are fine); checked only when the body has a surrogate escape at all."""
+    try:
+        json.dumps(decoded, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):
+        return True
+    return False
+
+
+def classify(obj: dict[str, Any]) -> Message:
+    """Classify a decoded object; raise 400 -32600 for anything that is not valid JSON-RPC 2.0."""
+    if obj.get("jsonrpc") != "2.0":
+        raise _invalid(obj, 'Invalid Request: "jsonrpc" must be "2.0"')
+    has_id = "id" in obj
+    msg_id = obj.get("id")
+    # A null id is legal only on an error response whose request id could not be read.
+    if has_id and not _valid_id(msg_id) and not (msg_id is None and "error" in obj):
+        raise _invalid(obj, "Invalid Request: id must be a string or an integer")
+    method = obj.get("method")
+    if method is not None:
+        if not isinstance(method, str) or not method:
+            raise _invalid(obj, "Invalid Request: method must be a non-empty string")
+        params = cast("dict[str, Any] | None", obj.get("params"))
+        if params is not None and not isinstance(params, dict):  # pyright: ignore[reportUnnecessaryIsInstance]
+            # MCP params are always objects; positional params do not exist in the protocol.
+            raise _invalid(obj, "Invalid Request: params must be an object")
+        if has_id:
+            return Message("request", obj, msg_id, method, params)
+        return Message("notification", obj, None, method, params)
+    if not has_id:
+        raise _invalid(obj, "Invalid Request: neither a request, a notification nor a response")
+    if "result" in obj and "error" not in obj:
+        return Message("response", obj, msg_id)
+    if "error" in obj and "result" not in obj and isinstance(obj["error"], dict):
+        return Message("error", obj, msg_id)
+    raise _invalid(obj, "Invalid Request: a response needs exactly one of result and error")
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool)
+
+
+def _invalid(obj: dict[str, Any], message: str) -> ProtocolError:
+    msg_id = obj.get("id")
+    return ProtocolError(400, message, code=INVALID_REQUEST, request_id=msg_id if _valid_id(msg_id) else None)
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON; non-ASCII stays as UTF-8 text (smaller frames, same meaning)."""
+    return _dumps(obj)
+
+
+def result_message(request_id: RequestId, result: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+
+def error_message(request_id: RequestId | None, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+INTERNAL_ERROR_MESSAGE: Final = "Internal error"
+
+
+def internal_error(request_id: RequestId | None) -> dict[str, Any]:
+    return error_message(request_id, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)

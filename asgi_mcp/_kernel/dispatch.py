@@ -1,0 +1,407 @@
+"""The SDK `Dispatcher` for one legacy-era session, fed directly by HTTP requests.
+
+The SDK's own transport pushes every message through memory streams into a `JSONRPCDispatcher`
+that re-validates it with pydantic and routes responses back through a serial router. Here the
+HTTP layer has already classified each message, so each request runs the server kernel
+(`ServerRunner.on_request`) in the task of the HTTP request that carried it, and everything a
+handler sends lands directly on the outbound stream it belongs to: its own POST stream for
+request-scoped messages, the session's standalone stream for the rest. Same semantics as the SDK
+dispatcher (concurrent requests, peer cancellation, server-to-client requests with timeouts, the
+exception-to-wire boundary), one hop instead of four.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+import weakref
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+import anyio
+import anyio.abc
+from mcp.shared.dispatcher import CallOptions, OnNotify, OnNotifyIntercept, OnRequest, coerce_request_id
+from mcp.shared.exceptions import MCPError, NoBackChannelError
+from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data, progress_token_from_params
+from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.transport_context import TransportContext
+from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT, ErrorData
+
+from .._core.errors import INTERNAL_ERROR, REQUEST_CANCELLED
+from .._core.jsonrpc import INTERNAL_ERROR_MESSAGE, RequestId, error_message, result_message
+
+if TYPE_CHECKING:
+    from .._io.streams import OutboundStream
+
+__all__: list[str] = []
+
+logger = logging.getLogger("asgi_mcp.dispatch")
+
+
+class Emitter(Protocol):
+    """Where a dispatcher's messages go: the session that owns the streams."""
+
+    async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None: ...
+
+    @property
+    def standalone(self) -> OutboundStream: ...
+
+
+class RequestObserver(Protocol):
+    def __call__(self, method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
+        """Called once per settled request with its final wire message (result or error)."""
+
+
+@dataclass(eq=False, slots=True)
+class PeerCancellation:
+    """The `cancel_requested` event of a `DispatchContext`, made on first use: almost no request is
+    ever cancelled or asked about it, and an `anyio.Event` per request is measurable."""
+
+    _cancel_requested: anyio.Event | None = field(default=None, kw_only=True)
+    cancelled_by_peer: bool = field(default=False, kw_only=True)
+
+    @property
+    def cancel_requested(self) -> anyio.Event:
+        if self._cancel_requested is None:
+            self._cancel_requested = anyio.Event()
+            if self.cancelled_by_peer:
+                self._cancel_requested.set()
+        return self._cancel_requested
+
+    def mark_cancelled(self) -> None:
+        self.cancelled_by_peer = True
+        if self._cancel_requested is not None:
+            self._cancel_requested.set()
+
+
+@dataclass(eq=False, slots=True)
+class RequestContext(PeerCancellation):
+    """`DispatchContext` of one inbound request: its back-channel is the request's own stream."""
+
+    transport: TransportContext
+    request_id: RequestId
+    message_metadata: ServerMessageMetadata
+    _dispatcher: SessionDispatcher
+    stream: OutboundStream
+    _progress_token: str | int | None = None
+    closed: bool = False
+
+    @property
+    def can_send_request(self) -> bool:
+        return self.transport.can_send_request and not self.closed
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
+        if self.closed:
+            return
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = dict(params)
+        await self._dispatcher.emit(self.stream, message)
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> dict[str, Any]:
+        if not self.can_send_request:
+            raise NoBackChannelError(method)
+        return await self._dispatcher.call(method, params, opts, self.stream)
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        if self._progress_token is None:
+            return
+        params: dict[str, Any] = {"progressToken": self._progress_token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await self.notify("notifications/progress", params)
+
+
+class Admitted(NamedTuple):
+    context: RequestContext
+    scope: anyio.CancelScope
+
+
+@dataclass(eq=False, slots=True)
+class _PendingCall:
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: dict[str, Any] | None = None
+    error: ErrorData | None = None
+
+
+class SessionDispatcher:
+    """Implements `mcp.shared.dispatcher.Dispatcher` for one session; see the module docstring."""
+
+    def __init__(
+        self,
+        emitter: Emitter,
+        task_group: anyio.abc.TaskGroup,
+        backend: type[anyio.abc.AsyncBackend],
+        *,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        # Weak: the session owns its dispatcher, and a session is garbage the moment its table entry
+        # and its requests let go of it, with no cycle for the collector to find (see `_kernel`).
+        self._emitter = weakref.ref(emitter)
+        self.observer = observer
+        # Notification handlers run here; requests run in the task of the HTTP request carrying them.
+        self._task_group = task_group
+        self._backend = backend  # resolved once per run (see `_loop`)
+        self._on_request: OnRequest | None = None
+        self._on_notify: OnNotify | None = None
+        self._intercept: OnNotifyIntercept | None = None
+        self._in_flight: dict[RequestId, tuple[anyio.CancelScope, RequestContext]] = {}
+        self._notifying: set[anyio.CancelScope] = set()
+        self._pending: dict[RequestId, _PendingCall] = {}
+        self._next_id = 0
+        self._closed = False
+
+    def bind(
+        self, on_request: OnRequest, on_notify: OnNotify, on_notify_intercept: OnNotifyIntercept | None = None
+    ) -> None:
+        """Connect the server kernel. A session needs no task of its own: it is this object, fed by
+        the HTTP requests of the session, so an idle session costs only memory."""
+        self._on_request, self._on_notify, self._intercept = on_request, on_notify, on_notify_intercept
+
+    # -- the Dispatcher protocol: the server kernel drives these ---------------------------------
+
+    async def run(
+        self,
+        on_request: OnRequest,
+        on_notify: OnNotify,
+        on_notify_intercept: OnNotifyIntercept | None = None,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The protocol's entry, for drivers such as `serve_connection`; McpApp calls `bind` instead."""
+        self.bind(on_request, on_notify, on_notify_intercept)
+        task_status.started()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self.close()
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> dict[str, Any]:
+        emitter = self._emitter()
+        if emitter is None:
+            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+        return await self.call(method, params, opts, emitter.standalone)
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
+        emitter = self._emitter()
+        if emitter is None:
+            return  # the session is gone: nobody is left to hear it
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = dict(params)
+        await emitter.emit(emitter.standalone, message)
+
+    async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None:
+        emitter = self._emitter()
+        if emitter is not None:
+            await emitter.emit(stream, message, final=final)
+
+    # -- inbound: the HTTP layer calls these -----------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._on_request is not None and not self._closed
+
+    async def run_request(
+        self,
+        request_id: RequestId,
+        method: str,
+        params: dict[str, Any] | None,
+        stream: OutboundStream,
+        metadata: ServerMessageMetadata,
+        transport: TransportContext,
+        *,
+        shield: bool = False,
+    ) -> None:
+        """Run the request in the calling task; its answer lands on `stream` before this returns.
+
+        No task per request: the HTTP request that carries it runs it, and a legacy-era disconnect
+        is not a cancellation: `shield` makes the request's own scope the shield (one scope instead
+        of two; fit only where delivering the answer cannot block, see `_legacy`). The scope is
+        registered, so the peer's `notifications/cancelled` and the session's end still cancel it.
+        """
+        context, scope = self.admit(request_id, params, stream, metadata, transport, shield=shield)
+        await self._handle_request(method, params, context, scope)
+
+    def admit(
+        self,
+        request_id: RequestId,
+        params: dict[str, Any] | None,
+        stream: OutboundStream,
+        metadata: ServerMessageMetadata,
+        transport: TransportContext,
+        *,
+        shield: bool = False,
+    ) -> Admitted:
+        """Register the request as in flight (from here on the session's end cancels it), to run
+        with `run_admitted` once the caller has done its own awaits (an SSE response's headers)."""
+        if self._closed:
+            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+        dctx = RequestContext(
+            transport, request_id, metadata, self, stream, _progress_token=progress_token_from_params(params)
+        )
+        scope = self._backend.create_cancel_scope(shield=shield)
+        self._in_flight[coerce_request_id(request_id)] = (scope, dctx)
+        return Admitted(dctx, scope)
+
+    async def run_admitted(self, method: str, params: dict[str, Any] | None, admitted: Admitted) -> None:
+        await self._handle_request(method, params, admitted.context, admitted.scope)
+
+    def close(self) -> None:
+        """The session is ending: cancel every request and notification handler still running, and
+        fail the server-to-client requests still waiting for an answer. Idempotent; never awaits.
+
+        The kernel's handlers are dropped too: the kernel holds the connection, whose outbound is
+        this dispatcher, so keeping them would leave the session's objects to the cycle collector.
+        """
+        self._closed = True
+        self._on_request = self._on_notify = self._intercept = None
+        for scope, _ in list(self._in_flight.values()):
+            scope.cancel()
+        for scope in self._notifying:
+            scope.cancel()
+        for pending in self._pending.values():
+            pending.done.set()  # result None: the waiter raises CONNECTION_CLOSED
+        self._pending.clear()
+
+    def start_notification(
+        self, method: str, params: dict[str, Any] | None, metadata: ServerMessageMetadata, transport: TransportContext
+    ) -> None:
+        if method == "notifications/cancelled":
+            request_id = (params or {}).get("requestId")
+            if isinstance(request_id, str | int) and not isinstance(request_id, bool):
+                found = self._in_flight.get(coerce_request_id(request_id))
+                if found is not None:
+                    found[1].mark_cancelled()
+                    found[0].cancel()
+        if self._closed or (self._intercept is not None and self._intercept(method, params)):
+            return
+        emitter = self._emitter()
+        if emitter is None:
+            return
+        dctx = RequestContext(transport, None, metadata, self, emitter.standalone)  # type: ignore[arg-type]
+        scope = anyio.CancelScope()
+        self._notifying.add(scope)
+        contextvars.copy_context().run(
+            self._task_group.start_soon, self._handle_notification, method, params, dctx, scope
+        )
+
+    def resolve(
+        self, response_id: RequestId | None, result: dict[str, Any] | None, error: dict[str, Any] | None
+    ) -> bool:
+        """Hand a client's answer to the server-to-client request waiting for it; False if none waits."""
+        pending = self._pending.get(coerce_request_id(response_id)) if response_id is not None else None
+        if pending is None or pending.done.is_set():
+            return False
+        if error is not None:
+            pending.error = ErrorData(
+                code=error.get("code", INTERNAL_ERROR) if isinstance(error.get("code"), int) else INTERNAL_ERROR,
+                message=str(error.get("message", "")),
+                data=error.get("data"),
+            )
+        else:
+            pending.result = result if isinstance(result, dict) else {}
+        pending.done.set()
+        return True
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def call(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None, stream: OutboundStream
+    ) -> dict[str, Any]:
+        """A server-to-client request on `stream`; the client's answer arrives as a POST (see `resolve`)."""
+        if self._closed:
+            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+        self._next_id += 1
+        request_id = self._next_id
+        pending = _PendingCall()
+        self._pending[request_id] = pending
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params:
+            message["params"] = dict(params)
+        timeout = (opts or {}).get("timeout")
+        try:
+            with anyio.fail_after(timeout) if timeout is not None else nullcontext():
+                await self.emit(stream, message)
+                await pending.done.wait()
+        except TimeoutError:
+            await self._courtesy_cancel(stream, request_id, f"timed out after {timeout}s")
+            raise MCPError(code=REQUEST_TIMEOUT, message=f"Timed out waiting for {method}") from None
+        finally:
+            self._pending.pop(request_id, None)
+        if pending.error is not None:
+            raise MCPError.from_error_data(pending.error)
+        if pending.result is None:
+            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+        return pending.result
+
+    async def _courtesy_cancel(self, stream: OutboundStream, request_id: int, reason: str) -> None:
+        with anyio.move_on_after(1, shield=True):
+            await self.emit(
+                stream,
+                {
+                    "jsonrpc": "2.0",
+                    "method": "notifications/cancelled",
+                    "params": {"requestId": request_id, "reason": reason},
+                },
+            )
+
+    async def _handle_request(
+        self, method: str, params: dict[str, Any] | None, dctx: RequestContext, scope: anyio.CancelScope
+    ) -> None:
+        on_request = self._on_request
+        started = time.perf_counter()
+        outcome: dict[str, Any] | None = None
+        try:
+            with scope:
+                try:
+                    # None: admitted, then its session ended before it started; answered as closed below.
+                    if on_request is not None:
+                        outcome = result_message(dctx.request_id, await on_request(dctx, method, params))
+                finally:
+                    dctx.closed = True
+                    key = coerce_request_id(dctx.request_id)
+                    if (found := self._in_flight.get(key)) is not None and found[1] is dctx:
+                        del self._in_flight[key]
+        except anyio.get_cancelled_exc_class():
+            # The session is closing: its streams are being torn down, nothing to answer on.
+            raise
+        except Exception as exc:
+            error = handler_exception_to_error_data(exc)
+            if error is None:
+                # The SDK's dispatcher puts str(exc) on the wire; internals stay in the log here.
+                logger.exception("handler for %r raised", method)
+                outcome = error_message(dctx.request_id, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
+            else:
+                outcome = error_message(dctx.request_id, error.code, error.message, error.data)
+        if self._closed and not dctx.cancelled_by_peer and outcome is None:
+            # Cancelled because its session ended (DELETE, expiry, token removal, shutdown).
+            outcome = error_message(dctx.request_id, CONNECTION_CLOSED, "Session closed")
+        elif outcome is None or dctx.cancelled_by_peer:
+            # Cancelled by the client: the stream still has to end, with the error that says why.
+            outcome = error_message(dctx.request_id, REQUEST_CANCELLED, "Request cancelled")
+        if self.observer is not None:
+            self.observer(method, params, started, outcome)
+        await self.emit(dctx.stream, outcome, final=True)
+
+    async def _handle_notification(
+        self, method: str, params: dict[str, Any] | None, dctx: RequestContext, scope: anyio.CancelScope
+    ) -> None:
+        on_notify = self._on_notify
+        try:
+            with scope:
+                if on_notify is not None:  # None: the session ended before it started
+                    await on_notify(dctx, method, params)
+        except Exception:
+            logger.exception("notification handler for %r raised", method)
+        finally:
+            self._notifying.discard(scope)

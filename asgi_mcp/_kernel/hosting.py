@@ -1,0 +1,110 @@
+"""A served MCP server: the SDK `Server` plus its lifespan, entered once and exited once.
+
+The lifespan runs in a task of its own, so it is entered and exited by the same task (anyio cancel
+scopes inside a user's lifespan demand that) whichever request first needed the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import anyio.abc
+from mcp.server import Server
+
+from .._core.errors import ConfigurationError
+from .._ops.telemetry import instrument
+
+__all__: list[str] = []
+
+logger = logging.getLogger("asgi_mcp.hosting")
+
+LIFESPAN_EXIT_TIMEOUT = 10.0
+
+
+def as_lowlevel_server(server: Any) -> Server[Any]:
+    """Accept an SDK low-level `Server` or an `MCPServer` (whose low-level server is the one served)."""
+    if isinstance(server, Server):
+        return server  # pyright: ignore[reportUnknownVariableType]
+    lowlevel = getattr(server, "_lowlevel_server", None)
+    if isinstance(lowlevel, Server):
+        return lowlevel  # pyright: ignore[reportUnknownVariableType]
+    raise ConfigurationError(f"expected an mcp Server or MCPServer, got {type(server).__name__}")
+
+
+class ServerHost:
+    """Runs one server's lifespan for as long as the host is up; `state` is the lifespan's value."""
+
+    __slots__ = (
+        "_failed",
+        "_ready",
+        "_started",
+        "_stop",
+        "label",
+        "retired",
+        "server",
+        "sessions",
+        "state",
+        "tool_schemas",
+    )
+
+    def __init__(self, server: Any, *, label: str | None = None) -> None:
+        self.server = as_lowlevel_server(server)
+        instrument(self.server)
+        self.label = label
+        self.state: Any = None
+        # Modern-era `Mcp-Param-*` validation needs tool input schemas; see `_modern.ToolSchemas`.
+        self.tool_schemas: tuple[float, dict[str, Any]] | None = None
+        self._ready = anyio.Event()
+        self._stop = anyio.Event()
+        self._failed: BaseException | None = None
+        self._started = False
+        # Live sessions served by this server; a retired server stops when the last one ends.
+        self.sessions = 0
+        self.retired = False
+
+    @property
+    def name(self) -> str:
+        return self.server.name
+
+    @property
+    def version(self) -> str | None:
+        return self.server.version
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Enter the lifespan (once; concurrent callers wait for the same start)."""
+        if not self._started:
+            self._started = True
+            task_group.start_soon(self._run, name=f"asgi_mcp lifespan of {self.server.name!r}")
+        await self._ready.wait()
+        if self._failed is not None:
+            raise self._failed
+
+    async def _run(self) -> None:
+        try:
+            async with self.server.lifespan(self.server) as state:
+                self.state = state
+                self._ready.set()
+                await self._stop.wait()
+        except Exception as exc:
+            logger.exception("lifespan of MCP server %r failed", self.server.name)
+            self._failed = exc
+        finally:
+            self._ready.set()
+
+    def stop(self) -> None:
+        """Let the lifespan exit; its task finishes in the background."""
+        self._stop.set()
+
+    def retire(self) -> None:
+        """No new sessions will use this server: stop it now if none is live, else after the last."""
+        self.retired = True
+        if self.sessions == 0:
+            self.stop()
+
+    def release(self) -> None:
+        """A session of this server ended."""
+        self.sessions -= 1
+        if self.retired and self.sessions == 0:
+            self.stop()

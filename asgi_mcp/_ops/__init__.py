@@ -1,0 +1,1 @@
+"""Operations: lifecycle events for listeners, OpenTelemetry spans and metrics."""

@@ -1,0 +1,179 @@
+"""The `asgi-mcp` command: `serve MODULE:ATTR` and `demo`, both on hypercorn (asyncio or Trio).
+
+Being the program, not the library, the CLI configures logging and handles SIGINT/SIGTERM (as a
+graceful stop). Needs the `server` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from .._app.app import McpApp
+from .._core.errors import ConfigurationError
+from .._kernel.hosting import as_lowlevel_server
+from .hypercorn import HypercornServer, url_host
+
+__all__ = ["main"]
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback, exit status 1."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asgi-mcp", description="Serve MCP servers over Streamable HTTP.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve an McpApp, an SDK Server or MCPServer, or a zero-argument factory of one",
+        description="Serve MODULE:ATTR: an McpApp, an mcp Server or MCPServer, or a zero-argument "
+        "function (sync or async) returning one. MODULE is imported from the current directory.",
+    )
+    serve.add_argument("target", metavar="MODULE:ATTR")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: 8000)")
+    serve.add_argument("--path", default=None, help="endpoint path for a Server/MCPServer (default: /mcp)")
+    serve.add_argument("--trio", action="store_true", help="run on Trio instead of asyncio")
+    serve.add_argument(
+        "--json-response", action="store_true", default=None, help="answer with JSON bodies instead of SSE streams"
+    )
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+
+    demo = commands.add_parser(
+        "demo",
+        help="a multi-tenant demo: three bearer tokens, each with its own tools",
+        description="Serve three demo tenants (free, pro, admin) and print each token's client configuration.",
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: 8000)")
+    demo.add_argument("--trio", action="store_true", help="run on Trio instead of asyncio")
+    demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    backend = "trio" if args.trio else "asyncio"
+    try:
+        if args.command == "serve":
+            target = _import_target(args.target)
+            anyio.run(_serve, target, args, backend=backend)
+        else:
+            anyio.run(_demo, args, backend=backend)
+    except (CliError, ConfigurationError, OSError) as exc:
+        sys.stderr.write(f"asgi-mcp: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C before the signal receiver was listening
+        return 130
+    return 0
+
+
+def _import_target(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise CliError(f"expected MODULE:ATTR, got {spec!r}")
+    # As uvicorn and hypercorn do: the current directory's modules are importable.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CliError(f"cannot import {module_name!r}: {exc}") from exc
+    try:
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except AttributeError:
+        raise CliError(f"{module_name!r} has no attribute {attr!r}") from None
+    return target
+
+
+def _say(text: str) -> None:
+    """A line for the console, flushed at once (the output may be a pipe someone is reading)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _is_server(obj: Any) -> bool:
+    try:
+        as_lowlevel_server(obj)
+    except ConfigurationError:
+        return False
+    return True
+
+
+async def _resolve_app(target: Any, args: argparse.Namespace) -> McpApp:
+    """The McpApp to serve: the target itself, one wrapping its server, or what its factory returns."""
+    obj = target
+    if not isinstance(obj, McpApp) and not _is_server(obj) and callable(obj):
+        # Called inside the event loop: async factories, and objects bound to the running loop.
+        obj = obj()
+        if inspect.isawaitable(obj):
+            obj = await obj
+    if isinstance(obj, McpApp):
+        if args.path is not None or args.json_response is not None:
+            raise CliError("--path and --json-response apply to a Server or MCPServer; set them on the McpApp")
+        return obj
+    if not _is_server(obj):
+        raise CliError(
+            f"{args.target} is a {type(obj).__name__}: expected an McpApp, an mcp Server or MCPServer, "
+            "or a zero-argument factory returning one"
+        )
+    return McpApp(obj, path=args.path or "/mcp", json_response=bool(args.json_response))
+
+
+async def _serve(target: Any, args: argparse.Namespace) -> None:
+    app = await _resolve_app(target, args)
+    runner = HypercornServer(app, host=args.host, port=args.port, access_log=True)
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(runner.run)
+        suffix = "/" if app.path == "/" else app.path
+        _say(f"asgi-mcp: serving MCP at http://{url_host(args.host)}:{port}{suffix} (Ctrl-C to stop)")
+        await _until_signalled()
+        runner.shutdown()
+
+
+async def _demo(args: argparse.Namespace) -> None:
+    from .demo import banner, build_demo_server
+
+    server = build_demo_server(host=args.host, port=args.port)
+    server.on("session_created", lambda e: _say(f"[{e.tenant_id}] session opened on {e.server_name}"))
+    server.on("session_ended", lambda e: _say(f"[{e.tenant_id}] session ended ({e.reason})"))
+    server.on(
+        "tool_called",
+        lambda e: _say(
+            f"[{e.tenant_id}] {e.tool_name}: {'ok' if e.success else 'failed'} in {e.duration * 1000:.1f} ms"
+        ),
+    )
+    async with server:
+        info = server.server_info()
+        assert info is not None
+        _say(banner(info))
+        await _until_signalled()
+
+
+async def _until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM (the program's own handlers, installed only by the CLI)."""
+    try:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                _say("asgi-mcp: stopping")
+                return
+    except NotImplementedError:  # no signal receivers (Windows on asyncio): Ctrl-C raises instead
+        await anyio.sleep_forever()
