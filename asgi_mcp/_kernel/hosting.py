@@ -20,8 +20,6 @@ __all__: list[str] = []
 
 logger = logging.getLogger("asgi_mcp.hosting")
 
-LIFESPAN_EXIT_TIMEOUT = 10.0
-
 
 def as_lowlevel_server(server: Any) -> Server[Any]:
     """Accept an SDK low-level `Server` or an `MCPServer` (whose low-level server is the one served)."""
