@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -11,6 +12,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import anyio
+import anyio.abc
+import anyio.lowlevel
+import anyio.to_thread
 import httpx
 import pytest
 from mcp.server import MCPServer
@@ -331,3 +335,242 @@ def test_missing_hypercorn_is_a_clear_configuration_error(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "hypercorn.config", None)
     with pytest.raises(ConfigurationError, match=r"asgi-mcp\[server\]"):
         create_per_bearer_server()
+
+
+# -- stop() from anywhere in the event loop --------------------------------------------------------
+
+
+def count_stopped(server: PerBearerServer) -> list[Event]:
+    stopped: list[Event] = []
+    server.on("stopped", stopped.append)
+    return stopped
+
+
+async def assert_port_closed(port: int) -> None:
+    with pytest.raises(OSError, match="connection attempts failed"):
+        await anyio.connect_tcp("127.0.0.1", port)
+
+
+async def assert_serves(info: ServerInfo) -> None:
+    async with httpx.AsyncClient() as client:
+        assert (await open_session(client, info.url, ALICE)).server_name == "alice-tools"
+
+
+@pytest.mark.anyio
+async def test_stop_from_another_task() -> None:
+    """A supervisor task stops a server another task started: no cancel scope crosses tasks."""
+    server = two_tenants()
+    stopped = count_stopped(server)
+    with anyio.fail_after(STOP_BOUND):
+        info = await server.start()
+        await assert_serves(info)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.stop)
+        assert not server.is_running
+        assert server.server_info() is None
+        assert len(stopped) == 1
+        await assert_port_closed(info.port)
+        # The task that started it can carry on, nest scopes, and start it again.
+        with anyio.move_on_after(STOP_BOUND):
+            info = await server.start()
+        await assert_serves(info)
+        await server.stop()
+    assert len(stopped) == 2
+
+
+@pytest.mark.anyio
+async def test_stop_from_a_signal_receiver_task() -> None:
+    """The usual program shape: the main task starts the server, a signal-receiving task stops it."""
+    server = two_tenants()
+    stopped = count_stopped(server)
+
+    async def stop_on_signal(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with anyio.open_signal_receiver(signal.SIGUSR1) as signals:
+            task_status.started()
+            async for _ in signals:
+                await server.stop()
+                return
+
+    with anyio.fail_after(STOP_BOUND):
+        async with anyio.create_task_group() as tg:
+            info = await server.start()
+            await tg.start(stop_on_signal)
+            os.kill(os.getpid(), signal.SIGUSR1)
+        assert len(stopped) == 1
+        assert not server.is_running
+        await assert_port_closed(info.port)
+
+
+@pytest.mark.anyio
+async def test_stop_twice_and_concurrently_emits_stopped_once() -> None:
+    server = two_tenants()
+    stopped = count_stopped(server)
+    with anyio.fail_after(STOP_BOUND):
+        await server.stop()  # before start: nothing to do, no event
+        assert stopped == []
+        info = await server.start()
+        returned: list[int] = []
+
+        async def stop(index: int) -> None:
+            await server.stop()
+            # Every caller returns only once the server has stopped.
+            assert not server.is_running
+            assert len(stopped) == 1
+            returned.append(index)
+
+        async with anyio.create_task_group() as tg:
+            for index in range(3):
+                tg.start_soon(stop, index)
+        await server.stop()
+        await server.stop()
+    assert sorted(returned) == [0, 1, 2]
+    assert len(stopped) == 1
+    await assert_port_closed(info.port)
+
+
+@pytest.mark.anyio
+async def test_stop_while_starting_waits_for_the_start_then_stops() -> None:
+    server = two_tenants()
+    stopped = count_stopped(server)
+    started: list[ServerInfo] = []
+    with anyio.fail_after(STOP_BOUND):
+
+        async def start() -> None:
+            started.append(await server.start())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(start)
+            # start() claims the server before its first await; starting the app and hypercorn
+            # takes many more scheduling rounds, so stop() runs while start() waits.
+            while server._run is None:  # no public "starting" state to watch
+                await anyio.lowlevel.checkpoint()
+            assert started == []
+            await server.stop()
+            assert not server.is_running
+        [info] = started
+        assert len(stopped) == 1
+        await assert_port_closed(info.port)
+
+
+@pytest.mark.anyio
+async def test_structured_serve_in_a_task_group() -> None:
+    """`await tg.start(server.serve)` returns the ServerInfo; stop() from any task ends `serve`."""
+    server = two_tenants()
+    stopped = count_stopped(server)
+    with anyio.fail_after(STOP_BOUND):
+        async with anyio.create_task_group() as tg:
+            info: ServerInfo = await tg.start(server.serve)
+            assert server.is_running
+            assert server.server_info() == info
+            await assert_serves(info)
+            with pytest.raises(ConfigurationError, match="already running"):
+                await server.start()
+            tg.start_soon(server.stop)
+        assert not server.is_running
+        assert len(stopped) == 1
+        await assert_port_closed(info.port)
+
+        # Cancelling the task group ends it too, with one `stopped`.
+        async with anyio.create_task_group() as tg:
+            info = await tg.start(server.serve)
+            await assert_serves(info)
+            tg.cancel_scope.cancel()
+        assert not server.is_running
+        assert len(stopped) == 2
+        await assert_port_closed(info.port)
+
+
+@pytest.mark.anyio
+async def test_stop_inside_async_with_from_another_task() -> None:
+    server = two_tenants()
+    stopped = count_stopped(server)
+    with anyio.fail_after(STOP_BOUND):
+        async with server:
+            info = server.server_info()
+            assert info is not None
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(server.stop)
+            assert not server.is_running
+            await assert_port_closed(info.port)
+    assert len(stopped) == 1
+
+
+@pytest.mark.anyio
+async def test_stop_from_another_thread_is_a_clear_error(anyio_backend: str) -> None:
+    """Another event loop cannot stop the server; anyio.from_thread.run(server.stop) can."""
+    server = two_tenants()
+    stopped = count_stopped(server)
+
+    def stop_in_a_loop_of_its_own() -> None:
+        anyio.run(server.stop, backend=anyio_backend)
+
+    with anyio.fail_after(STOP_BOUND):
+        info = await server.start()
+        try:
+            with pytest.raises(ConfigurationError, match=r"anyio\.from_thread\.run\(server\.stop\)") as caught:
+                await anyio.to_thread.run_sync(stop_in_a_loop_of_its_own, abandon_on_cancel=True)
+            assert "cancel scope" not in str(caught.value)
+            assert server.is_running
+            await assert_serves(info)
+            await anyio.to_thread.run_sync(anyio.from_thread.run, server.stop)
+        finally:
+            await server.stop()
+    assert len(stopped) == 1
+    await assert_port_closed(info.port)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_start_leaves_no_server_behind() -> None:
+    server = two_tenants()
+    seen: list[str] = []
+    server.on("started", lambda event: seen.append(event.name))
+    server.on("stopped", lambda event: seen.append(event.name))
+    with anyio.fail_after(STOP_BOUND):
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await server.start()
+        await server.stop()  # waits for the run the cancelled start() began, if any
+        assert not server.is_running
+        assert seen in ([], ["started", "stopped"])
+        # Nothing is left claimed: it starts again.
+        async with server:
+            assert server.is_running
+
+
+@pytest.mark.anyio
+async def test_stop_from_a_tool_of_the_server() -> None:
+    """An admin tool that stops the server it runs in: bounded, `stopped` once."""
+    server: PerBearerServer | None = None
+
+    def admin() -> MCPServer:
+        mcp = MCPServer("admin")
+
+        @mcp.tool()
+        async def shutdown() -> str:
+            assert server is not None
+            await server.stop()  # ends the session this call runs in: cancelled once stopped
+            return "unreachable"
+
+        return mcp
+
+    server = create_per_bearer_server(shutdown_timeout=60.0).add_token(ALICE, admin)
+    stopped = count_stopped(server)
+    async with httpx.AsyncClient(timeout=STOP_BOUND) as client:
+        with anyio.fail_after(STOP_BOUND):
+            info = await server.start()
+            session = await open_session(client, info.url, ALICE)
+            began = anyio.current_time()
+            call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "shutdown", "arguments": {}}}
+            try:
+                answer = await client.post(info.url, json=call, headers=headers(ALICE, session.session_id))
+            except httpx.HTTPError:
+                pass  # the server closing the connection is one way for the call to end
+            else:
+                # The call's SSE stream ends with its session, without a result.
+                assert answer.status_code == 200
+                assert "unreachable" not in answer.text
+            await server.stop()
+            assert anyio.current_time() - began < STOP_BOUND / 2
+    assert len(stopped) == 1
+    assert not server.is_running
+    await assert_port_closed(info.port)

@@ -3,30 +3,37 @@
     server = create_per_bearer_server(port=0).add_token(token, factory, label="alice")
     async with server:                     # or: info = await server.start() ... await server.stop()
         print(server.server_info().url)    # the real port, even for port=0
+    info = await task_group.start(server.serve)   # or structured, in a task group of yours
 
-It owns everything it runs: the app's lifespan and hypercorn run in a task group of the
-`PerBearerServer`, held open between `start()` and `stop()`. It never installs process signal
-handlers, never serves anything about tenants without a token, and `stop()` is bounded even while
-clients hold SSE streams open (see `_hypercorn`).
+One task serves: it owns the task group running the app's lifespan and hypercorn, and every cancel
+scope in it. Other tasks meet it only through events (stop requested, stopped), so `stop()` works
+from any task of the event loop. `start()` runs that task outside the caller's task groups, so the
+caller's scopes and the server's never interleave. It never installs process signal handlers,
+never serves anything about tenants without a token, and stopping is bounded even while clients
+hold SSE streams open (see `hypercorn`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any, Final
 
 import anyio
+import anyio.abc
 from mcp.server.streamable_http import EventStore
 
 from .._app.app import McpApp
 from .._core.errors import ConfigurationError
 from .._ops.lifecycle import EventHub, EventName, Listener, Started, Stopped
 from .._tenancy.tenants import DEFAULT_DRAIN_TIMEOUT, ServerFactory, SessionPolicy, Tenants
-from .hypercorn import Backend, HypercornServer, require_hypercorn, running_backend, url_host
+from .detached import current_event_loop, spawn_detached
+from .hypercorn import SERVER_LOGGER, Backend, HypercornServer, require_hypercorn, running_backend, url_host
 
 __all__ = ["PerBearerServer", "ServerInfo", "create_per_bearer_server"]
 
@@ -34,6 +41,13 @@ __all__ = ["PerBearerServer", "ServerInfo", "create_per_bearer_server"]
 _RESERVED: Final = frozenset({"server", "tenants", "token_verifier", "path"})
 # How long stop() waits for listeners to take the `stopped` event.
 _STOPPED_DELIVERY_TIMEOUT: Final = 5.0
+_FOREIGN_LOOP: Final = (
+    "stop() must run in the event loop that serves the server; from another thread, call "
+    "anyio.from_thread.run(server.stop) (in a thread anyio started) or hand it to that loop "
+    "(asyncio.run_coroutine_threadsafe(server.stop(), loop), trio.from_thread.run(server.stop, trio_token=...))"
+)
+
+_logger = logging.getLogger(SERVER_LOGGER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +69,9 @@ class PerBearerServer:
     are kept as SHA-256 digests; stats, events and logs know a tenant only by its id (the `label`
     given to `add_token`, else a digest prefix).
 
-    `start()` and `stop()` must be called from the same task, and not from inside a cancel scope
-    (`anyio.fail_after`, ...) that is left in between: the server's task group stays open between
-    them, in that task. `async with server:` does both. If the server's own task fails, that task
-    group cancels the task that started it, as any task group does.
+    Serve it with `async with server:`, with `await task_group.start(server.serve)`, or with
+    `await server.start()`; in every case `await server.stop()` from any task of the same event
+    loop stops it (idempotent, bounded, `stopped` emitted once).
     """
 
     def __init__(
@@ -79,9 +92,8 @@ class PerBearerServer:
         self._backend = backend
         self._access_log = access_log
         self._health_path = health_path
-        self._stack: AsyncExitStack | None = None
-        self._runner: HypercornServer | None = None
-        self._info: ServerInfo | None = None
+        self._run: _Run | None = None
+        self._entered: list[AsyncExitStack] = []  # `async with` blocks, innermost last
 
     # -- tokens -----------------------------------------------------------------------------------
 
@@ -134,11 +146,14 @@ class PerBearerServer:
 
     @property
     def is_running(self) -> bool:
-        return self._info is not None
+        """Serving, and no stop requested."""
+        run = self._run
+        return run is not None and run.info is not None and not run.stop_requested.is_set()
 
     def server_info(self) -> ServerInfo | None:
-        """Where the server listens while it runs; None before `start()` and after `stop()`."""
-        return self._info
+        """Where the server listens while it runs; None before it started and once a stop is requested."""
+        run = self._run
+        return run.info if self.is_running and run is not None else None
 
     def stats(self) -> dict[str, Any]:
         """The app's counters (`McpApp.stats()`): tenants by id, never by token."""
@@ -147,71 +162,169 @@ class PerBearerServer:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> ServerInfo:
-        """Start serving; returns once connections are accepted. Emits `started` with the real port.
+        """Start serving in a task of its own; returns once connections are accepted. Emits
+        `started` with the real port. Any task of this event loop may then `stop()` it.
 
         Raises `ConfigurationError` if already running, if hypercorn (or trio) is missing, or if
         `backend` names another library than the one running; `OSError` if the port is taken.
+        An error that ends the server later is logged on `asgi_mcp.server`, and `stopped` emitted.
         """
-        if self._stack is not None:
+        return (await self._start(awaited=False)).info
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[ServerInfo] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The structured form, `info = await task_group.start(server.serve)`: serves until
+        `stop()` (from any task) and returns once stopped. Cancelling it stops the server as
+        `stop()` does (bounded, not abruptly). An error that ends the server is raised here.
+        Raises as `start()` does."""
+        started = await self._start(awaited=True)
+        task_status.started(started.info)
+        run = started.run
+        try:
+            await run.stopped.wait()
+        finally:
+            with anyio.CancelScope(shield=True):  # bounded: see stop()
+                await self._stop(run)
+        if run.failure is not None:
+            raise run.failure
+
+    async def stop(self) -> None:
+        """Stop serving (a no-op when not running), from any task of the event loop that serves.
+        New requests get 503, every session ends (open SSE streams close), then the socket closes;
+        bounded by the app's `shutdown_timeout` plus a second. Returns once `stopped` was emitted
+        (once, however many tasks call `stop()`). Tokens stay registered: it may serve again.
+        Raises `ConfigurationError` when called from another event loop or thread."""
+        run = self._run
+        if run is not None:
+            await self._stop(run)
+
+    async def __aenter__(self) -> PerBearerServer:
+        # A task group of the caller's: an error that ends the server cancels the block.
+        stack = AsyncExitStack()
+        task_group = await stack.enter_async_context(anyio.create_task_group())
+        try:
+            await task_group.start(self.serve)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._entered.append(stack)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stack = self._entered.pop()
+        try:
+            await self.stop()
+        finally:
+            await stack.__aexit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        info = self.server_info()
+        where = info.url if info is not None else "stopped"
+        return f"PerBearerServer({where}, tenants={self.tenants.ids()!r})"
+
+    # -- the serving task -------------------------------------------------------------------------
+
+    async def _start(self, *, awaited: bool) -> _Started:
+        if self._run is not None:
             raise ConfigurationError("the server is already running")
         backend = running_backend()
         if self._backend is not None and self._backend != backend:
             raise ConfigurationError(f"backend={self._backend!r}, but this task runs on {backend}")
         require_hypercorn(backend)
+        self._run = run = _Run(current_event_loop(), awaited=awaited)
+        spawn_detached(partial(self._serve_detached, run), name=f"asgi_mcp server on {self._host}:{self._port}")
+        try:
+            await run.ready.wait()
+        except BaseException:
+            run.stop_requested.set()  # the caller gave up waiting: leave no server behind
+            raise
+        if run.info is None:
+            assert run.failure is not None
+            raise run.failure
+        return _Started(run, run.info)
+
+    async def _stop(self, run: _Run) -> None:
+        if current_event_loop() is not run.loop:
+            raise ConfigurationError(_FOREIGN_LOOP)
+        run.stop_requested.set()
+        await run.stopped.wait()
+
+    async def _serve_detached(self, run: _Run) -> None:
+        """The serving task: the only one that enters the server's task group and cancel scopes."""
+        try:
+            await self._serve(run)
+        except Exception as exc:  # no parent task: hand it to the starter, to `serve()`, or to the log
+            run.failure = exc
+            if run.ready.is_set() and not run.awaited:
+                _logger.error("the server stopped on an error", exc_info=exc)
+        finally:
+            run.ready.set()
+
+    async def _serve(self, run: _Run) -> None:
         runner = HypercornServer(
             self.app, host=self._host, port=self._port, health_path=self._health_path, access_log=self._access_log
         )
-        stack = AsyncExitStack()
-        task_group = await stack.enter_async_context(anyio.create_task_group())
+        startup_failure: Exception | None = None
         try:
-            port: int = await task_group.start(runner.run)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack, self._runner = stack, runner
+            async with anyio.create_task_group() as task_group:
+                try:
+                    port: int = await task_group.start(runner.run)
+                except Exception as exc:
+                    startup_failure = exc  # raised below as is, not in an exception group
+                else:
+                    run.info = info = self._info_of(port)
+                    self.app.events.emit(
+                        Started(
+                            url=info.url, host=info.host, port=port, endpoint=info.endpoint, started_at=info.started_at
+                        )
+                    )
+                    run.ready.set()
+                    await run.stop_requested.wait()
+                    runner.shutdown()
+            if startup_failure is not None:
+                raise startup_failure
+        finally:
+            run.stop_requested.set()  # not running any more, whatever ended it
+            if run.info is not None:
+                now = time.time()
+                self.app.events.emit(Stopped(stopped_at=now, uptime=now - run.info.started_at))
+                await _deliver_remaining(self.app.events)
+            self._run = None  # only now may it start again: the delivery above runs the app's hub
+            run.stopped.set()
+
+    def _info_of(self, port: int) -> ServerInfo:
         suffix = "/" if self.app.path == "/" else self.app.path
-        info = ServerInfo(
+        return ServerInfo(
             url=f"http://{url_host(self._host)}:{port}{suffix}",
             host=self._host,
             port=port,
             endpoint=self.app.path,
             started_at=time.time(),
         )
-        self._info = info
-        self.app.events.emit(
-            Started(url=info.url, host=info.host, port=info.port, endpoint=info.endpoint, started_at=info.started_at)
-        )
-        return info
 
-    async def stop(self) -> None:
-        """Stop serving (a no-op when not running). New requests get 503, every session ends (open
-        SSE streams close), then the socket closes; bounded by the app's `shutdown_timeout` plus a
-        second. Emits `stopped`. Tokens stay registered: `start()` may run again."""
-        stack, runner, info = self._stack, self._runner, self._info
-        if stack is None or runner is None:
-            return
-        self._stack = self._runner = self._info = None
-        runner.shutdown()
-        try:
-            await stack.aclose()
-        finally:
-            now = time.time()
-            started = info.started_at if info is not None else now
-            self.app.events.emit(Stopped(stopped_at=now, uptime=now - started))
-            await _deliver_remaining(self.app.events)
 
-    async def __aenter__(self) -> PerBearerServer:
-        await self.start()
-        return self
+class _Run:
+    """One serving run, from `start()` to `stopped`: what the serving task shares with the tasks
+    that start, serve or stop it. Only the serving task enters cancel scopes; the others wait on
+    these events."""
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
+    __slots__ = ("awaited", "failure", "info", "loop", "ready", "stop_requested", "stopped")
 
-    def __repr__(self) -> str:
-        where = self._info.url if self._info is not None else "stopped"
-        return f"PerBearerServer({where}, tenants={self.tenants.ids()!r})"
+    def __init__(self, loop: object, *, awaited: bool) -> None:
+        self.loop = loop  # the event loop serving it: stop() from another one is refused
+        self.awaited = awaited  # `serve()` waits for it and raises its failure (else: logged)
+        self.ready = anyio.Event()  # serving (`info`), or failed to start (`failure`)
+        self.stop_requested = anyio.Event()
+        self.stopped = anyio.Event()  # `stopped` emitted and handed to listeners
+        self.info: ServerInfo | None = None
+        self.failure: Exception | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Started:
+    run: _Run
+    info: ServerInfo
 
 
 async def _deliver_remaining(hub: EventHub) -> None:
