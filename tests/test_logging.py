@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Final
 
 import anyio
+import httpx
 import pytest
 
-from asgi_mcp import McpApp, Tenants
+from asgi_mcp import McpApp, Tenants, create_per_bearer_server
 
 from ._asgi_driver import AsgiClient, Response
 from ._mcp import LEGACY, MODERN, call_tool, initialize, modern, serving
+from ._mcp_http import headers as http_headers
+from ._mcp_http import open_session
 from ._tenant_kit import ALL_TOKENS, TOKEN_A, TOKEN_B, TOKEN_C, UNKNOWN_TOKEN, TokenClient, factory_of
 
 pytestmark = pytest.mark.anyio
@@ -373,3 +379,104 @@ async def test_modern_era_refusals_name_the_tenant(captured: Capture) -> None:
     [record] = [r for r in captured.records if r.name == "asgi_mcp.http"]
     assert extras(record)["tenant_id"] == "bravo"
     assert "session_id" not in extras(record)
+
+
+# -- the one-call server's records hold no secret in any attribute ---------------------------------
+
+COOKIE_SECRET: Final = "ck-sess-5Hn8Qe2Wr4Ty"
+PROXY_SECRET: Final = "px-cred-9Lk3Mj7Nb1Vc"
+ENV_SECRET: Final = "env-key-6Gf2Ds8Aq4Zx"
+SECRETS: Final = (*ALL_TOKENS, COOKIE_SECRET, PROXY_SECRET, ENV_SECRET)
+_ACCESS_LINE: Final = r'127\.0\.0\.1:\d+ "(POST|DELETE) /mcp 1\.1" (\d{3} (\d+|-)|- -)'
+
+
+@pytest.fixture
+def every_record() -> Iterator[Capture]:
+    """Every record of every logger (the SDK's, hypercorn's, ours), at every level, at the root."""
+    root = logging.getLogger()
+    handler = Capture()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def _texts(value: object, seen: set[int], depth: int = 0) -> Iterator[str]:
+    """Every piece of text reachable from `value`: what a handler shipping a record's attributes
+    (args, extra fields, exc_info, ...) could send, walked through containers and object fields."""
+    if value is None or isinstance(value, (bool, int, float)) or id(value) in seen or depth > 8:
+        return
+    seen.add(id(value))
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (bytes, bytearray)):
+        yield bytes(value).decode("latin-1")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _texts(key, seen, depth + 1)
+            yield from _texts(item, seen, depth + 1)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            yield from _texts(item, seen, depth + 1)
+    elif isinstance(value, BaseException):
+        yield "".join(traceback.format_exception(type(value), value, value.__traceback__))
+        yield from _texts(value.args, seen, depth + 1)
+        yield from _texts(vars(value), seen, depth + 1)
+    elif isinstance(value, TracebackType):
+        yield "".join(traceback.format_tb(value))
+    else:
+        yield repr(value)
+        if hasattr(value, "__dict__"):
+            yield from _texts(vars(value), seen, depth + 1)
+
+
+def _assert_no_secret_anywhere(records: list[logging.LogRecord]) -> None:
+    formatter = logging.Formatter("%(levelname)s %(name)s %(message)s")
+    for record in records:
+        texts = [formatter.format(record), *_texts(record.__dict__, set())]
+        for text in texts:
+            for secret in SECRETS:
+                assert secret not in text, f"{secret} in a {record.name} record: {text[:2000]}"
+
+
+async def test_no_record_of_the_one_call_server_holds_a_secret(
+    every_record: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """logging=True: bearer tokens (good and bad, in the header and the query), cookies,
+    Proxy-Authorization and the process environment reach no attribute of any record."""
+    monkeypatch.setenv("ASGI_MCP_TEST_API_KEY", ENV_SECRET)
+    server = create_per_bearer_server(logging=True).add_token(TOKEN_A, factory_of("alpha"), label="alpha")
+    extra = {"cookie": f"sid={COOKIE_SECRET}; theme=dark", "proxy-authorization": f"Basic {PROXY_SECRET}"}
+    with anyio.fail_after(GUARD):
+        async with server, httpx.AsyncClient(headers=extra) as client:
+            info = server.server_info()
+            assert info is not None
+            session = await open_session(client, info.url, TOKEN_A)
+            assert await session.tool_names() == ["alpha_only", "block", "fail", "whoami"]
+            assert await session.call_tool("whoami") == "alpha"
+            refused = await client.post(info.url, json=initialize(0), headers=http_headers(UNKNOWN_TOKEN))
+            assert refused.status_code == 401
+            in_query = await client.post(
+                f"{info.url}?access_token={TOKEN_A}", json=initialize(0), headers=http_headers(TOKEN_A)
+            )
+            assert in_query.status_code == 200
+            stale = await client.post(info.url, json=call_tool(3, "whoami"), headers=http_headers(TOKEN_A, "stale-id"))
+            assert stale.status_code == 404
+            deleted = await client.delete(info.url, headers=http_headers(TOKEN_A, session.session_id))
+            assert deleted.status_code == 200
+    access = [record for record in every_record.records if record.name == "asgi_mcp.access"]
+    lines = [record.getMessage() for record in access]
+    for line in lines:
+        assert re.fullmatch(_ACCESS_LINE, line), line
+    # One line per answered request, the line itself unchanged: the check below cannot pass
+    # vacuously. (hypercorn may add a "- -" line for a stream the client closed first.)
+    statuses = [line.split()[-2] for line in lines if not line.endswith(" - -")]
+    assert sorted(statuses) == ["200", "200", "200", "200", "200", "202", "401", "404"], "\n".join(lines)
+    # The client's own loggers (httpx logs the URL it was given, query string included) are the
+    # test's, not the server's.
+    served = [record for record in every_record.records if not record.name.startswith(("httpx", "httpcore"))]
+    _assert_no_secret_anywhere(served)

@@ -203,6 +203,8 @@ class HypercornServer:
     def _config(self, sock: socket.socket) -> Config:
         from hypercorn.config import Config
 
+        from .access_log import ACCESS_LOG_FORMAT, SanitisedAccessLogger
+
         config = Config()
         # hypercorn owns (and closes) this duplicate descriptor; `run` closes the original.
         config.bind = [f"fd://{os.dup(sock.fileno())}"]
@@ -210,8 +212,9 @@ class HypercornServer:
         # Loggers, never hypercorn's defaults: those attach stderr handlers to global loggers.
         config.errorlog = logging.getLogger(SERVER_LOGGER)
         config.accesslog = logging.getLogger(ACCESS_LOGGER) if self.access_log else None
-        # No query string, referer or user agent: nothing a client put there ends up in logs.
-        config.access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s'
+        # No header, query string or environment in the line nor in the record (see access_log).
+        config.logger_class = SanitisedAccessLogger
+        config.access_log_format = ACCESS_LOG_FORMAT
         return config
 
     async def _serve_trio(

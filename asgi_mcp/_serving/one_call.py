@@ -358,8 +358,9 @@ def create_per_bearer_server(
         endpoint: the MCP endpoint path.
         backend: "asyncio" or "trio" to insist on one; None serves on whichever runs `start()`.
         logging: write an access log line per request to the `asgi_mcp.access` logger (client
-            address, method, path without query, status, size; never headers). The library
-            attaches no handler: configure logging to see it.
+            address, method, path without query, status, size; no header, query string or
+            environment in the line nor in the record). The library attaches no handler:
+            configure logging to see it.
         json_response: as `McpApp`'s.
         event_store: as `McpApp`'s.
         health_path: a path answering GET with 200 "ok" (text/plain) and nothing else, no token
