@@ -133,7 +133,7 @@ async def _stopping(served: Served, trigger: Any, stopped: anyio.Event, tg: Any)
 
 
 @asynccontextmanager
-async def serve_uvicorn(app: McpApp) -> AsyncIterator[Served]:
+async def serve_uvicorn(app: McpApp, *, port: int = 0, graceful: float = STOP_TIMEOUT / 2) -> AsyncIterator[Served]:
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -143,10 +143,11 @@ async def serve_uvicorn(app: McpApp) -> AsyncIterator[Served]:
 
     # Bound, not listening: connections are refused until uvicorn listens, after lifespan startup.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart on the same port
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, lifespan="on", http="h11", ws="none", log_level="warning", timeout_graceful_shutdown=STOP_TIMEOUT / 2
+        app, lifespan="on", http="h11", ws="none", log_level="warning", timeout_graceful_shutdown=graceful
     )
     server = Server(config)
     stopped = anyio.Event()
@@ -172,13 +173,15 @@ async def serve_uvicorn(app: McpApp) -> AsyncIterator[Served]:
 
 
 @asynccontextmanager
-async def serve_hypercorn_trio(app: McpApp) -> AsyncIterator[Served]:
+async def serve_hypercorn_trio(
+    app: McpApp, *, port: int = 0, graceful: float = STOP_TIMEOUT / 2
+) -> AsyncIterator[Served]:
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
     config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = STOP_TIMEOUT / 2
+    config.bind = [f"127.0.0.1:{port}"]
+    config.graceful_timeout = graceful
     config.accesslog = None
     config.loglevel = "WARNING"
     shutdown = anyio.Event()
@@ -200,8 +203,12 @@ async def serve_hypercorn_trio(app: McpApp) -> AsyncIterator[Served]:
             yield served
 
 
-def serve_app(app: McpApp, backend: str) -> Any:
-    return serve_uvicorn(app) if backend == "asyncio" else serve_hypercorn_trio(app)
+def serve_app(app: McpApp, backend: str, *, port: int = 0, graceful: float = STOP_TIMEOUT / 2) -> Any:
+    """uvicorn (asyncio) or hypercorn's Trio worker serving `app` on 127.0.0.1:`port` (0: a free one);
+    stopping waits at most `graceful` seconds for open connections (SSE streams) to close."""
+    if backend == "asyncio":
+        return serve_uvicorn(app, port=port, graceful=graceful)
+    return serve_hypercorn_trio(app, port=port, graceful=graceful)
 
 
 # -- the node client ------------------------------------------------------------------------------
