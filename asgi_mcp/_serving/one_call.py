@@ -169,12 +169,12 @@ class PerBearerServer:
             await stack.aclose()
             raise
         self._stack, self._runner = stack, runner
-        suffix = "/" if self.app.path == "/" else self.app.path
+        suffix = "/" if self.app.config.path == "/" else self.app.config.path
         info = ServerInfo(
             url=f"http://{url_host(self._host)}:{port}{suffix}",
             host=self._host,
             port=port,
-            endpoint=self.app.path,
+            endpoint=self.app.config.path,
             started_at=time.time(),
         )
         self._info = info
@@ -267,7 +267,7 @@ def create_per_bearer_server(
     tenants = Tenants()
     app = McpApp(tenants=tenants, path=endpoint, json_response=json_response, event_store=event_store, **app_options)
     if health_path is not None and (
-        not health_path.startswith("/") or health_path.rstrip("/") in (app.path.rstrip("/"), "")
+        not health_path.startswith("/") or health_path.rstrip("/") in (app.config.path.rstrip("/"), "")
     ):
         raise ConfigurationError("health_path must be an absolute path other than '/' and the endpoint")
     return PerBearerServer(
