@@ -41,7 +41,10 @@ class AppConfig:
 
     Built, every option is in its canonical form: `server` is the low-level `mcp` `Server` served
     (an `MCPServer`'s own), paths have one leading slash and none trailing, sequences are tuples.
-    An invalid combination or value raises `ConfigurationError` naming the option.
+    An invalid combination or value raises `ConfigurationError` naming the option; so does a copy
+    made with `dataclasses.replace`, which is validated again. Its repr shows every option, except
+    that the token verifier, the tenant registry and the event store appear by type only and URLs
+    lose their user-info: it is safe to log.
     """
 
     server: Any = None

@@ -70,6 +70,9 @@ class Runtime:
         self.keepalive = KeepAlive(config.keepalive_interval)
         self.watch = LateWatch(min(WATCH_PERIOD, config.keepalive_interval / 4))
         self.loop = Loop.current()
+        # Keep-alive and the watch run under this scope: a shutdown that comes before they have
+        # begun (their own `stop` would find nothing to cancel yet) still ends them.
+        self.services = anyio.CancelScope()
         # A fresh host per run: a server's lifespan is entered once per host.
         self.host = ServerHost(config.server) if config.server is not None else None
         # The caller of a single served server with no authentication; verified callers reach its host too.
@@ -120,8 +123,7 @@ class Runtime:
         if self.host is not None:
             await self.host.start(tg)
         tg.start_soon(self.reap_forever)
-        tg.start_soon(self.keepalive.run, tg)
-        tg.start_soon(self.watch.run)
+        tg.start_soon(self._run_services)
         self.started = True
         if self.gc_freeze:
             gc.freeze()
@@ -131,8 +133,7 @@ class Runtime:
         if self.closing:
             return
         self.closing = True
-        self.keepalive.stop()
-        self.watch.stop()
+        self.services.cancel()
         self.legacy.end_all("shutdown")
         if self.tenant_servers is not None:
             self.tenant_servers.detach()
@@ -143,6 +144,12 @@ class Runtime:
         self.wake()
         # Listeners get the events queued so far (session_ended of every session above), then stop.
         self.events.close()
+
+    async def _run_services(self) -> None:
+        with self.services:
+            async with anyio.create_task_group() as services:
+                services.start_soon(self.keepalive.run, self.task_group)
+                services.start_soon(self.watch.run)
 
     def _session_ended(self, entry: SessionEntry[LegacySession], reason: str) -> None:
         duration = anyio.current_time() - entry.created_at
