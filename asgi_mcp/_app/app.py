@@ -174,6 +174,10 @@ class McpApp:
             ready_path=ready_path,
             gc_freeze=gc_freeze,
         )
+        self._assemble(config)
+
+    def _assemble(self, config: AppConfig) -> None:
+        """Build, once, what every request shares; held in slots, no attribute chains per request."""
         self._config = config
         self._events = EventHub()
         self._tenant_servers = TenantServers(self._events) if config.tenants is not None else None
@@ -181,7 +185,6 @@ class McpApp:
             config.tenants.subscribe(self._tenant_servers)
         self._metrics = Metrics()
         self._metrics.observe(self._sessions_by_tenant, self._open_streams)
-        # What every request reads, built once and held in slots: no attribute chains per request.
         self._path = config.path
         self._cors = CorsPolicy(config.cors_origins) if config.cors_origins else None
         self._origin_policy = OriginPolicy(

@@ -70,9 +70,7 @@ class Runtime:
         self.keepalive = KeepAlive(config.keepalive_interval)
         self.watch = LateWatch(min(WATCH_PERIOD, config.keepalive_interval / 4))
         self.loop = Loop.current()
-        # Keep-alive and the watch run under this scope: a shutdown that comes before they have
-        # begun (their own `stop` would find nothing to cancel yet) still ends them.
-        self.services = anyio.CancelScope()
+        self.services = anyio.CancelScope()  # keep-alive and the watch: see `_run_services`
         # A fresh host per run: a server's lifespan is entered once per host.
         self.host = ServerHost(config.server) if config.server is not None else None
         # The caller of a single served server with no authentication; verified callers reach its host too.
@@ -80,7 +78,6 @@ class Runtime:
         self.table: SessionTable[LegacySession] = SessionTable(
             max_sessions=config.max_sessions, idle_timeout=config.session_idle_timeout
         )
-        hub = events
         self.legacy = LegacyEndpoint(
             table=self.table,
             task_group=task_group,
@@ -89,8 +86,8 @@ class Runtime:
             retry_ms=config.retry_interval,
             keepalive=self.keepalive,
             loop=self.loop,
-            observer_for=lambda entry: tool_observer(hub, entry.tenant_id, entry.session_id),
-            on_created=lambda entry: hub.emit(
+            observer_for=lambda entry: tool_observer(events, entry.tenant_id, entry.session_id),
+            on_created=lambda entry: events.emit(
                 SessionCreated(
                     session_id=entry.session_id,
                     tenant_id=entry.tenant_id,
@@ -146,6 +143,8 @@ class Runtime:
         self.events.close()
 
     async def _run_services(self) -> None:
+        # Under a scope of the runtime's own: a shutdown that comes before keep-alive and the watch
+        # have begun (when their own `stop` finds nothing to cancel yet) still ends them.
         with self.services:
             async with anyio.create_task_group() as services:
                 services.start_soon(self.keepalive.run, self.task_group)
