@@ -4,6 +4,7 @@ import logging as _logging
 import types as _types
 
 from ._app.app import McpApp as McpApp
+from ._app.config import AppConfig as AppConfig
 from ._auth.bearer import AuthenticationError as AuthenticationError
 from ._auth.bearer import TokenVerifier as TokenVerifier
 from ._auth.introspection import IntrospectionVerifier as IntrospectionVerifier
@@ -40,6 +41,7 @@ from ._tenancy.tenants import TenantRegistry as TenantRegistry
 from ._tenancy.tenants import Tenants as Tenants
 
 __all__ = [
+    "AppConfig",
     "AsgiMcpError",
     "AuthenticationError",
     "ConfigurationError",

@@ -1356,7 +1356,7 @@ async def test_authorization_variants(anyio_backend: str) -> None:
         reply = await target.post(PING, session=target.baseline, extra=[("authorization", f"Bearer {UNKNOWN_TOKEN}")])
         assert reply.status == 200, reply
         assert target.app.stats()["sessions_per_tenant"] == {
-            "tok-" + target.app.tenants.lookup(TOKEN_A).digest.hex()[:12]: 1
+            "tok-" + target.app.config.tenants.lookup(TOKEN_A).digest.hex()[:12]: 1
         }  # type: ignore[union-attr]
 
 

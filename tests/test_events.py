@@ -86,7 +86,7 @@ async def test_idle_sessions_are_reaped_with_reason_idle_timeout() -> None:
             a = TokenClient(client, TOKEN_A)
             idle = await a.open_session()
             gate = Gate()
-            app.tenants.update(TOKEN_B, lambda: tenant_server("bravo", gate=gate))  # type: ignore[union-attr]
+            app.config.tenants.update(TOKEN_B, lambda: tenant_server("bravo", gate=gate))  # type: ignore[union-attr]
             b = TokenClient(client, TOKEN_B)
             busy = await b.open_session()
             in_flight = await b.post(call_tool(1, "block"), session_id=busy)

@@ -120,8 +120,9 @@ async def test_shutdown_with_open_streams_returns_within_shutdown_timeout() -> N
         call = await client.post(call_tool(1, "block"), session_id=session_id)
         await probe.started.wait()
         started = anyio.current_time()
-        assert await lifespan.shutdown(timeout=app.shutdown_timeout + 1) == {"type": "lifespan.shutdown.complete"}
-        assert anyio.current_time() - started < app.shutdown_timeout
+        shutdown_timeout = app.config.shutdown_timeout
+        assert await lifespan.shutdown(timeout=shutdown_timeout + 1) == {"type": "lifespan.shutdown.complete"}
+        assert anyio.current_time() - started < shutdown_timeout
         # Every open connection ended: the GET stream and the POST stream of the running call.
         await stream.read(timeout=1)
         await call.read(timeout=1)
@@ -139,7 +140,7 @@ async def test_shutdown_is_idempotent_and_harmless_when_repeated() -> None:
         runtime = app._runtime
         assert runtime is not None
     # The context already shut the runtime down; doing it again changes nothing and raises nothing.
-    app._shutdown(runtime)
+    runtime.shutdown()
     assert app._runtime is None
     async with serving(app) as client:  # and the app still starts afresh
         await open_session(client)

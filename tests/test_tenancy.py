@@ -100,7 +100,7 @@ async def test_concurrent_sessions_of_one_token_all_work() -> None:
             gate.release.set()
             assert text((await blocked.messages())[-1]) == "released by alpha"
             assert text(await a.call(first, call_tool(3, "whoami"))) == "alpha"
-            assert app.stats()["sessions_per_tenant"] == {next(iter(app.tenants.ids())): 6}  # type: ignore[union-attr]
+            assert app.stats()["sessions_per_tenant"] == {next(iter(app.config.tenants.ids())): 6}  # type: ignore[union-attr]
 
 
 async def test_concurrent_first_initialize_runs_the_factory_once() -> None:
@@ -202,7 +202,7 @@ async def test_session_of_another_token_is_not_found() -> None:
 
 async def test_unknown_missing_and_removed_tokens_get_401() -> None:
     app = two_tenants(authorization_servers=["https://auth.example.com"], required_scopes=["mcp:tools"])
-    tenants = app.tenants
+    tenants = app.config.tenants
     assert isinstance(tenants, Tenants)
     with anyio.fail_after(GUARD):
         async with serving(app) as client:

@@ -1,1 +1,2 @@
-"""The app edge: `McpApp`, its configuration and runtime, routes, and era negotiation."""
+"""The app edge: `McpApp` (ASGI entry, error boundary), its frozen `AppConfig`, the `Runtime` of a run,
+edge authentication, the side routes, and era negotiation."""

@@ -1,180 +1,54 @@
-"""`McpApp`: the ASGI application. The one thin shell around the protocol pieces.
+"""`McpApp`: the ASGI entry point and the public surface of the app edge.
 
-Per request: route by path and method, check Host/Origin, pick the era from `MCP-Protocol-Version`,
-read the body under its limit, classify it, and hand it to the legacy or modern endpoint. Every
-exception meets one boundary here: `ProtocolError` becomes its status and JSON-RPC error, anything
-else a generic 500 with nothing internal in the body.
+`McpApp(...)` validates its options into an `AppConfig` and builds, once, what every request
+shares: the Host/Origin and CORS policies, authentication (`edge_auth`) and the side routes
+(`routes`). Running it (the ASGI lifespan, or `lifespan_context()`) builds a `Runtime`: the
+session table and both era endpoints. Per request, `__call__` answers CORS preflights and side
+routes, checks Host/Origin, authenticates, and hands the request to era negotiation
+(`negotiation`), which calls the legacy or modern endpoint. Every exception meets the one
+boundary here: `ProtocolError` becomes its status and JSON-RPC error, anything else a generic 500
+with nothing internal in the body.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Final, cast
-from urllib.parse import urlsplit
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final
 
 import anyio
-import anyio.abc
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http import EventStore
 
-from .._auth.bearer import (
-    AuthenticationError,
-    BearerAuth,
-    TokenVerifier,
-    challenge,
-    metadata_paths,
-    parse_bearer,
-    principal_key,
-    protected_resource_metadata,
-)
-from .._core.asgi import ClientGone, HttpRequest, Receive, Scope, Send, read_body, send_empty, send_error, send_json
+from .._auth.bearer import TokenVerifier
+from .._core.asgi import ClientGone, HttpRequest, Receive, Scope, Send, send_error, send_json
 from .._core.cors import CorsPolicy
 from .._core.errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, ProtocolError, SecurityRefusal
-from .._core.http import (
-    Headers,
-    accepts,
-    endpoint_matches,
-    era_of,
-    is_json_content_type,
-    is_visible_ascii,
-    method_not_allowed,
-    normalize_endpoint,
-)
-from .._core.jsonrpc import parse_body
+from .._core.http import Headers, endpoint_matches, is_visible_ascii
 from .._core.origin import OriginPolicy
-from .._core.session_table import SessionEntry, SessionTable
-from .._io.loop import Loop
-from .._io.streams import KeepAlive
-from .._io.watch import LateWatch
-from .._kernel.dispatch import RequestObserver
-from .._kernel.hosting import ServerHost, as_lowlevel_server
-from .._legacy.endpoint import LegacyEndpoint, LegacySession, Principal
-from .._modern.endpoint import ModernEndpoint
-from .._ops.lifecycle import EventHub, EventName, Listener, SessionCreated, SessionEnded, ToolCalled, TransportError
+from .._ops.lifecycle import EventHub, EventName, Listener, TransportError
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics, current_tenant
-from .._ports.replay import EventLog
-from .._tenancy.servers import TenantRemoved, TenantServers
+from .._tenancy.servers import TenantServers
 from .._tenancy.tenants import Tenants
+from .config import DEFAULT_MAX_BODY, AppConfig
+from .edge_auth import EdgeAuth, ResourceUrls
+from .negotiation import get_or_delete, post
+from .routes import SideRoutes
+from .runtime import Runtime, run_lifespan_protocol
 
 __all__ = ["McpApp"]
 
 logger = logging.getLogger("asgi_mcp")
 http_logger = logging.getLogger("asgi_mcp.http")
 
-DEFAULT_MAX_BODY: Final = 4 * 1024 * 1024
-# How soon a modern exchange still running gets a watcher (a leaving client cancels it within two).
-WATCH_PERIOD: Final = 0.05
 NOT_RUNNING_MESSAGE: Final = (
     "asgi_mcp.McpApp is not running. Serve it as the top-level ASGI app (the server runs its lifespan), "
     "or, when it is mounted inside another framework, enter `async with mcp_app.lifespan_context():` "
     "in the host application's lifespan."
 )
-
-
-class _Runtime:
-    """What exists only while the app runs: the task group, the session table, the endpoints."""
-
-    def __init__(self, app: McpApp, task_group: anyio.abc.TaskGroup) -> None:
-        self.app = app
-        self.task_group = task_group
-        self.closing = False
-        self.started = False  # startup completed (server lifespan entered): ready for traffic
-        self.started_at = time.time()
-        self.wake_reaper = anyio.Event()
-        self.reaper_wakes_at = float("inf")
-        self.keepalive = KeepAlive(app.keepalive_interval)
-        self.watch = LateWatch(min(WATCH_PERIOD, app.keepalive_interval / 4))
-        self.loop = Loop.current()
-        self.table: SessionTable[LegacySession] = SessionTable(
-            max_sessions=app.max_sessions, idle_timeout=app.session_idle_timeout
-        )
-        hub = app.events
-        self.legacy = LegacyEndpoint(
-            table=self.table,
-            task_group=task_group,
-            json_response=app.json_response,
-            events=EventLog(app.event_store) if app.event_store is not None else None,
-            retry_ms=app.retry_interval,
-            keepalive=self.keepalive,
-            loop=self.loop,
-            observer_for=lambda entry: _tool_observer(hub, entry.tenant_id, entry.session_id),
-            on_created=lambda entry: hub.emit(
-                SessionCreated(
-                    session_id=entry.session_id,
-                    tenant_id=entry.tenant_id,
-                    server_name=entry.value.host.name,
-                    protocol_version=entry.value.protocol_version,
-                    created_at=time.time(),
-                )
-            ),
-            on_ended=self._session_ended,
-            wake=self.wake,
-        )
-        self.modern = ModernEndpoint(
-            json_response=app.json_response,
-            keepalive=app.keepalive_interval,
-            tool_schema_ttl=app.tool_schema_ttl,
-            loop=self.loop,
-            watch=self.watch,
-        )
-
-    def _session_ended(self, entry: SessionEntry[LegacySession], reason: str) -> None:
-        duration = anyio.current_time() - entry.created_at
-        self.app.events.emit(
-            SessionEnded(
-                session_id=entry.session_id,
-                tenant_id=entry.tenant_id,
-                server_name=entry.value.host.name,
-                reason=reason,
-                duration=duration,
-                ended_at=time.time(),
-            )
-        )
-        attributes = {TENANT_ATTRIBUTE: entry.tenant_id} if entry.tenant_id is not None else {}
-        self.app.metrics.session_duration.record(duration, attributes)
-
-    def wake(self, deadline: float | None = None) -> None:
-        """Wake the reaper, unless `deadline` is no earlier than the moment it wakes anyway."""
-        if deadline is None or deadline < self.reaper_wakes_at:
-            self.wake_reaper.set()
-
-    async def reap_forever(self) -> None:
-        """End idle and drained sessions when their deadline passes; sleeps until the earliest one."""
-        while not self.closing:
-            deadline = self.table.next_deadline()
-            now = anyio.current_time()
-            self.reaper_wakes_at = now + 60 if deadline is None else deadline
-            with anyio.move_on_after(max(0.0, self.reaper_wakes_at - now)):
-                await self.wake_reaper.wait()
-            self.wake_reaper = anyio.Event()
-            self.legacy.reap(anyio.current_time())
-
-
-def _tool_observer(hub: EventHub, tenant_id: str | None, session_id: str | None) -> RequestObserver:
-    def observe(method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
-        if method != "tools/call" or not hub.has_listeners("tool_called"):
-            return
-        error: dict[str, Any] | None = outcome.get("error")
-        result: dict[str, Any] | None = outcome.get("result")
-        tool_failed = result is not None and bool(result.get("isError"))
-        hub.emit(
-            ToolCalled(
-                tool_name=str((params or {}).get("name", "")),
-                tenant_id=tenant_id,
-                session_id=session_id,
-                duration=time.perf_counter() - started,
-                success=error is None and not tool_failed,
-                error=str(error.get("message")) if error is not None else ("tool_error" if tool_failed else None),
-            )
-        )
-
-    return observe
 
 
 class McpApp:
@@ -225,10 +99,28 @@ class McpApp:
         ready_path: serve readiness at this path: 200 while running, 503 before startup and
             during shutdown; None: not served. Neither route reveals anything about tenants.
 
+    The options are validated once, into an immutable `AppConfig` (`app.config`); an invalid one
+    raises `ConfigurationError`.
+
     Lifespan: served as the top-level app, the ASGI `lifespan` protocol starts and stops it. Mounted
     inside a framework that does not run a sub-application's lifespan (Starlette's `Mount`), enter
     `async with app.lifespan_context():` in the host's lifespan.
     """
+
+    __slots__ = (
+        "__weakref__",
+        "_auth",
+        "_config",
+        "_cors",
+        "_events",
+        "_metrics",
+        "_not_running_logged",
+        "_origin_policy",
+        "_path",
+        "_routes",
+        "_runtime",
+        "_tenant_servers",
+    )
 
     def __init__(
         self,
@@ -257,67 +149,65 @@ class McpApp:
         ready_path: str | None = None,
         gc_freeze: bool = False,
     ) -> None:
-        if (server is None) == (tenants is None):
-            raise ConfigurationError("give exactly one of `server` (one MCP server) and `tenants` (one per token)")
-        if tenants is not None and token_verifier is not None:
-            raise ConfigurationError("`tenants` authenticates by its own tokens; it takes no `token_verifier`")
-        if validate_resource and resource_server_url is None:
-            raise ConfigurationError("validate_resource needs resource_server_url (the audience to check)")
-        if max_body_size < 1:
-            raise ConfigurationError("max_body_size must be positive")
-        if max_sessions < 1:
-            raise ConfigurationError("max_sessions must be at least 1")
-        if session_idle_timeout is not None and session_idle_timeout <= 0:
-            raise ConfigurationError("session_idle_timeout must be positive, or None")
-        if retry_interval is not None and retry_interval < 0:
-            raise ConfigurationError("retry_interval must not be negative")
-        if keepalive_interval <= 0 or shutdown_timeout < 0 or tool_schema_ttl < 0:
-            raise ConfigurationError(
-                "keepalive_interval must be positive; shutdown_timeout and tool_schema_ttl not negative"
-            )
-        self.events = EventHub()
-        self.tenants = tenants
-        self._tenant_servers = TenantServers(self.events) if tenants is not None else None
-        if tenants is not None and self._tenant_servers is not None:
-            tenants.subscribe(self._tenant_servers)
-        self.server = as_lowlevel_server(server) if server is not None else None
-        self.host: ServerHost | None = ServerHost(self.server) if self.server is not None else None
-        self.path = normalize_endpoint(path)
-        self.json_response = json_response
-        self.event_store = event_store
-        self.retry_interval = retry_interval
-        self.session_idle_timeout = session_idle_timeout
-        self.max_sessions = max_sessions
-        self.max_body_size = max_body_size
-        self.keepalive_interval = keepalive_interval
-        self.shutdown_timeout = shutdown_timeout
-        self.tool_schema_ttl = tool_schema_ttl
-        self.cors = CorsPolicy(cors_origins) if cors_origins else None
-        self.origin_policy = OriginPolicy(allowed_hosts, allowed_origins, cors_origins=cors_origins or ())
-        self.health_path = normalize_endpoint(health_path) if health_path is not None else None
-        self.ready_path = normalize_endpoint(ready_path) if ready_path is not None else None
-        self.gc_freeze = gc_freeze
-        self.metrics = Metrics()
-        self.metrics.observe(self._sessions_by_tenant, self._open_streams)
-        self.resource_server_url = resource_server_url
-        self.authorization_servers = tuple(authorization_servers)
-        self.required_scopes = tuple(required_scopes)
-        self.auth = (
-            BearerAuth(
-                token_verifier,
-                required_scopes=required_scopes,
-                resource_url=resource_server_url,
-                validate_resource=validate_resource,
-            )
-            if token_verifier is not None
-            else None
+        config = AppConfig(
+            server=server,
+            tenants=tenants,
+            token_verifier=token_verifier,
+            required_scopes=required_scopes,
+            resource_server_url=resource_server_url,
+            authorization_servers=authorization_servers,
+            validate_resource=validate_resource,
+            path=path,
+            json_response=json_response,
+            event_store=event_store,
+            retry_interval=retry_interval,
+            session_idle_timeout=session_idle_timeout,
+            max_sessions=max_sessions,
+            max_body_size=max_body_size,
+            allowed_hosts=allowed_hosts,
+            allowed_origins=allowed_origins,
+            keepalive_interval=keepalive_interval,
+            shutdown_timeout=shutdown_timeout,
+            tool_schema_ttl=tool_schema_ttl,
+            cors_origins=cors_origins or (),
+            health_path=health_path,
+            ready_path=ready_path,
+            gc_freeze=gc_freeze,
         )
-        self._metadata_paths = metadata_paths(self.path)
-        self._runtime: _Runtime | None = None
+        self._assemble(config)
+
+    def _assemble(self, config: AppConfig) -> None:
+        """Build, once, what every request shares; held in slots, no attribute chains per request."""
+        self._config = config
+        self._events = EventHub()
+        self._tenant_servers = TenantServers(self._events) if config.tenants is not None else None
+        if config.tenants is not None and self._tenant_servers is not None:
+            config.tenants.subscribe(self._tenant_servers)
+        self._metrics = Metrics()
+        self._metrics.observe(self._sessions_by_tenant, self._open_streams)
+        self._path = config.path
+        self._cors = CorsPolicy(config.cors_origins) if config.cors_origins else None
+        self._origin_policy = OriginPolicy(
+            config.allowed_hosts, config.allowed_origins, cors_origins=config.cors_origins
+        )
+        urls = ResourceUrls(config)
+        with_auth = config.tenants is not None or config.token_verifier is not None
+        self._auth = EdgeAuth(config, self._tenant_servers, urls) if with_auth else None
+        self._routes = SideRoutes(config, urls, self._cors)
+        self._runtime: Runtime | None = None
         self._not_running_logged = False
-        self._anonymous = Principal(owner="", tenant_id=None, host=self._get_host)
 
     # -- public surface ---------------------------------------------------------------------------
+
+    @property
+    def config(self) -> AppConfig:
+        """The app's options, validated and immutable."""
+        return self._config
+
+    @property
+    def events(self) -> EventHub:
+        """The app's event hub (`on` subscribes to it; the serving layer announces `started`/`stopped` on it)."""
+        return self._events
 
     def on(self, event_name: EventName, listener: Listener) -> Callable[[], None]:
         """Subscribe to an event (`"session_created"`, `"tool_called"`, ...); returns an unsubscribe function.
@@ -325,7 +215,7 @@ class McpApp:
         Listeners may be sync or async; they run off the request path, in order per listener, and a
         failing or slow one never fails or slows a request.
         """
-        return self.events.on(event_name, listener)
+        return self._events.on(event_name, listener)
 
     @property
     def running(self) -> bool:
@@ -334,18 +224,22 @@ class McpApp:
     def stats(self) -> dict[str, Any]:
         """Counters cheap enough for every health probe. Tenants appear by id, never by token."""
         runtime = self._runtime
+        tenants = self._config.tenants
         per_tenant = runtime.table.per_tenant() if runtime is not None else {}
         return {
             "running": self.running,
-            "registered_tokens": len(self.tenants) if self.tenants is not None else 0,
+            "registered_tokens": len(tenants) if tenants is not None else 0,
             "built_servers": (
-                self._tenant_servers.built if self._tenant_servers is not None else int(self.host is not None)
+                self._tenant_servers.built if self._tenant_servers is not None else int(self._config.server is not None)
             ),
             "active_sessions": len(runtime.table) if runtime is not None else 0,
             "sessions_per_tenant": {tenant: count for tenant, count in per_tenant.items() if tenant is not None},
             "open_streams": runtime.legacy.open_streams if runtime is not None else 0,
             "uptime": time.time() - runtime.started_at if runtime is not None else 0.0,
         }
+
+    def __repr__(self) -> str:
+        return f"McpApp({self._config!r}, running={self.running})"
 
     def _sessions_by_tenant(self) -> list[tuple[str | None, int]]:
         runtime = self._runtime
@@ -369,66 +263,16 @@ class McpApp:
             raise ConfigurationError("McpApp is already running; an app instance runs once at a time")
         try:
             async with anyio.create_task_group() as tg:
-                runtime = _Runtime(self, tg)
+                runtime = Runtime(self._config, tg, self._events, self._metrics, self._tenant_servers)
                 self._runtime = runtime
                 try:
-                    await tg.start(self.events.run)
-                    if self._tenant_servers is not None:
-                        self._tenant_servers.attach(tg, runtime.legacy)
-                    if self.host is not None:
-                        await self.host.start(tg)
-                    tg.start_soon(runtime.reap_forever)
-                    tg.start_soon(runtime.keepalive.run, tg)
-                    tg.start_soon(runtime.watch.run)
-                    runtime.started = True
-                    if self.gc_freeze:
-                        gc.freeze()
+                    await runtime.start()
                     yield self
                 finally:
-                    self._shutdown(runtime)
+                    runtime.shutdown()
         finally:
             # Cleared only once everything stopped: requests during shutdown get 503, not "not running".
             self._runtime = None
-
-    def _shutdown(self, runtime: _Runtime) -> None:
-        if runtime.closing:
-            return
-        runtime.closing = True
-        runtime.keepalive.stop()
-        runtime.watch.stop()
-        runtime.legacy.end_all("shutdown")
-        if self._tenant_servers is not None:
-            self._tenant_servers.detach()
-        if self.host is not None:
-            self.host.stop()
-            # A fresh host for the next run: a lifespan is entered once per host.
-            self.host = ServerHost(self.host.server)
-        # Everything still running gets `shutdown_timeout` to finish, then is cancelled.
-        runtime.task_group.cancel_scope.deadline = anyio.current_time() + self.shutdown_timeout
-        runtime.wake()
-        # Listeners get the events queued so far (session_ended of every session above), then stop.
-        self.events.close()
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        async with AsyncExitStack() as stack:
-            message = await receive()
-            if message["type"] != "lifespan.startup":
-                return
-            try:
-                await stack.enter_async_context(self.lifespan_context())
-            except Exception as exc:
-                logger.exception("asgi_mcp startup failed")
-                # Servers print this message; the run's task group wraps the cause in an exception
-                # group whose own text ("unhandled errors in a TaskGroup") says nothing.
-                await send({"type": "lifespan.startup.failed", "message": str(_sole_cause(exc))})
-                return
-            await send({"type": "lifespan.startup.complete"})
-            await receive()  # lifespan.shutdown
-        await send({"type": "lifespan.shutdown.complete"})
-
-    async def _get_host(self) -> ServerHost:
-        assert self.host is not None
-        return self.host
 
     # -- ASGI -------------------------------------------------------------------------------------
 
@@ -437,22 +281,23 @@ class McpApp:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await run_lifespan_protocol(self.lifespan_context, receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1000})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, root_path = scope["path"], scope.get("root_path", "")
         headers = Headers(scope["headers"])
-        if self.cors is not None:
+        cors = self._cors
+        if cors is not None:
             origin = headers.get("origin")
-            if origin is not None and self.cors.allows(origin):
+            if origin is not None and cors.allows(origin):
                 if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-                    await self._preflight(origin, headers, send)
+                    await self._routes.preflight(origin, headers, send)
                     return
-                send = self.cors.wrap(send, origin)
-        if not endpoint_matches(path, root_path, self.path):
-            await self._other_path(scope, send)
+                send = cors.wrap(send, origin)
+        if not endpoint_matches(path, root_path, self._path):
+            await self._routes.answer(scope, send, ready=self.running)
             return
         responder = _Responder(send)
         request = HttpRequest(scope["method"], path, headers, scope)
@@ -461,22 +306,24 @@ class McpApp:
         try:
             runtime = self._runtime
             if runtime is None:
-                if not self._not_running_logged:
-                    self._not_running_logged = True
-                    logger.error(NOT_RUNNING_MESSAGE)
-                await send_json(send, 500, _error_body(INTERNAL_ERROR, NOT_RUNNING_MESSAGE))
+                await self._not_running(send)
                 return
             if runtime.closing:
                 raise ProtocolError(503, "Server is shutting down", code=SERVER_BUSY)
-            self.origin_policy.check(headers.get("host"), headers.get("origin"), scope.get("server"))
+            self._origin_policy.check(headers.get("host"), headers.get("origin"), scope.get("server"))
             # Authentication comes before the body is read: unauthenticated callers cost nothing.
-            principal, access = await self._authenticate(request)
-            if access is not None:
+            if self._auth is None:
+                principal = runtime.anonymous
+            else:
+                principal, access = await self._auth.authenticate(request, runtime.anonymous)
                 auth_token = auth_context_var.set(AuthenticatedUser(access))
-            if principal.tenant_id is not None:
-                tenant_token = current_tenant.set(principal.tenant_id)
-                attributes[TENANT_ATTRIBUTE] = principal.tenant_id
-            await self._dispatch(runtime, request, principal, receive, responder)
+                if principal.tenant_id is not None:
+                    tenant_token = current_tenant.set(principal.tenant_id)
+                    attributes[TENANT_ATTRIBUTE] = principal.tenant_id
+            if request.method == "POST":
+                await post(runtime, request, principal, receive, responder)
+            else:
+                await get_or_delete(runtime, request, principal, receive, responder)
         except ProtocolError as error:
             _log_refusal(request, error)
             if not responder.started:
@@ -486,8 +333,8 @@ class McpApp:
         except Exception:
             # The app's one catch-all: a bug, never the client's fault. Nothing internal leaves.
             logger.exception("unexpected error serving %s %s", request.method, request.path)
-            if self.events.has_listeners("transport_error"):
-                self.events.emit(TransportError(tenant_id=None, session_id=None, error="internal_error"))
+            if self._events.has_listeners("transport_error"):
+                self._events.emit(TransportError(tenant_id=None, session_id=None, error="internal_error"))
             if not responder.started:
                 await send_json(responder, 500, _error_body(INTERNAL_ERROR, "Internal server error"))
         finally:
@@ -496,155 +343,13 @@ class McpApp:
             if tenant_token is not None:
                 current_tenant.reset(tenant_token)
             attributes["http.response.status_code"] = responder.status
-            self.metrics.requests.add(1, attributes)
+            self._metrics.requests.add(1, attributes)
 
-    async def _authenticate(self, request: HttpRequest) -> tuple[Principal, AccessToken | None]:
-        """Who is calling, from the Authorization header; raises 401/403 with the right challenge."""
-        if self.tenants is None and self.auth is None:
-            return self._anonymous, None
-        metadata_url = self._resource_metadata_url(request)
-        token = parse_bearer(request.headers.get("authorization"))
-        if self.auth is not None:
-            access = await self.auth.authenticate(token, metadata_url)
-            return Principal(owner=principal_key(access), tenant_id=None, host=self._get_host), access
-        assert self.tenants is not None and self._tenant_servers is not None
-        tenant = self.tenants.lookup(token) if token is not None else None
-        if tenant is None:
-            error = "invalid_token" if token is not None else None
-            description = "The access token is invalid" if token is not None else None
-            raise _tenant_challenge(error, description, metadata_url, self.required_scopes)
-        servers = self._tenant_servers
-        access = AccessToken(token=token or "", client_id=tenant.tenant_id, scopes=list(self.required_scopes))
-
-        async def host() -> ServerHost:
-            try:
-                return await servers.host_for(tenant)
-            except TenantRemoved:
-                # Removed while this request waited for its server: as if it had come a moment later.
-                description = "The access token is invalid"
-                raise _tenant_challenge("invalid_token", description, metadata_url, self.required_scopes) from None
-
-        return Principal(owner=tenant.owner, tenant_id=tenant.tenant_id, host=host), access
-
-    def _resource_url(self, scope: Scope) -> str:
-        if self.resource_server_url is not None:
-            return self.resource_server_url
-        headers = Headers(scope["headers"]) if not isinstance(scope.get("headers"), Headers) else scope["headers"]
-        host = headers.get("host") or "localhost"
-        root = scope.get("root_path", "")
-        return f"{scope.get('scheme', 'http')}://{host}{root}{'' if self.path == '/' else self.path}"
-
-    def _resource_metadata_url(self, request: HttpRequest) -> str | None:
-        if not self.authorization_servers:
-            return None
-        try:
-            resource = urlsplit(self._resource_url(request.scope))
-        except ValueError:  # a Host header no URL can hold ("a]"): advertise nothing rather than fail
-            return None
-        # The metadata this app serves, seen from outside: under the same prefix as the endpoint
-        # (the mount point, `root_path`, or a proxy's prefix in `resource_server_url`).
-        suffix = "" if self.path == "/" else self.path
-        path = resource.path if suffix else resource.path.rstrip("/")
-        prefix = path[: len(path) - len(suffix)] if path.endswith(suffix) else ""
-        return f"{resource.scheme}://{resource.netloc}{prefix}{self._metadata_paths[1]}"
-
-    async def _preflight(self, origin: str, headers: Headers, send: Send) -> None:
-        assert self.cors is not None
-        answer = self.cors.preflight_headers(origin, headers.get("access-control-request-headers"))
-        if answer is None:
-            reason = "CORS preflight asks for a request header that is not allowed"
-            http_logger.info(
-                "refused OPTIONS preflight from %s: %s (403)",
-                origin,
-                reason,
-                extra={"status": 403, "reason": reason, "method": "OPTIONS"},
-            )
-            await send_empty(send, 403)
-            return
-        await send_empty(send, 204, answer)
-
-    async def _other_path(self, scope: Scope, send: Send) -> None:
-        """Health and readiness, RFC 9728 metadata (the root and the path-suffixed form), else 404."""
-        path = scope["path"]
-        root_path = scope.get("root_path", "")
-        if root_path and path.startswith(root_path):
-            path = path[len(root_path) :]
-        if path in (self.health_path, self.ready_path) and scope["method"] in ("GET", "HEAD"):
-            ok = path == self.health_path or self.running
-            body = b"ok" if path == self.health_path else (b"ready" if ok else b"not ready")
-            headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": 200 if ok else 503, "headers": headers})
-            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-            return
-        if self.authorization_servers and scope["method"] in ("GET", "HEAD") and path in self._metadata_paths:
-            document = protected_resource_metadata(
-                self._resource_url(scope), self.authorization_servers, self.required_scopes
-            )
-            await send_json(send, 200, document, [(b"cache-control", b"public, max-age=3600")])
-            return
-        await send_json(send, 404, {"error": "not_found"})
-
-    async def _dispatch(
-        self, runtime: _Runtime, request: HttpRequest, principal: Principal, receive: Receive, send: Send
-    ) -> None:
-        headers = request.headers
-        method = request.method
-        if method != "POST":
-            era, _ = era_of(headers.get("mcp-protocol-version"))
-        else:
-            # The version is checked after the body is read, so the error names the request's id.
-            try:
-                era, _ = era_of(headers.get("mcp-protocol-version"))
-                version_error = None
-            except ProtocolError as error:
-                era, version_error = "modern", error
-            json_ok, sse_ok = accepts(headers.get("accept"))
-            if not is_json_content_type(headers.get("content-type")):
-                raise ProtocolError(
-                    415,
-                    "Unsupported Media Type: Content-Type must be application/json",
-                    reason="Content-Type is not application/json",
-                )
-            body = await read_body(receive, self.max_body_size, headers.get("content-length"))
-            message = parse_body(body)
-            if version_error is not None:
-                version_error.request_id = message.id
-                raise version_error
-            if era == "modern":
-                host = await principal.host()
-                await runtime.modern.post(
-                    request,
-                    message,
-                    host,
-                    receive,
-                    send,
-                    accepts_json=json_ok,
-                    accepts_sse=sse_ok,
-                    observe=_tool_observer(self.events, principal.tenant_id, None),
-                )
-                return
-            if not json_ok:
-                raise ProtocolError(
-                    406, "Not Acceptable: client must accept application/json", reason="Accept lacks application/json"
-                )
-            await runtime.legacy.post(request, message, principal, send, accepts_sse=sse_ok)
-            return
-        if method == "GET":
-            if era == "modern":
-                raise method_not_allowed("POST")
-            if not accepts(headers.get("accept"))[1]:
-                raise ProtocolError(
-                    406,
-                    "Not Acceptable: GET requires Accept: text/event-stream",
-                    reason="GET without text/event-stream",
-                )
-            await runtime.legacy.get(request, principal, receive, send)
-        elif method == "DELETE":
-            if era == "modern":
-                raise method_not_allowed("POST")
-            await runtime.legacy.delete(request, principal, send)
-        else:
-            raise method_not_allowed("GET, POST, DELETE")
+    async def _not_running(self, send: Send) -> None:
+        if not self._not_running_logged:
+            self._not_running_logged = True
+            logger.error(NOT_RUNNING_MESSAGE)
+        await send_json(send, 500, _error_body(INTERNAL_ERROR, NOT_RUNNING_MESSAGE))
 
 
 class _Responder:
@@ -668,15 +373,6 @@ class _Responder:
             raise ClientGone from None
 
 
-def _sole_cause(exc: BaseException) -> BaseException:
-    """The exception inside (nested) one-member exception groups; `exc` itself otherwise."""
-    while True:
-        members = cast("tuple[BaseException, ...] | None", getattr(exc, "exceptions", None))
-        if not isinstance(members, tuple) or len(members) != 1:
-            return exc
-        exc = members[0]
-
-
 def _error_body(code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
 
@@ -693,14 +389,4 @@ def _log_refusal(request: HttpRequest, error: ProtocolError) -> None:
         extra["session_id"] = session_id
     http_logger.log(
         level, "refused %s %s: %s (%d)", request.method, request.path, error.reason, error.status, extra=extra
-    )
-
-
-def _tenant_challenge(
-    error: str | None, description: str | None, metadata_url: str | None, scopes: Sequence[str]
-) -> AuthenticationError:
-    value = challenge(error=error, description=description, scopes=scopes, resource_metadata=metadata_url)
-    description = description or "Authentication required"
-    return AuthenticationError(
-        401, error or "invalid_token", description, value, reason=f"{error or 'no credentials'}: {description}"
     )

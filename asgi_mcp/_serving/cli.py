@@ -143,7 +143,7 @@ async def _serve(target: Any, args: argparse.Namespace) -> None:
     runner = HypercornServer(app, host=args.host, port=args.port, access_log=True)
     async with anyio.create_task_group() as tg:
         port = await tg.start(runner.run)
-        suffix = "/" if app.path == "/" else app.path
+        suffix = "/" if app.config.path == "/" else app.config.path
         _say(f"asgi-mcp: serving MCP at http://{url_host(args.host)}:{port}{suffix} (Ctrl-C to stop)")
         await _until_signalled()
         runner.shutdown()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 import anyio
 import anyio.abc
 
+from .._app.routes import send_probe
 from .._core.asgi import Receive, Scope, Send, send_json
 from .._core.errors import SERVER_BUSY, ConfigurationError
 
@@ -129,19 +130,8 @@ async def _lifespan_noop(receive: Receive, send: Send) -> None:
 
 
 async def _health(scope: Scope, send: Send) -> None:
-    """Liveness only: "ok", and nothing about tenants, sessions or configuration."""
-    if scope["method"] not in ("GET", "HEAD"):
-        headers = [(b"allow", b"GET, HEAD"), (b"content-length", b"0")]
-        await send({"type": "http.response.start", "status": 405, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", b"2"),
-        (b"cache-control", b"no-store"),
-    ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"ok" if scope["method"] == "GET" else b""})
+    """Liveness only: "ok", and nothing about tenants, sessions or configuration; as the app's own."""
+    await send_probe(scope["method"], send, 200, b"ok")
 
 
 class HypercornServer:
@@ -193,7 +183,7 @@ class HypercornServer:
         self._stop_hypercorn.set()
         self._stop_app.set()
         # The bound on stopping: whatever is still running after it is cancelled.
-        self._scope.deadline = anyio.current_time() + self.app.shutdown_timeout + STOP_MARGIN
+        self._scope.deadline = anyio.current_time() + self.app.config.shutdown_timeout + STOP_MARGIN
 
     async def _run_app(self, stop: anyio.Event, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with self.app.lifespan_context():
@@ -208,7 +198,7 @@ class HypercornServer:
         config = Config()
         # hypercorn owns (and closes) this duplicate descriptor; `run` closes the original.
         config.bind = [f"fd://{os.dup(sock.fileno())}"]
-        config.graceful_timeout = self.app.shutdown_timeout
+        config.graceful_timeout = self.app.config.shutdown_timeout
         # Loggers, never hypercorn's defaults: those attach stderr handlers to global loggers.
         config.errorlog = logging.getLogger(SERVER_LOGGER)
         config.accesslog = logging.getLogger(ACCESS_LOGGER) if self.access_log else None

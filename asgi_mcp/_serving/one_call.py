@@ -294,12 +294,12 @@ class PerBearerServer:
             run.stopped.set()
 
     def _info_of(self, port: int) -> ServerInfo:
-        suffix = "/" if self.app.path == "/" else self.app.path
+        suffix = "/" if self.app.config.path == "/" else self.app.config.path
         return ServerInfo(
             url=f"http://{url_host(self._host)}:{port}{suffix}",
             host=self._host,
             port=port,
-            endpoint=self.app.path,
+            endpoint=self.app.config.path,
             started_at=time.time(),
         )
 
@@ -381,7 +381,7 @@ def create_per_bearer_server(
     tenants = Tenants()
     app = McpApp(tenants=tenants, path=endpoint, json_response=json_response, event_store=event_store, **app_options)
     if health_path is not None and (
-        not health_path.startswith("/") or health_path.rstrip("/") in (app.path.rstrip("/"), "")
+        not health_path.startswith("/") or health_path.rstrip("/") in (app.config.path.rstrip("/"), "")
     ):
         raise ConfigurationError("health_path must be an absolute path other than '/' and the endpoint")
     return PerBearerServer(

@@ -1,5 +1,8 @@
-"""Liveness and readiness routes: opt-in, outside authentication, ready exactly while the app runs,
-and silent about tenants; in memory on asyncio and Trio, driven through the ASGI lifespan protocol."""
+"""The app's side routes (`asgi_mcp._app.routes`), over the ASGI interface on asyncio and Trio.
+
+Liveness and readiness: opt-in, outside authentication, one behaviour for both (GET and HEAD, plain
+text, never cached, 405 otherwise); readiness is 200 exactly while the app runs, driven through the
+ASGI lifespan protocol; neither says anything about tenants. Then RFC 9728 metadata and 404."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import anyio
 import pytest
 from mcp.server import MCPServer
 
-from asgi_mcp import McpApp, Tenants
+from asgi_mcp import McpApp, StaticTokenVerifier, Tenants
 
 from ._asgi_driver import AsgiClient, Lifespan, Response
 from ._mcp import initialize, serving
@@ -117,19 +120,31 @@ async def test_readiness_follows_the_lifespan_and_liveness_stays_ok() -> None:
     assert refused.status == 503  # the MCP endpoint agrees with /readyz during shutdown
 
 
-async def test_answers_are_plain_text_and_head_has_no_body() -> None:
+async def test_both_probes_answer_by_the_same_rules() -> None:
     app = McpApp(gated_server(_open_gates()), health_path=HEALTH, ready_path=READY)
     with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            before = {method: await get(AsgiClient(app, tg), READY, method) for method in ("GET", "HEAD")}
         async with serving(app) as client:
-            for path, body in ((HEALTH, b"ok"), (READY, b"ready")):
-                response = await get(client, path)
-                assert response.status == 200
-                assert response.body == body
-                assert response.content_type == "text/plain"
-                assert response.header("content-length") == str(len(body))
-                head = await get(client, path, "HEAD")
-                assert head.status == 200
-                assert head.body == b""
+            running = {
+                (path, method): await get(client, path, method)
+                for path in (HEALTH, READY)
+                for method in ("GET", "HEAD")
+            }
+    for (path, method), response in running.items():
+        body = b"ok" if path == HEALTH else b"ready"
+        assert response.status == 200
+        assert response.body == (body if method == "GET" else b"")
+        assert response.raw_headers == [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"cache-control", b"no-store"),
+            (b"content-length", str(len(body)).encode()),
+        ], (path, method)
+    for method, response in before.items():
+        assert response.status == 503
+        assert response.body == (b"not ready" if method == "GET" else b"")
+        assert response.header("content-length") == "9"
+        assert response.header("cache-control") == "no-store"
 
 
 async def test_neither_route_needs_a_token_nor_reveals_tenant_data() -> None:
@@ -183,15 +198,45 @@ async def test_custom_paths_under_a_mount_point() -> None:
     assert results == {"/api/live": 200, "/api/ready": 200, "/api/healthz": 404, "/live": 200}
 
 
-@pytest.mark.parametrize("method", ["POST", "DELETE", "PUT"])
-async def test_only_get_and_head_are_answered(method: str) -> None:
+@pytest.mark.parametrize("method", ["POST", "DELETE", "PUT", "OPTIONS"])
+async def test_other_methods_get_405_on_both_probes_running_or_not(method: str) -> None:
     app = McpApp(gated_server(_open_gates()), health_path=HEALTH, ready_path=READY)
     with anyio.fail_after(GUARD):
+        async with anyio.create_task_group() as tg:
+            stopped = [await get(AsgiClient(app, tg), path, method) for path in (HEALTH, READY)]
         async with serving(app) as client:
-            for path in (HEALTH, READY):
-                response = await get(client, path, method)
-                assert response.status in (404, 405), (path, response.status)
-                assert response.body not in (b"ok", b"ready")
+            running = [await get(client, path, method) for path in (HEALTH, READY)]
+    for response in (*stopped, *running):
+        assert response.status == 405
+        assert response.header("allow") == "GET, HEAD"
+        assert response.body == b""
+
+
+async def test_metadata_is_served_only_with_authorization_servers_and_the_rest_is_404() -> None:
+    verifier = StaticTokenVerifier({"a-token": {"client_id": "c", "scopes": []}})
+    with_metadata = McpApp(
+        gated_server(_open_gates()), token_verifier=verifier, authorization_servers=["https://auth.example.com"]
+    )
+    without = McpApp(gated_server(_open_gates()), token_verifier=verifier)
+    with anyio.fail_after(GUARD):
+        async with serving(with_metadata) as client:
+            paths = ("/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource")
+            documents = [await get(client, path) for path in paths]
+            head = await get(client, paths[0], "HEAD")
+            other = await get(client, "/elsewhere")
+        async with serving(without) as client:
+            unserved = await get(client, paths[0])
+    for document in documents:
+        assert document.status == 200
+        assert document.header("cache-control") == "public, max-age=3600"
+        assert await document.json() == {
+            "resource": "http://127.0.0.1:8000/mcp",
+            "authorization_servers": ["https://auth.example.com"],
+            "bearer_methods_supported": ["header"],
+        }
+    assert head.status == 200
+    assert (other.status, await other.json()) == (404, {"error": "not_found"})
+    assert unserved.status == 404
 
 
 def _open_gates() -> LifespanGates:

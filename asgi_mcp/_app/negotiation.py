@@ -1,0 +1,89 @@
+"""Era negotiation: which endpoint answers a request on the MCP path, and whether it may.
+
+The era comes from `MCP-Protocol-Version` (none or a dated version up to 2025-11-25: the legacy,
+session-based era; 2026-07-28 and later: the modern, stateless one). A POST is checked for its
+Content-Type, its body read under the size limit and parsed, then handed to the era's endpoint
+with what its `Accept` header allows; a bad version on a POST is reported after the body is read,
+so that its error names the request's id. GET (the legacy stream) and DELETE (legacy session end)
+exist only in the legacy era; every other method is 405.
+
+`post` and `get_or_delete` are called straight from the app's request handler: POST, the hot
+path, costs no extra call level.
+"""
+
+from __future__ import annotations
+
+from .._core.asgi import HttpRequest, Receive, Send, read_body
+from .._core.errors import ProtocolError
+from .._core.http import accepts, era_of, is_json_content_type, method_not_allowed
+from .._core.jsonrpc import parse_body
+from .._legacy.endpoint import Principal
+from .runtime import Runtime, tool_observer
+
+__all__ = ["get_or_delete", "post"]
+
+
+async def post(runtime: Runtime, request: HttpRequest, principal: Principal, receive: Receive, send: Send) -> None:
+    """A JSON-RPC message: to the modern endpoint, or to the legacy one (which needs JSON accepted)."""
+    headers = request.headers
+    # The version is checked after the body is read, so the error names the request's id.
+    try:
+        era, _ = era_of(headers.get("mcp-protocol-version"))
+        version_error = None
+    except ProtocolError as error:
+        era, version_error = "modern", error
+    json_ok, sse_ok = accepts(headers.get("accept"))
+    if not is_json_content_type(headers.get("content-type")):
+        raise ProtocolError(
+            415,
+            "Unsupported Media Type: Content-Type must be application/json",
+            reason="Content-Type is not application/json",
+        )
+    body = await read_body(receive, runtime.max_body_size, headers.get("content-length"))
+    message = parse_body(body)
+    if version_error is not None:
+        version_error.request_id = message.id
+        raise version_error
+    if era == "modern":
+        host = await principal.host()
+        await runtime.modern.post(
+            request,
+            message,
+            host,
+            receive,
+            send,
+            accepts_json=json_ok,
+            accepts_sse=sse_ok,
+            observe=tool_observer(runtime.events, principal.tenant_id, None),
+        )
+        return
+    if not json_ok:
+        raise ProtocolError(
+            406, "Not Acceptable: client must accept application/json", reason="Accept lacks application/json"
+        )
+    await runtime.legacy.post(request, message, principal, send, accepts_sse=sse_ok)
+
+
+async def get_or_delete(
+    runtime: Runtime, request: HttpRequest, principal: Principal, receive: Receive, send: Send
+) -> None:
+    """A legacy session's stream (GET) or its end (DELETE); 405 for the modern era and other methods
+    (a malformed version is reported first, as for any request)."""
+    method = request.method
+    era, _ = era_of(request.headers.get("mcp-protocol-version"))
+    if method == "GET":
+        if era == "modern":
+            raise method_not_allowed("POST")
+        if not accepts(request.headers.get("accept"))[1]:
+            raise ProtocolError(
+                406,
+                "Not Acceptable: GET requires Accept: text/event-stream",
+                reason="GET without text/event-stream",
+            )
+        await runtime.legacy.get(request, principal, receive, send)
+    elif method == "DELETE":
+        if era == "modern":
+            raise method_not_allowed("POST")
+        await runtime.legacy.delete(request, principal, send)
+    else:
+        raise method_not_allowed("GET, POST, DELETE")

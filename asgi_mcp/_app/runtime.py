@@ -1,0 +1,235 @@
+"""`Runtime`: what exists only while an `McpApp` runs, built from its `AppConfig`.
+
+One per lifespan: the task group, the served server's host, the legacy session table, both era
+endpoints, the reaper that ends idle and drained sessions, keep-alive and the watch over long
+modern exchanges. The options it needs per request are copied into plain attributes here, once.
+`start` brings it up inside the lifespan's task group; `shutdown` ends everything (idempotent).
+`run_lifespan_protocol` drives a run from the ASGI `lifespan` messages a server sends.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any, Final, cast
+
+import anyio
+import anyio.abc
+
+from .._core.asgi import Receive, Send
+from .._core.session_table import SessionEntry, SessionTable
+from .._io.loop import Loop
+from .._io.streams import KeepAlive
+from .._io.watch import LateWatch
+from .._kernel.dispatch import RequestObserver
+from .._kernel.hosting import ServerHost
+from .._legacy.endpoint import LegacyEndpoint, LegacySession, Principal
+from .._modern.endpoint import ModernEndpoint
+from .._ops.lifecycle import EventHub, SessionCreated, SessionEnded, ToolCalled
+from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics
+from .._ports.replay import EventLog
+from .._tenancy.servers import TenantServers
+from .config import AppConfig
+
+__all__ = ["Runtime", "run_lifespan_protocol", "tool_observer"]
+
+logger = logging.getLogger("asgi_mcp")
+
+# How soon a modern exchange still running gets a watcher (a leaving client cancels it within two).
+WATCH_PERIOD: Final = 0.05
+# The reaper's sleep when no session has a deadline.
+REAPER_IDLE_WAKE: Final = 60.0
+
+
+class Runtime:
+    """The task group, the session table, the endpoints, and the services that keep them tidy."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        task_group: anyio.abc.TaskGroup,
+        events: EventHub,
+        metrics: Metrics,
+        tenant_servers: TenantServers | None,
+    ) -> None:
+        self.task_group = task_group
+        self.events = events
+        self.metrics = metrics
+        self.tenant_servers = tenant_servers
+        self.max_body_size = config.max_body_size
+        self.shutdown_timeout = config.shutdown_timeout
+        self.gc_freeze = config.gc_freeze
+        self.closing = False
+        self.started = False  # startup completed (server lifespan entered): ready for traffic
+        self.started_at = time.time()
+        self.wake_reaper = anyio.Event()
+        self.reaper_wakes_at = float("inf")
+        self.keepalive = KeepAlive(config.keepalive_interval)
+        self.watch = LateWatch(min(WATCH_PERIOD, config.keepalive_interval / 4))
+        self.loop = Loop.current()
+        self.services = anyio.CancelScope()  # keep-alive and the watch: see `_run_services`
+        # A fresh host per run: a server's lifespan is entered once per host.
+        self.host = ServerHost(config.server) if config.server is not None else None
+        # The caller of a single served server with no authentication; verified callers reach its host too.
+        self.anonymous = Principal(owner="", tenant_id=None, host=self.get_host)
+        self.table: SessionTable[LegacySession] = SessionTable(
+            max_sessions=config.max_sessions, idle_timeout=config.session_idle_timeout
+        )
+        self.legacy = LegacyEndpoint(
+            table=self.table,
+            task_group=task_group,
+            json_response=config.json_response,
+            events=EventLog(config.event_store) if config.event_store is not None else None,
+            retry_ms=config.retry_interval,
+            keepalive=self.keepalive,
+            loop=self.loop,
+            observer_for=lambda entry: tool_observer(events, entry.tenant_id, entry.session_id),
+            on_created=lambda entry: events.emit(
+                SessionCreated(
+                    session_id=entry.session_id,
+                    tenant_id=entry.tenant_id,
+                    server_name=entry.value.host.name,
+                    protocol_version=entry.value.protocol_version,
+                    created_at=time.time(),
+                )
+            ),
+            on_ended=self._session_ended,
+            wake=self.wake,
+        )
+        self.modern = ModernEndpoint(
+            json_response=config.json_response,
+            keepalive=config.keepalive_interval,
+            tool_schema_ttl=config.tool_schema_ttl,
+            loop=self.loop,
+            watch=self.watch,
+        )
+
+    async def get_host(self) -> ServerHost:
+        assert self.host is not None
+        return self.host
+
+    async def start(self) -> None:
+        """Bring the run up: event delivery, the server's lifespan, the reaper, keep-alive, the watch."""
+        tg = self.task_group
+        await tg.start(self.events.run)
+        if self.tenant_servers is not None:
+            self.tenant_servers.attach(tg, self.legacy)
+        if self.host is not None:
+            await self.host.start(tg)
+        tg.start_soon(self.reap_forever)
+        tg.start_soon(self._run_services)
+        self.started = True
+        if self.gc_freeze:
+            gc.freeze()
+
+    def shutdown(self) -> None:
+        """End every session and stream, stop the servers; all still running gets `shutdown_timeout`."""
+        if self.closing:
+            return
+        self.closing = True
+        self.services.cancel()
+        self.legacy.end_all("shutdown")
+        if self.tenant_servers is not None:
+            self.tenant_servers.detach()
+        if self.host is not None:
+            self.host.stop()
+        # Everything still running gets `shutdown_timeout` to finish, then is cancelled.
+        self.task_group.cancel_scope.deadline = anyio.current_time() + self.shutdown_timeout
+        self.wake()
+        # Listeners get the events queued so far (session_ended of every session above), then stop.
+        self.events.close()
+
+    async def _run_services(self) -> None:
+        # Under a scope of the runtime's own: a shutdown that comes before keep-alive and the watch
+        # have begun (when their own `stop` finds nothing to cancel yet) still ends them.
+        with self.services:
+            async with anyio.create_task_group() as services:
+                services.start_soon(self.keepalive.run, self.task_group)
+                services.start_soon(self.watch.run)
+
+    def _session_ended(self, entry: SessionEntry[LegacySession], reason: str) -> None:
+        duration = anyio.current_time() - entry.created_at
+        self.events.emit(
+            SessionEnded(
+                session_id=entry.session_id,
+                tenant_id=entry.tenant_id,
+                server_name=entry.value.host.name,
+                reason=reason,
+                duration=duration,
+                ended_at=time.time(),
+            )
+        )
+        attributes = {TENANT_ATTRIBUTE: entry.tenant_id} if entry.tenant_id is not None else {}
+        self.metrics.session_duration.record(duration, attributes)
+
+    def wake(self, deadline: float | None = None) -> None:
+        """Wake the reaper, unless `deadline` is no earlier than the moment it wakes anyway."""
+        if deadline is None or deadline < self.reaper_wakes_at:
+            self.wake_reaper.set()
+
+    async def reap_forever(self) -> None:
+        """End idle and drained sessions when their deadline passes; sleeps until the earliest one."""
+        while not self.closing:
+            deadline = self.table.next_deadline()
+            now = anyio.current_time()
+            self.reaper_wakes_at = now + REAPER_IDLE_WAKE if deadline is None else deadline
+            with anyio.move_on_after(max(0.0, self.reaper_wakes_at - now)):
+                await self.wake_reaper.wait()
+            self.wake_reaper = anyio.Event()
+            self.legacy.reap(anyio.current_time())
+
+
+def tool_observer(hub: EventHub, tenant_id: str | None, session_id: str | None) -> RequestObserver:
+    """Emits `tool_called` for each `tools/call` the kernel finishes (when anyone listens)."""
+
+    def observe(method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
+        if method != "tools/call" or not hub.has_listeners("tool_called"):
+            return
+        error: dict[str, Any] | None = outcome.get("error")
+        result: dict[str, Any] | None = outcome.get("result")
+        tool_failed = result is not None and bool(result.get("isError"))
+        hub.emit(
+            ToolCalled(
+                tool_name=str((params or {}).get("name", "")),
+                tenant_id=tenant_id,
+                session_id=session_id,
+                duration=time.perf_counter() - started,
+                success=error is None and not tool_failed,
+                error=str(error.get("message")) if error is not None else ("tool_error" if tool_failed else None),
+            )
+        )
+
+    return observe
+
+
+async def run_lifespan_protocol(
+    run: Callable[[], AbstractAsyncContextManager[Any]], receive: Receive, send: Send
+) -> None:
+    """The ASGI `lifespan` protocol: enter `run()` on startup, leave it on shutdown."""
+    async with AsyncExitStack() as stack:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        try:
+            await stack.enter_async_context(run())
+        except Exception as exc:
+            logger.exception("asgi_mcp startup failed")
+            # Servers print this message; the run's task group wraps the cause in an exception
+            # group whose own text ("unhandled errors in a TaskGroup") says nothing.
+            await send({"type": "lifespan.startup.failed", "message": str(_sole_cause(exc))})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+def _sole_cause(exc: BaseException) -> BaseException:
+    """The exception inside (nested) one-member exception groups; `exc` itself otherwise."""
+    while True:
+        members = cast("tuple[BaseException, ...] | None", getattr(exc, "exceptions", None))
+        if not isinstance(members, tuple) or len(members) != 1:
+            return exc
+        exc = members[0]
