@@ -50,9 +50,9 @@ from .._core.jsonrpc import parse_body
 from .._core.origin import OriginPolicy
 from .._core.session_table import SessionEntry, SessionTable
 from .._io.loop import Loop
-from .._io.streams import KeepAlive
+from .._io.response import KeepAlive
 from .._io.watch import LateWatch
-from .._kernel.dispatch import RequestObserver
+from .._kernel.context import RequestObserver
 from .._kernel.hosting import ServerHost, as_lowlevel_server
 from .._legacy.endpoint import LegacyEndpoint, LegacySession, Principal
 from .._modern.endpoint import ModernEndpoint
