@@ -42,9 +42,9 @@ import pytest
 
 from asgi_mcp import McpApp, Tenants
 from asgi_mcp._io.loop import Loop
-from asgi_mcp._legacy.streams import STREAM_BUFFER
 from asgi_mcp._kernel.hosting import ServerHost
 from asgi_mcp._legacy.session import LegacySession
+from asgi_mcp._legacy.streams import STREAM_BUFFER
 
 from ._mcp import LEGACY, initialize, modern, notification, request
 from ._polling import wait_until
