@@ -8,13 +8,19 @@ that the client left.
 
 from __future__ import annotations
 
+from typing import Final
+
 import anyio
 import anyio.abc
 
 from .._core.asgi import ClientGone, Receive, Send
+from .._core.response_states import ResponseAction, ResponseInput, ResponseState, next_response_state
 from .._core.sse import KEEPALIVE
 
 __all__: list[str] = []
+
+_OPEN: Final = ResponseState.OPEN
+_ENDED: Final = ResponseState.ENDED
 
 
 class ResponseWriter:
@@ -25,9 +31,10 @@ class ResponseWriter:
     refuses further frames; `end` completes the response once the current turn is over. A send that
     makes no progress for a whole keep-alive interval is abandoned (see `KeepAlive`): the writer runs
     shielded from the request's cancellation, so only this bounds a client that stopped reading.
+    Its lifecycle is the table in `_core.response_states`.
     """
 
-    __slots__ = ("_backend", "_send", "_sending", "_turn", "busy", "ended", "open", "quiet_ticks", "wrote")
+    __slots__ = ("_backend", "_send", "_sending", "_turn", "busy", "quiet_ticks", "state", "wrote")
 
     def __init__(self, send: Send, backend: type[anyio.abc.AsyncBackend]) -> None:
         self._send = send
@@ -35,10 +42,18 @@ class ResponseWriter:
         self._turn: anyio.Event | None = None  # made only when two writers meet
         self._sending: anyio.CancelScope | None = None
         self.busy = False
-        self.open = True  # accepts frames
-        self.ended = False  # the final (empty) body was sent, or the client left
+        self.state = ResponseState.OPEN
         self.wrote = False  # a send completed since the keep-alive ticker last looked
         self.quiet_ticks = 0
+
+    @property
+    def open(self) -> bool:
+        """Whether it still takes frames."""
+        return self.state is _OPEN
+
+    def _step(self, event: ResponseInput) -> ResponseAction:
+        self.state, action = next_response_state(self.state, event)
+        return action
 
     async def start(self, headers: list[tuple[bytes, bytes]]) -> None:
         await self._take_turn()
@@ -51,15 +66,16 @@ class ResponseWriter:
         """Write one chunk; False once the response is stopped, ended or its client gone."""
         await self._take_turn()
         try:
-            if not self.open:  # stopped, ended or gone, perhaps while waiting for the turn
+            # Asked once the turn is ours: it may have been stopped or ended while we waited.
+            if self._step(ResponseInput.WRITE) is not ResponseAction.SEND:
                 return False
             await self._put({"type": "http.response.body", "body": body, "more_body": True})
-            return self.open
+            return self.state is _OPEN
         finally:
             self._end_turn()
 
     def stop(self) -> None:
-        self.open = False
+        self._step(ResponseInput.STOP)
 
     def abandon_send(self) -> None:
         """The send in progress made no progress for a whole interval: the client stopped reading."""
@@ -68,18 +84,19 @@ class ResponseWriter:
 
     async def end(self, body: bytes = b"") -> None:
         """Stop and send the end of the body, `body` last (after any write in progress). Idempotent."""
-        self.open = False
-        if self.ended:
+        if self._step(ResponseInput.FINISH) is not ResponseAction.SEND_FINAL:
             return
         await self._take_turn()
         try:
-            if not self.ended:
-                await self._put({"type": "http.response.body", "body": body, "more_body": False})
-                self.ended = True
+            # Not when another `end`, or a failed send, got there first.
+            final: dict[str, object] = {"type": "http.response.body", "body": body, "more_body": False}
+            if self.state is not _ENDED and await self._put(final):
+                self._step(ResponseInput.FINAL_SENT)
         finally:
             self._end_turn()
 
-    async def _put(self, message: dict[str, object]) -> None:
+    async def _put(self, message: dict[str, object]) -> bool:
+        """Send one message; False when the client is gone (the response ended with it)."""
         scope = self._sending = self._backend.create_cancel_scope()
         try:
             with scope:
@@ -89,10 +106,10 @@ class ResponseWriter:
         finally:
             self._sending = None
         if scope.cancel_called:
-            self.open = False
-            self.ended = True
-        else:
-            self.wrote = True
+            self._step(ResponseInput.GONE)
+            return False
+        self.wrote = True
+        return True
 
     async def _take_turn(self) -> None:
         while self.busy:
