@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
 
 from .jsonrpc import RequestId
-from .states import InvalidTransition
+from .states import TransitionTable
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -66,36 +66,36 @@ class ExchangeAction(enum.Enum):
 
 _S, _I, _A = ExchangeState, ExchangeInput, ExchangeAction
 
-TRANSITIONS: Final[dict[tuple[ExchangeState, ExchangeInput], tuple[ExchangeState, ExchangeAction]]] = {
-    (_S.ADMITTED, _I.START): (_S.RUNNING, _A.NONE),
-    (_S.ADMITTED, _I.PEER_CANCEL): (_S.CANCELLED, _A.CANCEL),
-    (_S.ADMITTED, _I.SESSION_END): (_S.ENDED, _A.CANCEL),
-    (_S.RUNNING, _I.PEER_CANCEL): (_S.CANCELLED, _A.CANCEL),
-    (_S.RUNNING, _I.SESSION_END): (_S.ENDED, _A.CANCEL),
-    (_S.RUNNING, _I.RETURNED): (_S.SETTLED, _A.ANSWER),
-    # Not cancelled by the peer nor by its session, yet no outcome: answered as cancelled, never silent.
-    (_S.RUNNING, _I.ABORTED): (_S.SETTLED, _A.ANSWER_CANCELLED),
-    # Cancelled while its SSE response was being opened: it starts with its scope already cancelled.
-    (_S.CANCELLED, _I.START): (_S.CANCELLED, _A.NONE),
-    (_S.CANCELLED, _I.PEER_CANCEL): (_S.CANCELLED, _A.NONE),
-    (_S.CANCELLED, _I.SESSION_END): (_S.CANCELLED, _A.NONE),
-    # The client asked to cancel it: that is the answer, even if the handler finished anyway.
-    (_S.CANCELLED, _I.RETURNED): (_S.SETTLED, _A.ANSWER_CANCELLED),
-    (_S.CANCELLED, _I.ABORTED): (_S.SETTLED, _A.ANSWER_CANCELLED),
-    (_S.ENDED, _I.START): (_S.ENDED, _A.NONE),
-    (_S.ENDED, _I.PEER_CANCEL): (_S.ENDED, _A.NONE),
-    (_S.ENDED, _I.SESSION_END): (_S.ENDED, _A.NONE),
-    # A handler that finished despite its session's end keeps its outcome (nobody may read it).
-    (_S.ENDED, _I.RETURNED): (_S.SETTLED, _A.ANSWER),
-    (_S.ENDED, _I.ABORTED): (_S.SETTLED, _A.ANSWER_CLOSED),
-}
+TRANSITIONS: Final = TransitionTable[ExchangeState, ExchangeInput, tuple[ExchangeState, ExchangeAction]](
+    "exchange",
+    {
+        (_S.ADMITTED, _I.START): (_S.RUNNING, _A.NONE),
+        (_S.ADMITTED, _I.PEER_CANCEL): (_S.CANCELLED, _A.CANCEL),
+        (_S.ADMITTED, _I.SESSION_END): (_S.ENDED, _A.CANCEL),
+        (_S.RUNNING, _I.PEER_CANCEL): (_S.CANCELLED, _A.CANCEL),
+        (_S.RUNNING, _I.SESSION_END): (_S.ENDED, _A.CANCEL),
+        (_S.RUNNING, _I.RETURNED): (_S.SETTLED, _A.ANSWER),
+        # Not cancelled by the peer nor by its session, yet no outcome: answered as cancelled, never silent.
+        (_S.RUNNING, _I.ABORTED): (_S.SETTLED, _A.ANSWER_CANCELLED),
+        # Cancelled while its SSE response was being opened: it starts with its scope already cancelled.
+        (_S.CANCELLED, _I.START): (_S.CANCELLED, _A.NONE),
+        (_S.CANCELLED, _I.PEER_CANCEL): (_S.CANCELLED, _A.NONE),
+        (_S.CANCELLED, _I.SESSION_END): (_S.CANCELLED, _A.NONE),
+        # The client asked to cancel it: that is the answer, even if the handler finished anyway.
+        (_S.CANCELLED, _I.RETURNED): (_S.SETTLED, _A.ANSWER_CANCELLED),
+        (_S.CANCELLED, _I.ABORTED): (_S.SETTLED, _A.ANSWER_CANCELLED),
+        (_S.ENDED, _I.START): (_S.ENDED, _A.NONE),
+        (_S.ENDED, _I.PEER_CANCEL): (_S.ENDED, _A.NONE),
+        (_S.ENDED, _I.SESSION_END): (_S.ENDED, _A.NONE),
+        # A handler that finished despite its session's end keeps its outcome (nobody may read it).
+        (_S.ENDED, _I.RETURNED): (_S.SETTLED, _A.ANSWER),
+        (_S.ENDED, _I.ABORTED): (_S.SETTLED, _A.ANSWER_CLOSED),
+    },
+)
 
 
 def next_exchange_state(state: ExchangeState, event: ExchangeInput) -> tuple[ExchangeState, ExchangeAction]:
-    try:
-        return TRANSITIONS[(state, event)]
-    except KeyError:
-        raise InvalidTransition(f"exchange cannot take {event.value!r} while {state.value!r}") from None
+    return TRANSITIONS[(state, event)]
 
 
 class Exchange(Protocol):
@@ -148,7 +148,8 @@ class InFlight(Generic[E]):
         """Register `exchange` (in state ADMITTED) for the client's `request_id`."""
         self._next_id += 1
         exchange.exchange_id = self._next_id
-        key = exchange.client_key = client_key(request_id)
+        # Most ids are ints, which are their own key: no call for them on the per-request path.
+        key = exchange.client_key = client_key(request_id) if isinstance(request_id, str) else request_id
         exchange.shadowed = self._newest.get(key)
         self._newest[key] = exchange
         self._by_id[self._next_id] = exchange

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from .states import InvalidTransition
+from .states import TransitionTable
 
 __all__: list[str] = []
 
@@ -51,24 +51,24 @@ class LiveAction(enum.Enum):
 
 _S, _I, _A = LiveState, LiveInput, LiveAction
 
-TRANSITIONS: Final[dict[tuple[LiveState, LiveInput], tuple[LiveState, LiveAction]]] = {
-    (_S.IDLE, _I.EXCHANGE): (_S.IDLE, _A.NONE),
-    (_S.IDLE, _I.LISTEN): (_S.LISTENING, _A.NONE),
-    (_S.IDLE, _I.CLOSE): (_S.CLOSED, _A.TEAR_DOWN),
-    (_S.LISTENING, _I.EXCHANGE): (_S.LISTENING, _A.NONE),
-    (_S.LISTENING, _I.LISTEN): (_S.LISTENING, _A.REFUSE_CONFLICT),
-    (_S.LISTENING, _I.UNLISTEN): (_S.IDLE, _A.NONE),
-    (_S.LISTENING, _I.CLOSE): (_S.CLOSED, _A.TEAR_DOWN),
-    (_S.CLOSED, _I.EXCHANGE): (_S.CLOSED, _A.REFUSE_GONE),
-    (_S.CLOSED, _I.LISTEN): (_S.CLOSED, _A.REFUSE_GONE),
-    # The listening GET ends after its session did (the end closed its stream).
-    (_S.CLOSED, _I.UNLISTEN): (_S.CLOSED, _A.NONE),
-    (_S.CLOSED, _I.CLOSE): (_S.CLOSED, _A.NONE),
-}
+TRANSITIONS: Final = TransitionTable[LiveState, LiveInput, tuple[LiveState, LiveAction]](
+    "session",
+    {
+        (_S.IDLE, _I.EXCHANGE): (_S.IDLE, _A.NONE),
+        (_S.IDLE, _I.LISTEN): (_S.LISTENING, _A.NONE),
+        (_S.IDLE, _I.CLOSE): (_S.CLOSED, _A.TEAR_DOWN),
+        (_S.LISTENING, _I.EXCHANGE): (_S.LISTENING, _A.NONE),
+        (_S.LISTENING, _I.LISTEN): (_S.LISTENING, _A.REFUSE_CONFLICT),
+        (_S.LISTENING, _I.UNLISTEN): (_S.IDLE, _A.NONE),
+        (_S.LISTENING, _I.CLOSE): (_S.CLOSED, _A.TEAR_DOWN),
+        (_S.CLOSED, _I.EXCHANGE): (_S.CLOSED, _A.REFUSE_GONE),
+        (_S.CLOSED, _I.LISTEN): (_S.CLOSED, _A.REFUSE_GONE),
+        # The listening GET ends after its session did (the end closed its stream).
+        (_S.CLOSED, _I.UNLISTEN): (_S.CLOSED, _A.NONE),
+        (_S.CLOSED, _I.CLOSE): (_S.CLOSED, _A.NONE),
+    },
+)
 
 
 def next_live_state(state: LiveState, event: LiveInput) -> tuple[LiveState, LiveAction]:
-    try:
-        return TRANSITIONS[(state, event)]
-    except KeyError:
-        raise InvalidTransition(f"session cannot take {event.value!r} while {state.value!r}") from None
+    return TRANSITIONS[(state, event)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from .states import InvalidTransition
+from .states import TransitionTable
 
 __all__: list[str] = []
 
@@ -61,43 +61,43 @@ class StreamAction(enum.Enum):
 
 _S, _I, _A = StreamState, StreamInput, StreamAction
 
-TRANSITIONS: Final[dict[tuple[StreamState, StreamInput], tuple[StreamState, StreamAction]]] = {
-    # A JSON answer carries only its final message; request-scoped notifications have nowhere to go.
-    (_S.AWAITING, _I.MESSAGE): (_S.AWAITING, _A.DROP),
-    (_S.AWAITING, _I.FINAL): (_S.ANSWERED, _A.RECORD),
-    (_S.DETACHED, _I.WRITE_TO): (_S.DIRECT, _A.NONE),
-    (_S.DETACHED, _I.ATTACH): (_S.BUFFERED, _A.NONE),
-    (_S.DETACHED, _I.DETACH): (_S.DETACHED, _A.NONE),
-    (_S.DETACHED, _I.MESSAGE): (_S.DETACHED, _A.DELIVER),
-    (_S.DETACHED, _I.FINAL): (_S.ENDED, _A.DELIVER),
-    (_S.DETACHED, _I.CLOSE): (_S.ENDED, _A.NONE),
-    # A reconnection takes the stream over from the POST's response.
-    (_S.DIRECT, _I.ATTACH): (_S.BUFFERED, _A.RELEASE),
-    (_S.DIRECT, _I.DETACH): (_S.DETACHED, _A.RELEASE),
-    (_S.DIRECT, _I.LOST): (_S.DETACHED, _A.NONE),
-    (_S.DIRECT, _I.MESSAGE): (_S.DIRECT, _A.DELIVER),
-    (_S.DIRECT, _I.FINAL): (_S.ENDED, _A.DELIVER),
-    (_S.DIRECT, _I.CLOSE): (_S.ENDED, _A.RELEASE),
-    # A newer reconnection replaces the older one (its client left it).
-    (_S.BUFFERED, _I.ATTACH): (_S.BUFFERED, _A.RELEASE),
-    (_S.BUFFERED, _I.DETACH): (_S.DETACHED, _A.RELEASE),
-    (_S.BUFFERED, _I.LOST): (_S.DETACHED, _A.RELEASE),
-    (_S.BUFFERED, _I.MESSAGE): (_S.BUFFERED, _A.DELIVER),
-    (_S.BUFFERED, _I.FINAL): (_S.ENDED, _A.DELIVER),
-    (_S.BUFFERED, _I.CLOSE): (_S.ENDED, _A.RELEASE),
-    (_S.ENDED, _I.ATTACH): (_S.ENDED, _A.REFUSE),
-    # The connection the final message went out on, or the one it was being delivered on.
-    (_S.ENDED, _I.DETACH): (_S.ENDED, _A.RELEASE),
-    (_S.ENDED, _I.LOST): (_S.ENDED, _A.RELEASE),
-    (_S.ENDED, _I.CLOSE): (_S.ENDED, _A.RELEASE),
-    # Late messages of an ended stream (its session ended under the request): nobody can read them.
-    (_S.ENDED, _I.MESSAGE): (_S.ENDED, _A.DROP),
-    (_S.ENDED, _I.FINAL): (_S.ENDED, _A.DROP),
-}
+TRANSITIONS: Final = TransitionTable[StreamState, StreamInput, tuple[StreamState, StreamAction]](
+    "stream",
+    {
+        # A JSON answer carries only its final message; request-scoped notifications have nowhere to go.
+        (_S.AWAITING, _I.MESSAGE): (_S.AWAITING, _A.DROP),
+        (_S.AWAITING, _I.FINAL): (_S.ANSWERED, _A.RECORD),
+        (_S.DETACHED, _I.WRITE_TO): (_S.DIRECT, _A.NONE),
+        (_S.DETACHED, _I.ATTACH): (_S.BUFFERED, _A.NONE),
+        (_S.DETACHED, _I.DETACH): (_S.DETACHED, _A.NONE),
+        (_S.DETACHED, _I.MESSAGE): (_S.DETACHED, _A.DELIVER),
+        (_S.DETACHED, _I.FINAL): (_S.ENDED, _A.DELIVER),
+        (_S.DETACHED, _I.CLOSE): (_S.ENDED, _A.NONE),
+        # A reconnection takes the stream over from the POST's response.
+        (_S.DIRECT, _I.ATTACH): (_S.BUFFERED, _A.RELEASE),
+        (_S.DIRECT, _I.DETACH): (_S.DETACHED, _A.RELEASE),
+        (_S.DIRECT, _I.LOST): (_S.DETACHED, _A.NONE),
+        (_S.DIRECT, _I.MESSAGE): (_S.DIRECT, _A.DELIVER),
+        (_S.DIRECT, _I.FINAL): (_S.ENDED, _A.DELIVER),
+        (_S.DIRECT, _I.CLOSE): (_S.ENDED, _A.RELEASE),
+        # A newer reconnection replaces the older one (its client left it).
+        (_S.BUFFERED, _I.ATTACH): (_S.BUFFERED, _A.RELEASE),
+        (_S.BUFFERED, _I.DETACH): (_S.DETACHED, _A.RELEASE),
+        (_S.BUFFERED, _I.LOST): (_S.DETACHED, _A.RELEASE),
+        (_S.BUFFERED, _I.MESSAGE): (_S.BUFFERED, _A.DELIVER),
+        (_S.BUFFERED, _I.FINAL): (_S.ENDED, _A.DELIVER),
+        (_S.BUFFERED, _I.CLOSE): (_S.ENDED, _A.RELEASE),
+        (_S.ENDED, _I.ATTACH): (_S.ENDED, _A.REFUSE),
+        # The connection the final message went out on, or the one it was being delivered on.
+        (_S.ENDED, _I.DETACH): (_S.ENDED, _A.RELEASE),
+        (_S.ENDED, _I.LOST): (_S.ENDED, _A.RELEASE),
+        (_S.ENDED, _I.CLOSE): (_S.ENDED, _A.RELEASE),
+        # Late messages of an ended stream (its session ended under the request): nobody can read them.
+        (_S.ENDED, _I.MESSAGE): (_S.ENDED, _A.DROP),
+        (_S.ENDED, _I.FINAL): (_S.ENDED, _A.DROP),
+    },
+)
 
 
 def next_stream_state(state: StreamState, event: StreamInput) -> tuple[StreamState, StreamAction]:
-    try:
-        return TRANSITIONS[(state, event)]
-    except KeyError:
-        raise InvalidTransition(f"stream cannot take {event.value!r} while {state.value!r}") from None
+    return TRANSITIONS[(state, event)]

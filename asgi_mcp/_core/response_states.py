@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from .states import InvalidTransition
+from .states import TransitionTable
 
 __all__: list[str] = []
 
@@ -50,24 +50,24 @@ class ResponseAction(enum.Enum):
 
 _S, _I, _A = ResponseState, ResponseInput, ResponseAction
 
-TRANSITIONS: Final[dict[tuple[ResponseState, ResponseInput], tuple[ResponseState, ResponseAction]]] = {
-    (_S.OPEN, _I.WRITE): (_S.OPEN, _A.SEND),
-    (_S.OPEN, _I.STOP): (_S.STOPPED, _A.NONE),
-    (_S.OPEN, _I.FINISH): (_S.STOPPED, _A.SEND_FINAL),
-    (_S.OPEN, _I.GONE): (_S.ENDED, _A.NONE),
-    (_S.STOPPED, _I.WRITE): (_S.STOPPED, _A.REFUSE),
-    (_S.STOPPED, _I.STOP): (_S.STOPPED, _A.NONE),
-    (_S.STOPPED, _I.FINISH): (_S.STOPPED, _A.SEND_FINAL),
-    (_S.STOPPED, _I.FINAL_SENT): (_S.ENDED, _A.NONE),
-    (_S.STOPPED, _I.GONE): (_S.ENDED, _A.NONE),
-    (_S.ENDED, _I.WRITE): (_S.ENDED, _A.REFUSE),
-    (_S.ENDED, _I.STOP): (_S.ENDED, _A.NONE),
-    (_S.ENDED, _I.FINISH): (_S.ENDED, _A.NONE),
-}
+TRANSITIONS: Final = TransitionTable[ResponseState, ResponseInput, tuple[ResponseState, ResponseAction]](
+    "response",
+    {
+        (_S.OPEN, _I.WRITE): (_S.OPEN, _A.SEND),
+        (_S.OPEN, _I.STOP): (_S.STOPPED, _A.NONE),
+        (_S.OPEN, _I.FINISH): (_S.STOPPED, _A.SEND_FINAL),
+        (_S.OPEN, _I.GONE): (_S.ENDED, _A.NONE),
+        (_S.STOPPED, _I.WRITE): (_S.STOPPED, _A.REFUSE),
+        (_S.STOPPED, _I.STOP): (_S.STOPPED, _A.NONE),
+        (_S.STOPPED, _I.FINISH): (_S.STOPPED, _A.SEND_FINAL),
+        (_S.STOPPED, _I.FINAL_SENT): (_S.ENDED, _A.NONE),
+        (_S.STOPPED, _I.GONE): (_S.ENDED, _A.NONE),
+        (_S.ENDED, _I.WRITE): (_S.ENDED, _A.REFUSE),
+        (_S.ENDED, _I.STOP): (_S.ENDED, _A.NONE),
+        (_S.ENDED, _I.FINISH): (_S.ENDED, _A.NONE),
+    },
+)
 
 
 def next_response_state(state: ResponseState, event: ResponseInput) -> tuple[ResponseState, ResponseAction]:
-    try:
-        return TRANSITIONS[(state, event)]
-    except KeyError:
-        raise InvalidTransition(f"response cannot take {event.value!r} while {state.value!r}") from None
+    return TRANSITIONS[(state, event)]

@@ -14,7 +14,8 @@ import anyio
 import anyio.abc
 
 from .._core.asgi import ClientGone, Receive, Send
-from .._core.response_states import ResponseAction, ResponseInput, ResponseState, next_response_state
+from .._core.response_states import TRANSITIONS as RESPONSES
+from .._core.response_states import ResponseAction, ResponseInput, ResponseState
 from .._core.sse import KEEPALIVE
 
 __all__: list[str] = []
@@ -52,7 +53,7 @@ class ResponseWriter:
         return self.state is _OPEN
 
     def _step(self, event: ResponseInput) -> ResponseAction:
-        self.state, action = next_response_state(self.state, event)
+        self.state, action = RESPONSES[self.state, event]
         return action
 
     async def start(self, headers: list[tuple[bytes, bytes]]) -> None:
@@ -67,7 +68,7 @@ class ResponseWriter:
         await self._take_turn()
         try:
             # Asked once the turn is ours: it may have been stopped or ended while we waited.
-            if self._step(ResponseInput.WRITE) is not ResponseAction.SEND:
+            if RESPONSES[self.state, ResponseInput.WRITE][1] is not ResponseAction.SEND:
                 return False
             await self._put({"type": "http.response.body", "body": body, "more_body": True})
             return self.state is _OPEN
@@ -75,7 +76,7 @@ class ResponseWriter:
             self._end_turn()
 
     def stop(self) -> None:
-        self._step(ResponseInput.STOP)
+        self.state = RESPONSES[self.state, ResponseInput.STOP][0]
 
     def abandon_send(self) -> None:
         """The send in progress made no progress for a whole interval: the client stopped reading."""
@@ -84,14 +85,15 @@ class ResponseWriter:
 
     async def end(self, body: bytes = b"") -> None:
         """Stop and send the end of the body, `body` last (after any write in progress). Idempotent."""
-        if self._step(ResponseInput.FINISH) is not ResponseAction.SEND_FINAL:
+        self.state, action = RESPONSES[self.state, ResponseInput.FINISH]
+        if action is not ResponseAction.SEND_FINAL:
             return
         await self._take_turn()
         try:
             # Not when another `end`, or a failed send, got there first.
             final: dict[str, object] = {"type": "http.response.body", "body": body, "more_body": False}
             if self.state is not _ENDED and await self._put(final):
-                self._step(ResponseInput.FINAL_SENT)
+                self.state = RESPONSES[self.state, ResponseInput.FINAL_SENT][0]
         finally:
             self._end_turn()
 

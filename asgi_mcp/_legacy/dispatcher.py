@@ -33,6 +33,7 @@ from mcp.shared.transport_context import TransportContext
 from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT, ErrorData
 
 from .._core.errors import INTERNAL_ERROR, REQUEST_CANCELLED
+from .._core.exchanges import TRANSITIONS as EXCHANGES
 from .._core.exchanges import ExchangeAction, ExchangeInput, ExchangeState, InFlight, advance
 from .._core.jsonrpc import INTERNAL_ERROR_MESSAGE, RequestId, error_message, result_message
 from .._core.live_session import LiveAction, LiveInput, LiveState
@@ -43,6 +44,7 @@ __all__: list[str] = []
 
 logger = logging.getLogger("asgi_mcp.dispatch")
 
+_CLOSED: Final = LiveState.CLOSED
 _SETTLED: Final = ExchangeState.SETTLED
 _START: Final = ExchangeInput.START
 _RETURNED: Final = ExchangeInput.RETURNED
@@ -215,7 +217,7 @@ class SessionDispatcher:
     ) -> RequestContext:
         """Register the request as in flight (from here on the session's end cancels it), to run
         with `run_admitted` once the caller has done its own awaits (an SSE response's headers)."""
-        if self.closed:
+        if self._streams.state is _CLOSED:
             raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
         dctx = RequestContext(
             transport, request_id, metadata, self, stream, _progress_token=progress_token_from_params(params)
@@ -334,7 +336,8 @@ class SessionDispatcher:
         on_request = self._on_request
         started = time.perf_counter()
         outcome: dict[str, Any] | None = None
-        advance(dctx, _START)
+        # The exchange table, indexed inline (see `_core.states.TransitionTable`): this runs per request.
+        dctx.state = EXCHANGES[dctx.state, _START][0]
         try:
             assert dctx.scope is not None
             with dctx.scope:
@@ -356,7 +359,7 @@ class SessionDispatcher:
                 outcome = error_message(dctx.request_id, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
             else:
                 outcome = error_message(dctx.request_id, error.code, error.message, error.data)
-        action = advance(dctx, _ABORTED if outcome is None else _RETURNED)
+        dctx.state, action = EXCHANGES[dctx.state, _ABORTED if outcome is None else _RETURNED]
         if action is ExchangeAction.ANSWER_CLOSED:
             # Cancelled because its session ended (DELETE, expiry, token removal, shutdown).
             outcome = error_message(dctx.request_id, CONNECTION_CLOSED, "Session closed")

@@ -186,7 +186,7 @@ class LegacyEndpoint:
                     target = session.outbound.by_id.get(stream_id)
         standalone = target is session.standalone
         if standalone:
-            action = session.step(LiveInput.LISTEN)
+            action = session.outbound.step(LiveInput.LISTEN)
             if action is LiveAction.REFUSE_CONFLICT:
                 raise ProtocolError(
                     409,
@@ -222,7 +222,7 @@ class LegacyEndpoint:
             if target is not None and attached is not None:
                 target.detach(attached[0])
             if standalone:
-                session.step(LiveInput.UNLISTEN)
+                session.outbound.step(LiveInput.UNLISTEN)
             self.open_streams -= 1
             self.finish_exchange(entry)
 
@@ -272,7 +272,7 @@ class LegacyEndpoint:
         self, request: HttpRequest, message: Message, session: LegacySession, send: Send, *, json_mode: bool
     ) -> None:
         assert message.id is not None and message.method is not None
-        if session.step(LiveInput.EXCHANGE) is _REFUSE_GONE:
+        if session.outbound.step(LiveInput.EXCHANGE) is _REFUSE_GONE:
             raise session_not_found(message.id)
         stream = session.outbound.new_stream(json_only=json_mode)
         metadata, transport = self._metadata(request, session, stream, can_send=not json_mode)
@@ -288,7 +288,7 @@ class LegacyEndpoint:
             await answer_json(stream.answer, send, message.id)
             return
         priming = await session.priming_frame(stream)
-        if session.step(LiveInput.EXCHANGE) is _REFUSE_GONE:
+        if session.outbound.step(LiveInput.EXCHANGE) is _REFUSE_GONE:
             # Ended while the priming event was stored (DELETE, expiry, token removal): gone now.
             raise session_not_found(message.id)
         # The handler runs here, in the request's task, writing its frames straight to this response.
@@ -308,7 +308,8 @@ class LegacyEndpoint:
         finally:
             # The handler has settled. Its final frame detached the writer, unless the session's
             # end dropped that frame: then it is detached here, and the response ends below.
-            stream.detach(writer)
+            if stream.writer is writer:
+                stream.detach(writer)
             self.keepalive.unregister(writer)
             self.open_streams -= 1
         await self._loop.backend.checkpoint_if_cancelled()

@@ -67,9 +67,6 @@ class LegacySession:
         """Whether a GET holds the standalone stream."""
         return self.outbound.state is LiveState.LISTENING
 
-    def step(self, event: LiveInput) -> LiveAction:
-        return self.outbound.step(event)
-
     def close(self) -> None:
         """Cancel the session's handlers and end every attached connection. Idempotent; never awaits."""
         if self.outbound.step(LiveInput.CLOSE) is not LiveAction.TEAR_DOWN:

@@ -23,8 +23,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._core.asgi import Send
 from .._core.jsonrpc import dumps
-from .._core.live_session import LiveAction, LiveInput, LiveState, next_live_state
-from .._core.outbound import StreamAction, StreamInput, StreamState, next_stream_state
+from .._core.live_session import TRANSITIONS as LIVE
+from .._core.live_session import LiveAction, LiveInput, LiveState
+from .._core.outbound import TRANSITIONS as STREAMS
+from .._core.outbound import StreamAction, StreamInput, StreamState
 from .._core.sse import KEEPALIVE, encode_event
 from .._io.response import ResponseWriter
 from .._ports.replay import EventLog
@@ -69,7 +71,7 @@ class OutboundStream:
         self.answer: Frame | None = None
 
     def step(self, event: StreamInput) -> StreamAction:
-        self.state, action = next_stream_state(self.state, event)
+        self.state, action = STREAMS[self.state, event]
         return action
 
     def attach(self) -> tuple[MemoryObjectSendStream[Frame], MemoryObjectReceiveStream[Frame]] | None:
@@ -85,7 +87,7 @@ class OutboundStream:
 
     def write_to(self, writer: ResponseWriter) -> None:
         """Deliver frames straight to the response of the POST that runs the request."""
-        self.step(StreamInput.WRITE_TO)
+        self.state = STREAMS[self.state, StreamInput.WRITE_TO][0]
         self.writer = writer
 
     def detach(self, connection: Connection | None = None) -> None:
@@ -131,10 +133,14 @@ class OutboundStream:
 
     def _lost(self) -> None:
         """The attached connection is done (its final frame went out, or it failed)."""
-        if self.step(StreamInput.LOST) is _RELEASE:
-            self._release()
-        else:
-            self.writer = None  # it failed on its own: nothing to stop
+        self.state, action = STREAMS[self.state, StreamInput.LOST]
+        writer, consumer = self.writer, self.consumer
+        self.writer = self.consumer = None
+        if action is _RELEASE:  # (not `_release`: this runs once per answered request)
+            if writer is not None:
+                writer.stop()
+            if consumer is not None:
+                consumer.close()
 
     def _release(self) -> None:
         writer, consumer = self.writer, self.consumer
@@ -160,7 +166,7 @@ class SessionStreams:
         self.state = LiveState.IDLE
 
     def step(self, event: LiveInput) -> LiveAction:
-        self.state, action = next_live_state(self.state, event)
+        self.state, action = LIVE[self.state, event]
         return action
 
     def new_stream(self, *, json_only: bool) -> OutboundStream:
@@ -191,8 +197,9 @@ class SessionStreams:
         if self._events is not None and self.state is not LiveState.CLOSED:
             event_id = await self._events.store(stream.store_id, message, data)
         # Stepped once stored: a reconnection meanwhile attaches, and gets the frame live.
+        stream.state, action = STREAMS[stream.state, event]
         try:
-            if stream.step(event) is _DELIVER:
+            if action is _DELIVER:
                 await stream.deliver(Frame(event_id, data, final))
         finally:
             # Forgotten only once delivered: a session closing while the final frame waits (its
