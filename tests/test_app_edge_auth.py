@@ -12,9 +12,9 @@ from asgi_mcp import HttpRequest, StaticTokenVerifier, Tenants
 from asgi_mcp._app.config import AppConfig
 from asgi_mcp._app.edge_auth import EdgeAuth, ResourceUrls
 from asgi_mcp._auth.bearer import AuthenticationError
+from asgi_mcp._auth.principal import Principal
 from asgi_mcp._core.http import Headers
 from asgi_mcp._kernel.hosting import ServerHost
-from asgi_mcp._legacy.endpoint import Principal
 from asgi_mcp._ops.lifecycle import EventHub
 from asgi_mcp._tenancy.servers import TenantServers
 

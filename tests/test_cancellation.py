@@ -27,7 +27,7 @@ import pytest
 from mcp.server import MCPServer
 
 from asgi_mcp import InMemoryEventStore, McpApp, Tenants
-from asgi_mcp._kernel.dispatch import SessionDispatcher
+from asgi_mcp._legacy.dispatcher import SessionDispatcher
 
 from ._asgi_driver import AsgiClient
 from ._mcp import LEGACY, call_tool, initialize, modern, notification, request
@@ -165,7 +165,7 @@ class Harness:
         assert sum(entry.in_flight for entry in entries) == 0  # nothing stuck in flight
         for entry in entries:
             assert entry.state.value == "active"
-            assert not entry.value.get_connected
+            assert not entry.value.listening
             assert entry.value.dispatcher.running
         # Each host counts exactly the live sessions it serves.
         hosts = Counter(id(entry.value.host) for entry in entries)

@@ -22,8 +22,8 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.runner import ServerRunner
 
 from asgi_mcp import McpApp
-from asgi_mcp._kernel.dispatch import SessionDispatcher
-from asgi_mcp._legacy.endpoint import LegacySession
+from asgi_mcp._legacy.dispatcher import SessionDispatcher
+from asgi_mcp._legacy.session import LegacySession
 
 from ._mcp import call_tool, final_message, modern_post, open_session, serving, session_call
 from ._polling import wait_until

@@ -42,9 +42,9 @@ import pytest
 
 from asgi_mcp import McpApp, Tenants
 from asgi_mcp._io.loop import Loop
-from asgi_mcp._io.streams import STREAM_BUFFER
 from asgi_mcp._kernel.hosting import ServerHost
-from asgi_mcp._legacy.endpoint import LegacySession
+from asgi_mcp._legacy.session import LegacySession
+from asgi_mcp._legacy.streams import STREAM_BUFFER
 
 from ._mcp import LEGACY, initialize, modern, notification, request
 from ._polling import wait_until
@@ -412,13 +412,17 @@ async def test_final_frame_interrupted_by_session_close_still_ends_the_connectio
         session = LegacySession(
             "s", ServerHost(tenant_server("s")), app_tasks, Loop.current(), events=None, retry_ms=None, observer=None
         )
-        stream = session.new_stream(json_only=False)
-        frames = stream.attach()
+        stream = session.outbound.new_stream(json_only=False)
+        attached = stream.attach()
+        assert attached is not None
+        _, frames = attached
         for _ in range(STREAM_BUFFER):  # a client that reads nothing: the buffer is full
-            await session.emit(stream, notification("notifications/message"))
+            await session.outbound.emit(stream, notification("notifications/message"))
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(partial(session.emit, stream, {"jsonrpc": "2.0", "id": 1, "result": {}}, final=True))
+                tg.start_soon(
+                    partial(session.outbound.emit, stream, {"jsonrpc": "2.0", "id": 1, "result": {}}, final=True)
+                )
                 await anyio.wait_all_tasks_blocked()  # the final frame waits for buffer space
                 session.close()  # the session ends (token removed, DELETE, expiry) ...
                 tg.cancel_scope.cancel()  # ... and the handler's task is cancelled

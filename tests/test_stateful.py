@@ -60,7 +60,7 @@ from mcp.server import MCPServer
 from asgi_mcp import InMemoryEventStore, McpApp, Tenants
 from asgi_mcp._core.errors import REQUEST_CANCELLED
 from asgi_mcp._core.states import SessionState
-from asgi_mcp._legacy.endpoint import LegacySession
+from asgi_mcp._legacy.session import LegacySession
 from asgi_mcp._tenancy.tenants import token_digest
 
 from ._asgi_driver import AsgiClient, Response

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 from mcp.server.auth.provider import AccessToken
 
 from .._auth.bearer import AuthenticationError, BearerAuth, challenge, metadata_paths, parse_bearer, principal_key
+from .._auth.principal import Principal
 from .._core.asgi import HttpRequest, Scope
 from .._core.http import Headers
 from .._kernel.hosting import ServerHost
-from .._legacy.endpoint import Principal
 from .._tenancy.servers import TenantRemoved, TenantServers
 from .._tenancy.tenants import Tenants
 from .config import AppConfig

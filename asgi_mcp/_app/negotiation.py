@@ -13,11 +13,11 @@ path, costs no extra call level.
 
 from __future__ import annotations
 
+from .._auth.principal import Principal
 from .._core.asgi import HttpRequest, Receive, Send, read_body
 from .._core.errors import ProtocolError
 from .._core.http import accepts, era_of, is_json_content_type, method_not_allowed
 from .._core.jsonrpc import parse_body
-from .._legacy.endpoint import Principal
 from .runtime import Runtime, tool_observer
 
 __all__ = ["get_or_delete", "post"]

@@ -19,14 +19,15 @@ from typing import Any, Final, cast
 import anyio
 import anyio.abc
 
+from .._auth.principal import Principal
 from .._core.asgi import Receive, Send
 from .._core.session_table import SessionEntry, SessionTable
 from .._io.loop import Loop
-from .._io.streams import KeepAlive
+from .._io.response import KeepAlive
 from .._io.watch import LateWatch
-from .._kernel.dispatch import RequestObserver
+from .._kernel.context import RequestObserver
 from .._kernel.hosting import ServerHost
-from .._legacy.endpoint import LegacyEndpoint, LegacySession, Principal
+from .._legacy.endpoint import LegacyEndpoint, LegacySession
 from .._modern.endpoint import ModernEndpoint
 from .._ops.lifecycle import EventHub, SessionCreated, SessionEnded, ToolCalled
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics

@@ -13,7 +13,7 @@ the table is a bug and raises.
 from __future__ import annotations
 
 import enum
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 __all__: list[str] = []
 
@@ -45,6 +45,28 @@ ADDRESSABLE: Final = frozenset({SessionState.ACTIVE, SessionState.DRAINING})
 
 class InvalidTransition(RuntimeError):
     """A lifecycle input arrived in a state that cannot take it: a bug in asgi_mcp, never the client's fault."""
+
+
+S = TypeVar("S")
+I = TypeVar("I")  # noqa: E741 - the input, beside the state
+V = TypeVar("V")
+
+
+class TransitionTable(dict[tuple[S, I], V], Generic[S, I, V]):
+    """A transition dict whose miss raises `InvalidTransition`: the shell indexes it inline on the
+    request path (a C-level lookup, no Python call), and a pair missing from the table is still an error."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str, transitions: dict[tuple[S, I], V]) -> None:
+        super().__init__(transitions)
+        self.what = what
+
+    def __missing__(self, key: tuple[S, I]) -> V:
+        state, event = key
+        raise InvalidTransition(
+            f"{self.what} cannot take {getattr(event, 'value', event)!r} while {getattr(state, 'value', state)!r}"
+        )
 
 
 def next_state(state: SessionState, event: SessionInput) -> SessionState:

@@ -1,163 +1,43 @@
-"""The legacy-era (2024-11-05 ... 2025-11-25) session transport: initialize, POST, GET, DELETE, resumability.
+"""The legacy-era (2024-11-05 ... 2025-11-25) HTTP handlers: initialize, POST, GET, DELETE, resumability,
+and the session lifecycle that goes with them.
 
-One `LegacySession` per `Mcp-Session-Id`: the SDK server kernel (`ServerRunner`) bound to a
-`SessionDispatcher`, fed directly by each HTTP request of the session. A session has no task of its
-own: a request runs in the task of the POST that carries it, so an idle session is only memory.
-The session table (`_registry.SessionTable`) decides admission, ownership and expiry; sessions end
-only through `LegacyEndpoint.end_session`.
+The session table (`_core.session_table.SessionTable`) decides admission, ownership and expiry; sessions
+end only through `LegacyEndpoint.end_session`. A request runs in the task of the POST that carries it
+(`_legacy.session`), and its answer is written by that POST, in one direction: handler, dispatcher,
+stream, response. The raw ASGI writes are in `_legacy.responses`.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Callable
 
-import anyio
 import anyio.abc
-from mcp.server.connection import Connection
-from mcp.server.runner import ServerRunner, aclose_shielded
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 
+from .._auth.principal import Principal
 from .._core.asgi import HttpRequest, Receive, Send, send_empty, send_json
-from .._core.errors import INVALID_REQUEST, ProtocolError
-from .._core.http import FIRST_PRIMING_VERSION, check_session_id, is_visible_ascii, missing_session, session_not_found
-from .._core.jsonrpc import Message, dumps, error_message
+from .._core.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, ProtocolError
+from .._core.http import check_session_id, is_visible_ascii, missing_session, session_not_found
+from .._core.jsonrpc import Message, error_message
+from .._core.live_session import LiveAction, LiveInput
 from .._core.session_table import SessionEntry, SessionTable
-from .._core.sse import SSE_HEADERS, encode_event
+from .._core.sse import SSE_HEADERS
 from .._core.states import SessionState
 from .._io.loop import Loop
-from .._io.streams import Frame, KeepAlive, OutboundStream, ResponseWriter, pump, wait_for_disconnect
-from .._kernel.dispatch import RequestObserver, SessionDispatcher
-from .._kernel.hosting import ServerHost
-from .._kernel.runner import has_teardown, kernel_handlers
+from .._io.response import KeepAlive, ResponseWriter
+from .._kernel.context import RequestObserver
 from .._ports.replay import EventLog, ReplayedEvent
+from .responses import CONNECTION_CLOSED, SESSION_HEADER, answer_json, send_json_text, send_sse_once, send_stream
+from .session import LegacySession
+from .streams import OutboundStream
 
-__all__: list[str] = []
+# `Principal` and `LegacySession` are imported from here by the app.
+__all__ = ["LegacyEndpoint", "LegacySession", "Principal"]
 
-
-SESSION_HEADER: Final = b"mcp-session-id"
-CONNECTION_CLOSED: Final = -32000
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the credential a session is bound to, and the tenant whose server serves it."""
-
-    owner: str
-    tenant_id: str | None
-    host: Callable[[], Awaitable[ServerHost]]
-
-
-class LegacySession:
-    """One session: its server kernel and its outbound streams. No task: its requests run it."""
-
-    def __init__(
-        self,
-        session_id: str,
-        host: ServerHost,
-        task_group: anyio.abc.TaskGroup,
-        loop: Loop,
-        *,
-        events: EventLog | None,
-        retry_ms: int | None,
-        observer: RequestObserver | None,
-    ) -> None:
-        self.session_id = session_id
-        self.host = host
-        self._task_group = task_group
-        self._events = events
-        self._retry_ms = retry_ms
-        self.tag = EventLog.new_tag()
-        self.dispatcher = SessionDispatcher(self, task_group, loop.backend, observer=observer)
-        self.connection = Connection.for_loop(self.dispatcher, session_id=session_id)
-        self.dispatcher.bind(*kernel_handlers(ServerRunner(host.server, self.connection, host.state)))
-        self.standalone = OutboundStream(f"{self.tag}/get")
-        self.streams: dict[str, OutboundStream] = {}
-        self._streams_opened = 0
-        self.get_connected = False
-        self.closed = False
-
-    @property
-    def protocol_version(self) -> str:
-        return self.connection.protocol_version
-
-    def close(self) -> None:
-        """Cancel the session's handlers and end every attached connection. Idempotent; never awaits."""
-        if self.closed:
-            return
-        self.closed = True
-        self.dispatcher.close()
-        self.standalone.detach()
-        for stream in self.streams.values():
-            stream.detach()
-        self.streams.clear()
-        if self._events is not None:
-            self._events.forget(self.tag)
-        # Per-connection cleanup the handlers registered (`Connection.exit_stack`), shielded and bounded.
-        if has_teardown(self.connection):
-            self._task_group.start_soon(aclose_shielded, self.connection)
-
-    def new_stream(self, *, json_only: bool) -> OutboundStream:
-        if json_only:
-            # Carries only its answer, to the request that runs it: nothing to store, replay or
-            # reconnect to, so it needs no id and no place among the session's streams.
-            return OutboundStream("", json_only=True)
-        # Stream ids name events in the store: unguessable then; without a store a counter will do.
-        if self._events is not None:
-            suffix = secrets.token_urlsafe(6)
-        else:
-            self._streams_opened += 1
-            suffix = str(self._streams_opened)
-        stream = OutboundStream(f"{self.tag}/{suffix}", json_only=json_only)
-        self.streams[stream.store_id] = stream
-        return stream
-
-    async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None:
-        """Send one message on `stream`: stored first (for replay), then delivered if a client is attached."""
-        if stream.json_only:
-            if final:
-                # Answered by the request that ran it (inline), once the handler returns.
-                stream.answer = Frame(None, dumps(message), True)
-                stream.finished = True
-            return
-        data = dumps(message)
-        event_id = None
-        if self._events is not None and not stream.json_only and not self.closed:
-            event_id = await self._events.store(stream.store_id, message, data)
-        if final:
-            stream.finished = True
-        try:
-            await stream.deliver(Frame(event_id, data, final))
-        finally:
-            # Forgotten only once delivered: a session closing while the final frame waits (its
-            # send is a checkpoint) must still find the stream and end its connection.
-            if final:
-                self.streams.pop(stream.store_id, None)
-
-    @property
-    def resumable(self) -> bool:
-        """Whether its streams can be resumed (SEP-1699): an event store, and a negotiated version of
-        2025-11-25 or later. The negotiated version decides, not the request's header: clients send
-        stale headers."""
-        return self._events is not None and self.protocol_version >= FIRST_PRIMING_VERSION
-
-    async def priming_frame(self, stream: OutboundStream) -> Frame | None:
-        """The SEP-1699 priming event, for resumable sessions (see `resumable`)."""
-        if not self.resumable:
-            return None
-        assert self._events is not None
-        event_id = await self._events.store(stream.store_id, None, None)
-        return Frame(event_id, "", False, self._retry_ms)
-
-    async def replay(self, last_event_id: str) -> tuple[str, list[ReplayedEvent]] | None:
-        if self._events is None:
-            return None
-        return await self._events.replay(last_event_id, self.tag)
-
+_REFUSE_GONE = LiveAction.REFUSE_GONE
 
 SessionHook = Callable[[SessionEntry[LegacySession], str], None]
 
@@ -303,64 +183,46 @@ class LegacyEndpoint:
                 stream_id, replayed = found
                 if stream_id != session.standalone.store_id:
                     # A request's stream: live if its handler is still running, else replay only.
-                    target = session.streams.get(stream_id)
+                    target = session.outbound.by_id.get(stream_id)
         standalone = target is session.standalone
         if standalone:
-            if session.get_connected:
+            action = session.outbound.step(LiveInput.LISTEN)
+            if action is LiveAction.REFUSE_CONFLICT:
                 raise ProtocolError(
                     409,
                     "Conflict: only one standalone SSE stream is allowed per session",
                     reason="second concurrent GET stream",
                 )
-            session.get_connected = True
+            if action is _REFUSE_GONE:
+                raise session_not_found(None)  # ended while its events were read
         self.table.begin(entry)
         self.open_streams += 1
+        attached = None
         try:
-            frames = target.attach() if target is not None and not target.finished else None
-            if frames is not None and last_event_id is not None and replayed:
-                # Read again now that the connection is attached: anything stored in between is
-                # either in this replay or queued on the connection, never lost (duplicates are skipped).
-                found = await session.replay(last_event_id)
-                replayed = found[1] if found is not None else replayed
-            headers = [*SSE_HEADERS, (SESSION_HEADER, session.session_id.encode())]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            for event in replayed:
-                body = encode_event(event.data, event="message" if event.data else None, event_id=event.event_id)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            if frames is None:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
-            assert target is not None
-            priming = await session.priming_frame(target)
-            if priming is not None:
-                body = encode_event("", event=None, event_id=priming.event_id, retry_ms=priming.retry_ms)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-            skip = frozenset(event.event_id for event in replayed)
-            ending = False
-
-            async def send_body(message: Any) -> None:
-                nonlocal ending
-                ending = ending or not message.get("more_body", False)
-                await send(message)
-
-            async with anyio.create_task_group() as tg:
-
-                async def watch() -> None:
-                    await wait_for_disconnect(receive)
-                    # The disconnect that completing the response causes is no reason to cancel:
-                    # hypercorn (Trio) delivers it while still inside the final send, and a send
-                    # cancelled there leaves its keep-alive connection half-recycled until shutdown.
-                    if not ending:
-                        tg.cancel_scope.cancel()
-
-                tg.start_soon(watch)
-                await pump(frames, send_body, keepalive=self.keepalive.interval, skip=skip)
-                tg.cancel_scope.cancel()
+            attached = target.attach() if target is not None else None
+            priming = None
+            if attached is not None:
+                if last_event_id is not None and replayed:
+                    # Read again now that the connection is attached: anything stored in between is
+                    # either in this replay or queued on the connection, never lost (duplicates are skipped).
+                    found = await session.replay(last_event_id)
+                    replayed = found[1] if found is not None else replayed
+                assert target is not None
+                priming = await session.priming_frame(target)
+            await send_stream(
+                send,
+                receive,
+                session_id=session.session_id,
+                replayed=replayed,
+                priming=priming,
+                frames=attached[1] if attached is not None else None,
+                keepalive=self.keepalive.interval,
+            )
         finally:
-            if target is not None:
-                target.detach()
+            if target is not None and attached is not None:
+                target.detach(attached[0])
             if standalone:
-                session.get_connected = False
+                session.outbound.step(LiveInput.UNLISTEN)
             self.open_streams -= 1
             self.finish_exchange(entry)
 
@@ -410,9 +272,9 @@ class LegacyEndpoint:
         self, request: HttpRequest, message: Message, session: LegacySession, send: Send, *, json_mode: bool
     ) -> None:
         assert message.id is not None and message.method is not None
-        if session.closed:
+        if session.outbound.step(LiveInput.EXCHANGE) is _REFUSE_GONE:
             raise session_not_found(message.id)
-        stream = session.new_stream(json_only=json_mode)
+        stream = session.outbound.new_stream(json_only=json_mode)
         metadata, transport = self._metadata(request, session, stream, can_send=not json_mode)
         if json_mode:
             # Shielded: in this era a dropped connection is not a cancellation (the handler still
@@ -423,10 +285,10 @@ class LegacyEndpoint:
             )
             # A request cancelled meanwhile (its server is cancelling it) writes nothing more.
             await self._loop.backend.checkpoint_if_cancelled()
-            await _answer_json(stream.answer, send, message.id)
+            await answer_json(stream.answer, send, message.id)
             return
         priming = await session.priming_frame(stream)
-        if session.closed:
+        if session.outbound.step(LiveInput.EXCHANGE) is _REFUSE_GONE:
             # Ended while the priming event was stored (DELETE, expiry, token removal): gone now.
             raise session_not_found(message.id)
         # The handler runs here, in the request's task, writing its frames straight to this response.
@@ -447,7 +309,7 @@ class LegacyEndpoint:
             # The handler has settled. Its final frame detached the writer, unless the session's
             # end dropped that frame: then it is detached here, and the response ends below.
             if stream.writer is writer:
-                stream.detach()
+                stream.detach(writer)
             self.keepalive.unregister(writer)
             self.open_streams -= 1
         await self._loop.backend.checkpoint_if_cancelled()
@@ -469,7 +331,7 @@ class LegacyEndpoint:
         if self._observer_for is not None:
             session.dispatcher.observer = self._observer_for(entry)
         try:
-            stream = session.new_stream(json_only=True)
+            stream = session.outbound.new_stream(json_only=True)
             metadata, transport = self._metadata(request, session, stream, can_send=False)
             await session.dispatcher.run_request(message.id, "initialize", message.params, stream, metadata, transport)
             frame = stream.answer
@@ -483,7 +345,7 @@ class LegacyEndpoint:
                 self.end_session(session_id, "initialize_failed")
                 error = answer or error_message(message.id, CONNECTION_CLOSED, "Session closed")
                 code = error["error"].get("code")
-                status = 400 if code in (INVALID_REQUEST, -32602, -32700) else 200
+                status = 400 if code in (INVALID_REQUEST, INVALID_PARAMS, PARSE_ERROR) else 200
                 await send_json(send, status, error)
                 return
             self.table.activate(entry)
@@ -491,30 +353,11 @@ class LegacyEndpoint:
                 self._on_created(entry)
             headers = [(SESSION_HEADER, session_id.encode())]
             if json_mode:
-                await _send_json_text(send, frame.data if frame is not None else "", headers)
+                await send_json_text(send, frame.data if frame is not None else "", headers)
             else:
-                body = encode_event(frame.data if frame is not None else "")
-                await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
-                await send({"type": "http.response.body", "body": body, "more_body": False})
+                await send_sse_once(send, frame.data if frame is not None else "", headers)
         except BaseException:
             self.end_session(session_id, "initialize_failed")
             raise
         finally:
             self.finish_exchange(entry)
-
-
-async def _answer_json(frame: Frame | None, send: Send, request_id: str | int) -> None:
-    if frame is None:
-        # The session ended under the request (DELETE from another connection, shutdown).
-        await send_json(send, 200, error_message(request_id, CONNECTION_CLOSED, "Session closed"))
-        return
-    await _send_json_text(send, frame.data)
-
-
-async def _send_json_text(send: Send, data: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = data.encode()
-    response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if headers:
-        response_headers.extend(headers)
-    await send({"type": "http.response.start", "status": 200, "headers": response_headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -40,9 +40,9 @@ from .._core.errors import HEADER_MISMATCH, ProtocolError
 from .._core.jsonrpc import Message, RequestId, dumps, error_message, result_message
 from .._core.sse import KEEPALIVE, SSE_HEADERS, encode_event
 from .._io.loop import Loop
-from .._io.streams import ResponseWriter, wait_for_disconnect
+from .._io.response import ResponseWriter, wait_for_disconnect
 from .._io.watch import LateWatch
-from .._kernel.dispatch import PeerCancellation, RequestObserver
+from .._kernel.context import PeerCancellation, RequestObserver
 from .._kernel.hosting import ServerHost
 from .._kernel.runner import serve_one
 

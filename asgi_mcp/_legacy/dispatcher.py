@@ -1,4 +1,4 @@
-"""The SDK `Dispatcher` for one legacy-era session, fed directly by HTTP requests.
+"""The SDK `Dispatcher` for one legacy session, fed directly by the session's HTTP requests.
 
 The SDK's own transport pushes every message through memory streams into a `JSONRPCDispatcher`
 that re-validates it with pydantic and routes responses back through a serial router. Here the
@@ -8,6 +8,9 @@ handler sends lands directly on the outbound stream it belongs to: its own POST 
 request-scoped messages, the session's standalone stream for the rest. Same semantics as the SDK
 dispatcher (concurrent requests, peer cancellation, server-to-client requests with timeouts, the
 exception-to-wire boundary), one hop instead of four.
+
+Requests in flight are keyed by an internal id (`_core.exchanges.InFlight`), each one's lifecycle is the
+exchange table there; the client's id stays on every message bound to the request.
 """
 
 from __future__ import annotations
@@ -15,11 +18,10 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-import weakref
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, Final
 
 import anyio
 import anyio.abc
@@ -31,50 +33,23 @@ from mcp.shared.transport_context import TransportContext
 from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT, ErrorData
 
 from .._core.errors import INTERNAL_ERROR, REQUEST_CANCELLED
+from .._core.exchanges import TRANSITIONS as EXCHANGES
+from .._core.exchanges import ExchangeAction, ExchangeInput, ExchangeState, InFlight, advance
 from .._core.jsonrpc import INTERNAL_ERROR_MESSAGE, RequestId, error_message, result_message
-
-if TYPE_CHECKING:
-    from .._io.streams import OutboundStream
+from .._core.live_session import LiveAction, LiveInput, LiveState
+from .._kernel.context import PeerCancellation, RequestObserver
+from .streams import OutboundStream, SessionStreams
 
 __all__: list[str] = []
 
 logger = logging.getLogger("asgi_mcp.dispatch")
 
-
-class Emitter(Protocol):
-    """Where a dispatcher's messages go: the session that owns the streams."""
-
-    async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None: ...
-
-    @property
-    def standalone(self) -> OutboundStream: ...
-
-
-class RequestObserver(Protocol):
-    def __call__(self, method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
-        """Called once per settled request with its final wire message (result or error)."""
-
-
-@dataclass(eq=False, slots=True)
-class PeerCancellation:
-    """The `cancel_requested` event of a `DispatchContext`, made on first use: almost no request is
-    ever cancelled or asked about it, and an `anyio.Event` per request is measurable."""
-
-    _cancel_requested: anyio.Event | None = field(default=None, kw_only=True)
-    cancelled_by_peer: bool = field(default=False, kw_only=True)
-
-    @property
-    def cancel_requested(self) -> anyio.Event:
-        if self._cancel_requested is None:
-            self._cancel_requested = anyio.Event()
-            if self.cancelled_by_peer:
-                self._cancel_requested.set()
-        return self._cancel_requested
-
-    def mark_cancelled(self) -> None:
-        self.cancelled_by_peer = True
-        if self._cancel_requested is not None:
-            self._cancel_requested.set()
+_CLOSED: Final = LiveState.CLOSED
+_SETTLED: Final = ExchangeState.SETTLED
+_START: Final = ExchangeInput.START
+_RETURNED: Final = ExchangeInput.RETURNED
+_ABORTED: Final = ExchangeInput.ABORTED
+_CANCEL: Final = ExchangeAction.CANCEL
 
 
 @dataclass(eq=False, slots=True)
@@ -87,15 +62,20 @@ class RequestContext(PeerCancellation):
     _dispatcher: SessionDispatcher
     stream: OutboundStream
     _progress_token: str | int | None = None
-    closed: bool = False
+    # Its place among the session's requests in flight (see `_core.exchanges`); unused by notifications.
+    state: ExchangeState = ExchangeState.ADMITTED
+    scope: anyio.CancelScope | None = None
+    exchange_id: int = 0
+    client_key: RequestId = 0
+    shadowed: RequestContext | None = None
 
     @property
     def can_send_request(self) -> bool:
-        return self.transport.can_send_request and not self.closed
+        return self.transport.can_send_request and self.state is not _SETTLED
 
     async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
-        if self.closed:
-            return
+        if self.state is _SETTLED:
+            return  # a task the handler left behind: its request was answered
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             message["params"] = dict(params)
@@ -119,11 +99,6 @@ class RequestContext(PeerCancellation):
         await self.notify("notifications/progress", params)
 
 
-class Admitted(NamedTuple):
-    context: RequestContext
-    scope: anyio.CancelScope
-
-
 @dataclass(eq=False, slots=True)
 class _PendingCall:
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -136,27 +111,30 @@ class SessionDispatcher:
 
     def __init__(
         self,
-        emitter: Emitter,
+        streams: SessionStreams,
         task_group: anyio.abc.TaskGroup,
         backend: type[anyio.abc.AsyncBackend],
         *,
         observer: RequestObserver | None = None,
     ) -> None:
-        # Weak: the session owns its dispatcher, and a session is garbage the moment its table entry
-        # and its requests let go of it, with no cycle for the collector to find (see `_kernel`).
-        self._emitter = weakref.ref(emitter)
+        # Where every message goes. The streams know nothing of the dispatcher: no cycle, no weak
+        # reference, and a session is garbage once its table entry and its requests let go of it.
+        self._streams = streams
         self.observer = observer
         # Notification handlers run here; requests run in the task of the HTTP request carrying them.
         self._task_group = task_group
-        self._backend = backend  # resolved once per run (see `_loop`)
+        self._backend = backend  # resolved once per run (see `_io.loop`)
         self._on_request: OnRequest | None = None
         self._on_notify: OnNotify | None = None
         self._intercept: OnNotifyIntercept | None = None
-        self._in_flight: dict[RequestId, tuple[anyio.CancelScope, RequestContext]] = {}
+        self._in_flight: InFlight[RequestContext] = InFlight()
         self._notifying: set[anyio.CancelScope] = set()
         self._pending: dict[RequestId, _PendingCall] = {}
         self._next_id = 0
-        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._streams.state is LiveState.CLOSED
 
     def bind(
         self, on_request: OnRequest, on_notify: OnNotify, on_notify_intercept: OnNotifyIntercept | None = None
@@ -181,35 +159,29 @@ class SessionDispatcher:
         try:
             await anyio.sleep_forever()
         finally:
+            if self._streams.step(LiveInput.CLOSE) is LiveAction.TEAR_DOWN:
+                self._streams.close()
             self.close()
 
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
     ) -> dict[str, Any]:
-        emitter = self._emitter()
-        if emitter is None:
-            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
-        return await self.call(method, params, opts, emitter.standalone)
+        return await self.call(method, params, opts, self._streams.standalone)
 
     async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
-        emitter = self._emitter()
-        if emitter is None:
-            return  # the session is gone: nobody is left to hear it
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if params is not None:
             message["params"] = dict(params)
-        await emitter.emit(emitter.standalone, message)
+        await self._streams.emit(self._streams.standalone, message)
 
     async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None:
-        emitter = self._emitter()
-        if emitter is not None:
-            await emitter.emit(stream, message, final=final)
+        await self._streams.emit(stream, message, final=final)
 
     # -- inbound: the HTTP layer calls these -----------------------------------------------------
 
     @property
     def running(self) -> bool:
-        return self._on_request is not None and not self._closed
+        return self._on_request is not None and not self.closed
 
     async def run_request(
         self,
@@ -226,11 +198,12 @@ class SessionDispatcher:
 
         No task per request: the HTTP request that carries it runs it, and a legacy-era disconnect
         is not a cancellation: `shield` makes the request's own scope the shield (one scope instead
-        of two; fit only where delivering the answer cannot block, see `_legacy`). The scope is
-        registered, so the peer's `notifications/cancelled` and the session's end still cancel it.
+        of two; fit only where delivering the answer cannot block, see `_legacy.endpoint`). The scope
+        is registered, so the peer's `notifications/cancelled` and the session's end still cancel it.
         """
-        context, scope = self.admit(request_id, params, stream, metadata, transport, shield=shield)
-        await self._handle_request(method, params, context, scope)
+        await self.run_admitted(
+            method, params, self.admit(request_id, params, stream, metadata, transport, shield=shield)
+        )
 
     def admit(
         self,
@@ -241,20 +214,21 @@ class SessionDispatcher:
         transport: TransportContext,
         *,
         shield: bool = False,
-    ) -> Admitted:
+    ) -> RequestContext:
         """Register the request as in flight (from here on the session's end cancels it), to run
         with `run_admitted` once the caller has done its own awaits (an SSE response's headers)."""
-        if self._closed:
+        if self._streams.state is _CLOSED:
             raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
         dctx = RequestContext(
             transport, request_id, metadata, self, stream, _progress_token=progress_token_from_params(params)
         )
-        scope = self._backend.create_cancel_scope(shield=shield)
-        self._in_flight[coerce_request_id(request_id)] = (scope, dctx)
-        return Admitted(dctx, scope)
+        dctx.scope = self._backend.create_cancel_scope(shield=shield)
+        self._in_flight.admit(dctx, request_id)
+        return dctx
 
-    async def run_admitted(self, method: str, params: dict[str, Any] | None, admitted: Admitted) -> None:
-        await self._handle_request(method, params, admitted.context, admitted.scope)
+    async def run_admitted(self, method: str, params: dict[str, Any] | None, dctx: RequestContext) -> None:
+        """Run an admitted request; its answer lands on its stream before this returns."""
+        await self._handle_request(method, params, dctx)
 
     def close(self) -> None:
         """The session is ending: cancel every request and notification handler still running, and
@@ -263,32 +237,35 @@ class SessionDispatcher:
         The kernel's handlers are dropped too: the kernel holds the connection, whose outbound is
         this dispatcher, so keeping them would leave the session's objects to the cycle collector.
         """
-        self._closed = True
         self._on_request = self._on_notify = self._intercept = None
-        for scope, _ in list(self._in_flight.values()):
-            scope.cancel()
+        for dctx in self._in_flight:
+            if advance(dctx, ExchangeInput.SESSION_END) is _CANCEL:
+                assert dctx.scope is not None
+                dctx.scope.cancel()
         for scope in self._notifying:
             scope.cancel()
         for pending in self._pending.values():
             pending.done.set()  # result None: the waiter raises CONNECTION_CLOSED
         self._pending.clear()
 
+    def cancel_by_peer(self, request_id: object) -> None:
+        """The client's `notifications/cancelled`: it reaches the newest live request with that id."""
+        if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+            return
+        dctx = self._in_flight.newest(request_id)
+        if dctx is not None and advance(dctx, ExchangeInput.PEER_CANCEL) is _CANCEL:
+            dctx.mark_cancelled()
+            assert dctx.scope is not None
+            dctx.scope.cancel()
+
     def start_notification(
         self, method: str, params: dict[str, Any] | None, metadata: ServerMessageMetadata, transport: TransportContext
     ) -> None:
         if method == "notifications/cancelled":
-            request_id = (params or {}).get("requestId")
-            if isinstance(request_id, str | int) and not isinstance(request_id, bool):
-                found = self._in_flight.get(coerce_request_id(request_id))
-                if found is not None:
-                    found[1].mark_cancelled()
-                    found[0].cancel()
-        if self._closed or (self._intercept is not None and self._intercept(method, params)):
+            self.cancel_by_peer((params or {}).get("requestId"))
+        if self.closed or (self._intercept is not None and self._intercept(method, params)):
             return
-        emitter = self._emitter()
-        if emitter is None:
-            return
-        dctx = RequestContext(transport, None, metadata, self, emitter.standalone)  # type: ignore[arg-type]
+        dctx = RequestContext(transport, None, metadata, self, self._streams.standalone)  # type: ignore[arg-type]
         scope = anyio.CancelScope()
         self._notifying.add(scope)
         contextvars.copy_context().run(
@@ -319,7 +296,7 @@ class SessionDispatcher:
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None, stream: OutboundStream
     ) -> dict[str, Any]:
         """A server-to-client request on `stream`; the client's answer arrives as a POST (see `resolve`)."""
-        if self._closed:
+        if self.closed:
             raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
         self._next_id += 1
         request_id = self._next_id
@@ -355,25 +332,24 @@ class SessionDispatcher:
                 },
             )
 
-    async def _handle_request(
-        self, method: str, params: dict[str, Any] | None, dctx: RequestContext, scope: anyio.CancelScope
-    ) -> None:
+    async def _handle_request(self, method: str, params: dict[str, Any] | None, dctx: RequestContext) -> None:
         on_request = self._on_request
         started = time.perf_counter()
         outcome: dict[str, Any] | None = None
+        # The exchange table, indexed inline (see `_core.states.TransitionTable`): this runs per request.
+        dctx.state = EXCHANGES[dctx.state, _START][0]
         try:
-            with scope:
+            assert dctx.scope is not None
+            with dctx.scope:
                 try:
                     # None: admitted, then its session ended before it started; answered as closed below.
                     if on_request is not None:
                         outcome = result_message(dctx.request_id, await on_request(dctx, method, params))
                 finally:
-                    dctx.closed = True
-                    key = coerce_request_id(dctx.request_id)
-                    if (found := self._in_flight.get(key)) is not None and found[1] is dctx:
-                        del self._in_flight[key]
+                    self._in_flight.release(dctx)
         except anyio.get_cancelled_exc_class():
-            # The session is closing: its streams are being torn down, nothing to answer on.
+            # Cancelled from outside (shutdown's deadline): nothing to answer on; it settles unanswered.
+            advance(dctx, _ABORTED)
             raise
         except Exception as exc:
             error = handler_exception_to_error_data(exc)
@@ -383,15 +359,17 @@ class SessionDispatcher:
                 outcome = error_message(dctx.request_id, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
             else:
                 outcome = error_message(dctx.request_id, error.code, error.message, error.data)
-        if self._closed and not dctx.cancelled_by_peer and outcome is None:
+        dctx.state, action = EXCHANGES[dctx.state, _ABORTED if outcome is None else _RETURNED]
+        if action is ExchangeAction.ANSWER_CLOSED:
             # Cancelled because its session ended (DELETE, expiry, token removal, shutdown).
             outcome = error_message(dctx.request_id, CONNECTION_CLOSED, "Session closed")
-        elif outcome is None or dctx.cancelled_by_peer:
+        elif action is ExchangeAction.ANSWER_CANCELLED:
             # Cancelled by the client: the stream still has to end, with the error that says why.
             outcome = error_message(dctx.request_id, REQUEST_CANCELLED, "Request cancelled")
+        assert outcome is not None
         if self.observer is not None:
             self.observer(method, params, started, outcome)
-        await self.emit(dctx.stream, outcome, final=True)
+        await self._streams.emit(dctx.stream, outcome, final=True)
 
     async def _handle_notification(
         self, method: str, params: dict[str, Any] | None, dctx: RequestContext, scope: anyio.CancelScope

@@ -1,0 +1,39 @@
+"""What both eras' request contexts share on top of the SDK's `DispatchContext`: the peer's
+cancellation, made on first use, and the observer that sees every settled request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+
+__all__: list[str] = []
+
+
+class RequestObserver(Protocol):
+    def __call__(self, method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
+        """Called once per settled request with its final wire message (result or error)."""
+
+
+@dataclass(eq=False, slots=True)
+class PeerCancellation:
+    """The `cancel_requested` event of a `DispatchContext`, made on first use: almost no request is
+    ever cancelled or asked about it, and an `anyio.Event` per request is measurable."""
+
+    _cancel_requested: anyio.Event | None = field(default=None, kw_only=True)
+    cancelled_by_peer: bool = field(default=False, kw_only=True)
+
+    @property
+    def cancel_requested(self) -> anyio.Event:
+        if self._cancel_requested is None:
+            self._cancel_requested = anyio.Event()
+            if self.cancelled_by_peer:
+                self._cancel_requested.set()
+        return self._cancel_requested
+
+    def mark_cancelled(self) -> None:
+        self.cancelled_by_peer = True
+        if self._cancel_requested is not None:
+            self._cancel_requested.set()

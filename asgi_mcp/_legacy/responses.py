@@ -1,0 +1,88 @@
+"""The raw ASGI writes of the legacy era: JSON answers, a one-event SSE answer, and a GET's stream."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from .._core.asgi import Receive, Send, send_json
+from .._core.jsonrpc import RequestId, error_message
+from .._core.sse import SSE_HEADERS, encode_event
+from .._io.response import wait_for_disconnect
+from .._ports.replay import ReplayedEvent
+from .streams import Frame, pump
+
+__all__: list[str] = []
+
+SESSION_HEADER: Final = b"mcp-session-id"
+CONNECTION_CLOSED: Final = -32000
+
+
+async def answer_json(frame: Frame | None, send: Send, request_id: RequestId) -> None:
+    if frame is None:
+        # The session ended under the request (DELETE from another connection, shutdown).
+        await send_json(send, 200, error_message(request_id, CONNECTION_CLOSED, "Session closed"))
+        return
+    await send_json_text(send, frame.data)
+
+
+async def send_json_text(send: Send, data: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = data.encode()
+    response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if headers:
+        response_headers.extend(headers)
+    await send({"type": "http.response.start", "status": 200, "headers": response_headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_sse_once(send: Send, data: str, headers: list[tuple[bytes, bytes]]) -> None:
+    """An SSE response of one event (an `initialize` answer)."""
+    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]})
+    await send({"type": "http.response.body", "body": encode_event(data), "more_body": False})
+
+
+async def send_stream(
+    send: Send,
+    receive: Receive,
+    *,
+    session_id: str,
+    replayed: list[ReplayedEvent],
+    priming: Frame | None,
+    frames: MemoryObjectReceiveStream[Frame] | None,
+    keepalive: float,
+) -> None:
+    """A GET's response: the replayed events, then (when attached) the live frames until the stream
+    ends, its connection is detached or the client leaves."""
+    headers = [*SSE_HEADERS, (SESSION_HEADER, session_id.encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for event in replayed:
+        body = encode_event(event.data, event="message" if event.data else None, event_id=event.event_id)
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+    if frames is None:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    if priming is not None:
+        await send({"type": "http.response.body", "body": priming.encode(), "more_body": True})
+    skip = frozenset(event.event_id for event in replayed)
+    ending = False
+
+    async def send_body(message: Any) -> None:
+        nonlocal ending
+        ending = ending or not message.get("more_body", False)
+        await send(message)
+
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            await wait_for_disconnect(receive)
+            # The disconnect that completing the response causes is no reason to cancel:
+            # hypercorn (Trio) delivers it while still inside the final send, and a send
+            # cancelled there leaves its keep-alive connection half-recycled until shutdown.
+            if not ending:
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        await pump(frames, send_body, keepalive=keepalive, skip=skip)
+        tg.cancel_scope.cancel()

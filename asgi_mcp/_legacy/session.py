@@ -1,0 +1,98 @@
+"""One legacy session (`Mcp-Session-Id`): the SDK server kernel (`ServerRunner`) bound to a
+`SessionDispatcher`, and the session's outbound streams.
+
+A session has no task of its own: a request runs in the task of the POST that carries it, so an idle
+session is only memory. Its own state (listening, closed) is the table in `_core.live_session`.
+"""
+
+from __future__ import annotations
+
+import anyio.abc
+from mcp.server.connection import Connection
+from mcp.server.runner import ServerRunner, aclose_shielded
+
+from .._core.http import FIRST_PRIMING_VERSION
+from .._core.live_session import LiveAction, LiveInput, LiveState
+from .._io.loop import Loop
+from .._kernel.context import RequestObserver
+from .._kernel.hosting import ServerHost
+from .._kernel.runner import has_teardown, kernel_handlers
+from .._ports.replay import EventLog, ReplayedEvent
+from .dispatcher import SessionDispatcher
+from .streams import Frame, OutboundStream, SessionStreams
+
+__all__: list[str] = []
+
+
+class LegacySession:
+    """One session: its server kernel and its outbound streams. No task: its requests run it."""
+
+    __slots__ = ("_events", "_retry_ms", "_task_group", "connection", "dispatcher", "host", "outbound", "session_id")
+
+    def __init__(
+        self,
+        session_id: str,
+        host: ServerHost,
+        task_group: anyio.abc.TaskGroup,
+        loop: Loop,
+        *,
+        events: EventLog | None,
+        retry_ms: int | None,
+        observer: RequestObserver | None,
+    ) -> None:
+        self.session_id = session_id
+        self.host = host
+        self._task_group = task_group
+        self._events = events
+        self._retry_ms = retry_ms
+        self.outbound = SessionStreams(events)
+        self.dispatcher = SessionDispatcher(self.outbound, task_group, loop.backend, observer=observer)
+        self.connection = Connection.for_loop(self.dispatcher, session_id=session_id)
+        self.dispatcher.bind(*kernel_handlers(ServerRunner(host.server, self.connection, host.state)))
+
+    @property
+    def protocol_version(self) -> str:
+        return self.connection.protocol_version
+
+    @property
+    def standalone(self) -> OutboundStream:
+        return self.outbound.standalone
+
+    @property
+    def closed(self) -> bool:
+        return self.outbound.state is LiveState.CLOSED
+
+    @property
+    def listening(self) -> bool:
+        """Whether a GET holds the standalone stream."""
+        return self.outbound.state is LiveState.LISTENING
+
+    def close(self) -> None:
+        """Cancel the session's handlers and end every attached connection. Idempotent; never awaits."""
+        if self.outbound.step(LiveInput.CLOSE) is not LiveAction.TEAR_DOWN:
+            return
+        self.dispatcher.close()
+        self.outbound.close()
+        # Per-connection cleanup the handlers registered (`Connection.exit_stack`), shielded and bounded.
+        if has_teardown(self.connection):
+            self._task_group.start_soon(aclose_shielded, self.connection)
+
+    @property
+    def resumable(self) -> bool:
+        """Whether its streams can be resumed (SEP-1699): an event store, and a negotiated version of
+        2025-11-25 or later. The negotiated version decides, not the request's header: clients send
+        stale headers."""
+        return self._events is not None and self.protocol_version >= FIRST_PRIMING_VERSION
+
+    async def priming_frame(self, stream: OutboundStream) -> Frame | None:
+        """The SEP-1699 priming event, for resumable sessions (see `resumable`)."""
+        if not self.resumable:
+            return None
+        assert self._events is not None
+        event_id = await self._events.store(stream.store_id, None, None)
+        return Frame(event_id, "", False, self._retry_ms)
+
+    async def replay(self, last_event_id: str) -> tuple[str, list[ReplayedEvent]] | None:
+        if self._events is None:
+            return None
+        return await self._events.replay(last_event_id, self.outbound.tag)
