@@ -39,6 +39,7 @@ from ._ports.replay import InMemoryEventStore as InMemoryEventStore
 from ._ports.session_directory import InMemorySessionDirectory as InMemorySessionDirectory
 from ._ports.session_directory import SessionDirectory as SessionDirectory
 from ._ports.session_directory import SessionRecord as SessionRecord
+from ._ports.tenant_store import Credential as Credential
 from ._ports.tenant_store import InMemoryTenantStore as InMemoryTenantStore
 from ._ports.tenant_store import TenantChange as TenantChange
 from ._ports.tenant_store import TenantRecord as TenantRecord
@@ -57,6 +58,7 @@ __all__ = [
     "AuthenticationError",
     "BusMessage",
     "ConfigurationError",
+    "Credential",
     "Event",
     "EventName",
     "Headers",

@@ -10,7 +10,7 @@ import time
 import anyio
 import pytest
 
-from asgi_mcp import InMemoryTenantStore, McpApp, TenantRecord, Tenants
+from asgi_mcp import Credential, InMemoryTenantStore, McpApp, TenantRecord, Tenants
 from asgi_mcp._tenancy.tenants import SessionPolicy, Tenant
 
 from ._mcp import initialize, serving
@@ -47,18 +47,26 @@ def test_the_tokens_mapping_still_registers_factories() -> None:
 def test_plans_name_factories() -> None:
     gold, free = factory_of("gold"), factory_of("free")
     tenants = Tenants(plans={"gold": gold, "free": free})
-    tenants.add(TOKEN_A, "free", label="alpha", metadata={"seats": 3})
+    tenants.add(TOKEN_A, plan="free", label="alpha", metadata={"seats": 3})
     tenant = tenants.by_id("alpha")
     assert tenant is not None
     assert (tenant.factory, tenant.plan, tenant.metadata) == (free, "free", {"seats": 3})
-    assert tenants.update(TOKEN_A, "gold")
+    assert tenants.update(TOKEN_A, plan="gold")
     assert (tenant.factory, tenant.plan, tenant.generation) == (gold, "gold", 1)
-    assert tenants.update(TOKEN_A, factory_of("custom"))  # back to a factory in code
-    assert (tenant.plan, tenant.generation) == (None, 2)
-    with pytest.raises(ValueError, match="unknown plan"):
-        tenants.add(TOKEN_B, "platinum")
-    with pytest.raises(ValueError, match="unknown plan"):
-        tenants.update(TOKEN_A, "platinum")
+    custom = factory_of("custom")
+    assert tenants.update(TOKEN_A, custom)  # a factory in code; the tenant keeps its plan name
+    assert (tenant.factory, tenant.plan, tenant.generation) == (custom, "gold", 2)
+    # A plan name with a factory given: kept with the tenant (its limits may use it), factory as given.
+    tenants.add(TOKEN_B, custom, plan="unlisted", label="bravo")
+    bravo = tenants.by_id("bravo")
+    assert bravo is not None
+    assert (bravo.factory, bravo.plan) == (custom, "unlisted")
+    with pytest.raises(ValueError, match="no plan of `plans` named 'platinum'"):
+        tenants.add("tok-c-0123456789", plan="platinum")
+    with pytest.raises(ValueError, match="no factory given"):
+        tenants.add("tok-c-0123456789")
+    with pytest.raises(ValueError, match="no plan of `plans` named 'platinum'"):
+        tenants.update(TOKEN_A, plan="platinum")
     with pytest.raises(TypeError, match="plan 'broken'"):
         Tenants(plans={"broken": "not callable"})  # type: ignore[dict-item]
 
@@ -112,19 +120,32 @@ def test_changes_from_a_store_apply_by_plan() -> None:
     mirror = Tenants(plans={"gold": gold})
     mirror.subscribe(observer)
     store = InMemoryTenantStore()  # another worker's writes
-    record = TenantRecord(digest=store.digest(TOKEN_A), tenant_id="alpha", label="alpha", plan="gold")
-    mirror._apply(store.add_nowait(record))  # pyright: ignore[reportPrivateUsage]
-    tenant = mirror.lookup(TOKEN_A)
+    first = Credential(digest=store.digest(TOKEN_A), tenant_id="alpha")
+    rotated = Credential(digest=store.digest(TOKEN_B), tenant_id="alpha", not_after=time.time() + 60)
+    writes = [
+        store.add_nowait(TenantRecord(tenant_id="alpha", label="alpha", plan="gold"), first),
+        store.set_credential_nowait(rotated),
+        store.remove_credential_nowait(first.digest),
+    ]
+    for change in writes:
+        assert change is not None
+        mirror._apply(change)  # pyright: ignore[reportPrivateUsage]
+    assert mirror.lookup(TOKEN_A) is None
+    tenant = mirror.lookup(TOKEN_B)
     assert tenant is not None
-    assert tenant.factory is gold
-    removed = store.remove_nowait(record.digest, policy="close", drain_timeout=0)
+    assert (tenant.tenant_id, tenant.factory) == ("alpha", gold)
+    expired = store.set_credential_nowait(Credential(digest=rotated.digest, tenant_id="alpha", not_after=1.0))
+    assert expired is not None
+    mirror._apply(expired)  # pyright: ignore[reportPrivateUsage]
+    assert mirror.lookup(TOKEN_B) is None
+    assert observer.seen == [("added", "alpha", 0)]  # a token coming or going is not a tenant's change
+    removed = store.remove_nowait("alpha", policy="close", drain_timeout=0)
     assert removed is not None
     mirror._apply(removed)  # pyright: ignore[reportPrivateUsage]
-    assert mirror.lookup(TOKEN_A) is None
-    assert observer.seen == [("added", "alpha", 0), ("removed/close/0", "alpha", 0)]
-    unknown = TenantRecord(digest=store.digest(TOKEN_B), tenant_id="bravo", plan="platinum")
-    with pytest.raises(ValueError, match="no factory for plan 'platinum'"):
-        mirror._apply(store.add_nowait(unknown))  # pyright: ignore[reportPrivateUsage]
+    assert (mirror.ids(), observer.seen[-1]) == ([], ("removed/close/0", "alpha", 0))
+    unknown = TenantRecord(tenant_id="bravo", plan="platinum")
+    with pytest.raises(ValueError, match="no plan of `plans` named 'platinum'"):
+        mirror._apply(store.add_nowait(unknown, Credential(digest=store.digest(TOKEN_B), tenant_id="bravo")))  # pyright: ignore[reportPrivateUsage]
     assert mirror.lookup(TOKEN_B) is None
 
 
@@ -140,8 +161,8 @@ def test_repr_names_ids_only() -> None:
 @pytest.mark.anyio
 async def test_an_expired_token_gets_401_over_asgi() -> None:
     tenants = Tenants(plans={"alpha": factory_of("alpha")})
-    tenants.add(TOKEN_A, "alpha", label="alpha", not_after=time.time() + 3600)
-    tenants.add(TOKEN_B, "alpha", label="bravo", not_after=time.time() - 0.001)
+    tenants.add(TOKEN_A, plan="alpha", label="alpha", not_after=time.time() + 3600)
+    tenants.add(TOKEN_B, plan="alpha", label="bravo", not_after=time.time() - 0.001)
     with anyio.fail_after(GUARD):
         async with serving(McpApp(tenants=tenants)) as client:
             assert await TokenClient(client, TOKEN_A).open_session()

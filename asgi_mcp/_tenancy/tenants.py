@@ -2,9 +2,9 @@
 
 `Tenants` is the registry the app reads on every request: a local index from token digest to
 `Tenant`, looked up synchronously and compared in constant time. What it registers is written to a
-tenant store (`_ports.tenant_store`, in memory here) as data: a `TenantRecord` with the tenant id,
-label, plan name, metadata and expiry, never the token and never code. Server factories stay in this
-process: given directly (a record with no plan) or named by a plan from the `plans` catalogue.
+tenant store (`_ports.tenant_store`, in memory here) as data: a `TenantRecord` (tenant id, label,
+plan name, metadata) and a `Credential` per token (digest, expiry), never a token and never code.
+Server factories stay in this process: given in code, or named by a plan from the `plans` catalogue.
 
 Every change reaches the local index through one method, `_apply`, whatever wrote it; it is what a
 worker mirroring a shared store calls for each change the store announces. A tenant is known by a
@@ -20,7 +20,14 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol, TypeAlias
 
-from .._ports.tenant_store import InMemoryTenantStore, SessionPolicy, TenantChange, TenantRecord, token_digest
+from .._ports.tenant_store import (
+    Credential,
+    InMemoryTenantStore,
+    SessionPolicy,
+    TenantChange,
+    TenantRecord,
+    token_digest,
+)
 
 __all__ = ["ServerFactory", "SessionPolicy", "TenantRegistry", "Tenants"]
 
@@ -40,7 +47,6 @@ class Tenant:
     factory: ServerFactory
     labelled: bool
     generation: int = 0
-    not_after: float | None = None  # wall clock; the token is refused from then on
     record: TenantRecord | None = None  # what the store holds
     # Set by the app: the state of the server built from the current factory.
     runtime: dict[str, Any] = field(default_factory=lambda: dict[str, Any]())
@@ -84,7 +90,7 @@ class Tenants:
 
     Args:
         tokens: initial tokens and their factories.
-        plans: plan names and their factories; `add` and `update` may name a plan instead of a factory.
+        plans: plan names and their factories: `add` and `update` may name a plan instead of passing one.
 
     Each method is synchronous and safe to call from any task while the app serves requests: the
     app reacts to changes (ending or draining sessions, retiring servers) before the call returns.
@@ -97,7 +103,9 @@ class Tenants:
         for plan, factory in self._plans.items():
             _check_factory(factory, f"plan {plan!r}")
         self._store = InMemoryTenantStore()
-        self._by_digest: dict[bytes, Tenant] = {}
+        # digest -> (the digest as stored, its tenant): a hit is compared again in constant time.
+        self._by_digest: dict[bytes, tuple[bytes, Tenant]] = {}
+        self._not_after: dict[bytes, float] = {}  # the tokens that expire: wall-clock time they stop
         self._ids: dict[str, Tenant] = {}
         self._observers: list[RegistryObserver] = []
         self._version = 0  # of the last change applied
@@ -108,22 +116,25 @@ class Tenants:
         self._observers.append(observer)
 
     def lookup(self, token: str) -> Tenant | None:
-        """The tenant of `token`, or None (also once it expired). Only digests are kept; they are compared
-        in constant time. The same digest as the store's (`InMemoryTenantStore.digest`)."""
+        """The tenant of `token`, or None (unknown, or expired). Only digests are kept (the store's:
+        `InMemoryTenantStore.digest`); they are compared in constant time."""
         digest = token_digest(token)
-        tenant = self._by_digest.get(digest)
-        if tenant is None or not hmac.compare_digest(tenant.digest, digest):
+        held = self._by_digest.get(digest)
+        if held is None or not hmac.compare_digest(held[0], digest):
             return None
-        if tenant.not_after is not None and time.time() >= tenant.not_after:
-            return None
-        return tenant
+        if self._not_after:
+            ends = self._not_after.get(digest)
+            if ends is not None and time.time() >= ends:
+                return None
+        return held[1]
 
     def add(
         self,
         token: str,
-        factory: ServerFactory | str,
+        factory: ServerFactory | None = None,
         *,
         label: str | None = None,
+        plan: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         not_after: float | None = None,
     ) -> str:
@@ -131,30 +142,25 @@ class Tenants:
 
         Args:
             token: the bearer token (kept only as a digest).
-            factory: the tenant's server factory, or the name of a plan from `plans`.
+            factory: the tenant's server factory; None to take the one `plans` gives `plan`.
             label: the tenant id to use, instead of one derived from the token's digest.
+            plan: the tenant's plan name, kept with it (and naming its factory when none is given).
             metadata: a JSON object kept with the tenant (`Tenant.metadata`).
             not_after: wall-clock time (seconds since the epoch) from which the token gets 401.
 
         Raises `ValueError` if the token is registered (use `update`), the label is taken or malformed,
-        the plan is unknown, the metadata is not JSON, or the token is empty or has whitespace."""
+        no factory is given and the plan names none, the metadata is not JSON, or the token is empty or
+        has whitespace; `TypeError` if the factory is not callable."""
         if not token or any(ch.isspace() for ch in token):
             raise ValueError("a bearer token must be non-empty and contain no whitespace")
-        plan, given = self._resolve(factory)
-        digest = self._store.digest(token)
+        given = self._factory_for(factory, plan)
         if label is not None and not _LABEL.match(label):
             raise ValueError("label must be 1-64 characters of letters, digits and ._:@-")
+        digest = self._store.digest(token)
         tenant_id = label if label is not None else "tok-" + digest.hex()[:12]
-        record = TenantRecord(
-            digest=digest,
-            tenant_id=tenant_id,
-            label=label,
-            plan=plan,
-            metadata=dict(metadata or {}),
-            not_after=not_after,
-        )
+        record = TenantRecord(tenant_id=tenant_id, label=label, plan=plan, metadata=dict(metadata or {}))
         try:
-            change = self._store.add_nowait(record)
+            change = self._store.add_nowait(record, Credential(digest=digest, tenant_id=tenant_id, not_after=not_after))
         except TypeError:
             raise ValueError("metadata must be a JSON object") from None
         self._apply(change, given)
@@ -165,10 +171,14 @@ class Tenants:
     ) -> bool:
         """Unregister a token; False if it was not registered. Its requests get 401 from now on."""
         _check_policy(policy, drain_timeout)
-        tenant = self._known(token)
+        digest = self._store.digest(token)
+        tenant = self._known(digest)
         if tenant is None:
             return False
-        change = self._store.remove_nowait(tenant.digest, policy=policy, drain_timeout=drain_timeout)
+        if any(other is tenant for key, (_, other) in self._by_digest.items() if key != digest):
+            change = self._store.remove_credential_nowait(digest)  # one of its tokens: the tenant stays
+        else:
+            change = self._store.remove_nowait(tenant.tenant_id, policy=policy, drain_timeout=drain_timeout)
         if change is not None:
             self._apply(change)
         return change is not None
@@ -176,20 +186,21 @@ class Tenants:
     def update(
         self,
         token: str,
-        factory: ServerFactory | str,
+        factory: ServerFactory | None = None,
         *,
+        plan: str | None = None,
         policy: SessionPolicy = "drain",
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
     ) -> bool:
-        """Replace a token's factory (or plan); False if it was not registered. New sessions get the new one."""
+        """Replace a token's factory (given, or by `plan`); False if it was not registered. New sessions
+        get the new one. A `plan` given replaces the tenant's plan; else it keeps its own."""
         _check_policy(policy, drain_timeout)
-        plan, given = self._resolve(factory)
-        tenant = self._known(token)
+        given = self._factory_for(factory, plan)
+        tenant = self._known(self._store.digest(token))
         if tenant is None or tenant.record is None:
             return False
-        change = self._store.replace_nowait(
-            replace(tenant.record, plan=plan), policy=policy, drain_timeout=drain_timeout
-        )
+        record = replace(tenant.record, plan=plan if plan is not None else tenant.record.plan)
+        change = self._store.replace_nowait(record, policy=policy, drain_timeout=drain_timeout)
         if change is not None:
             self._apply(change, given)
         return change is not None
@@ -204,10 +215,10 @@ class Tenants:
         return self._ids.get(tenant_id)
 
     def __len__(self) -> int:
-        return len(self._by_digest)
+        return len(self._ids)
 
     def __iter__(self) -> Iterator[Tenant]:
-        return iter(list(self._by_digest.values()))
+        return iter(list(self._ids.values()))
 
     def __contains__(self, token: object) -> bool:
         return isinstance(token, str) and self.has(token)
@@ -217,60 +228,67 @@ class Tenants:
 
     # -- the local index ---------------------------------------------------------------------------
 
-    def _known(self, token: str) -> Tenant | None:
-        """The registered tenant of `token`, expired or not (an expired token can still be removed)."""
-        digest = self._store.digest(token)
-        tenant = self._by_digest.get(digest)
-        return tenant if tenant is not None and hmac.compare_digest(tenant.digest, digest) else None
+    def _known(self, digest: bytes) -> Tenant | None:
+        """The tenant holding the token of `digest`, expired or not (an expired token can be removed)."""
+        held = self._by_digest.get(digest)
+        return held[1] if held is not None and hmac.compare_digest(held[0], digest) else None
 
-    def _factory_of(self, record: TenantRecord) -> ServerFactory:
-        if record.plan is None or record.plan not in self._plans:
-            raise ValueError(f"tenant {record.tenant_id!r}: no factory for plan {record.plan!r} in this process")
-        return self._plans[record.plan]
-
-    def _resolve(self, factory: ServerFactory | str) -> tuple[str | None, ServerFactory]:
-        """(plan name or None, the factory) for what a caller passed."""
-        if isinstance(factory, str):
-            if factory not in self._plans:
-                raise ValueError(f"unknown plan {factory!r}")
-            return factory, self._plans[factory]
-        _check_factory(factory, "factory")
-        return None, factory
+    def _factory_for(self, factory: ServerFactory | None, plan: str | None) -> ServerFactory:
+        if factory is not None:
+            _check_factory(factory, "factory")
+            return factory
+        if plan is None or plan not in self._plans:
+            raise ValueError(f"no factory given, and no plan of `plans` named {plan!r}")
+        return self._plans[plan]
 
     def _apply(self, change: TenantChange, factory: ServerFactory | None = None) -> None:
-        """Bring the local index to `change`, then tell the observers. `factory` is the one given in code;
+        """Bring the local index to `change`, then tell the observers. `factory` is one given in code;
         without it the record's plan names it (a mirror of a shared store passes none)."""
         record = change.record
         self._version = change.version
         if change.kind == "added":
-            factory = factory or self._factory_of(record)
+            first = change.credentials[0]
             tenant = Tenant(
                 record.tenant_id,
-                record.digest,
-                factory,
+                first.digest,
+                factory or self._factory_for(None, record.plan),
                 labelled=record.label is not None,
                 generation=record.generation,
-                not_after=record.not_after,
                 record=record,
             )
-            self._by_digest[record.digest] = tenant
             self._ids[record.tenant_id] = tenant
+            self._hold(tenant, first)
             for observer in self._observers:
                 observer.tenant_added(tenant)
         elif change.kind == "updated":
-            tenant = self._by_digest[record.digest]
-            tenant.factory = factory or self._factory_of(record)
+            tenant = self._ids[record.tenant_id]
+            tenant.factory = factory or self._factory_for(None, record.plan)
             tenant.generation, tenant.record = record.generation, record
-            tenant.not_after = record.not_after
             for observer in self._observers:
                 observer.tenant_updated(tenant, change.policy, change.drain_timeout)
         elif change.kind == "removed":
-            tenant = self._by_digest.pop(record.digest)
-            del self._ids[tenant.tenant_id]
+            tenant = self._ids.pop(record.tenant_id)
+            for credential in change.credentials:
+                self._release(credential.digest)
             for observer in self._observers:
                 observer.tenant_removed(tenant, change.policy, change.drain_timeout)
-        else:  # pragma: no cover - ChangeKind has three members
+        elif change.kind == "credential_set":
+            self._hold(self._ids[record.tenant_id], change.credentials[0])
+        elif change.kind == "credential_removed":
+            self._release(change.credentials[0].digest)
+        else:  # pragma: no cover - every ChangeKind is handled above
             raise ValueError(f"unknown change kind {change.kind!r}")
+
+    def _hold(self, tenant: Tenant, credential: Credential) -> None:
+        self._by_digest[credential.digest] = (credential.digest, tenant)
+        if credential.not_after is not None:
+            self._not_after[credential.digest] = credential.not_after
+        else:
+            self._not_after.pop(credential.digest, None)
+
+    def _release(self, digest: bytes) -> None:
+        self._by_digest.pop(digest, None)
+        self._not_after.pop(digest, None)
 
 
 def _check_factory(factory: object, what: str) -> None:

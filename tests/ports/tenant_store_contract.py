@@ -7,13 +7,21 @@ from typing import Any
 import anyio
 import pytest
 
-from asgi_mcp import TenantConflict, TenantRecord, TenantStore
+from asgi_mcp import Credential, TenantConflict, TenantRecord, TenantStore
 
 from ._contract import MAX_BUFFERED, TIMEOUT, StoreFactory, next_of, read_until_cut
 
 
-def record_for(store: TenantStore, token: str, tenant_id: str, **fields: Any) -> TenantRecord:
-    return TenantRecord(digest=store.digest(token), tenant_id=tenant_id, **fields)
+def tenant(tenant_id: str, **fields: Any) -> TenantRecord:
+    return TenantRecord(tenant_id=tenant_id, **fields)
+
+
+def token_of(store: TenantStore, token: str, tenant_id: str, not_after: float | None = None) -> Credential:
+    return Credential(digest=store.digest(token), tenant_id=tenant_id, not_after=not_after)
+
+
+async def add(store: TenantStore, token: str, tenant_id: str, **fields: Any) -> None:
+    await store.add(tenant(tenant_id, **fields), token_of(store, token, tenant_id))
 
 
 class TenantStoreContract:
@@ -33,58 +41,50 @@ class TenantStoreContract:
             assert digest != store.digest(token + "x")
             assert token.encode() not in digest
 
-    async def test_add_then_get_on_another_handle(self, store_factory: StoreFactory[TenantStore]) -> None:
+    async def test_add_then_read_on_another_handle(self, store_factory: StoreFactory[TenantStore]) -> None:
         async with store_factory() as writer, store_factory() as reader:
-            record = record_for(
-                writer,
-                "tok-a",
-                "alpha",
-                label="alpha",
-                plan="gold",
-                metadata={"region": "eu", "seats": 3, "tags": ["x", "ü"]},
-                not_after=1_900_000_000.5,
-            )
-            change = await writer.add(record)
-            assert (change.kind, change.record) == ("added", record)
-            assert await reader.get(record.digest) == record
-            assert await reader.get(writer.digest("tok-unknown")) is None
+            record = tenant("alpha", label="alpha", plan="gold", metadata={"region": "eu", "tags": ["x", "ü"], "n": 3})
+            credential = token_of(writer, "tok-a", "alpha", not_after=1_900_000_000.5)
+            change = await writer.add(record, credential)
+            assert (change.kind, change.record, change.credentials) == ("added", record, (credential,))
+            assert await reader.get("alpha") == record
+            assert await reader.credential(credential.digest) == credential
+            assert await reader.get("bravo") is None
+            assert await reader.credential(writer.digest("tok-unknown")) is None
 
-    async def test_a_taken_token_or_tenant_id_is_refused(self, store_factory: StoreFactory[TenantStore]) -> None:
+    async def test_a_taken_tenant_id_or_token_is_refused(self, store_factory: StoreFactory[TenantStore]) -> None:
         async with store_factory() as store:
-            await store.add(record_for(store, "tok-a", "alpha"))
+            await add(store, "tok-a", "alpha")
             before = await store.snapshot()
             with pytest.raises(TenantConflict):
-                await store.add(record_for(store, "tok-a", "other-id"))
+                await add(store, "tok-b", "alpha")
             with pytest.raises(TenantConflict) as refused:
-                await store.add(record_for(store, "tok-b", "alpha"))
+                await add(store, "tok-a", "bravo")
             assert isinstance(refused.value, ValueError)
+            with pytest.raises(TenantConflict):
+                await store.add(tenant("bravo"), token_of(store, "tok-b", "charlie"))
             assert await store.snapshot() == before  # nothing written, no version spent
-            assert await store.get(store.digest("tok-b")) is None
 
-    async def test_replace_bumps_the_generation_and_keeps_the_id(
-        self, store_factory: StoreFactory[TenantStore]
-    ) -> None:
+    async def test_replace_bumps_the_generation(self, store_factory: StoreFactory[TenantStore]) -> None:
         async with store_factory() as store:
-            assert await store.replace(record_for(store, "tok-a", "alpha"), policy="close", drain_timeout=0) is None
-            await store.add(record_for(store, "tok-a", "alpha", plan="free"))
+            assert await store.replace(tenant("alpha"), policy="close", drain_timeout=0) is None
+            await add(store, "tok-a", "alpha", plan="free")
             change = await store.replace(
-                record_for(store, "tok-a", "alpha", plan="gold", generation=41), policy="drain", drain_timeout=12.5
+                tenant("alpha", plan="gold", generation=41), policy="drain", drain_timeout=12.5
             )
             assert change is not None
             assert (change.kind, change.policy, change.drain_timeout) == ("updated", "drain", 12.5)
             assert (change.record.plan, change.record.generation) == ("gold", 1)  # the store counts, not the caller
-            assert await store.get(store.digest("tok-a")) == change.record
-            with pytest.raises(TenantConflict):
-                await store.replace(record_for(store, "tok-a", "renamed"), policy="close", drain_timeout=0)
-            stored = await store.get(store.digest("tok-a"))
-            assert stored is not None
-            assert (stored.tenant_id, stored.generation) == ("alpha", 1)
+            assert await store.get("alpha") == change.record
+            assert await store.credential(store.digest("tok-a")) == token_of(store, "tok-a", "alpha")
 
-    async def test_remove_returns_what_was_stored(self, store_factory: StoreFactory[TenantStore]) -> None:
+    async def test_remove_takes_every_token_of_the_tenant(self, store_factory: StoreFactory[TenantStore]) -> None:
         async with store_factory() as store:
-            record = record_for(store, "tok-a", "alpha", plan="gold")
-            await store.add(record)
-            change = await store.remove(record.digest, policy="drain", drain_timeout=3.0)
+            record = tenant("alpha", plan="gold")
+            first, second = token_of(store, "tok-a", "alpha"), token_of(store, "tok-a2", "alpha", not_after=5.0)
+            await store.add(record, first)
+            await store.set_credential(second)
+            change = await store.remove("alpha", policy="drain", drain_timeout=3.0)
             assert change is not None
             assert (change.kind, change.record, change.policy, change.drain_timeout) == (
                 "removed",
@@ -92,43 +92,74 @@ class TenantStoreContract:
                 "drain",
                 3.0,
             )
-            assert await store.get(record.digest) is None
-            assert await store.remove(record.digest, policy="close", drain_timeout=0) is None
-            # Its tenant id and token are free again.
-            await store.add(record_for(store, "tok-b", "alpha"))
-            await store.add(record_for(store, "tok-a", "alpha-2"))
+            assert sorted(change.credentials, key=lambda c: c.digest) == sorted([first, second], key=lambda c: c.digest)
+            assert await store.get("alpha") is None
+            assert await store.credential(first.digest) is None
+            assert await store.credential(second.digest) is None
+            assert await store.remove("alpha", policy="close", drain_timeout=0) is None
+            await add(store, "tok-a", "alpha")  # its id and its tokens are free again
+
+    async def test_credentials_come_and_go(self, store_factory: StoreFactory[TenantStore]) -> None:
+        async with store_factory() as store:
+            assert await store.set_credential(token_of(store, "tok-x", "nobody")) is None
+            await add(store, "tok-a", "alpha")
+            await add(store, "tok-b", "bravo")
+            rotated = token_of(store, "tok-a2", "alpha")
+            change = await store.set_credential(rotated)
+            assert change is not None
+            assert (change.kind, change.record.tenant_id, change.credentials) == ("credential_set", "alpha", (rotated,))
+            # The old token gets an end: set again, with its expiry.
+            ending = token_of(store, "tok-a", "alpha", not_after=1_800_000_000.0)
+            await store.set_credential(ending)
+            assert await store.credential(ending.digest) == ending
+            with pytest.raises(TenantConflict):
+                await store.set_credential(token_of(store, "tok-b", "alpha"))  # bravo's token
+            change = await store.remove_credential(ending.digest)
+            assert change is not None
+            assert (change.kind, change.credentials) == ("credential_removed", (ending,))
+            assert await store.remove_credential(ending.digest) is None
+            assert await store.get("alpha") is not None  # the tenant stays
+            snapshot = await store.snapshot()
+            assert {(c.tenant_id, c.digest) for c in snapshot.credentials} == {
+                ("alpha", rotated.digest),
+                ("bravo", store.digest("tok-b")),
+            }
 
     async def test_every_write_bumps_the_version_by_one(self, store_factory: StoreFactory[TenantStore]) -> None:
         async with store_factory() as store, store_factory() as other:
             start = (await store.snapshot()).version
-            versions = [
-                (await store.add(record_for(store, "tok-a", "alpha"))).version,
-                (await other.add(record_for(other, "tok-b", "bravo"))).version,
-            ]
-            replaced = await store.replace(record_for(store, "tok-a", "alpha"), policy="close", drain_timeout=0)
-            removed = await other.remove(other.digest("tok-b"), policy="close", drain_timeout=0)
-            assert replaced is not None
-            assert removed is not None
-            versions += [replaced.version, removed.version]
-            assert versions == [start + 1, start + 2, start + 3, start + 4]
+            versions = [(await store.add(tenant("alpha"), token_of(store, "tok-a", "alpha"))).version]
+            versions.append((await other.add(tenant("bravo"), token_of(other, "tok-b", "bravo"))).version)
+            for write in (
+                store.replace(tenant("alpha"), policy="close", drain_timeout=0),
+                other.set_credential(token_of(other, "tok-a2", "alpha")),
+                store.remove_credential(store.digest("tok-a")),
+                other.remove("bravo", policy="close", drain_timeout=0),
+            ):
+                change = await write
+                assert change is not None
+                versions.append(change.version)
+            assert versions == [start + n for n in range(1, 7)]
             snapshot = await other.snapshot()
-            assert snapshot.version == start + 4
+            assert snapshot.version == start + 6
             assert [(r.tenant_id, r.generation) for r in snapshot.records] == [("alpha", 1)]
+            assert snapshot.credentials == (token_of(store, "tok-a2", "alpha"),)
 
     async def test_changes_reach_every_handle_in_order(self, store_factory: StoreFactory[TenantStore]) -> None:
         async with store_factory() as writer, store_factory() as follower, follower.changes() as changes:
             snapshot = await follower.snapshot()
-            await writer.add(record_for(writer, "tok-a", "alpha", plan="free"))
-            await writer.replace(record_for(writer, "tok-a", "alpha", plan="gold"), policy="drain", drain_timeout=9)
-            await writer.remove(writer.digest("tok-a"), policy="close", drain_timeout=0)
-            seen = [await next_of(changes) for _ in range(3)]
-            assert [c.version for c in seen] == [snapshot.version + 1, snapshot.version + 2, snapshot.version + 3]
-            assert [(c.kind, c.record.plan, c.policy) for c in seen] == [
-                ("added", "free", "close"),
-                ("updated", "gold", "drain"),
-                ("removed", "gold", "close"),
+            await add(writer, "tok-a", "alpha", plan="free")
+            await writer.replace(tenant("alpha", plan="gold"), policy="drain", drain_timeout=9)
+            await writer.set_credential(token_of(writer, "tok-a2", "alpha"))
+            await writer.remove("alpha", policy="close", drain_timeout=0)
+            seen = [await next_of(changes) for _ in range(4)]
+            assert [c.version for c in seen] == [snapshot.version + n for n in range(1, 5)]
+            assert [(c.kind, c.record.plan, c.policy, c.drain_timeout) for c in seen] == [
+                ("added", "free", "close", 0),
+                ("updated", "gold", "drain", 9),
+                ("credential_set", "gold", "close", 0),
+                ("removed", "gold", "close", 0),
             ]
-            assert seen[1].drain_timeout == 9
 
     async def test_a_subscriber_that_falls_behind_is_cut(self, store_factory: StoreFactory[TenantStore]) -> None:
         async with (
@@ -139,20 +170,20 @@ class TenantStoreContract:
         ):
             with anyio.fail_after(TIMEOUT):  # writes never wait for a subscriber
                 for i in range(MAX_BUFFERED * 4):
-                    await store.add(record_for(store, f"tok-{i}", f"t{i}"))
+                    await add(store, f"tok-{i}", f"t{i}")
                     assert (await next_of(keeping_up)).record.tenant_id == f"t{i}"
-            got = [item.record.tenant_id for item in await read_until_cut(slow, MAX_BUFFERED * 4)]
+            got = [change.record.tenant_id for change in await read_until_cut(slow, MAX_BUFFERED * 4)]
             assert got == [f"t{i}" for i in range(len(got))]  # what it got is a prefix, in order
-            assert len(got) < MAX_BUFFERED * 4
 
     async def test_only_data_is_stored(self, store_factory: StoreFactory[TenantStore]) -> None:
         async with store_factory() as store:
             with pytest.raises(TypeError):
-                await store.add(record_for(store, "tok-a", "alpha", metadata={"factory": object()}))
-            assert await store.get(store.digest("tok-a")) is None
+                await store.add(tenant("alpha", metadata={"factory": object()}), token_of(store, "tok-a", "alpha"))
+            assert await store.get("alpha") is None
+            assert await store.credential(store.digest("tok-a")) is None
             metadata: dict[str, Any] = {"region": "eu"}
-            await store.add(record_for(store, "tok-a", "alpha", metadata=metadata))
+            await add(store, "tok-a", "alpha", metadata=metadata)
             metadata["region"] = "us"  # the caller's object is not the stored record
-            stored = await store.get(store.digest("tok-a"))
+            stored = await store.get("alpha")
             assert stored is not None
             assert stored.metadata == {"region": "eu"}

@@ -14,6 +14,7 @@ import pytest
 
 from asgi_mcp import (
     BusMessage,
+    Credential,
     InMemoryMessageBus,
     InMemorySessionDirectory,
     InMemoryTenantStore,
@@ -75,16 +76,22 @@ def test_every_method_of_the_port_is_implemented_alike(port: type, implementatio
 
 def test_nowait_twins_write_what_the_port_reads() -> None:
     store = InMemoryTenantStore()
-    record = TenantRecord(digest=store.digest("tok-a"), tenant_id="alpha", plan="gold")
-    added = store.add_nowait(record)
-    updated = store.replace_nowait(record, policy="drain", drain_timeout=1.0)
-    removed = store.remove_nowait(record.digest, policy="close", drain_timeout=0.0)
-    assert updated is not None
-    assert removed is not None
-    assert [(c.version, c.kind, c.record.generation) for c in (added, updated, removed)] == [
-        (1, "added", 0),
-        (2, "updated", 1),
-        (3, "removed", 1),
+    record = TenantRecord(tenant_id="alpha", plan="gold")
+    first = Credential(digest=store.digest("tok-a"), tenant_id="alpha")
+    second = Credential(digest=store.digest("tok-a2"), tenant_id="alpha", not_after=10.0)
+    changes = [
+        store.add_nowait(record, first),
+        store.replace_nowait(record, policy="drain", drain_timeout=1.0),
+        store.set_credential_nowait(second),
+        store.remove_credential_nowait(first.digest),
+        store.remove_nowait("alpha", policy="close", drain_timeout=0.0),
+    ]
+    assert [(c.version, c.kind, c.record.generation, c.credentials) for c in changes if c is not None] == [
+        (1, "added", 0, (first,)),
+        (2, "updated", 1, ()),
+        (3, "credential_set", 1, (second,)),
+        (4, "credential_removed", 1, (first,)),
+        (5, "removed", 1, (second,)),
     ]
     assert len(store) == 0
     assert store.replace_nowait(record, policy="close", drain_timeout=0) is None
