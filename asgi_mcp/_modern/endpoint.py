@@ -19,6 +19,7 @@ from mcp.server.runner import modern_error_data
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
     InboundLadderRejection,
+    InboundModernRoute,
     classify_inbound_request,
     find_duplicated_routing_header,
 )
@@ -73,29 +74,9 @@ class ModernEndpoint:
             # the response); they are acknowledged and dropped, as the SDK does.
             await send_empty(send, 202)
             return
-        if message.kind != "request":
-            raise ProtocolError(
-                400,
-                "Invalid Request: clients do not send responses on this protocol version",
-                reason="response POSTed on the modern wire",
-            )
+        verdict = _admit(request, message, accepts_sse=accepts_sse)
         assert message.id is not None and message.method is not None
         request_id, method = message.id, message.method
-        if method == "subscriptions/listen" and not accepts_sse:
-            raise ProtocolError(
-                406,
-                "Not Acceptable: subscriptions/listen answers with text/event-stream",
-                request_id=request_id,
-                reason="listen without text/event-stream",
-            )
-        duplicated = find_duplicated_routing_header(request.headers.raw_items())
-        if duplicated is not None:
-            raise ProtocolError(
-                400, f"{duplicated} header appears more than once", code=HEADER_MISMATCH, request_id=request_id
-            )
-        verdict = classify_inbound_request(message.raw, headers=request.headers)
-        if isinstance(verdict, InboundLadderRejection):
-            raise _rejection(verdict, request_id)
         if method == "tools/call":
             rejection = await self._param_headers.check(request, message, host, verdict.protocol_version)
             if rejection is not None:
@@ -160,6 +141,35 @@ class ModernEndpoint:
             # say what the error is (404 for an unknown method).
             await _send_answer(send, answer)
         return answer
+
+
+def _admit(request: HttpRequest, message: Message, *, accepts_sse: bool) -> InboundModernRoute:
+    """The spec's validation ladder for a request, up to `Mcp-Param-*`: its route (version, client
+    envelope), or a refusal raised."""
+    if message.kind != "request":
+        raise ProtocolError(
+            400,
+            "Invalid Request: clients do not send responses on this protocol version",
+            reason="response POSTed on the modern wire",
+        )
+    assert message.id is not None and message.method is not None
+    request_id, method = message.id, message.method
+    if method == "subscriptions/listen" and not accepts_sse:
+        raise ProtocolError(
+            406,
+            "Not Acceptable: subscriptions/listen answers with text/event-stream",
+            request_id=request_id,
+            reason="listen without text/event-stream",
+        )
+    duplicated = find_duplicated_routing_header(request.headers.raw_items())
+    if duplicated is not None:
+        raise ProtocolError(
+            400, f"{duplicated} header appears more than once", code=HEADER_MISMATCH, request_id=request_id
+        )
+    verdict = classify_inbound_request(message.raw, headers=request.headers)
+    if isinstance(verdict, InboundLadderRejection):
+        raise _rejection(verdict, request_id)
+    return verdict
 
 
 async def _run(
