@@ -15,6 +15,8 @@ __all__ = [
     "ConfigurationError",
     "ProtocolError",
     "SecurityRefusal",
+    "SubscriptionCut",
+    "TenantConflict",
 ]
 
 # JSON-RPC 2.0 and MCP error codes used by the transport itself.
@@ -82,3 +84,12 @@ class ProtocolError(AsgiMcpError):
 
 class SecurityRefusal(ProtocolError):
     """A request refused by DNS-rebinding protection (bad Host or Origin); logged at WARNING."""
+
+
+class TenantConflict(AsgiMcpError, ValueError):
+    """A tenant store refused a write: the token, or the tenant id, is already registered."""
+
+
+class SubscriptionCut(AsgiMcpError):
+    """A subscriber (to a message bus channel or a tenant store's changes) fell more than its buffer behind
+    and was cut: what it missed is gone. It subscribes again (a tenant mirror resynchronises first)."""
