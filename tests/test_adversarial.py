@@ -1,6 +1,7 @@
 """Adversarial HTTP/1.1 against real servers: raw bytes over 127.0.0.1 sockets.
 
-uvicorn (h11) serves on the asyncio backend, hypercorn's Trio worker on the trio backend. Requests
+uvicorn (h11) serves on the asyncio backend, hypercorn's Trio worker on the trio backend, and the
+built-in server (`asgi_mcp._serving.http1`) on both, with each of its parsers (h11, httptools). Requests
 are written by hand (malformed ones included) and answers parsed with h11. Every scenario checks the
 status (and the JSON-RPC error body where docs/transport.md says there is one), and then that the
 app is still healthy: no 5xx from the app, no ERROR logged by the app or the server, no request left
@@ -31,6 +32,7 @@ import pytest
 
 from asgi_mcp import InMemoryEventStore, McpApp, Tenants
 
+from ._builtin import builtin_url
 from ._mcp import LEGACY, MODERN, initialize, modern, notification, request
 from ._polling import wait_until
 from ._raw_http import Conn, ErrorLog, HeaderItems, Reply, Spy, connect, exchange, http_request
@@ -43,7 +45,32 @@ LIMIT: Final = 4096
 BOTH: Final = "application/json, text/event-stream"
 SSE: Final = "text/event-stream"
 PING: Final = request(1, "ping")
-SERVER: Final = {"asyncio": "uvicorn", "trio": "hypercorn"}
+REFERENCE: Final = {"asyncio": "uvicorn", "trio": "hypercorn"}
+
+
+class Backend(str):
+    """The anyio backend name (what anyio's plugin reads), carrying which server runs on it."""
+
+    server: str  # "reference" (uvicorn or hypercorn) or "builtin-h11" / "builtin-httptools"
+
+    def __new__(cls, backend: str, server: str) -> Backend:
+        value = super().__new__(cls, backend)
+        value.server = server
+        return value
+
+
+def server_of(backend: str) -> str:
+    """The expectation key: "uvicorn", "hypercorn" or "builtin"."""
+    server = getattr(backend, "server", "reference")
+    return REFERENCE[str(backend)] if server == "reference" else "builtin"
+
+
+BACKENDS: Final = [(b, s) for b in ("asyncio", "trio") for s in ("reference", "builtin-h11", "builtin-httptools")]
+
+
+@pytest.fixture(params=BACKENDS, ids=[f"{b}-{s}" for b, s in BACKENDS])
+def anyio_backend(request: pytest.FixtureRequest) -> Backend:
+    return Backend(*request.param)
 CASE_TIMEOUT: Final = 15.0
 # What a failing case raises: a wrong answer, no answer, or an answer that is not valid HTTP.
 CASE_FAILURES: Final = (AssertionError, TimeoutError, h11.ProtocolError)
@@ -185,7 +212,13 @@ async def live(backend: str, *, token: str | None = None, **options: Any) -> Asy
         app = McpApp(**options)
     spy = Spy(app)
     with anyio.fail_after(120):
-        async with serve_http(spy, backend) as base:  # type: ignore[arg-type]
+        server = getattr(backend, "server", "reference")
+        serving = (
+            serve_http(spy, backend)  # type: ignore[arg-type]
+            if server == "reference"
+            else builtin_url(spy, server.removeprefix("builtin-"))
+        )
+        async with serving as base:
             log = ErrorLog().attach()
             try:
                 target = Live(app, spy, int(base.rsplit(":", 1)[1]), backend, token)
@@ -220,7 +253,7 @@ class Case:
 
 
 def for_server(value: Any, backend: str) -> Any:
-    return value[SERVER[backend]] if isinstance(value, Mapping) else value
+    return value[server_of(backend)] if isinstance(value, Mapping) else value
 
 
 def assert_status(reply: Reply | None, expected: Status) -> Reply:
@@ -267,7 +300,7 @@ async def run_cases(target: Live, cases: Sequence[Case]) -> None:
             await check_case(target, case)
             await target.healthy()
         except CASE_FAILURES as exc:  # noqa: PERF203 (every case is reported)
-            failures.append(f"[{SERVER[target.backend]}] {case.id}: {type(exc).__name__}: {exc}")
+            failures.append(f"[{server_of(target.backend)}] {case.id}: {type(exc).__name__}: {exc}")
             target.sessions = target.app.stats()["active_sessions"]  # no cascade into later cases
     assert not failures, "\n".join(failures)
 
@@ -553,7 +586,7 @@ async def test_bodies(anyio_backend: str, era: str) -> None:
                 await _check_body(target, case, era)
                 await target.healthy()
             except CASE_FAILURES as exc:  # noqa: PERF203 (every case is reported)
-                failures.append(f"[{SERVER[anyio_backend]}/{era}] {case.id}: {exc}")
+                failures.append(f"[{server_of(anyio_backend)}/{era}] {case.id}: {exc}")
                 target.sessions = target.app.stats()["active_sessions"]
         assert not failures, "\n".join(failures)
         # A surrogate *pair*, escaped (as `json.dumps` writes an emoji), is text like any other.
@@ -1103,7 +1136,7 @@ async def test_wrong_methods(anyio_backend: str) -> None:
                     assert reply.body == b"", reply
                 await target.healthy()
             except CASE_FAILURES as exc:  # noqa: PERF203 (every case is reported)
-                failures.append(f"[{SERVER[anyio_backend]}] {case.id}: {exc}")
+                failures.append(f"[{server_of(anyio_backend)}] {case.id}: {exc}")
         assert not failures, "\n".join(failures)
         for path in (b"/MCP", b"/mcp//", b"/mcp/x", b"/mcp%00", b"/%2e%2e/mcp", b"/"):
             reply = await target.request("POST", js(PING), session=target.baseline, target=path)
@@ -1349,7 +1382,7 @@ async def test_authorization_variants(anyio_backend: str) -> None:
                         await target.request("DELETE", session=session_id, authorization=header)
                     await target.healthy()
             except CASE_FAILURES as exc:  # noqa: PERF203 (every case is reported)
-                failures.append(f"[{SERVER[anyio_backend]}] {label}: {exc}")
+                failures.append(f"[{server_of(anyio_backend)}] {label}: {exc}")
                 target.sessions = target.app.stats()["active_sessions"]
         assert not failures, "\n".join(failures)
         # A repeated Authorization header: the first copy counts.
@@ -1441,5 +1474,5 @@ async def test_many_and_huge_headers(anyio_backend: str) -> None:
         over: dict[str, frozenset[int]] = {"uvicorn": frozenset({200, 400}), "hypercorn": frozenset({431})}
         for extra in ([("x-big", "a" * 70_000)], [(f"x-h{i}", "v") for i in range(20_000)]):
             reply = await target.post(PING, session=target.baseline, extra=extra)
-            assert_status(reply, over[SERVER[anyio_backend]])
+            assert_status(reply, over[server_of(anyio_backend)])
             await target.healthy()

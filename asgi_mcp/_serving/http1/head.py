@@ -69,6 +69,8 @@ def check_raw_head(head: bytes, max_headers: int) -> None:
     lines = head.count(b"\r\n")
     if head.count(b"\r") != lines or head.count(b"\n") != lines:
         raise HttpRefusal(400, "bare CR or LF in request head")
+    if b"\x00" in head:
+        raise HttpRefusal(400, "NUL in request head")
     if b"\n " in head or b"\n\t" in head:
         raise HttpRefusal(400, "obsolete line folding")
     if lines - 2 > max_headers:

@@ -1,9 +1,11 @@
 """The two head parsers behind one interface: h11 (pure Python) and httptools (llhttp), when installed.
 
 Each gets one complete head (see `head.find_head`) and returns method, target, version and
-lower-cased headers; the shared checks in `head.py` run on that output. What one parser allows and
-the other refuses is refused here for both: control characters in values and repeated or listed
-Content-Length (which h11 silently merges) for h11; an upgrade never happens with httptools.
+lower-cased headers; the shared checks in `head.py` run on that output. Where the two differ they are
+made to agree: control characters in field values are accepted as h11 does (but NUL, refused by both;
+CR and LF never appear but as CRLF, see `check_raw_head`), so llhttp's value check is relaxed;
+repeated or listed Content-Length, which h11 silently merges, is refused for both; an upgrade never
+happens with httptools.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from .head import Headers, RequestHead, check_raw_head, finish_head
 
 __all__ = ["HeadParser", "make_parser", "parser_names"]
 
-# CR and LF only ever appear as CRLF here (check_raw_head); any other control character but HTAB.
-_CONTROL: Final = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _LENGTH_LINE: Final = re.compile(rb"\r\ncontent-length:[ \t]*([^\r]*)", re.IGNORECASE)
 
 
@@ -39,8 +39,6 @@ class H11Parser:
 
     def parse(self, head: bytes) -> RequestHead:
         check_raw_head(head, self.max_headers)
-        if _CONTROL.search(head):
-            raise HttpRefusal(400, "control character in request head")
         lengths = _LENGTH_LINE.findall(head)
         if len(lengths) > 1 or (lengths and not lengths[0].strip().isdigit()):
             raise HttpRefusal(400, "invalid Content-Length")
@@ -89,6 +87,7 @@ class HttptoolsParser:
         httptools = self._httptools
         sink = _Sink()
         parser = httptools.HttpRequestParser(sink)
+        parser.set_dangerous_leniencies(lenient_headers=True)  # control characters in values, as h11
         try:
             parser.feed_data(head)
         except httptools.HttpParserUpgrade:
