@@ -37,8 +37,8 @@ class ServerConfig:
     forwarded_allow: Sequence[str] = ()
     access_log: bool = False
     # Limits (431, 414, 408 and close).
-    max_header_bytes: int = 16 * 1024
-    max_headers: int = 100
+    max_header_bytes: int = 32 * 1024  # nginx: 4 x 8 KiB
+    max_headers: int = 2000  # as Node's; max_header_bytes bounds them first in practice
     max_request_line: int = 8 * 1024
     max_connections: int = 1000
     # Timeouts, in seconds.

@@ -184,6 +184,8 @@ class HttpConnection:
             await self._answer_failure(cycle)
         else:
             if not cycle.status:
+                if cycle.disconnected or self.lost:
+                    return  # the client went away first: nobody to answer
                 _logger.error("ASGI application returned without a response")
                 await self._answer_failure(cycle)
             elif not cycle.response_complete:

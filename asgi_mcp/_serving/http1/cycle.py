@@ -43,6 +43,7 @@ class RequestCycle:
         "pending_head",
         "reader_scope",
         "remaining",
+        "request_complete",
         "response_complete",
         "sent_bytes",
         "status",
@@ -57,6 +58,7 @@ class RequestCycle:
         self.continue_sent = False
         self.disconnected = False
         self.response_complete = False
+        self.request_complete = False  # the last http.request message was received
         self.taken_over = False  # the server answered itself (a broken body): the app's sends are dropped
         self.status = 0  # 0 until the response starts
         self.framing = ""  # "length", "chunked", "close" (HTTP/1.0, unsized) or "none" (HEAD, 1xx, 204, 304)
@@ -70,7 +72,7 @@ class RequestCycle:
     async def receive(self) -> Message:
         if self.response_complete or self.disconnected:
             return _DISCONNECT
-        if not self.body.done:
+        if not self.request_complete:
             return await self._read_body()
         return await self._wait_for_disconnect()
 
@@ -87,6 +89,7 @@ class RequestCycle:
                 await self._refuse_body(refusal)
                 return _DISCONNECT
             if self.body.done:
+                self.request_complete = True
                 return {"type": "http.request", "body": chunk, "more_body": False}
             if chunk:
                 return {"type": "http.request", "body": chunk, "more_body": True}
