@@ -12,7 +12,6 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 
-from ..._core.errors import ConfigurationError
 from .connection import SERVER_LOGGER
 
 __all__ = ["Lifespan"]
@@ -31,35 +30,49 @@ class Lifespan:
         self._answer: Message = {}
         self._finished = anyio.Event()
         self.supported = False
+        self._shutdown_sent = False
+        self._failure_logged = False
 
-    async def startup(self, task_group: anyio.abc.TaskGroup) -> None:
+    async def startup(self, task_group: anyio.abc.TaskGroup) -> str | None:
+        """Start the app's lifespan in `task_group`; why it failed, or None."""
         if self.mode == "off":
-            return
+            return None
         state: dict[str, Any] = {}
         task_group.start_soon(self._run, state)
-        await self._to_app.send({"type": "lifespan.startup"})
+        try:
+            await self._to_app.send({"type": "lifespan.startup"})
+        except anyio.BrokenResourceError:
+            pass  # the app returned (or raised) without reading it
         await self._answered.wait()
         if self._answer.get("type") == "lifespan.startup.complete":
             self.supported = True
             self.state = state
-            return
+            return None
         if self._answer.get("type") == "lifespan.startup.failed":
-            raise ConfigurationError(f"the app failed to start: {self._answer.get('message', '')}")
+            return f"the app failed to start: {self._answer.get('message', '')}"
         if self.mode == "on":
-            raise ConfigurationError("the app does not support the ASGI lifespan protocol")
+            return "the app does not support the ASGI lifespan protocol"
+        return None
 
     async def shutdown(self) -> None:
         """Ask the app to shut down and wait for its answer (the caller bounds the wait)."""
         if not self.supported:
             return
-        self._answered = anyio.Event()
-        try:
-            await self._to_app.send({"type": "lifespan.shutdown"})
-        except anyio.BrokenResourceError:
-            return
+        if not self._shutdown_sent:  # asked once; a second call waits for the same answer
+            self._shutdown_sent = True
+            self._answered = anyio.Event()
+            try:
+                await self._to_app.send({"type": "lifespan.shutdown"})
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return
         await self._answered.wait()
-        if self._answer.get("type") == "lifespan.shutdown.failed":
+        if self._answer.get("type") == "lifespan.shutdown.failed" and not self._failure_logged:
+            self._failure_logged = True
             _logger.error("ASGI lifespan shutdown failed: %s", self._answer.get("message", ""))
+
+    def close(self) -> None:
+        """No more messages: an app still waiting for one sees the end of the stream and returns."""
+        self._to_app.close()
 
     async def _run(self, state: dict[str, Any]) -> None:
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": state}

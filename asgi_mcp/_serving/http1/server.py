@@ -24,6 +24,7 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
+from ..._core.errors import ConfigurationError
 from .config import ServerConfig
 from .connection import HttpConnection, _logger
 from .lifespan import Lifespan
@@ -75,26 +76,43 @@ async def serve(
     state = ServerState(app, config, make_parser(config.parser, config.max_headers))
     lifespan = Lifespan(app, config.lifespan)
     async with anyio.create_task_group() as lifespan_group:
-        await lifespan.startup(lifespan_group)
-        state.lifespan_state = lifespan.state
-        listeners = await _listen(config)
-        try:
-            async with anyio.create_task_group() as connections:
-                async with anyio.create_task_group() as accepting:
-                    for listener in listeners:
-                        accepting.start_soon(_accept_loop, listener, state, connections)
-                    task_status.started(_bound_address(listeners[0], config))
-                    if shutdown_trigger is None:
-                        await anyio.sleep_forever()
+        failure = await lifespan.startup(lifespan_group)
+        if failure is None:
+            state.lifespan_state = lifespan.state
+            await _serve_connections(state, lifespan, shutdown_trigger, task_status)
+            with anyio.move_on_after(config.graceful_timeout):
+                await lifespan.shutdown()
+        lifespan.close()
+        lifespan_group.cancel_scope.deadline = anyio.current_time() + config.graceful_timeout
+    if failure is not None:
+        # Raised here, outside the task group, so the caller's `start` sees this error itself.
+        raise ConfigurationError(failure)
+
+
+async def _serve_connections(
+    state: ServerState,
+    lifespan: Lifespan,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None,
+    task_status: anyio.abc.TaskStatus[BoundAddress],
+) -> None:
+    listeners = await _listen(state.config)
+    try:
+        async with anyio.create_task_group() as connections:
+            async with anyio.create_task_group() as accepting:
+                for listener in listeners:
+                    accepting.start_soon(_accept_loop, listener, state, connections)
+                task_status.started(_bound_address(listeners[0], state.config))
+                if shutdown_trigger is None:
+                    await anyio.sleep_forever()
+                else:
                     await shutdown_trigger()
-                    accepting.cancel_scope.cancel()
-                await _stop(state, lifespan, connections)
-        finally:
+                accepting.cancel_scope.cancel()
             for listener in listeners:
-                await anyio.aclose_forcefully(listener)
-        with anyio.move_on_after(config.graceful_timeout):
-            await lifespan.shutdown()
-        lifespan_group.cancel_scope.cancel()
+                await anyio.aclose_forcefully(listener)  # new connections are refused from here
+            await _stop(state, lifespan, connections)
+    finally:
+        for listener in listeners:
+            await anyio.aclose_forcefully(listener)
 
 
 async def _stop(state: ServerState, lifespan: Lifespan, connections: anyio.abc.TaskGroup) -> None:
@@ -107,7 +125,6 @@ async def _stop(state: ServerState, lifespan: Lifespan, connections: anyio.abc.T
             draining.start_soon(lifespan.shutdown)
             if state.connections:
                 await state.all_closed.wait()
-            draining.cancel_scope.cancel()
     connections.cancel_scope.cancel()
 
 
