@@ -150,7 +150,9 @@ async def test_tls(parser: str, tmp_path: Path) -> None:
     client_context = ssl.create_default_context(cafile=str(cert))
     async with builtin_server(ProbeApp(Probe()), parser, ssl_context=server_context) as address:
         assert address.url.startswith("https://")
-        stream = await anyio.connect_tcp("127.0.0.1", address.port, ssl_context=client_context, tls_standard_compatible=False)
+        stream = await anyio.connect_tcp(
+            "127.0.0.1", address.port, ssl_context=client_context, tls_standard_compatible=False
+        )
         conn = Conn(stream)
         try:
             scope = json.loads((await reply_on(conn, get("/scope"))).body)

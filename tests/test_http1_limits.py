@@ -69,8 +69,10 @@ ACCEPTED = [
     ("empty lines before the request", b"\r\n\r\nGET /echo HTTP/1.1\r\n" + HOST + b"\r\n"),
     ("absolute-form target", b"GET http://t/echo HTTP/1.1\r\n" + HOST + b"\r\n"),
     ("HTTP/1.0 without Host", b"GET /echo HTTP/1.0\r\n\r\n"),
-    ("chunk extension and trailer", b"POST /echo HTTP/1.1\r\n" + HOST + b"transfer-encoding: Chunked\r\n\r\n"
-     b"2 ;a=b\r\nhi\r\n0\r\nx-t: 1\r\n\r\n"),
+    (
+        "chunk extension and trailer",
+        b"POST /echo HTTP/1.1\r\n" + HOST + b"transfer-encoding: Chunked\r\n\r\n2 ;a=b\r\nhi\r\n0\r\nx-t: 1\r\n\r\n",
+    ),
 ]
 
 

@@ -74,7 +74,10 @@ async def test_pipelined_requests_are_answered_in_order(parser: str) -> None:
 
 async def test_chunked_both_ways(parser: str) -> None:
     async with serving(parser) as (port, _), connect(port) as conn:
-        data = get("/chunked", "transfer-encoding: chunked", method="POST") + b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nx-t: 1\r\n\r\n"
+        data = (
+            get("/chunked", "transfer-encoding: chunked", method="POST")
+            + b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nx-t: 1\r\n\r\n"
+        )
         reply = await reply_on(conn, data, "POST")
         assert reply.status == 200 and reply.body == b"abcde"
         assert reply.header("transfer-encoding") == "chunked"
