@@ -19,6 +19,7 @@ class Probe:
     requests: list[str] = field(default_factory=list)
     scopes: list[dict[str, Any]] = field(default_factory=list)
     sent_bytes: int = 0
+    in_flight: int = 0
     lifespan: list[str] = field(default_factory=list)
 
 
@@ -56,9 +57,11 @@ class ProbeApp:
         if route is None:
             await _reply(send, 404, b"not found")
             return
+        probe.in_flight += 1
         try:
             await route(scope, receive, send)
         finally:
+            probe.in_flight -= 1
             probe.finished.set()
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
