@@ -34,7 +34,7 @@ the load generator had no headroom left there). Before a run the harness waits (
 again (`--retries`) and the least disturbed attempt is kept (counted in `contended_runs` if still over).
 Server CPU µs per request is the figure least affected by contention.
 
-    python -m benchmarks.run [--servers uvicorn,hypercorn,hypercorn-trio,builtin,builtin-trio] [--duration 5] [--rounds 3]
+    python -m benchmarks.run [--servers uvicorn,hypercorn-trio,builtin,builtin-trio] [--duration 5] [--rounds 3]
         [--scenarios legacy-sse,...|none] [--footprint [--footprint-sessions 1000,10000] [--footprint-tenants 1000]]
 
 `--footprint` also measures memory (`benchmarks.footprint`: RSS per idle legacy session at each of

@@ -39,10 +39,14 @@ async def scope_of(port: int, *headers: str, path: str = "/scope?a=1&b=2") -> di
 async def test_scope_addresses_root_path_and_state(parser: str) -> None:
     async with serving(parser, root_path="/api") as (port, _):
         scope = await scope_of(port, path="/a%20b/scope?x=%41")
-        assert scope["path"] == "/api/a b/scope" and scope["raw_path"] == "/api/a%20b/scope"
-        assert scope["root_path"] == "/api" and scope["query_string"] == "x=%41"
-        assert scope["client"][0] == "127.0.0.1" and scope["server"] == ["127.0.0.1", port]
-        assert scope["scheme"] == "http" and scope["http_version"] == "1.1"
+        assert scope["path"] == "/api/a b/scope"
+        assert scope["raw_path"] == "/api/a%20b/scope"
+        assert scope["root_path"] == "/api"
+        assert scope["query_string"] == "x=%41"
+        assert scope["client"][0] == "127.0.0.1"
+        assert scope["server"] == ["127.0.0.1", port]
+        assert scope["scheme"] == "http"
+        assert scope["http_version"] == "1.1"
         assert scope["state"] is True
 
 
@@ -50,12 +54,15 @@ async def test_proxy_headers_only_from_trusted_proxies(parser: str) -> None:
     forwarded = ("x-forwarded-for: 203.0.113.7, 10.0.0.2", "x-forwarded-proto: https")
     async with serving(parser) as (port, _):
         scope = await scope_of(port, *forwarded)
-        assert scope["client"][0] == "127.0.0.1" and scope["scheme"] == "http"
+        assert scope["client"][0] == "127.0.0.1"
+        assert scope["scheme"] == "http"
     async with serving(parser, forwarded_allow=["127.0.0.1", "10.0.0.0/8"]) as (port, _):
         scope = await scope_of(port, *forwarded)
-        assert scope["client"] == ["203.0.113.7", 0] and scope["scheme"] == "https"
+        assert scope["client"] == ["203.0.113.7", 0]
+        assert scope["scheme"] == "https"
         scope = await scope_of(port, 'forwarded: for="[2001:db8::1]:4711";proto=https, for=10.0.0.3')
-        assert scope["client"] == ["2001:db8::1", 4711] and scope["scheme"] == "https"
+        assert scope["client"] == ["2001:db8::1", 4711]
+        assert scope["scheme"] == "https"
         # Only the rightmost untrusted hop counts: what the client itself wrote is not believed.
         scope = await scope_of(port, "x-forwarded-for: 1.1.1.1, 198.51.100.9")
         assert scope["client"] == ["198.51.100.9", 0]
@@ -81,11 +88,13 @@ async def test_graceful_shutdown(parser: str) -> None:
                 await idle.wait_closed()  # idle keep-alive connections close at once
                 await probe.lifespan_stopping.wait()  # the app is told while requests still run
                 assert await sse.chunk() == b""  # ... and ends its stream through it
-                with pytest.raises(OSError):
+                with pytest.raises(OSError):  # noqa: PT011 (refused, whatever errno the platform says)
                     await anyio.connect_tcp("127.0.0.1", address.port)  # no longer accepting
                 probe.gate.set()
                 reply = await busy.reply()  # the request in flight completes
-                assert reply is not None and reply.status == 200 and reply.header("connection") == "close"
+                assert reply is not None
+                assert reply.status == 200
+                assert reply.header("connection") == "close"
         assert probe.lifespan == ["lifespan.startup", "lifespan.shutdown"]
 
 
@@ -174,7 +183,8 @@ def _has_ipv6() -> bool:
 @pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback here")
 async def test_ipv6(parser: str) -> None:
     async with builtin_server(ProbeApp(Probe()), parser, host="::1") as address:
-        assert address.host == "::1" and address.url.startswith("http://[::1]:")
+        assert address.host == "::1"
+        assert address.url.startswith("http://[::1]:")
         conn = Conn(await anyio.connect_tcp("::1", address.port))
         try:
             scope = json.loads((await reply_on(conn, get("/scope"))).body)
@@ -190,7 +200,8 @@ async def test_unix_socket(parser: str, tmp_path: Path) -> None:
         conn = Conn(await anyio.connect_unix(path))
         try:
             scope = json.loads((await reply_on(conn, get("/scope"))).body)
-            assert scope["client"] is None and scope["server"] == [path, None]
+            assert scope["client"] is None
+            assert scope["server"] == [path, None]
         finally:
             await conn.aclose()
 
@@ -222,7 +233,9 @@ async def test_access_log(parser: str) -> None:
         [record] = handler.records
         assert record.getMessage().endswith('"GET /scope HTTP/1.1" 200 ' + record.getMessage().rsplit(" ", 1)[1])
         everything = repr(vars(record)) + repr(record.args)
-        assert "SECRET" not in everything and "token" not in everything and "Bearer" not in everything
+        assert "SECRET" not in everything
+        assert "token" not in everything
+        assert "Bearer" not in everything
     finally:
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)

@@ -5,9 +5,8 @@ The refusal table is the same for h11 and httptools: that is the point of it.
 
 from __future__ import annotations
 
-import pytest
-
 import anyio
+import pytest
 
 from ._http1_app import Probe
 from ._raw_http import connect, exchange
@@ -55,7 +54,8 @@ async def test_refused_before_or_by_the_server(parser: str, data: bytes, status:
     async with serving(parser) as (port, probe):
         with anyio.fail_after(10):
             reply = await exchange(port, data, method="POST")
-        assert reply is not None and reply.status == status, reply
+        assert reply is not None
+        assert reply.status == status, reply
         assert reply.header("connection") == "close"
         # The app never answered: at most it saw a body that broke, answered by the server.
         assert probe.requests in ([], ["/echo"])
@@ -81,7 +81,8 @@ async def test_accepted_edge_cases(parser: str, data: bytes) -> None:
     async with serving(parser) as (port, probe):
         with anyio.fail_after(10):
             reply = await exchange(port, data, method="POST")
-        assert reply is not None and reply.status == 200, reply
+        assert reply is not None
+        assert reply.status == 200, reply
         assert probe.requests == ["/echo"]
 
 
@@ -94,7 +95,8 @@ async def test_header_limits(parser: str) -> None:
         for data, status in ((big, 431), (many, 431), (long_line, 414), (ten, 200)):
             with anyio.fail_after(10):
                 reply = await exchange(port, data, method="GET")
-            assert reply is not None and reply.status == status, (status, reply)
+            assert reply is not None
+            assert reply.status == status, (status, reply)
         assert probe.requests == ["/echo"]
 
 
@@ -104,7 +106,8 @@ async def test_an_incomplete_long_request_line_is_refused_early(parser: str) -> 
         await conn.send(b"GET /" + b"a" * 300)  # no line end yet
         with anyio.fail_after(10):
             reply = await conn.reply()
-        assert reply is not None and reply.status == 414
+        assert reply is not None
+        assert reply.status == 414
 
 
 async def test_slow_headers_get_408_and_close(parser: str) -> None:
@@ -113,7 +116,8 @@ async def test_slow_headers_get_408_and_close(parser: str) -> None:
         await conn.send(b"GET /echo HTTP/1.1\r\nhost: t\r\n")  # never finished
         with anyio.fail_after(10):
             reply = await conn.reply()
-            assert reply is not None and reply.status == 408
+            assert reply is not None
+            assert reply.status == 408
             await conn.wait_closed()
         assert probe.requests == []
 
@@ -127,18 +131,22 @@ async def test_idle_keep_alive_connections_are_closed(parser: str) -> None:
 
 async def test_connections_over_the_limit_wait_in_the_backlog(parser: str) -> None:
     probe = Probe()
-    async with serving(parser, probe, max_connections=1) as (port, _):
-        async with connect(port) as first, connect(port) as second:
-            first.expect("POST")
-            await first.send(post("/hold", b"", "connection: close"))
-            await probe.started.wait()
-            second.expect("POST")
-            await second.send(post("/echo", b"second"))
-            with anyio.move_on_after(0.2):
-                await anyio.wait_all_tasks_blocked()
-            assert probe.requests == ["/hold"], "a second connection was served over the limit"
-            probe.gate.set()
-            with anyio.fail_after(10):
-                assert (await first.reply()) is not None
-                reply = await second.reply()
-            assert reply is not None and reply.body == b"second"
+    async with (
+        serving(parser, probe, max_connections=1) as (port, _),
+        connect(port) as first,
+        connect(port) as second,
+    ):
+        first.expect("POST")
+        await first.send(post("/hold", b"", "connection: close"))
+        await probe.started.wait()
+        second.expect("POST")
+        await second.send(post("/echo", b"second"))
+        with anyio.move_on_after(0.2):
+            await anyio.wait_all_tasks_blocked()
+        assert probe.requests == ["/hold"], "a second connection was served over the limit"
+        probe.gate.set()
+        with anyio.fail_after(10):
+            assert (await first.reply()) is not None
+            reply = await second.reply()
+        assert reply is not None
+        assert reply.body == b"second"

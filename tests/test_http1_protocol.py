@@ -66,9 +66,11 @@ async def test_pipelined_requests_are_answered_in_order(parser: str) -> None:
         for method in ("POST", "POST", "GET", "POST"):
             conn.expect(method)
             reply = await conn.reply()
-            assert reply is not None and reply.status == 200
+            assert reply is not None
+            assert reply.status == 200
             bodies.append(reply.body)
-        assert bodies[:2] == [b"a", b"bb"] and bodies[3] == b"ccc"
+        assert bodies[:2] == [b"a", b"bb"]
+        assert bodies[3] == b"ccc"
         assert json.loads(bodies[2])["query_string"] == "x=1"
 
 
@@ -79,7 +81,8 @@ async def test_chunked_both_ways(parser: str) -> None:
             + b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nx-t: 1\r\n\r\n"
         )
         reply = await reply_on(conn, data, "POST")
-        assert reply.status == 200 and reply.body == b"abcde"
+        assert reply.status == 200
+        assert reply.body == b"abcde"
         assert reply.header("transfer-encoding") == "chunked"
         # The connection is still usable after a chunked exchange.
         assert (await reply_on(conn, post("/echo", b"after"), "POST")).body == b"after"
@@ -94,13 +97,16 @@ async def test_expect_100_continue(parser: str) -> None:
             assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
             await stream.send(b"body")
             answer = await stream.receive()
-            assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nbody")
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert answer.endswith(b"\r\n\r\nbody")
 
 
 async def test_head_has_no_body_and_keeps_the_connection(parser: str) -> None:
     async with serving(parser) as (port, _), connect(port) as conn:
         reply = await reply_on(conn, get("/scope", method="HEAD"), "HEAD")
-        assert reply.status == 200 and reply.body == b"" and reply.header("content-length") is not None
+        assert reply.status == 200
+        assert reply.body == b""
+        assert reply.header("content-length") is not None
         assert (await reply_on(conn, post("/echo", b"x"), "POST")).body == b"x"
 
 
@@ -121,7 +127,8 @@ async def test_http_1_0_closes_after_an_unsized_response(parser: str) -> None:
                 while chunk := await _receive(stream):
                     received += chunk
             head, _, body = received.partition(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
+            assert head.startswith(b"HTTP/1.1 200")
+            assert b"transfer-encoding" not in head.lower()
             assert body == b"hi"
 
 
@@ -137,7 +144,8 @@ async def test_streamed_events_are_flushed_at_once(parser: str) -> None:
         conn.expect("GET")
         await conn.send(get("/stream"))
         head = await conn.head()
-        assert head is not None and head.status == 200
+        assert head is not None
+        assert head.status == 200
         # The first event arrives while the app still waits at its gate.
         assert await conn.chunk() == b"data: one\n\n"
         assert not probe.gate.is_set()
@@ -182,7 +190,8 @@ async def test_app_errors_answer_500_or_close(parser: str) -> None:
     async with serving(parser) as (port, _):
         async with connect(port) as conn:
             reply = await reply_on(conn, get("/boom"))
-            assert reply.status == 500 and reply.header("connection") == "close"
+            assert reply.status == 500
+            assert reply.header("connection") == "close"
         async with connect(port) as conn:
             reply = await reply_on(conn, get("/silent"))
             assert reply.status == 500
@@ -190,11 +199,13 @@ async def test_app_errors_answer_500_or_close(parser: str) -> None:
             conn.expect("GET")
             await conn.send(get("/boom-late"))
             head = await conn.head()
-            assert head is not None and head.status == 200
+            assert head is not None
+            assert head.status == 200
             await conn.wait_closed()  # a started response cannot be completed: the connection ends
         async with connect(port) as conn:
             reply = await reply_on(conn, get("/badheader"))
-            assert reply.status == 500 and reply.header("x-injected") is None
+            assert reply.status == 500
+            assert reply.header("x-injected") is None
 
 
 async def test_upgrade_requests_are_served_as_http(parser: str) -> None:

@@ -6,6 +6,7 @@ period returns at once). Both parsers, both backends.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import partial
 from typing import Final
@@ -55,7 +56,7 @@ def requests(draw: st.DrawFn) -> Request:
         head = f"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: {len(body)}\r\n\r\n".encode()
         return Request(head + body, "POST", body)
     cuts = sorted(set(draw(st.lists(st.integers(0, len(body)), max_size=4))) | {0, len(body)})
-    chunks = b"".join(b"%x\r\n%s\r\n" % (b - a, body[a:b]) for a, b in zip(cuts, cuts[1:]) if b > a)
+    chunks = b"".join(b"%x\r\n%s\r\n" % (b - a, body[a:b]) for a, b in itertools.pairwise(cuts) if b > a)
     head = b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
     return Request(head + chunks + b"0\r\n\r\n", "POST", body)
 
@@ -91,7 +92,7 @@ async def exchange_batch(conn: Conn, batch: list[Request], splits: list[int], cu
     if cut is not None:
         data = data[: cut % (len(data) + 1)]
     points = sorted({0, len(data), *(point % (len(data) + 1) for point in splits)})
-    for start, end in zip(points, points[1:]):
+    for start, end in itertools.pairwise(points):
         await conn.send(data[start:end])
     if cut is not None:
         return  # the client goes away mid-stream

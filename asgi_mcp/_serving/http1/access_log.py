@@ -16,7 +16,9 @@ ACCESS_LOGGER: Final = "asgi_mcp.access"
 _logger: Final = logging.getLogger(ACCESS_LOGGER)
 
 
-def log_access(client: tuple[str, int] | None, method: str, raw_path: bytes, version: str, status: int, size: int) -> None:
+def log_access(
+    client: tuple[str, int] | None, method: str, raw_path: bytes, version: str, status: int, size: int
+) -> None:
     if not _logger.isEnabledFor(logging.INFO):
         return
     peer = f"{client[0]}:{client[1]}" if client is not None else "-"

@@ -72,7 +72,7 @@ class BodyReader:
             elif part is _Part.DATA_END:
                 if len(buffer) < 2:
                     break
-                if buffer[:2] != b"\r\n":
+                if not buffer.startswith(b"\r\n"):
                     raise HttpRefusal(400, "malformed chunk")
                 del buffer[:2]
                 self.part = _Part.SIZE

@@ -22,7 +22,7 @@ from .proxy import forwarded_client
 from .response import plain_response
 
 if TYPE_CHECKING:
-    from .server import ServerState
+    from .state import ServerState
 
 __all__ = ["HttpConnection"]
 

@@ -7,18 +7,33 @@ the connection buffer, so pipelined requests are kept) and is released when the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import anyio
 
 from .access_log import log_access
 from .body import BodyReader
+from .config import ServerConfig
 from .errors import HttpRefusal
 from .head import RequestHead
 from .response import ResponseHead, date_header, encode_response_head, plain_response, status_line
 
-if TYPE_CHECKING:
-    from .connection import HttpConnection
+
+class Connection(Protocol):
+    """What a request cycle needs of its connection (`connection.HttpConnection`)."""
+
+    buffer: bytearray
+    config: ServerConfig
+    client: tuple[str, int] | None
+    lost: bool
+    linger: bool
+
+    def server_stopping(self) -> bool: ...
+
+    async def read_more(self) -> bool: ...
+
+    async def write(self, data: bytes) -> None: ...
+
 
 __all__ = ["RequestCycle"]
 
@@ -50,7 +65,7 @@ class RequestCycle:
         "taken_over",
     )
 
-    def __init__(self, conn: HttpConnection, head: RequestHead) -> None:
+    def __init__(self, conn: Connection, head: RequestHead) -> None:
         self.conn = conn
         self.head = head
         self.body = BodyReader(head.content_length, head.chunked)

@@ -46,7 +46,7 @@ def find_head(buffer: bytearray, max_request_line: int, max_header_bytes: int) -
     Empty lines before a request are dropped (RFC 9112 §2.2). Raises 414 or 431 as soon as the
     request line or the head is over its limit, complete or not.
     """
-    while buffer[:2] == b"\r\n":
+    while buffer.startswith(b"\r\n"):
         del buffer[:2]
     end = buffer.find(b"\r\n\r\n")
     line_end = buffer.find(b"\r\n")

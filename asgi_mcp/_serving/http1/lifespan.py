@@ -6,6 +6,7 @@ support lifespans, and is served anyway; with "on" that is an error; "off" never
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Final
 
@@ -39,10 +40,8 @@ class Lifespan:
             return None
         state: dict[str, Any] = {}
         task_group.start_soon(self._run, state)
-        try:
+        with contextlib.suppress(anyio.BrokenResourceError):  # the app returned (or raised) without reading it
             await self._to_app.send({"type": "lifespan.startup"})
-        except anyio.BrokenResourceError:
-            pass  # the app returned (or raised) without reading it
         await self._answered.wait()
         if self._answer.get("type") == "lifespan.startup.complete":
             self.supported = True

@@ -12,9 +12,11 @@ at most `graceful_timeout` more. No signal handler is ever installed.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import ssl
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +28,14 @@ from anyio.streams.tls import TLSStream
 
 from ..._core.errors import ConfigurationError
 from .config import ServerConfig
-from .connection import HttpConnection, _logger
+from .connection import SERVER_LOGGER, HttpConnection
 from .lifespan import Lifespan
-from .parsers import HeadParser, make_parser
+from .parsers import make_parser
+from .state import ServerState
 
-__all__ = ["BoundAddress", "ServerState", "serve"]
+__all__ = ["BoundAddress", "serve"]
+
+_logger = logging.getLogger(SERVER_LOGGER)
 
 
 @dataclass(frozen=True)
@@ -51,20 +56,6 @@ class BoundAddress:
         return f"{scheme}://{host}:{self.port}"
 
 
-class ServerState:
-    """What the connections share."""
-
-    def __init__(self, app: Any, config: ServerConfig, parser: HeadParser) -> None:
-        self.app = app
-        self.config = config
-        self.parser = parser
-        self.stopping = False
-        self.lifespan_state: dict[str, Any] | None = None
-        self.connections: set[HttpConnection] = set()
-        self.all_closed = anyio.Event()
-        self.slots = anyio.Semaphore(config.max_connections)
-
-
 async def serve(
     app: Any,
     config: ServerConfig,
@@ -75,6 +66,7 @@ async def serve(
     """Serve `app` until `shutdown_trigger()` returns (then stop gracefully) or until cancelled."""
     state = ServerState(app, config, make_parser(config.parser, config.max_headers))
     lifespan = Lifespan(app, config.lifespan)
+    failure: str | None = None
     async with anyio.create_task_group() as lifespan_group:
         failure = await lifespan.startup(lifespan_group)
         if failure is None:
@@ -130,17 +122,19 @@ async def _stop(state: ServerState, lifespan: Lifespan, connections: anyio.abc.T
 
 async def _listen(config: ServerConfig) -> list[anyio.abc.SocketListener]:
     if config.uds is not None:
-        if os.path.exists(config.uds) and _is_socket(config.uds):
-            os.unlink(config.uds)  # left by a previous run
+        _remove_stale_socket(config.uds)
         return [await anyio.create_unix_listener(config.uds, backlog=config.backlog)]
     multi = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port, backlog=config.backlog)
-    return list(multi.listeners)
+    return [listener for listener in multi.listeners if isinstance(listener, anyio.abc.SocketListener)]
 
 
-def _is_socket(path: str) -> bool:
-    import stat
-
-    return stat.S_ISSOCK(os.stat(path).st_mode)
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a previous run is removed (anything else at the path is left alone)."""
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _bound_address(listener: anyio.abc.SocketListener, config: ServerConfig) -> BoundAddress:
@@ -197,8 +191,8 @@ async def _handle(stream: anyio.abc.SocketStream, state: ServerState) -> None:
         await anyio.aclose_forcefully(stream)
 
 
-async def _tls(stream: anyio.abc.SocketStream, context: ssl.SSLContext, timeout: float) -> TLSStream | None:
-    with anyio.move_on_after(timeout):
+async def _tls(stream: anyio.abc.SocketStream, context: ssl.SSLContext, seconds: float) -> TLSStream | None:
+    with anyio.move_on_after(seconds):
         try:
             return await TLSStream.wrap(stream, server_side=True, ssl_context=context, standard_compatible=False)
         except (ssl.SSLError, OSError, anyio.BrokenResourceError, anyio.EndOfStream):
