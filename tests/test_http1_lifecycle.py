@@ -239,3 +239,21 @@ async def test_access_log(parser: str) -> None:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
+
+
+async def test_builtin_runner_serves_an_mcp_app_like_the_hypercorn_one(parser: str) -> None:
+    from asgi_mcp import McpApp
+    from asgi_mcp._serving.builtin import BuiltinServer
+
+    from ._servers import build_server
+
+    app = McpApp(build_server(), shutdown_timeout=1.0)
+    runner = BuiltinServer(app, host="127.0.0.1", port=0, health_path="/healthz")
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(runner.run)
+            async with connect(port) as conn:
+                reply = await reply_on(conn, get("/healthz"))
+                assert (reply.status, reply.body) == (200, b"ok")
+            runner.shutdown()
+        assert not app.stats()["running"]

@@ -1,0 +1,44 @@
+"""Serving one `McpApp` with the built-in HTTP/1.1 server, as `HypercornServer` does with hypercorn.
+
+The same shape and the same choices (see `hypercorn.py`): the app's lifespan is run here, beside the
+server, so that stopping ends the app's sessions (closing their SSE streams) while requests drain;
+`ServingShell` answers the health route and 503 once stopping. `one_call.py` and `cli.py` can take
+either runner: both have `run(task_status=...)` reporting the bound port, and `shutdown()`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import anyio
+import anyio.abc
+
+from .http1 import BoundAddress, ServerConfig, serve
+from .hypercorn import HypercornServer
+
+__all__ = ["BuiltinServer"]
+
+
+class BuiltinServer(HypercornServer):
+    """`HypercornServer`'s interface and lifecycle, served by `asgi_mcp._serving.http1`."""
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._stop_hypercorn, self._stop_app = anyio.Event(), anyio.Event()
+        self.shell.stopping = False
+        config = ServerConfig(
+            host=self.host,
+            port=self.port,
+            access_log=self.access_log,
+            graceful_timeout=self.app.shutdown_timeout,
+            lifespan="off",  # the app's lifespan runs in `_run_app`, as with hypercorn
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
+                await tg.start(self._run_app, self._stop_app)
+                address: BoundAddress = await tg.start(
+                    partial(serve, self.shell, config, shutdown_trigger=self._stop_hypercorn.wait)
+                )
+                task_status.started(address.port)
+        finally:
+            self._scope = None
