@@ -75,7 +75,12 @@ async def test_graceful_shutdown(parser: str) -> None:
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
             address = await tg.start(partial(serve, ProbeApp(probe), config, shutdown_trigger=stop.wait))
-            async with connect(address.port) as idle, connect(address.port) as busy, connect(address.port) as sse:
+            async with (
+                connect(address.port) as idle,
+                connect(address.port) as silent,
+                connect(address.port) as busy,
+                connect(address.port) as sse,
+            ):
                 assert (await reply_on(idle, post("/echo", b"x"), "POST")).status == 200
                 busy.expect("POST")
                 await busy.send(post("/hold", b""))
@@ -86,6 +91,7 @@ async def test_graceful_shutdown(parser: str) -> None:
                 assert await sse.chunk() == b"data: one\n\n"
                 stop.set()
                 await idle.wait_closed()  # idle keep-alive connections close at once
+                await silent.wait_closed()  # and so do connections that never sent anything
                 await probe.lifespan_stopping.wait()  # the app is told while requests still run
                 assert await sse.chunk() == b""  # ... and ends its stream through it
                 with pytest.raises(OSError):  # noqa: PT011 (refused, whatever errno the platform says)

@@ -130,10 +130,11 @@ class HttpConnection:
 
     async def _wait_for_head(self, first: bool) -> int | None:
         config = self.config
-        self.idle = not first and not self.buffer
+        # Nothing of a request yet: a stop closes the connection at once (a first request too).
+        self.idle = not self.buffer
         if self.idle and self.state.stopping:
             return None
-        timeout = config.keepalive_timeout if self.idle else config.headers_timeout
+        timeout = config.keepalive_timeout if self.idle and not first else config.headers_timeout
         with anyio.CancelScope(deadline=anyio.current_time() + timeout) as wait:
             self.wait_scope = wait
             try:
