@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.abc
 
 
 @dataclass
@@ -44,6 +45,7 @@ class ProbeApp:
     def __init__(self, probe: Probe, *, lifespan: bool = True) -> None:
         self.probe = probe
         self.lifespan = lifespan
+        self.background: anyio.abc.TaskGroup | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -67,15 +69,17 @@ class ProbeApp:
     async def _lifespan(self, receive: Any, send: Any) -> None:
         if not self.lifespan:
             raise RuntimeError("no lifespan here")
-        while True:
-            message = await receive()
-            self.probe.lifespan.append(message["type"])
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            else:
-                self.probe.lifespan_stopping.set()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        async with anyio.create_task_group() as self.background:
+            while True:
+                message = await receive()
+                self.probe.lifespan.append(message["type"])
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    self.probe.lifespan_stopping.set()
+                    self.background.cancel_scope.cancel()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
 
     async def route_echo(self, scope: Any, receive: Any, send: Any) -> None:
         await _reply(send, 200, await _read_body(receive))
@@ -131,6 +135,23 @@ class ProbeApp:
         view = {key: scope[key].decode("latin-1") if isinstance(scope[key], bytes) else scope[key] for key in keys}
         view["state"] = "state" in scope
         await _reply(send, 200, json.dumps(view).encode(), [(b"content-type", b"application/json")])
+
+    async def route_leak(self, scope: Any, receive: Any, send: Any) -> None:
+        """Leaves a task reading `receive` behind, beyond the request (as apps with session-wide tasks do)."""
+        assert self.background is not None
+        reading = anyio.Event()
+
+        async def watch() -> None:
+            reading.set()
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        await _read_body(receive)
+        self.background.start_soon(watch)
+        await reading.wait()
+        with anyio.move_on_after(1):
+            await anyio.wait_all_tasks_blocked()  # the watcher is inside receive(), reading the socket
+        await _reply(send, 200, b"left a reader")
 
     async def route_boom(self, scope: Any, receive: Any, send: Any) -> None:
         raise RuntimeError("boom")

@@ -214,3 +214,9 @@ async def test_upgrade_requests_are_served_as_http(parser: str) -> None:
         reply = await reply_on(conn, upgrade)
         assert reply.status == 200
         assert probe.scopes[-1]["type"] == "http"
+
+
+async def test_a_reader_the_app_left_behind_does_not_break_the_next_request(parser: str) -> None:
+    async with serving(parser) as (port, _), connect(port) as conn:
+        assert (await reply_on(conn, get("/leak"))).body == b"left a reader"
+        assert (await reply_on(conn, post("/echo", b"next"), "POST")).body == b"next"

@@ -56,6 +56,7 @@ class RequestCycle:
         "head",
         "keep_alive",
         "pending_head",
+        "reader_exited",
         "reader_scope",
         "remaining",
         "request_complete",
@@ -81,6 +82,7 @@ class RequestCycle:
         self.pending_head = b""
         self.sent_bytes = 0
         self.reader_scope: anyio.CancelScope | None = None
+        self.reader_exited: anyio.Event | None = None
 
     # -- receive -------------------------------------------------------------------------------
 
@@ -125,16 +127,27 @@ class RequestCycle:
 
     async def _wait_for_disconnect(self) -> Message:
         conn = self.conn
-        with anyio.CancelScope() as scope:
-            self.reader_scope = scope
-            while len(conn.buffer) <= conn.config.max_header_bytes:  # pipelined requests wait in the buffer
-                if not await conn.read_more():
-                    self.disconnected = True
-                    break
-            else:
-                await anyio.sleep_forever()  # enough read ahead: leave the rest to TCP's flow control
-        self.reader_scope = None
+        exited = self.reader_exited = anyio.Event()
+        try:
+            with anyio.CancelScope() as scope:
+                self.reader_scope = scope
+                while len(conn.buffer) <= conn.config.max_header_bytes:  # pipelined requests wait in the buffer
+                    if not await conn.read_more():
+                        self.disconnected = True
+                        break
+                else:
+                    await anyio.sleep_forever()  # enough read ahead: leave the rest to TCP's flow control
+        finally:
+            self.reader_scope = None
+            exited.set()
         return _DISCONNECT
+
+    async def release_reader(self) -> None:
+        """End a `receive` still reading the socket (a task the app left running), before the
+        connection reads again: two readers of one stream are an error."""
+        if self.reader_scope is not None and self.reader_exited is not None:
+            self.reader_scope.cancel()
+            await self.reader_exited.wait()
 
     # -- send ----------------------------------------------------------------------------------
 
