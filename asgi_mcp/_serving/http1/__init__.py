@@ -6,6 +6,6 @@ behind the same checks (`head.py`) and the same body framing (`body.py`), so the
 """
 
 from .config import ServerConfig
-from .server import BoundAddress, serve
+from .server import BoundAddress, listen, serve
 
-__all__ = ["BoundAddress", "ServerConfig", "serve"]
+__all__ = ["BoundAddress", "ServerConfig", "listen", "serve"]

@@ -33,7 +33,7 @@ from .lifespan import Lifespan
 from .parsers import make_parser
 from .state import ServerState
 
-__all__ = ["BoundAddress", "serve"]
+__all__ = ["BoundAddress", "listen", "serve"]
 
 _logger = logging.getLogger(SERVER_LOGGER)
 
@@ -61,21 +61,34 @@ async def serve(
     config: ServerConfig,
     *,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    listeners: list[anyio.abc.SocketListener] | None = None,
     task_status: anyio.abc.TaskStatus[BoundAddress] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` until `shutdown_trigger()` returns (then stop gracefully) or until cancelled."""
+    """Serve `app` until `shutdown_trigger()` returns (then stop gracefully) or until cancelled.
+
+    `listeners` (from `listen(config)`) are used, and closed, instead of binding here: binding
+    before a task group is entered lets a taken port fail as a plain `OSError`.
+    """
     state = ServerState(app, config, make_parser(config.parser, config.max_headers))
     lifespan = Lifespan(app, config.lifespan)
     failure: str | None = None
-    async with anyio.create_task_group() as lifespan_group:
-        failure = await lifespan.startup(lifespan_group)
-        if failure is None:
-            state.lifespan_state = lifespan.state
-            await _serve_connections(state, lifespan, shutdown_trigger, task_status)
-            with anyio.move_on_after(config.graceful_timeout):
-                await lifespan.shutdown()
-        lifespan.close()
-        lifespan_group.cancel_scope.deadline = anyio.current_time() + config.graceful_timeout
+    # Bound first, so that a taken port fails at once with a plain OSError; connections made before
+    # the lifespan has started wait in the backlog.
+    if listeners is None:
+        listeners = await listen(config)
+    try:
+        async with anyio.create_task_group() as lifespan_group:
+            failure = await lifespan.startup(lifespan_group)
+            if failure is None:
+                state.lifespan_state = lifespan.state
+                await _serve_connections(state, lifespan, listeners, shutdown_trigger, task_status)
+                with anyio.move_on_after(config.graceful_timeout):
+                    await lifespan.shutdown()
+            lifespan.close()
+            lifespan_group.cancel_scope.deadline = anyio.current_time() + config.graceful_timeout
+    finally:
+        for listener in listeners:
+            await anyio.aclose_forcefully(listener)
     if failure is not None:
         # Raised here, outside the task group, so the caller's `start` sees this error itself.
         raise ConfigurationError(failure)
@@ -84,27 +97,23 @@ async def serve(
 async def _serve_connections(
     state: ServerState,
     lifespan: Lifespan,
+    listeners: list[anyio.abc.SocketListener],
     shutdown_trigger: Callable[[], Awaitable[object]] | None,
     task_status: anyio.abc.TaskStatus[BoundAddress],
 ) -> None:
-    listeners = await _listen(state.config)
-    try:
-        async with anyio.create_task_group() as connections:
-            async with anyio.create_task_group() as accepting:
-                for listener in listeners:
-                    accepting.start_soon(_accept_loop, listener, state, connections)
-                task_status.started(_bound_address(listeners[0], state.config))
-                if shutdown_trigger is None:
-                    await anyio.sleep_forever()
-                else:
-                    await shutdown_trigger()
-                accepting.cancel_scope.cancel()
+    async with anyio.create_task_group() as connections:
+        async with anyio.create_task_group() as accepting:
             for listener in listeners:
-                await anyio.aclose_forcefully(listener)  # new connections are refused from here
-            await _stop(state, lifespan, connections)
-    finally:
+                accepting.start_soon(_accept_loop, listener, state, connections)
+            task_status.started(_bound_address(listeners[0], state.config))
+            if shutdown_trigger is None:
+                await anyio.sleep_forever()
+            else:
+                await shutdown_trigger()
+            accepting.cancel_scope.cancel()
         for listener in listeners:
-            await anyio.aclose_forcefully(listener)
+            await anyio.aclose_forcefully(listener)  # new connections are refused from here
+        await _stop(state, lifespan, connections)
 
 
 async def _stop(state: ServerState, lifespan: Lifespan, connections: anyio.abc.TaskGroup) -> None:
@@ -120,7 +129,8 @@ async def _stop(state: ServerState, lifespan: Lifespan, connections: anyio.abc.T
     connections.cancel_scope.cancel()
 
 
-async def _listen(config: ServerConfig) -> list[anyio.abc.SocketListener]:
+async def listen(config: ServerConfig) -> list[anyio.abc.SocketListener]:
+    """The listening sockets `config` asks for (`serve` binds them itself unless given them)."""
     if config.uds is not None:
         _remove_stale_socket(config.uds)
         return [await anyio.create_unix_listener(config.uds, backlog=config.backlog)]
