@@ -1,4 +1,5 @@
-"""The one-call multi-tenant server: an `McpApp` over `Tenants`, served by hypercorn in-process.
+"""The one-call multi-tenant server: an `McpApp` over `Tenants`, served in-process by the built-in
+HTTP/1.1 server (or hypercorn, `server="hypercorn"`).
 
     server = create_per_bearer_server(port=0).add_token(token, factory, label="alice")
     async with server:                     # or: info = await server.start() ... await server.stop()
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import anyio
 from mcp.server.streamable_http import EventStore
@@ -26,6 +27,7 @@ from .._app.app import McpApp
 from .._core.errors import ConfigurationError
 from .._ops.lifecycle import EventHub, EventName, Listener, Started, Stopped
 from .._tenancy.tenants import DEFAULT_DRAIN_TIMEOUT, ServerFactory, SessionPolicy, Tenants
+from .builtin import BuiltinServer, require_builtin
 from .hypercorn import Backend, HypercornServer, require_hypercorn, running_backend, url_host
 
 __all__ = ["PerBearerServer", "ServerInfo", "create_per_bearer_server"]
@@ -45,6 +47,18 @@ class ServerInfo:
     port: int
     endpoint: str
     started_at: float  # seconds since the epoch (time.time())
+
+
+ServerKind = Literal["builtin", "hypercorn"]
+
+
+def require_server(server: ServerKind, backend: Backend) -> type[HypercornServer]:
+    """The runner class for `server`; `ConfigurationError` names the extra to install when missing."""
+    if server == "hypercorn":
+        require_hypercorn(backend)
+        return HypercornServer
+    require_builtin(backend)
+    return BuiltinServer
 
 
 class PerBearerServer:
@@ -69,6 +83,7 @@ class PerBearerServer:
         backend: Backend | None,
         access_log: bool,
         health_path: str | None,
+        server: ServerKind = "builtin",
         app: McpApp,
         tenants: Tenants,
     ) -> None:
@@ -79,8 +94,9 @@ class PerBearerServer:
         self._backend = backend
         self._access_log = access_log
         self._health_path = health_path
+        self._server: ServerKind = server
         self._stack: AsyncExitStack | None = None
-        self._runner: HypercornServer | None = None
+        self._runner: HypercornServer | None = None  # or its subclass BuiltinServer
         self._info: ServerInfo | None = None
 
     # -- tokens -----------------------------------------------------------------------------------
@@ -157,8 +173,8 @@ class PerBearerServer:
         backend = running_backend()
         if self._backend is not None and self._backend != backend:
             raise ConfigurationError(f"backend={self._backend!r}, but this task runs on {backend}")
-        require_hypercorn(backend)
-        runner = HypercornServer(
+        runner_class = require_server(self._server, backend)
+        runner = runner_class(
             self.app, host=self._host, port=self._port, health_path=self._health_path, access_log=self._access_log
         )
         stack = AsyncExitStack()
@@ -235,6 +251,7 @@ def create_per_bearer_server(
     json_response: bool = False,
     event_store: EventStore | None = None,
     health_path: str | None = None,
+    server: ServerKind = "builtin",
     **app_options: Any,
 ) -> PerBearerServer:
     """A per-bearer-token MCP server, not yet started (`start()` or `async with`).
@@ -251,10 +268,13 @@ def create_per_bearer_server(
         event_store: as `McpApp`'s.
         health_path: a path answering GET with 200 "ok" (text/plain) and nothing else, no token
             needed, for load-balancer probes. Off by default.
+        server: "builtin" (the built-in HTTP/1.1 server, the default) or "hypercorn" (for HTTP/2 or
+            what else hypercorn adds).
         **app_options: further `McpApp` options (`session_idle_timeout`, `max_sessions`,
             `shutdown_timeout`, `allowed_hosts`, `authorization_servers`, ...).
 
-    Needs the `server` extra (hypercorn, and trio for Trio): `ConfigurationError` names it otherwise.
+    Needs the `server` extra (h11 or hypercorn, and trio for Trio): `ConfigurationError` names it
+    otherwise.
     """
     reserved = sorted(_RESERVED.intersection(app_options))
     if reserved:
@@ -263,7 +283,9 @@ def create_per_bearer_server(
         raise ConfigurationError("backend must be 'asyncio', 'trio' or None")
     if not 0 <= port <= 65535:
         raise ConfigurationError("port must be 0-65535")
-    require_hypercorn(backend or "asyncio")
+    if server not in ("builtin", "hypercorn"):
+        raise ConfigurationError("server must be 'builtin' or 'hypercorn'")
+    require_server(server, backend or "asyncio")
     tenants = Tenants()
     app = McpApp(tenants=tenants, path=endpoint, json_response=json_response, event_store=event_store, **app_options)
     if health_path is not None and (
@@ -276,6 +298,7 @@ def create_per_bearer_server(
         backend=backend,
         access_log=logging,
         health_path=health_path,
+        server=server,
         app=app,
         tenants=tenants,
     )
