@@ -33,7 +33,8 @@ from .hypercorn import Backend, HypercornServer, require_hypercorn, running_back
 __all__ = ["PerBearerServer", "ServerInfo", "create_per_bearer_server"]
 
 # McpApp options the one-call server decides itself.
-_RESERVED: Final = frozenset({"server", "tenants", "token_verifier", "path"})
+# `server` is a parameter of its own (the HTTP server), not the McpApp option.
+_RESERVED: Final = frozenset({"tenants", "token_verifier", "path"})
 # How long stop() waits for listeners to take the `stopped` event.
 _STOPPED_DELIVERY_TIMEOUT: Final = 5.0
 
