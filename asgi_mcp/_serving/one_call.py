@@ -58,6 +58,8 @@ def require_server(server: ServerKind, backend: Backend) -> type[HypercornServer
     if server == "hypercorn":
         require_hypercorn(backend)
         return HypercornServer
+    if server != "builtin":
+        raise ConfigurationError("server must be 'builtin' or 'hypercorn'")
     require_builtin(backend)
     return BuiltinServer
 
@@ -284,8 +286,6 @@ def create_per_bearer_server(
         raise ConfigurationError("backend must be 'asyncio', 'trio' or None")
     if not 0 <= port <= 65535:
         raise ConfigurationError("port must be 0-65535")
-    if server not in ("builtin", "hypercorn"):
-        raise ConfigurationError("server must be 'builtin' or 'hypercorn'")
     require_server(server, backend or "asyncio")
     tenants = Tenants()
     app = McpApp(tenants=tenants, path=endpoint, json_response=json_response, event_store=event_store, **app_options)
