@@ -10,15 +10,13 @@ the line shows, built from the ASGI scope without reading any header.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Final
 
 from hypercorn.logging import Logger
 from hypercorn.typing import ResponseSummary, WWWScope
 
-__all__ = ["ACCESS_LOG_FORMAT", "SanitisedAccessLogger"]
+from .http1.access_log import ACCESS_LOG_FORMAT
 
-# Client address, method, path without the query string, HTTP version, status, response size.
-ACCESS_LOG_FORMAT: Final = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s'
+__all__ = ["ACCESS_LOG_FORMAT", "SanitisedAccessLogger"]
 
 
 class SanitisedAccessLogger(Logger):

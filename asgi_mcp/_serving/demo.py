@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from mcp.server import MCPServer
 
-from .one_call import PerBearerServer, ServerInfo, create_per_bearer_server
+from .one_call import PerBearerServer, ServerInfo, ServerKind, create_per_bearer_server
 
 __all__: list[str] = []
 
@@ -74,8 +74,8 @@ def _factory(plan: Plan, server: PerBearerServer) -> Callable[[], MCPServer]:
     return build
 
 
-def build_demo_server(*, host: str, port: int) -> PerBearerServer:
-    server = create_per_bearer_server(host=host, port=port)
+def build_demo_server(*, host: str, port: int, server_kind: ServerKind = "builtin") -> PerBearerServer:
+    server = create_per_bearer_server(host=host, port=port, server=server_kind)
     for plan in PLANS:
         server.add_token(plan.token, _factory(plan, server), label=plan.label)
     return server

@@ -1,4 +1,5 @@
-"""The one-call multi-tenant server: an `McpApp` over `Tenants`, served by hypercorn in-process.
+"""The one-call multi-tenant server: an `McpApp` over `Tenants`, served in-process by the built-in
+HTTP/1.1 server (or hypercorn, `server="hypercorn"`).
 
     server = create_per_bearer_server(port=0).add_token(token, factory, label="alice")
     async with server:                     # or: info = await server.start() ... await server.stop()
@@ -22,7 +23,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import anyio
 import anyio.abc
@@ -32,13 +33,15 @@ from .._app.app import McpApp
 from .._core.errors import ConfigurationError
 from .._ops.lifecycle import EventHub, EventName, Listener, Started, Stopped
 from .._tenancy.tenants import DEFAULT_DRAIN_TIMEOUT, ServerFactory, SessionPolicy, Tenants
+from .builtin import BuiltinServer, require_builtin
 from .detached import current_event_loop, spawn_detached
 from .hypercorn import SERVER_LOGGER, Backend, HypercornServer, require_hypercorn, running_backend, url_host
 
 __all__ = ["PerBearerServer", "ServerInfo", "create_per_bearer_server"]
 
 # McpApp options the one-call server decides itself.
-_RESERVED: Final = frozenset({"server", "tenants", "token_verifier", "path"})
+# `server` is a parameter of its own (the HTTP server), not the McpApp option.
+_RESERVED: Final = frozenset({"tenants", "token_verifier", "path"})
 # How long stop() waits for listeners to take the `stopped` event.
 _STOPPED_DELIVERY_TIMEOUT: Final = 5.0
 _FOREIGN_LOOP: Final = (
@@ -59,6 +62,20 @@ class ServerInfo:
     port: int
     endpoint: str
     started_at: float  # seconds since the epoch (time.time())
+
+
+ServerKind = Literal["builtin", "hypercorn"]
+
+
+def require_server(server: ServerKind, backend: Backend) -> type[HypercornServer]:
+    """The runner class for `server`; `ConfigurationError` names the extra to install when missing."""
+    if server == "hypercorn":
+        require_hypercorn(backend)
+        return HypercornServer
+    if server != "builtin":
+        raise ConfigurationError("server must be 'builtin' or 'hypercorn'")
+    require_builtin(backend)
+    return BuiltinServer
 
 
 class PerBearerServer:
@@ -82,6 +99,7 @@ class PerBearerServer:
         backend: Backend | None,
         access_log: bool,
         health_path: str | None,
+        server: ServerKind = "builtin",
         app: McpApp,
         tenants: Tenants,
     ) -> None:
@@ -92,6 +110,7 @@ class PerBearerServer:
         self._backend = backend
         self._access_log = access_log
         self._health_path = health_path
+        self._server: ServerKind = server
         self._run: _Run | None = None
         self._entered: list[AsyncExitStack] = []  # `async with` blocks, innermost last
 
@@ -231,9 +250,11 @@ class PerBearerServer:
         backend = running_backend()
         if self._backend is not None and self._backend != backend:
             raise ConfigurationError(f"backend={self._backend!r}, but this task runs on {backend}")
-        require_hypercorn(backend)
+        runner_class = require_server(self._server, backend)
         self._run = run = _Run(current_event_loop(), awaited=awaited)
-        spawn_detached(partial(self._serve_detached, run), name=f"asgi_mcp server on {self._host}:{self._port}")
+        spawn_detached(
+            partial(self._serve_detached, run, runner_class), name=f"asgi_mcp server on {self._host}:{self._port}"
+        )
         try:
             await run.ready.wait()
         except BaseException:
@@ -250,10 +271,10 @@ class PerBearerServer:
         run.stop_requested.set()
         await run.stopped.wait()
 
-    async def _serve_detached(self, run: _Run) -> None:
+    async def _serve_detached(self, run: _Run, runner_class: type[HypercornServer]) -> None:
         """The serving task: the only one that enters the server's task group and cancel scopes."""
         try:
-            await self._serve(run)
+            await self._serve(run, runner_class)
         except Exception as exc:  # no parent task: hand it to the starter, to `serve()`, or to the log
             run.failure = exc
             if run.ready.is_set() and not run.awaited:
@@ -261,8 +282,8 @@ class PerBearerServer:
         finally:
             run.ready.set()
 
-    async def _serve(self, run: _Run) -> None:
-        runner = HypercornServer(
+    async def _serve(self, run: _Run, runner_class: type[HypercornServer]) -> None:
+        runner = runner_class(
             self.app, host=self._host, port=self._port, health_path=self._health_path, access_log=self._access_log
         )
         startup_failure: Exception | None = None
@@ -348,6 +369,7 @@ def create_per_bearer_server(
     json_response: bool = False,
     event_store: EventStore | None = None,
     health_path: str | None = None,
+    server: ServerKind = "builtin",
     **app_options: Any,
 ) -> PerBearerServer:
     """A per-bearer-token MCP server, not yet started (`start()` or `async with`).
@@ -365,10 +387,13 @@ def create_per_bearer_server(
         event_store: as `McpApp`'s.
         health_path: a path answering GET with 200 "ok" (text/plain) and nothing else, no token
             needed, for load-balancer probes. Off by default.
+        server: "builtin" (the built-in HTTP/1.1 server, the default) or "hypercorn" (for HTTP/2 or
+            what else hypercorn adds).
         **app_options: further `McpApp` options (`session_idle_timeout`, `max_sessions`,
             `shutdown_timeout`, `allowed_hosts`, `authorization_servers`, ...).
 
-    Needs the `server` extra (hypercorn, and trio for Trio): `ConfigurationError` names it otherwise.
+    Needs the `server` extra (h11 or hypercorn, and trio for Trio): `ConfigurationError` names it
+    otherwise.
     """
     reserved = sorted(_RESERVED.intersection(app_options))
     if reserved:
@@ -377,7 +402,7 @@ def create_per_bearer_server(
         raise ConfigurationError("backend must be 'asyncio', 'trio' or None")
     if not 0 <= port <= 65535:
         raise ConfigurationError("port must be 0-65535")
-    require_hypercorn(backend or "asyncio")
+    require_server(server, backend or "asyncio")
     tenants = Tenants()
     app = McpApp(tenants=tenants, path=endpoint, json_response=json_response, event_store=event_store, **app_options)
     if health_path is not None and (
@@ -390,6 +415,7 @@ def create_per_bearer_server(
         backend=backend,
         access_log=logging,
         health_path=health_path,
+        server=server,
         app=app,
         tenants=tenants,
     )
