@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, Final
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, Final, cast
 
 import anyio
 from mcp.server.auth.middleware.auth_context import auth_context_var
@@ -262,7 +262,13 @@ class McpApp:
         if self._runtime is not None:
             raise ConfigurationError("McpApp is already running; an app instance runs once at a time")
         try:
-            async with anyio.create_task_group() as tg:
+            async with AsyncExitStack() as stack:
+                # A store with a lifecycle (RedisEventStore: its client's pool) is opened by this task,
+                # which outlives every request, and closed only once every session has ended.
+                store: object = self._config.event_store
+                if isinstance(store, AbstractAsyncContextManager):
+                    await stack.enter_async_context(cast(AbstractAsyncContextManager[Any], store))
+                tg = await stack.enter_async_context(anyio.create_task_group())
                 runtime = Runtime(self._config, tg, self._events, self._metrics, self._tenant_servers)
                 self._runtime = runtime
                 try:

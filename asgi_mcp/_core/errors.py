@@ -17,6 +17,7 @@ __all__ = [
     "SecurityRefusal",
     "SubscriptionCut",
     "TenantConflict",
+    "StoreUnavailable",
 ]
 
 # JSON-RPC 2.0 and MCP error codes used by the transport itself.
@@ -93,3 +94,21 @@ class TenantConflict(AsgiMcpError, ValueError):
 class SubscriptionCut(AsgiMcpError):
     """A subscriber (to a message bus channel or a tenant store's changes) fell more than its buffer behind
     and was cut: what it missed is gone. It subscribes again (a tenant mirror resynchronises first)."""
+
+
+class StoreUnavailable(ProtocolError):
+    """Shared state (Redis) did not answer in time: 503 with `Retry-After`, never a hang or a 500.
+
+    Args:
+        what: which store, for the operator's log (never a key, token or URL with credentials).
+        retry_after: seconds the client is told to wait.
+    """
+
+    def __init__(self, what: str, *, retry_after: int = 1) -> None:
+        super().__init__(
+            503,
+            "Service temporarily unavailable",
+            code=SERVER_BUSY,
+            headers=[(b"retry-after", str(retry_after).encode())],
+            reason=f"{what} unavailable",
+        )
