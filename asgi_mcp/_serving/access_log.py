@@ -29,7 +29,7 @@ class SanitisedAccessLogger(Logger):
             "h": f"{client[0]}:{client[1]}" if client else "-",
             "m": request["method"] if request["type"] == "http" else "GET",
             "U": request["path"],
-            "H": request["http_version"],
+            "H": f"HTTP/{request['http_version']}",
             "s": str(response["status"]) if response is not None else "-",
             "b": _content_length(response["headers"]) if response is not None else "-",
         }
