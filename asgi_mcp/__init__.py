@@ -2,6 +2,7 @@
 
 import logging as _logging
 import types as _types
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from ._app.app import McpApp as McpApp
 from ._auth.bearer import AuthenticationError as AuthenticationError
@@ -14,6 +15,7 @@ from ._core.errors import AsgiMcpError as AsgiMcpError
 from ._core.errors import ConfigurationError as ConfigurationError
 from ._core.errors import ProtocolError as ProtocolError
 from ._core.errors import SecurityRefusal as SecurityRefusal
+from ._core.errors import StoreUnavailable as StoreUnavailable
 from ._core.http import Headers as Headers
 from ._core.origin import OriginPolicy as OriginPolicy
 from ._ops.lifecycle import Event as Event
@@ -55,6 +57,7 @@ __all__ = [
     "PerBearerServer",
     "ProtocolError",
     "SecurityRefusal",
+    "StoreUnavailable",
     "ServerInfo",
     "ServerFactory",
     "ServerRegistered",
@@ -88,6 +91,24 @@ for _public in __all__:
         continue
     if isinstance(_obj, (type, _types.FunctionType)):
         _obj.__module__ = __name__
+
+if _TYPE_CHECKING:
+    from ._stores.redis import RedisEventStore as RedisEventStore
+
+
+def __getattr__(name: str) -> object:
+    # Stores whose client library is an optional extra load on first use, so `import asgi_mcp` (and
+    # `from asgi_mcp import *`: they are not in __all__) never needs it.
+    if name == "RedisEventStore":
+        try:
+            from ._stores.redis import RedisEventStore
+        except ModuleNotFoundError as missing:
+            raise ImportError(f"asgi_mcp.{name} needs the `redis` extra: pip install 'asgi-mcp[redis]'") from missing
+        RedisEventStore.__module__ = __name__
+        globals()[name] = RedisEventStore
+        return RedisEventStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # A library never configures logging; this keeps "no handler" warnings away until the app does.
 _logging.getLogger("asgi_mcp").addHandler(_logging.NullHandler())

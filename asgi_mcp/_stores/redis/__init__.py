@@ -1,0 +1,9 @@
+"""Redis (7+) and Valkey (8+) stores through coredis (`asgi-mcp[redis]`), on asyncio and Trio.
+
+The only place in asgi_mcp that imports coredis (an import-linter contract keeps it so).
+"""
+
+from .connection import RedisConnection as RedisConnection
+from .event_store import RedisEventStore as RedisEventStore
+
+__all__ = ["RedisConnection", "RedisEventStore"]
