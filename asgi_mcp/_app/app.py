@@ -12,7 +12,7 @@ import gc
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
@@ -368,7 +368,12 @@ class McpApp:
         if self._runtime is not None:
             raise ConfigurationError("McpApp is already running; an app instance runs once at a time")
         try:
-            async with anyio.create_task_group() as tg:
+            async with AsyncExitStack() as stack:
+                # A store with a lifecycle (RedisEventStore: its client's pool) is opened by this task,
+                # which outlives every request, and closed only once every session has ended.
+                if isinstance(self.event_store, AbstractAsyncContextManager):
+                    await stack.enter_async_context(cast(AbstractAsyncContextManager[Any], self.event_store))
+                tg = await stack.enter_async_context(anyio.create_task_group())
                 runtime = _Runtime(self, tg)
                 self._runtime = runtime
                 try:
