@@ -77,8 +77,8 @@ async def test_one_key_per_session_stream_with_hash_tag_and_ttl(shared_redis: Re
             client = store.connection.client
             tag = EventLog.new_tag()
             for n in range(5):
-                await store.store_event(f"{tag}/a", None if n == 0 else EventLog_model(note(n)))
-            await store.store_event(f"{tag}/b", EventLog_model(note(9)))
+                await store.store_event(f"{tag}/a", None if n == 0 else as_model(note(n)))
+            await store.store_event(f"{tag}/b", as_model(note(9)))
             keys = sorted(await client.keys(f"{redis_prefix}:*"))
             assert keys == [f"{redis_prefix}:ev:{{{tag}}}/a", f"{redis_prefix}:ev:{{{tag}}}/b"]
             assert await client.xlen(keys[0]) == 2  # MAXLEN is exact
@@ -86,10 +86,12 @@ async def test_one_key_per_session_stream_with_hash_tag_and_ttl(shared_redis: Re
                 assert 110_000 < await client.pttl(key) <= 120_000
             # The value is the message's JSON text; nothing else is stored.
             entries = await client.xrange(keys[1])
-            assert [dict(entry.field_values) for entry in entries] == [{"d": json.dumps(note(9), separators=(",", ":"))}]
+            assert [dict(entry.field_values) for entry in entries] == [
+                {"d": json.dumps(note(9), separators=(",", ":"))}
+            ]
 
 
-def EventLog_model(message: dict[str, Any]) -> Any:  # noqa: N802 - reads as the model it builds
+def as_model(message: dict[str, Any]) -> Any:
     from mcp.types import jsonrpc_message_adapter
 
     return jsonrpc_message_adapter.validate_python(message)
@@ -99,7 +101,7 @@ async def test_a_replay_renews_the_ttl(shared_redis: RedisServer, redis_prefix: 
     with anyio.fail_after(10):
         async with opened(shared_redis.url, prefix=redis_prefix, ttl=60) as store:
             client = store.connection.client
-            event_id = await store.store_event("tag/s", EventLog_model(note(1)))
+            event_id = await store.store_event("tag/s", as_model(note(1)))
             key = store.key("tag/s")
             await client.pexpire(key, 1_000)
             assert (await store.json_events_after(event_id)) == ("tag/s", [])
@@ -150,7 +152,8 @@ async def test_another_sessions_last_event_id_never_replays(shared_redis: RedisS
             stolen = await client.get(mallory, last_event_id=events[0].id)
             assert stolen.status == 200  # only mallory's own standalone stream
             await anyio.wait_all_tasks_blocked()
-            assert b"before close" not in stolen.body and b"polled" not in stolen.body
+            assert b"before close" not in stolen.body
+            assert b"polled" not in stolen.body
             stolen.disconnect()
             own = await client.get(alice, last_event_id=events[0].id)
             assert b"polled" in await own.read()
@@ -204,11 +207,11 @@ def _handler_running(client: Any, session_id: str) -> bool:
 async def test_stopped_redis_is_store_unavailable_fast_then_recovers(redis_server: RedisServer) -> None:
     async with opened(redis_server.url, timeout=1.0) as store:
         with anyio.fail_after(10):
-            first = await store.store_event("tag/s", EventLog_model(note(1)))
+            first = await store.store_event("tag/s", as_model(note(1)))
         redis_server.stop()
         with anyio.fail_after(2):  # the bound: 503 within 2 s, never a hang
             with pytest.raises(StoreUnavailable) as refused:
-                await store.store_event("tag/s", EventLog_model(note(2)))
+                await store.store_event("tag/s", as_model(note(2)))
             with pytest.raises(StoreUnavailable):
                 await store.json_events_after(first)
         assert refused.value.status == 503
@@ -217,7 +220,7 @@ async def test_stopped_redis_is_store_unavailable_fast_then_recovers(redis_serve
         with anyio.fail_after(10):
             # Not persistent: the old events are gone (replay says "unknown"), new ones work.
             assert await store.json_events_after(first) is None
-            second = await store.store_event("tag/s", EventLog_model(note(3)))
+            second = await store.store_event("tag/s", as_model(note(3)))
             assert (await store.json_events_after(second)) == ("tag/s", [])
 
 
@@ -230,11 +233,11 @@ async def test_persistent_redis_keeps_every_acknowledged_event_across_a_restart(
     async with opened(server.url) as store:
         with anyio.fail_after(10):
             priming = await store.store_event("tag/s", None)
-            before = [await store.store_event("tag/s", EventLog_model(note(n))) for n in range(3)]
+            before = [await store.store_event("tag/s", as_model(note(n))) for n in range(3)]
         server.kill() if crash else server.stop()
         server.start()
         with anyio.fail_after(10):
-            after = await store.store_event("tag/s", EventLog_model(note(3)))
+            after = await store.store_event("tag/s", as_model(note(3)))
             found = await store.json_events_after(priming)
         assert found is not None
         assert [event.event_id for event in found[1]] == [*before, after]

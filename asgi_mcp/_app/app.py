@@ -371,8 +371,9 @@ class McpApp:
             async with AsyncExitStack() as stack:
                 # A store with a lifecycle (RedisEventStore: its client's pool) is opened by this task,
                 # which outlives every request, and closed only once every session has ended.
-                if isinstance(self.event_store, AbstractAsyncContextManager):
-                    await stack.enter_async_context(cast(AbstractAsyncContextManager[Any], self.event_store))
+                store: object = self.event_store
+                if isinstance(store, AbstractAsyncContextManager):
+                    await stack.enter_async_context(cast(AbstractAsyncContextManager[Any], store))
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 runtime = _Runtime(self, tg)
                 self._runtime = runtime

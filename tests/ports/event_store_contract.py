@@ -78,11 +78,11 @@ class EventStoreContract:
             async with store_factory() as writer, store_factory() as reader:
                 stream = f"{EventLog.new_tag()}/req"
                 priming = await writer.store_event(stream, None)
-                stored = [await writer.store_event(stream, model(note(n, "ü ✓ \"q\""))) for n in range(3)]
+                stored = [await writer.store_event(stream, model(note(n, 'ü ✓ "q"'))) for n in range(3)]
                 stream_id, events = await replay(reader, priming)
                 assert stream_id == stream
                 assert [e.event_id for e in events] == stored
-                assert [as_dict(e.message) for e in events] == [note(n, "ü ✓ \"q\"") for n in range(3)]
+                assert [as_dict(e.message) for e in events] == [note(n, 'ü ✓ "q"') for n in range(3)]
 
     async def test_priming_events_are_never_replayed(self, store_factory: StoreFactory) -> None:
         with anyio.fail_after(TIMEOUT):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
 from types import TracebackType
 from typing import Final
 
@@ -64,7 +64,7 @@ class RedisConnection:
         return self._entered > 0
 
     @contextlib.contextmanager
-    def guard(self, what: str) -> Iterator[None]:
+    def guard(self, what: str) -> Generator[None]:
         """Bound a command by `timeout`; a failure to reach Redis becomes `StoreUnavailable` (503).
 
         Logged once per transition (available -> degraded -> available), never with a key or value.

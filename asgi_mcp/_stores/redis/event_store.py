@@ -13,7 +13,7 @@ whose stream another session owns before asking the store at all.
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import coredis
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
@@ -97,7 +97,7 @@ class RedisEventStore(EventStore):
 
     async def store_json(self, stream_id: str, data: str | None) -> str:
         with self.connection.guard("event store"):
-            entry_id = await self._append(keys=[self.key(stream_id)], args=[self._max_events, data or "", self._ttl_ms])
+            entry_id = await self._append.execute([self.key(stream_id)], [self._max_events, data or "", self._ttl_ms])
         return f"{stream_id}{_SEPARATOR}{_text(entry_id)}"
 
     async def json_events_after(self, last_event_id: str) -> tuple[str, list[ReplayedEvent]] | None:
@@ -105,12 +105,12 @@ class RedisEventStore(EventStore):
         if not sep or not stream_id or _ENTRY_ID.fullmatch(entry_id) is None:
             return None
         with self.connection.guard("event store"):
-            entries = await self._replay(keys=[self.key(stream_id)], args=[entry_id, self._ttl_ms])
+            entries = await self._replay.execute([self.key(stream_id)], [entry_id, self._ttl_ms])
         if entries is None:
             return None
         events: list[ReplayedEvent] = []
-        for entry in entries:
-            later_id, fields = entry
+        # XRANGE's reply: [[entry id, [field, value]], ...]; the one field is "d".
+        for later_id, fields in cast("list[tuple[str | bytes, list[str | bytes]]]", entries):
             data = _text(fields[1])
             if data:  # priming events carry no message: nothing to replay
                 events.append(ReplayedEvent(f"{stream_id}{_SEPARATOR}{_text(later_id)}", data))
