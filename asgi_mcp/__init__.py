@@ -16,6 +16,8 @@ from ._core.errors import ConfigurationError as ConfigurationError
 from ._core.errors import ProtocolError as ProtocolError
 from ._core.errors import SecurityRefusal as SecurityRefusal
 from ._core.errors import StoreUnavailable as StoreUnavailable
+from ._core.errors import SubscriptionCut as SubscriptionCut
+from ._core.errors import TenantConflict as TenantConflict
 from ._core.http import Headers as Headers
 from ._core.origin import OriginPolicy as OriginPolicy
 from ._ops.lifecycle import Event as Event
@@ -32,7 +34,19 @@ from ._ops.lifecycle import TokenRemoved as TokenRemoved
 from ._ops.lifecycle import TokenUpdated as TokenUpdated
 from ._ops.lifecycle import ToolCalled as ToolCalled
 from ._ops.lifecycle import TransportError as TransportError
+from ._ports.message_bus import BusMessage as BusMessage
+from ._ports.message_bus import InMemoryMessageBus as InMemoryMessageBus
+from ._ports.message_bus import MessageBus as MessageBus
 from ._ports.replay import InMemoryEventStore as InMemoryEventStore
+from ._ports.session_directory import InMemorySessionDirectory as InMemorySessionDirectory
+from ._ports.session_directory import SessionDirectory as SessionDirectory
+from ._ports.session_directory import SessionRecord as SessionRecord
+from ._ports.tenant_store import Credential as Credential
+from ._ports.tenant_store import InMemoryTenantStore as InMemoryTenantStore
+from ._ports.tenant_store import TenantChange as TenantChange
+from ._ports.tenant_store import TenantRecord as TenantRecord
+from ._ports.tenant_store import TenantSnapshot as TenantSnapshot
+from ._ports.tenant_store import TenantStore as TenantStore
 from ._serving.one_call import PerBearerServer as PerBearerServer
 from ._serving.one_call import ServerInfo as ServerInfo
 from ._serving.one_call import create_per_bearer_server as create_per_bearer_server
@@ -44,15 +58,21 @@ from ._tenancy.tenants import Tenants as Tenants
 __all__ = [
     "AsgiMcpError",
     "AuthenticationError",
+    "BusMessage",
     "ConfigurationError",
+    "Credential",
     "Event",
     "EventName",
     "Headers",
     "HttpRequest",
     "InMemoryEventStore",
+    "InMemoryMessageBus",
+    "InMemorySessionDirectory",
+    "InMemoryTenantStore",
     "IntrospectionVerifier",
     "JWTVerifier",
     "McpApp",
+    "MessageBus",
     "OriginPolicy",
     "PerBearerServer",
     "ProtocolError",
@@ -64,12 +84,20 @@ __all__ = [
     "ServerRemoved",
     "ServerUpdated",
     "SessionCreated",
+    "SessionDirectory",
     "SessionEnded",
     "SessionPolicy",
+    "SessionRecord",
     "StaticTokenVerifier",
     "Started",
     "Stopped",
+    "SubscriptionCut",
+    "TenantChange",
+    "TenantConflict",
+    "TenantRecord",
     "TenantRegistry",
+    "TenantSnapshot",
+    "TenantStore",
     "Tenants",
     "TokenAdded",
     "TokenRemoved",

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
-from asgi_mcp._core.lifecycle import SessionState
 from mcp.server.connection import Connection
 from mcp.shared.inbound import (
     InboundLadderRejection,
@@ -66,7 +65,8 @@ from asgi_mcp._core.jsonrpc import dumps, parse_body, result_message
 from asgi_mcp._core.origin import OriginPolicy
 from asgi_mcp._core.session_table import SessionTable
 from asgi_mcp._core.sse import encode_event
-from asgi_mcp._modern.endpoint import _RawHeaders  # pyright: ignore[reportPrivateUsage]
+from asgi_mcp._core.states import SessionState
+from asgi_mcp._modern.param_headers import RawHeaders
 
 from .apps import build_app
 from .load import ACCEPT, LEGACY_VERSION, MODERN_VERSION, PAYLOAD, tools_call_body
@@ -386,7 +386,7 @@ def _modern_classify() -> Thunk:
 def _modern_param_headers() -> Thunk:
     request, raw = _modern_request()
     arguments = raw["params"]["arguments"]
-    headers = _RawHeaders(request)
+    headers = RawHeaders(request)
 
     def op() -> object:
         return validate_mcp_param_headers(ECHO_SCHEMA, arguments, headers)

@@ -13,7 +13,7 @@ from mcp.shared.inbound import validate_mcp_param_headers
 
 from asgi_mcp import Headers, McpApp
 from asgi_mcp._core.asgi import HttpRequest
-from asgi_mcp._modern.endpoint import _RawHeaders  # pyright: ignore[reportPrivateUsage]
+from asgi_mcp._modern.param_headers import RawHeaders
 
 from ._asgi_driver import AsgiClient
 from ._mcp import MODERN, final_message, modern, modern_post, notification, serving
@@ -288,7 +288,7 @@ async def test_param_headers_from_the_listed_schema_agree_with_the_sdk(
 ) -> None:
     lines = Headers([(key.encode(), value.encode()) for key, value in param_headers])
     oracle = validate_mcp_param_headers(
-        PARAM_SCHEMAS.get(name), arguments, _RawHeaders(HttpRequest("POST", "/mcp", lines, {"type": "http"}))
+        PARAM_SCHEMAS.get(name), arguments, RawHeaders(HttpRequest("POST", "/mcp", lines, {"type": "http"}))
     )
     assert (oracle is None) == (status == 200)  # the SDK's own verdict, which the endpoint must keep
     async with serving(McpApp(build_param_server(), tool_schema_ttl=ttl)) as client:

@@ -16,12 +16,13 @@ __all__ = [
     "ProtocolError",
     "SecurityRefusal",
     "StoreUnavailable",
+    "SubscriptionCut",
+    "TenantConflict",
 ]
 
 # JSON-RPC 2.0 and MCP error codes used by the transport itself.
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 REQUEST_CANCELLED = -32800
@@ -102,3 +103,12 @@ class StoreUnavailable(ProtocolError):
             headers=[(b"retry-after", str(retry_after).encode())],
             reason=f"{what} unavailable",
         )
+
+
+class TenantConflict(AsgiMcpError, ValueError):
+    """A tenant store refused a write: the token, or the tenant id, is already registered."""
+
+
+class SubscriptionCut(AsgiMcpError):
+    """A subscriber (to a message bus channel or a tenant store's changes) fell more than its buffer behind
+    and was cut: what it missed is gone. It subscribes again (a tenant mirror resynchronises first)."""

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
-from .errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, ProtocolError
+from .errors import INVALID_REQUEST, PARSE_ERROR, ProtocolError
 
 __all__: list[str] = []
 
@@ -124,7 +124,3 @@ def error_message(request_id: RequestId | None, code: int, message: str, data: A
 
 
 INTERNAL_ERROR_MESSAGE: Final = "Internal error"
-
-
-def internal_error(request_id: RequestId | None) -> dict[str, Any]:
-    return error_message(request_id, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)

@@ -20,8 +20,6 @@ __all__: list[str] = []
 
 logger = logging.getLogger("asgi_mcp.hosting")
 
-LIFESPAN_EXIT_TIMEOUT = 10.0
-
 
 def as_lowlevel_server(server: Any) -> Server[Any]:
     """Accept an SDK low-level `Server` or an `MCPServer` (whose low-level server is the one served)."""
@@ -37,6 +35,7 @@ class ServerHost:
     """Runs one server's lifespan for as long as the host is up; `state` is the lifespan's value."""
 
     __slots__ = (
+        "__weakref__",  # per-server caches elsewhere (the modern era's tool schemas) hold hosts weakly
         "_failed",
         "_ready",
         "_started",
@@ -46,7 +45,6 @@ class ServerHost:
         "server",
         "sessions",
         "state",
-        "tool_schemas",
     )
 
     def __init__(self, server: Any, *, label: str | None = None) -> None:
@@ -54,8 +52,6 @@ class ServerHost:
         instrument(self.server)
         self.label = label
         self.state: Any = None
-        # Modern-era `Mcp-Param-*` validation needs tool input schemas; see `_modern.ToolSchemas`.
-        self.tool_schemas: tuple[float, dict[str, Any]] | None = None
         self._ready = anyio.Event()
         self._stop = anyio.Event()
         self._failed: BaseException | None = None
