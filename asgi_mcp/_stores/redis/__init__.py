@@ -5,5 +5,6 @@ The only place in asgi_mcp that imports coredis (an import-linter contract keeps
 
 from .connection import RedisConnection as RedisConnection
 from .event_store import RedisEventStore as RedisEventStore
+from .session_directory import RedisSessionDirectory as RedisSessionDirectory
 
-__all__ = ["RedisConnection", "RedisEventStore"]
+__all__ = ["RedisConnection", "RedisEventStore", "RedisSessionDirectory"]

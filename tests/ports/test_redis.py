@@ -1,0 +1,71 @@
+"""The Redis implementations against the port contracts, on asyncio and Trio, against a real redis-server.
+
+Each handle a contract test opens is a client of its own on the same server and key prefix, as another
+worker's would be; every test has a prefix of its own (`redis_prefix`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+
+from asgi_mcp import SessionDirectory, StoreUnavailable
+
+from .._redis_server import RedisServer
+from ._contract import StoreFactory
+from .session_directory_contract import SessionDirectoryContract, session
+
+
+class TestRedisSessionDirectory(SessionDirectoryContract):
+    @pytest.fixture
+    def store_factory(self, shared_redis: RedisServer, redis_prefix: str) -> StoreFactory[SessionDirectory]:
+        from asgi_mcp._stores.redis import RedisSessionDirectory
+
+        @asynccontextmanager
+        async def handle() -> AsyncGenerator[SessionDirectory, None]:
+            async with RedisSessionDirectory(shared_redis.url, prefix=redis_prefix) as directory:
+                yield directory
+
+        return handle
+
+
+@pytest.mark.anyio
+async def test_session_records_are_hashes_with_a_ttl_and_expired_ones_leave_the_tenant(
+    shared_redis: RedisServer, redis_prefix: str
+) -> None:
+    from asgi_mcp._stores.redis import RedisSessionDirectory
+
+    with anyio.fail_after(10):
+        async with RedisSessionDirectory(shared_redis.url, prefix=redis_prefix, ttl=60) as directory:
+            client = directory.connection.client
+            await directory.record(session("s-1"))
+            await directory.record(session("s-2"))
+            key = f"{redis_prefix}:sess:s-1"
+            assert await client.type(key) == "hash"
+            assert 50_000 < await client.pttl(key) <= 60_000
+            await client.pexpire(key, 1_000)
+            assert await directory.touch("s-1", 1_900_000_000.0)
+            assert await client.pttl(key) > 50_000  # a touch is activity
+            await client.delete([key])  # as if it expired
+            assert await directory.sessions_of("alpha") == {"s-2"}
+            assert await client.smembers(f"{redis_prefix}:tenant:=alpha") == {"s-2"}
+
+
+@pytest.mark.anyio
+async def test_session_directory_is_unavailable_within_its_timeout_when_redis_stops(redis_server: RedisServer) -> None:
+    from asgi_mcp._stores.redis import RedisSessionDirectory
+
+    async with RedisSessionDirectory(redis_server.url, timeout=1.0) as directory:
+        with anyio.fail_after(10):
+            await directory.record(session("s-1"))
+        redis_server.stop()
+        with anyio.fail_after(2), pytest.raises(StoreUnavailable):
+            await directory.lookup("s-1")
+        redis_server.start()
+        with anyio.fail_after(10):
+            assert await directory.lookup("s-1") is None  # not persistent: the restart lost it
+            await directory.record(session("s-1"))
+            assert await directory.lookup("s-1") == session("s-1")
