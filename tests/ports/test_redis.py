@@ -12,10 +12,11 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from asgi_mcp import SessionDirectory, StoreUnavailable
+from asgi_mcp import MessageBus, SessionDirectory, StoreUnavailable
 
 from .._redis_server import RedisServer
-from ._contract import StoreFactory
+from ._contract import MAX_BUFFERED, StoreFactory
+from .message_bus_contract import MessageBusContract
 from .session_directory_contract import SessionDirectoryContract, session
 
 
@@ -28,6 +29,19 @@ class TestRedisSessionDirectory(SessionDirectoryContract):
         async def handle() -> AsyncGenerator[SessionDirectory, None]:
             async with RedisSessionDirectory(shared_redis.url, prefix=redis_prefix) as directory:
                 yield directory
+
+        return handle
+
+
+class TestRedisMessageBus(MessageBusContract):
+    @pytest.fixture
+    def store_factory(self, shared_redis: RedisServer, redis_prefix: str) -> StoreFactory[MessageBus]:
+        from asgi_mcp._stores.redis import RedisMessageBus
+
+        @asynccontextmanager
+        async def handle() -> AsyncGenerator[MessageBus, None]:
+            async with RedisMessageBus(shared_redis.url, prefix=redis_prefix, max_buffered=MAX_BUFFERED) as bus:
+                yield bus
 
         return handle
 
@@ -69,3 +83,46 @@ async def test_session_directory_is_unavailable_within_its_timeout_when_redis_st
             assert await directory.lookup("s-1") is None  # not persistent: the restart lost it
             await directory.record(session("s-1"))
             assert await directory.lookup("s-1") == session("s-1")
+
+
+@pytest.mark.anyio
+async def test_a_forged_message_on_a_tenants_redis_channel_is_dropped(
+    shared_redis: RedisServer, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone who can PUBLISH to Redis can put any envelope on alpha's channel: it is delivered only if it
+    says alpha's tenant and channel, whatever Redis channel it came by."""
+    from asgi_mcp import BusMessage
+    from asgi_mcp._stores.redis import RedisMessageBus
+
+    async with RedisMessageBus(shared_redis.url, prefix=redis_prefix) as bus, bus.subscribe("alpha", "c") as messages:
+        name = bus.name("alpha", "c")
+        raw = bus.connection.client
+        with anyio.fail_after(10):
+            await raw.publish(name, '{"t":"bravo","c":"c","p":"\\"bravo\'s\\""}')
+            await raw.publish(name, '{"t":"alpha","c":"d","p":"\\"other channel\\""}')
+            await raw.publish(name, "not json")
+            await raw.publish(name, '{"t":"alpha","c":"c","p":7}')
+            await bus.publish("alpha", "c", '"alpha\'s"')
+            assert await anext(messages) == BusMessage("alpha", "c", '"alpha\'s"')
+    assert caplog.text.count("dropped a bus message") == 4
+
+
+@pytest.mark.anyio
+async def test_subscribers_hear_again_once_redis_is_back(redis_server: RedisServer) -> None:
+    """coredis reconnects and resubscribes by itself; what was published while Redis was down is lost
+    (pub/sub is at most once), and publishing meanwhile is StoreUnavailable, never a hang."""
+    from asgi_mcp._stores.redis import RedisMessageBus
+
+    async with RedisMessageBus(redis_server.url, timeout=1.0) as bus, bus.subscribe("alpha", "c") as messages:
+        redis_server.stop()
+        with anyio.fail_after(2), pytest.raises(StoreUnavailable):
+            await bus.publish("alpha", "c", '"lost"')
+        redis_server.start()
+        raw = bus.connection.client
+        with anyio.fail_after(30):
+            # The resubscription runs on coredis's own backoff timer (0.1 s doubling, jittered): watch
+            # Redis until the channel has its subscriber again.
+            while (await raw.pubsub_numsub(bus.name("alpha", "c")))[bus.name("alpha", "c")] < 1:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+            await bus.publish("alpha", "c", '"back"')
+            assert (await anext(messages)).payload == '"back"'
