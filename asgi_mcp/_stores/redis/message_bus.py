@@ -125,10 +125,14 @@ class RedisMessageBus:
                 listening.users -= 1
                 if listening.users == 0 and self._channels.get(name) is listening:
                     del self._channels[name]
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(self.connection.timeout):
-                        # A lost connection unsubscribed it already.
-                        with contextlib.suppress(coredis.exceptions.ConnectionError, OSError):
-                            await self._pubsub.unsubscribe(name)
+                    # Shielded (the subscriber may leave by cancellation), bounded; a lost connection
+                    # unsubscribed it already.
+                    with (
+                        anyio.CancelScope(shield=True),
+                        anyio.move_on_after(self.connection.timeout),
+                        contextlib.suppress(coredis.exceptions.ConnectionError, OSError),
+                    ):
+                        await self._pubsub.unsubscribe(name)
 
     async def _read(self) -> None:
         while True:
