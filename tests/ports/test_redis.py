@@ -6,18 +6,37 @@ worker's would be; every test has a prefix of its own (`redis_prefix`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 
-from asgi_mcp import MessageBus, SessionDirectory, StoreUnavailable
+from asgi_mcp import MessageBus, SessionDirectory, StoreUnavailable, TenantStore
 
 from .._redis_server import RedisServer
 from ._contract import MAX_BUFFERED, StoreFactory
 from .message_bus_contract import MessageBusContract
 from .session_directory_contract import SessionDirectoryContract, session
+from .tenant_store_contract import TenantStoreContract
+
+SECRET = b"k" * 32
+
+
+class TestRedisTenantStore(TenantStoreContract):
+    @pytest.fixture
+    def store_factory(self, shared_redis: RedisServer, redis_prefix: str) -> StoreFactory[TenantStore]:
+        from asgi_mcp._stores.redis import RedisTenantStore
+
+        @asynccontextmanager
+        async def handle() -> AsyncGenerator[TenantStore, None]:
+            async with RedisTenantStore(
+                shared_redis.url, secret=SECRET, prefix=redis_prefix, max_buffered=MAX_BUFFERED
+            ) as store:
+                yield store
+
+        return handle
 
 
 class TestRedisSessionDirectory(SessionDirectoryContract):
@@ -126,3 +145,35 @@ async def test_subscribers_hear_again_once_redis_is_back(redis_server: RedisServ
                 await anyio.sleep(0.05)
             await bus.publish("alpha", "c", '"back"')
             assert (await anext(messages)).payload == '"back"'
+
+
+@pytest.mark.anyio
+async def test_redis_holds_no_token_nor_its_plain_hash(shared_redis: RedisServer, redis_prefix: str) -> None:
+    """Tokens are keyed by HMAC under the workers' secret: a dump of Redis has neither the token nor its
+    SHA-256 (which a short token could be brute-forced from); another secret gives other digests."""
+    import hashlib
+
+    from asgi_mcp import ConfigurationError, Credential, TenantRecord
+    from asgi_mcp._stores.redis import RedisTenantStore
+
+    token = "tok-1234"  # short on purpose
+    async with RedisTenantStore(shared_redis.url, secret=SECRET, prefix=redis_prefix) as store:
+        with anyio.fail_after(10):
+            await store.add(TenantRecord(tenant_id="alpha"), Credential(digest=store.digest(token), tenant_id="alpha"))
+            client = store.connection.client
+            dumped = ""
+            for key in await client.keys(f"{{{redis_prefix}}}:*"):
+                kind = await client.type(key)
+                if kind == "hash":
+                    dumped += json.dumps(await client.hgetall(key))
+                elif kind == "set":
+                    dumped += json.dumps(sorted(await client.smembers(key)))
+                else:
+                    dumped += str(await client.get(key))
+        assert "alpha" in dumped
+        assert token not in dumped
+        assert hashlib.sha256(token.encode()).hexdigest() not in dumped
+        other = RedisTenantStore(shared_redis.url, secret=b"o" * 32, prefix=redis_prefix)
+        assert other.digest(token) != store.digest(token)
+    with pytest.raises(ConfigurationError, match="32 bytes"):
+        RedisTenantStore(shared_redis.url, secret=b"short", prefix=redis_prefix)

@@ -7,5 +7,6 @@ from .connection import RedisConnection as RedisConnection
 from .event_store import RedisEventStore as RedisEventStore
 from .message_bus import RedisMessageBus as RedisMessageBus
 from .session_directory import RedisSessionDirectory as RedisSessionDirectory
+from .tenant_store import RedisTenantStore as RedisTenantStore
 
-__all__ = ["RedisConnection", "RedisEventStore", "RedisMessageBus", "RedisSessionDirectory"]
+__all__ = ["RedisConnection", "RedisEventStore", "RedisMessageBus", "RedisSessionDirectory", "RedisTenantStore"]
