@@ -62,6 +62,14 @@ def test_bad_configuration_is_refused(options: dict[str, Any]) -> None:
         RedisEventStore("redis://127.0.0.1:1/0", **options)
 
 
+def test_the_app_refuses_a_ttl_shorter_than_twice_the_idle_timeout() -> None:
+    store = RedisEventStore("redis://127.0.0.1:1/0", ttl=100)
+    with pytest.raises(ConfigurationError, match="twice session_idle_timeout"):
+        McpApp(build_server(), event_store=store, session_idle_timeout=51)
+    McpApp(build_server(), event_store=store, session_idle_timeout=50)
+    McpApp(build_server(), event_store=store, session_idle_timeout=None)  # sessions never expire: no bound to keep
+
+
 async def test_an_unopened_store_says_how_to_open_it() -> None:
     store = RedisEventStore("redis://127.0.0.1:1/0")
     with pytest.raises(ConfigurationError, match="async with store"):

@@ -271,6 +271,14 @@ class McpApp:
             raise ConfigurationError("session_idle_timeout must be positive, or None")
         if retry_interval is not None and retry_interval < 0:
             raise ConfigurationError("retry_interval must not be negative")
+        # A shared store's events must outlive the idle sessions that may resume from them.
+        store_ttl = getattr(event_store, "ttl", None)
+        if (
+            isinstance(store_ttl, (int, float))
+            and session_idle_timeout is not None
+            and store_ttl < 2 * session_idle_timeout
+        ):
+            raise ConfigurationError("the event store's ttl must be at least twice session_idle_timeout")
         if keepalive_interval <= 0 or shutdown_timeout < 0 or tool_schema_ttl < 0:
             raise ConfigurationError(
                 "keepalive_interval must be positive; shutdown_timeout and tool_schema_ttl not negative"
