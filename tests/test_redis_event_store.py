@@ -268,3 +268,25 @@ async def test_app_answers_503_with_retry_after_while_redis_is_down(redis_server
             answered = await client.post(call_tool(6, "echo", {"text": "back"}), session_id=session_id)
             messages = await answered.messages()
             assert text_of(messages[-1]["result"]) == "back"
+
+
+async def test_degradation_is_logged_once_per_transition_without_secrets(
+    redis_server_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server: RedisServer = redis_server_factory(password="pw-secret-123")
+    async with opened(server.url, timeout=1.0) as store:
+        with anyio.fail_after(10):
+            first = await store.store_event("tag/s", as_model(note(1)))
+        server.stop()
+        for _ in range(3):
+            with anyio.fail_after(2), pytest.raises(StoreUnavailable):
+                await store.json_events_after(first)
+        server.start()
+        with anyio.fail_after(10):
+            await store.store_event("tag/s", as_model(note(2)))
+            await store.store_event("tag/s", as_model(note(3)))
+    logged = [record.getMessage() for record in caplog.records if record.name == "asgi_mcp.redis"]
+    assert len(logged) == 2
+    assert "unreachable" in logged[0]
+    assert "reachable again" in logged[1]
+    assert not any("pw-secret-123" in message or "tag/s" in message for message in logged)
