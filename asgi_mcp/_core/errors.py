@@ -15,9 +15,9 @@ __all__ = [
     "ConfigurationError",
     "ProtocolError",
     "SecurityRefusal",
+    "StoreUnavailable",
     "SubscriptionCut",
     "TenantConflict",
-    "StoreUnavailable",
 ]
 
 # JSON-RPC 2.0 and MCP error codes used by the transport itself.
@@ -87,15 +87,6 @@ class SecurityRefusal(ProtocolError):
     """A request refused by DNS-rebinding protection (bad Host or Origin); logged at WARNING."""
 
 
-class TenantConflict(AsgiMcpError, ValueError):
-    """A tenant store refused a write: the token, or the tenant id, is already registered."""
-
-
-class SubscriptionCut(AsgiMcpError):
-    """A subscriber (to a message bus channel or a tenant store's changes) fell more than its buffer behind
-    and was cut: what it missed is gone. It subscribes again (a tenant mirror resynchronises first)."""
-
-
 class StoreUnavailable(ProtocolError):
     """Shared state (Redis) did not answer in time: 503 with `Retry-After`, never a hang or a 500.
 
@@ -112,3 +103,12 @@ class StoreUnavailable(ProtocolError):
             headers=[(b"retry-after", str(retry_after).encode())],
             reason=f"{what} unavailable",
         )
+
+
+class TenantConflict(AsgiMcpError, ValueError):
+    """A tenant store refused a write: the token, or the tenant id, is already registered."""
+
+
+class SubscriptionCut(AsgiMcpError):
+    """A subscriber (to a message bus channel or a tenant store's changes) fell more than its buffer behind
+    and was cut: what it missed is gone. It subscribes again (a tenant mirror resynchronises first)."""
