@@ -31,11 +31,13 @@ from .._core.http import Headers, endpoint_matches, is_visible_ascii
 from .._core.origin import OriginPolicy
 from .._ops.lifecycle import EventHub, EventName, Listener, TransportError
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics, current_tenant
+from .._ports.fleet import FleetStores
 from .._tenancy.servers import TenantServers
 from .._tenancy.tenants import Tenants
 from .config import DEFAULT_MAX_BODY, AppConfig
 from .edge_auth import EdgeAuth, ResourceUrls
 from .negotiation import get_or_delete, post
+from .responder import Responder, error_body
 from .routes import SideRoutes
 from .runtime import Runtime, run_lifespan_protocol
 
@@ -98,6 +100,9 @@ class McpApp:
         health_path: serve liveness ("ok") at this path, outside authentication; None: not served.
         ready_path: serve readiness at this path: 200 while running, 503 before startup and
             during shutdown; None: not served. Neither route reveals anything about tenants.
+        redis_url: share legacy sessions, their streams and events with every worker using this
+            Redis 7+ / Valkey 8+ (`asgi-mcp[redis]`): see Scaling out. `fleet` takes the stores as objects.
+        fleet_secret: keys the owner digests the shared session directory keeps (16 bytes or more).
 
     The options are validated once, into an immutable `AppConfig` (`app.config`); an invalid one
     raises `ConfigurationError`.
@@ -148,7 +153,12 @@ class McpApp:
         health_path: str | None = None,
         ready_path: str | None = None,
         gc_freeze: bool = False,
+        redis_url: str | None = None,
+        fleet: FleetStores | None = None,
+        fleet_secret: str | bytes | None = None,
     ) -> None:
+        if redis_url is not None and fleet is not None:
+            raise ConfigurationError("give either redis_url or fleet, not both")
         config = AppConfig(
             server=server,
             tenants=tenants,
@@ -173,6 +183,9 @@ class McpApp:
             health_path=health_path,
             ready_path=ready_path,
             gc_freeze=gc_freeze,
+            redis_url=redis_url,
+            fleet=fleet,
+            fleet_secret=fleet_secret.encode() if isinstance(fleet_secret, str) else fleet_secret,
         )
         self._assemble(config)
 
@@ -265,9 +278,8 @@ class McpApp:
             async with AsyncExitStack() as stack:
                 # A store with a lifecycle (RedisEventStore: its client's pool) is opened by this task,
                 # which outlives every request, and closed only once every session has ended.
-                store: object = self._config.event_store
-                if isinstance(store, AbstractAsyncContextManager):
-                    await stack.enter_async_context(cast(AbstractAsyncContextManager[Any], store))
+                for store in _stores_to_open(self._config):
+                    await stack.enter_async_context(store)
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 runtime = Runtime(self._config, tg, self._events, self._metrics, self._tenant_servers)
                 self._runtime = runtime
@@ -305,7 +317,7 @@ class McpApp:
         if not endpoint_matches(path, root_path, self._path):
             await self._routes.answer(scope, send, ready=self.running)
             return
-        responder = _Responder(send)
+        responder = Responder(send)
         request = HttpRequest(scope["method"], path, headers, scope)
         auth_token = tenant_token = None
         attributes: dict[str, str | int] = {"http.request.method": request.method}
@@ -342,7 +354,7 @@ class McpApp:
             if self._events.has_listeners("transport_error"):
                 self._events.emit(TransportError(tenant_id=None, session_id=None, error="internal_error"))
             if not responder.started:
-                await send_json(responder, 500, _error_body(INTERNAL_ERROR, "Internal server error"))
+                await send_json(responder, 500, error_body(INTERNAL_ERROR, "Internal server error"))
         finally:
             if auth_token is not None:
                 auth_context_var.reset(auth_token)
@@ -355,32 +367,14 @@ class McpApp:
         if not self._not_running_logged:
             self._not_running_logged = True
             logger.error(NOT_RUNNING_MESSAGE)
-        await send_json(send, 500, _error_body(INTERNAL_ERROR, NOT_RUNNING_MESSAGE))
+        await send_json(send, 500, error_body(INTERNAL_ERROR, NOT_RUNNING_MESSAGE))
 
 
-class _Responder:
-    """Wraps ASGI `send`: remembers whether the response started, and turns a send on a closed
-    connection (`OSError`, ASGI 2.4) into `ClientGone`."""
-
-    __slots__ = ("_send", "started", "status")
-
-    def __init__(self, send: Send) -> None:
-        self._send = send
-        self.started = False
-        self.status = 0
-
-    async def __call__(self, message: Any) -> None:
-        if message["type"] == "http.response.start":
-            self.started = True
-            self.status = message["status"]
-        try:
-            await self._send(message)
-        except OSError:
-            raise ClientGone from None
-
-
-def _error_body(code: int, message: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+def _stores_to_open(config: AppConfig) -> list[AbstractAsyncContextManager[Any]]:
+    fleet = config.fleet
+    candidates = [config.event_store] + ([fleet.directory, fleet.bus] if fleet is not None else [])
+    unique = {id(store): store for store in candidates if isinstance(store, AbstractAsyncContextManager)}
+    return [cast(AbstractAsyncContextManager[Any], store) for store in unique.values()]
 
 
 def _log_refusal(request: HttpRequest, error: ProtocolError) -> None:

@@ -20,15 +20,17 @@ from .._auth.bearer import TokenVerifier
 from .._core.errors import ConfigurationError
 from .._core.http import normalize_endpoint
 from .._kernel.hosting import as_lowlevel_server
+from .._ports.fleet import FleetStores
+from .._stores import fleet_from_url
 from .._tenancy.tenants import Tenants
 
 __all__ = ["DEFAULT_MAX_BODY", "AppConfig"]
 
 DEFAULT_MAX_BODY: Final = 4 * 1024 * 1024
 # Options whose repr could carry a token or a client's data: shown as their type only.
-_SHOWN_BY_TYPE: Final = frozenset({"tenants", "token_verifier", "event_store"})
+_SHOWN_BY_TYPE: Final = frozenset({"tenants", "token_verifier", "event_store", "fleet", "fleet_secret"})
 # URLs could carry user-info ("https://user:secret@host"): shown without it.
-_URL_OPTIONS: Final = frozenset({"resource_server_url", "authorization_servers"})
+_URL_OPTIONS: Final = frozenset({"resource_server_url", "authorization_servers", "redis_url"})
 
 
 def _set(config: AppConfig, name: str, value: Any) -> None:
@@ -70,8 +72,12 @@ class AppConfig:
     health_path: str | None = None
     ready_path: str | None = None
     gc_freeze: bool = False
+    redis_url: str | None = None
+    fleet: FleetStores | None = None
+    fleet_secret: bytes | None = None
 
     def __post_init__(self) -> None:
+        self._build_fleet()
         self._check_sources()
         self._check_limits()
         if self.server is not None:
@@ -84,6 +90,21 @@ class AppConfig:
                 _set(self, name, _strings(name, value))
         _set(self, "path", normalize_endpoint(self.path))
         self._check_side_paths()
+
+    def _build_fleet(self) -> None:
+        """`redis_url`: the Redis fleet (session directory, bus and, unless one is given, event store)."""
+        if self.fleet_secret is not None and len(self.fleet_secret) < 16:
+            raise ConfigurationError("fleet_secret must be at least 16 bytes")
+        if self.redis_url is not None and self.fleet is None:
+            idle = self.session_idle_timeout
+            fleet = fleet_from_url(
+                self.redis_url,
+                session_ttl=fleet_session_ttl(idle if idle is None or idle > 0 else 1.0),
+                secret=self.fleet_secret,
+            )
+            _set(self, "fleet", fleet)
+        if self.fleet is not None and self.event_store is None:
+            _set(self, "event_store", self.fleet.event_store)
 
     def _check_sources(self) -> None:
         if (self.server is None) == (self.tenants is None):
@@ -125,6 +146,17 @@ class AppConfig:
 
     def __repr__(self) -> str:
         return f"AppConfig({', '.join(f'{f.name}={_shown(f.name, getattr(self, f.name))}' for f in fields(self))})"
+
+
+def fleet_session_ttl(idle_timeout: float | None) -> float:
+    """How long a session record outlives its last activity: its idle time and a margin for the
+    heartbeat that renews it (`touch_interval`)."""
+    return 1.5 * idle_timeout if idle_timeout is not None else 86_400.0
+
+
+def touch_interval(idle_timeout: float | None) -> float:
+    """How often a worker renews the records of its busy sessions: well inside the margin above."""
+    return min(60.0, fleet_session_ttl(idle_timeout) / 8)
 
 
 def _strings(name: str, value: Sequence[str]) -> tuple[str, ...]:

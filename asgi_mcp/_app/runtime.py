@@ -28,12 +28,13 @@ from .._io.watch import LateWatch
 from .._kernel.context import RequestObserver
 from .._kernel.hosting import ServerHost
 from .._legacy.endpoint import LegacyEndpoint, LegacySession
+from .._legacy.fleet import SessionFleet
 from .._modern.endpoint import ModernEndpoint
 from .._ops.lifecycle import EventHub, SessionCreated, SessionEnded, ToolCalled
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics
 from .._ports.replay import EventLog
 from .._tenancy.servers import TenantServers
-from .config import AppConfig
+from .config import AppConfig, touch_interval
 
 __all__ = ["Runtime", "run_lifespan_protocol", "tool_observer"]
 
@@ -100,6 +101,14 @@ class Runtime:
             on_ended=self._session_ended,
             wake=self.wake,
         )
+        self.fleet: SessionFleet | None = None
+        if config.fleet is not None:
+            self.fleet = self.legacy.fleet = SessionFleet(
+                config.fleet,
+                table=self.table,
+                end_session=self.legacy.end_session,
+                touch_interval=touch_interval(config.session_idle_timeout),
+            )
         self.modern = ModernEndpoint(
             json_response=config.json_response,
             keepalive=config.keepalive_interval,
@@ -120,6 +129,8 @@ class Runtime:
             self.tenant_servers.attach(tg, self.legacy)
         if self.host is not None:
             await self.host.start(tg)
+        if self.fleet is not None:
+            await tg.start(self.fleet.run)
         tg.start_soon(self.reap_forever)
         tg.start_soon(self._run_services)
         self.started = True
@@ -133,6 +144,8 @@ class Runtime:
         self.closing = True
         self.services.cancel()
         self.legacy.end_all("shutdown")
+        if self.fleet is not None:
+            self.fleet.stop()
         if self.tenant_servers is not None:
             self.tenant_servers.detach()
         if self.host is not None:

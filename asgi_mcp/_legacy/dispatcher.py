@@ -131,6 +131,9 @@ class SessionDispatcher:
         self._notifying: set[anyio.CancelScope] = set()
         self._pending: dict[RequestId, _PendingCall] = {}
         self._next_id = 0
+        # In a fleet several workers hold the session: their server-to-client request ids are
+        # "<worker>-<n>", so a client's answer reaching another worker names the one waiting for it.
+        self.id_prefix = ""
 
     @property
     def closed(self) -> bool:
@@ -299,7 +302,7 @@ class SessionDispatcher:
         if self.closed:
             raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
         self._next_id += 1
-        request_id = self._next_id
+        request_id: RequestId = f"{self.id_prefix}{self._next_id}" if self.id_prefix else self._next_id
         pending = _PendingCall()
         self._pending[request_id] = pending
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
@@ -321,7 +324,7 @@ class SessionDispatcher:
             raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
         return pending.result
 
-    async def _courtesy_cancel(self, stream: OutboundStream, request_id: int, reason: str) -> None:
+    async def _courtesy_cancel(self, stream: OutboundStream, request_id: RequestId, reason: str) -> None:
         with anyio.move_on_after(1, shield=True):
             await self.emit(
                 stream,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import anyio.abc
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
+from pydantic import ValidationError
 
 from .._auth.principal import Principal
 from .._core.asgi import HttpRequest, Receive, Send, send_empty, send_json
@@ -30,8 +31,9 @@ from .._io.loop import Loop
 from .._io.response import KeepAlive, ResponseWriter
 from .._kernel.context import RequestObserver
 from .._ports.replay import EventLog, ReplayedEvent
+from .fleet import SessionFleet
 from .responses import CONNECTION_CLOSED, SESSION_HEADER, answer_json, send_json_text, send_sse_once, send_stream
-from .session import LegacySession
+from .session import LegacySession, request_metadata
 from .streams import OutboundStream
 
 # `Principal` and `LegacySession` are imported from here by the app.
@@ -72,6 +74,8 @@ class LegacyEndpoint:
         self._on_ended = on_ended
         self._wake = wake
         self.open_streams = 0
+        # Set by the app when the sessions are shared by a fleet (`_legacy.fleet`).
+        self.fleet: SessionFleet | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -87,6 +91,8 @@ class LegacyEndpoint:
         entry.value.host.release()
         if self._on_ended is not None and announced:
             self._on_ended(entry, reason)
+        if self.fleet is not None and announced:
+            self.fleet.ended(entry, reason)
         return True
 
     def wake(self, deadline: float | None = None) -> None:
@@ -147,7 +153,8 @@ class LegacyEndpoint:
             return
         if message.method == "initialize":
             raise ProtocolError(400, "initialize must be a request", reason="initialize sent as a notification")
-        entry = self._session_for(request, principal, message.id if message.kind == "request" else None)
+        request_id = message.id if message.kind == "request" else None
+        entry = self._session_for(request, principal, request_id) or await self._adopt(request, principal, request_id)
         session = entry.value
         self.table.begin(entry)
         try:
@@ -162,13 +169,15 @@ class LegacyEndpoint:
                 session.dispatcher.start_notification(message.method, message.params, metadata, transport)
             else:
                 raw = message.raw
-                session.dispatcher.resolve(message.id, raw.get("result"), raw.get("error"))
+                resolved = session.dispatcher.resolve(message.id, raw.get("result"), raw.get("error"))
+                if not resolved and self.fleet is not None:
+                    await self.fleet.forward_answer(entry, raw)  # the request it answers waits elsewhere
             await send_empty(send, 202)
         finally:
             self.finish_exchange(entry)
 
     async def get(self, request: HttpRequest, principal: Principal, receive: Receive, send: Send) -> None:
-        entry = self._session_for(request, principal, None)
+        entry = self._session_for(request, principal, None) or await self._adopt(request, principal, None)
         session = entry.value
         last_event_id = request.headers.get("last-event-id")
         target: OutboundStream | None = session.standalone
@@ -227,7 +236,10 @@ class LegacyEndpoint:
             self.finish_exchange(entry)
 
     async def delete(self, request: HttpRequest, principal: Principal, send: Send) -> None:
-        entry = self._session_for(request, principal, None)
+        entry = self._session_for(request, principal, None) or await self._adopt(request, principal, None)
+        if self.fleet is not None:
+            # Forgotten before the answer: no worker adopts it again, and every copy ends.
+            await self.fleet.end_everywhere(entry.session_id, entry.owner, entry.tenant_id)
         self.end_session(entry.session_id, "deleted")
         await send_empty(send, 200)
 
@@ -235,38 +247,67 @@ class LegacyEndpoint:
 
     def _session_for(
         self, request: HttpRequest, principal: Principal, request_id: str | int | None
-    ) -> SessionEntry[LegacySession]:
+    ) -> SessionEntry[LegacySession] | None:
+        """The session if this worker holds it; else None in a fleet (see `_adopt`), 404 otherwise."""
         raw = request.headers.get("mcp-session-id")
         if raw is None:
             raise missing_session()
         entry = self.table.lookup(check_session_id(raw), principal.owner)
-        if entry is None:
+        if entry is None and self.fleet is None:
             raise session_not_found(request_id)
         return entry
 
-    @staticmethod
-    def _metadata(
-        request: HttpRequest, session: LegacySession, stream: OutboundStream, *, can_send: bool
-    ) -> tuple[ServerMessageMetadata, TransportContext]:
-        transport = TransportContext(kind="streamable-http", can_send_request=can_send, headers=request.headers)
-        if not (can_send and session.resumable):
-            # As the SDK's transport: a stream may be closed for polling (SEP-1699) only when the
-            # client can resume it. Otherwise the closing would take the answer away with it.
-            return ServerMessageMetadata(request_context=request, can_send_request=can_send), transport
-
-        async def close_sse_stream() -> None:
-            await stream.close_connection()
-
-        async def close_standalone_sse_stream() -> None:
-            session.standalone.detach()
-
-        metadata = ServerMessageMetadata(
-            request_context=request,
-            close_sse_stream=close_sse_stream,
-            close_standalone_sse_stream=close_standalone_sse_stream,
-            can_send_request=can_send,
+    async def _adopt(
+        self, request: HttpRequest, principal: Principal, request_id: str | int | None
+    ) -> SessionEntry[LegacySession]:
+        """A session another worker opened: rebuilt here from its record if the caller owns it exactly,
+        else 404 (never 403: a session id proves nothing)."""
+        fleet = self.fleet
+        session_id = request.headers.get("mcp-session-id") or ""
+        if fleet is None or self.table.get(session_id) is not None:
+            raise session_not_found(request_id)  # held here, by another principal (or ending)
+        record = await fleet.directory.lookup(session_id)
+        if record is None or not fleet.owns(record, principal.owner, principal.tenant_id):
+            raise session_not_found(request_id)
+        await fleet.listen(principal.tenant_id)
+        host = await principal.host()
+        held = self.table.lookup(session_id, principal.owner)
+        if held is not None or self.table.get(session_id) is not None:
+            return held or _not_found(request_id)  # adopted meanwhile, by a concurrent request
+        session = LegacySession(
+            session_id,
+            host,
+            self._tg,
+            self._loop,
+            events=self._events,
+            retry_ms=self._retry_ms,
+            observer=None,
+            tag=record.stream_tag or None,
         )
-        return metadata, transport
+        try:
+            session.restore(record.protocol_version, record.initialize_params)
+        except ValidationError:
+            raise session_not_found(request_id) from None
+        entry = self._admit(session, principal)
+        fleet.join(entry)
+        self.table.activate(entry)
+        if self._on_created is not None:
+            self._on_created(entry)
+        self.finish_exchange(entry)  # opening counted as an exchange
+        return entry
+
+    def _admit(self, session: LegacySession, principal: Principal) -> SessionEntry[LegacySession]:
+        entry = self.table.open(
+            session.session_id,
+            owner=principal.owner,
+            tenant_id=principal.tenant_id,
+            value=session,
+            now=self._loop.clock(),
+        )
+        session.host.sessions += 1
+        if self._observer_for is not None:
+            session.dispatcher.observer = self._observer_for(entry)
+        return entry
 
     async def _answer(
         self, request: HttpRequest, message: Message, session: LegacySession, send: Send, *, json_mode: bool
@@ -275,7 +316,7 @@ class LegacyEndpoint:
         if session.outbound.step(LiveInput.EXCHANGE) is _REFUSE_GONE:
             raise session_not_found(message.id)
         stream = session.outbound.new_stream(json_only=json_mode)
-        metadata, transport = self._metadata(request, session, stream, can_send=not json_mode)
+        metadata, transport = request_metadata(request, session, stream, can_send=not json_mode)
         if json_mode:
             # Shielded: in this era a dropped connection is not a cancellation (the handler still
             # finishes); `notifications/cancelled` and the session's end cancel it from inside. The
@@ -324,15 +365,10 @@ class LegacyEndpoint:
         session = LegacySession(
             session_id, host, self._tg, self._loop, events=self._events, retry_ms=self._retry_ms, observer=None
         )
-        entry = self.table.open(
-            session_id, owner=principal.owner, tenant_id=principal.tenant_id, value=session, now=self._loop.clock()
-        )
-        host.sessions += 1
-        if self._observer_for is not None:
-            session.dispatcher.observer = self._observer_for(entry)
+        entry = self._admit(session, principal)
         try:
             stream = session.outbound.new_stream(json_only=True)
-            metadata, transport = self._metadata(request, session, stream, can_send=False)
+            metadata, transport = request_metadata(request, session, stream, can_send=False)
             await session.dispatcher.run_request(message.id, "initialize", message.params, stream, metadata, transport)
             frame = stream.answer
             answer = json.loads(frame.data) if frame is not None else None
@@ -348,6 +384,9 @@ class LegacyEndpoint:
                 status = 400 if code in (INVALID_REQUEST, INVALID_PARAMS, PARSE_ERROR) else 200
                 await send_json(send, status, error)
                 return
+            if self.fleet is not None:
+                await self.fleet.record(entry, message.params)  # before the answer leaves
+                self.fleet.join(entry)
             self.table.activate(entry)
             if self._on_created is not None:
                 self._on_created(entry)
@@ -361,3 +400,7 @@ class LegacyEndpoint:
             raise
         finally:
             self.finish_exchange(entry)
+
+
+def _not_found(request_id: str | int | None) -> SessionEntry[LegacySession]:
+    raise session_not_found(request_id)

@@ -7,10 +7,17 @@ session is only memory. Its own state (listening, closed) is the table in `_core
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import anyio.abc
 from mcp.server.connection import Connection
 from mcp.server.runner import ServerRunner, aclose_shielded
+from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.transport_context import TransportContext
+from mcp.types import InitializeRequestParams
 
+from .._core.asgi import HttpRequest
 from .._core.http import FIRST_PRIMING_VERSION
 from .._core.live_session import LiveAction, LiveInput, LiveState
 from .._io.loop import Loop
@@ -39,13 +46,14 @@ class LegacySession:
         events: EventLog | None,
         retry_ms: int | None,
         observer: RequestObserver | None,
+        tag: str | None = None,
     ) -> None:
         self.session_id = session_id
         self.host = host
         self._task_group = task_group
         self._events = events
         self._retry_ms = retry_ms
-        self.outbound = SessionStreams(events)
+        self.outbound = SessionStreams(events, tag)
         self.dispatcher = SessionDispatcher(self.outbound, task_group, loop.backend, observer=observer)
         self.connection = Connection.for_loop(self.dispatcher, session_id=session_id)
         self.dispatcher.bind(*kernel_handlers(ServerRunner(host.server, self.connection, host.state)))
@@ -53,6 +61,15 @@ class LegacySession:
     @property
     def protocol_version(self) -> str:
         return self.connection.protocol_version
+
+    def restore(self, protocol_version: str, initialize_params: Mapping[str, Any]) -> None:
+        """Adopted from another worker: the kernel sees the connection as initialized with what the
+        client sent then, as if this worker had answered its `initialize` (raises ValidationError
+        for params that are no `initialize` params)."""
+        connection = self.connection
+        connection.client_params = InitializeRequestParams.model_validate(dict(initialize_params), by_name=False)
+        connection.protocol_version = protocol_version
+        connection.initialized.set()
 
     @property
     def standalone(self) -> OutboundStream:
@@ -96,3 +113,29 @@ class LegacySession:
         if self._events is None:
             return None
         return await self._events.replay(last_event_id, self.outbound.tag)
+
+
+def request_metadata(
+    request: HttpRequest, session: LegacySession, stream: OutboundStream, *, can_send: bool
+) -> tuple[ServerMessageMetadata, TransportContext]:
+    """What the kernel learns of the HTTP request carrying a message, and how its handler may close
+    the request's stream for polling."""
+    transport = TransportContext(kind="streamable-http", can_send_request=can_send, headers=request.headers)
+    if not (can_send and session.resumable):
+        # As the SDK's transport: a stream may be closed for polling (SEP-1699) only when the
+        # client can resume it. Otherwise the closing would take the answer away with it.
+        return ServerMessageMetadata(request_context=request, can_send_request=can_send), transport
+
+    async def close_sse_stream() -> None:
+        await stream.close_connection()
+
+    async def close_standalone_sse_stream() -> None:
+        session.standalone.detach()
+
+    metadata = ServerMessageMetadata(
+        request_context=request,
+        close_sse_stream=close_sse_stream,
+        close_standalone_sse_stream=close_standalone_sse_stream,
+        can_send_request=can_send,
+    )
+    return metadata, transport

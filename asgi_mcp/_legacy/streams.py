@@ -16,6 +16,7 @@ this module only executes what they decide.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, NamedTuple
 
 import anyio
@@ -155,15 +156,18 @@ class SessionStreams:
     """The outbound side of one session: its standalone stream, its requests' streams, and its own
     state (see `_core.live_session`). The dispatcher emits here; nothing here calls back up."""
 
-    __slots__ = ("_events", "_opened", "by_id", "standalone", "state", "tag")
+    __slots__ = ("_events", "_opened", "by_id", "elsewhere", "standalone", "state", "tag")
 
-    def __init__(self, events: EventLog | None) -> None:
+    def __init__(self, events: EventLog | None, tag: str | None = None) -> None:
         self._events = events
-        self.tag = EventLog.new_tag()
+        # An adopted session keeps the tag it was opened with: its stored events stay its own.
+        self.tag = tag or EventLog.new_tag()
         self.standalone = OutboundStream(f"{self.tag}/get")
         self.by_id: dict[str, OutboundStream] = {}
         self._opened = 0
         self.state = LiveState.IDLE
+        # In a fleet: where a standalone message goes when no GET listens here (another worker's may).
+        self.elsewhere: Callable[[str | None, str], Awaitable[None]] | None = None
 
     def step(self, event: LiveInput) -> LiveAction:
         self.state, action = LIVE[self.state, event]
@@ -196,6 +200,9 @@ class SessionStreams:
         event_id = None
         if self._events is not None and self.state is not LiveState.CLOSED:
             event_id = await self._events.store(stream.store_id, message, data)
+        if stream is self.standalone and self.elsewhere is not None and self.state is LiveState.IDLE:
+            await self.elsewhere(event_id, data)  # no GET here: the worker holding one delivers it
+            return
         # Stepped once stored: a reconnection meanwhile attaches, and gets the frame live.
         stream.state, action = STREAMS[stream.state, event]
         try:
@@ -206,6 +213,15 @@ class SessionStreams:
             # send is a checkpoint) must still find the stream and end its connection.
             if final:
                 self.by_id.pop(stream.store_id, None)
+
+    async def deliver_standalone(self, event_id: str | None, data: str) -> None:
+        """A standalone message another worker emitted (and stored): to the GET listening here, if any."""
+        if self.state is not LiveState.LISTENING:
+            return
+        stream = self.standalone
+        stream.state, action = STREAMS[stream.state, StreamInput.MESSAGE]
+        if action is _DELIVER:
+            await stream.deliver(Frame(event_id, data, False))
 
     def close(self) -> None:
         """End every stream (the session's `TEAR_DOWN`); their events are forgotten."""

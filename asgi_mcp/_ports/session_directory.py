@@ -29,6 +29,8 @@ class SessionRecord:
         initialize_params: the whole `initialize` params, as sent (a JSON object).
         created_at: wall-clock time (seconds since the epoch) it was opened.
         last_seen: wall-clock time of its last recorded activity.
+        stream_tag: the secret prefix of its streams' ids in the event store, so a worker that adopts
+            the session replays its events (`_ports.replay.EventLog`); "" when it has none.
     """
 
     session_id: str
@@ -39,6 +41,7 @@ class SessionRecord:
     initialize_params: Mapping[str, Any] = field(default_factory=lambda: dict[str, Any]())
     created_at: float = 0.0
     last_seen: float = 0.0
+    stream_tag: str = ""
 
     def to_json(self) -> str:
         """The record as JSON text: how a shared directory keeps it. Raises TypeError for non-JSON values."""
@@ -52,6 +55,7 @@ class SessionRecord:
                 "initialize_params": dict(self.initialize_params),
                 "created_at": self.created_at,
                 "last_seen": self.last_seen,
+                "stream_tag": self.stream_tag,
             },
             separators=(",", ":"),
             allow_nan=False,

@@ -3,3 +3,35 @@
 Each backend is a subpackage that alone imports its client library (an optional extra), so the
 package imports without it: `redis` needs `asgi-mcp[redis]` (coredis).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Final
+from urllib.parse import urlsplit
+
+from .._core.errors import ConfigurationError
+from .._ports.fleet import FleetStores
+
+__all__ = ["fleet_from_url"]
+
+_REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
+
+
+def fleet_from_url(
+    url: str, *, prefix: str = "asgi_mcp", session_ttl: float = 3600.0, secret: bytes | None = None
+) -> FleetStores:
+    """The shared stores of a fleet from a URL (`redis://`, `rediss://`, `unix://`: Redis 7+ / Valkey 8+).
+
+    The backend is imported here, by name, only when asked for: importing `asgi_mcp` never loads an
+    optional client library, and no layer above this one imports it.
+    """
+    scheme = urlsplit(url).scheme
+    if scheme not in _REDIS_SCHEMES:
+        raise ConfigurationError("redis_url must be a redis://, rediss:// or unix:// URL")
+    try:
+        backend = importlib.import_module(".redis.fleet", __name__)
+    except ModuleNotFoundError as missing:
+        raise ConfigurationError("redis_url needs the `redis` extra: pip install 'asgi-mcp[redis]'") from missing
+    fleet: FleetStores = backend.redis_fleet(url, prefix=prefix, session_ttl=session_ttl, secret=secret)
+    return fleet

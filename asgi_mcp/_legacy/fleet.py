@@ -1,0 +1,238 @@
+"""Legacy sessions shared by the workers of a fleet: the directory record, adoption, and the bus.
+
+A session is recorded in the directory (`_ports.session_directory`) before its `initialize` answer
+leaves. A worker that gets a request for a session it does not hold looks the record up and adopts
+the session (`LegacyEndpoint`) when the caller's owner key matches exactly; several workers may then
+hold a copy of one session, each with its own SDK connection rebuilt from the record.
+
+What one copy does that another must see travels on the bus (`_ports.message_bus`), one channel per
+tenant, addressed to the session inside it: the session's end (DELETE on any worker ends every
+copy), a standalone message emitted where no GET listens, and a client's answer to a server-to-client
+request that reached another worker than the one waiting for it. Every message carries its tenant
+(the bus drops any other) and the session owner's digest, checked again on delivery: a worker never
+hands one tenant's or principal's message to another's session.
+
+Nothing here runs on a request for a session its worker holds: a worker's own sessions cost no
+round trip. A heartbeat moves the records of busy sessions forward off the request path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, cast
+
+import anyio
+import anyio.abc
+
+from .._core.errors import StoreUnavailable, SubscriptionCut
+from .._core.session_table import SessionEntry, SessionTable
+from .._ports.fleet import FleetStores
+from .._ports.message_bus import BusMessage
+from .._ports.session_directory import SessionRecord
+from .session import LegacySession
+
+__all__: list[str] = []
+
+logger = logging.getLogger("asgi_mcp.fleet")
+
+CHANNEL: Final = "sessions"
+# Ends that are this copy's own: the session lives on in the directory (and on other workers).
+_LOCAL_ENDS: Final = frozenset({"idle_timeout", "shutdown", "ended_elsewhere", "deleted"})
+RESUBSCRIBE_BACKOFF: Final = (0.1, 0.5, 1.0, 2.0)
+
+
+class SessionFleet:
+    """This worker's part in a fleet: records, lookups, and the per-tenant bus channels it listens to."""
+
+    def __init__(
+        self,
+        stores: FleetStores,
+        *,
+        table: SessionTable[LegacySession],
+        end_session: Callable[[str, str], bool],
+        touch_interval: float,
+    ) -> None:
+        self.directory = stores.directory
+        self.bus = stores.bus
+        self._secret = stores.secret
+        self._table = table
+        self._end_session = end_session
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._scope = anyio.CancelScope()
+        self._touch_interval = touch_interval
+        self.worker_id = secrets.token_hex(4)
+        self._listening: dict[str | None, anyio.Event] = {}
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The fleet's own tasks (channels, heartbeat, ends announced), until `stop`."""
+        with self._scope:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._heartbeat)
+                task_status.started()
+                await anyio.sleep_forever()
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+    def _start(self, function: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(function, *args)
+
+    # -- records ------------------------------------------------------------------------------------
+
+    def owner_digest(self, owner: str) -> str:
+        """What the directory and the bus carry instead of the owner key."""
+        if self._secret is not None:
+            return hmac.new(self._secret, owner.encode(), hashlib.sha256).hexdigest()
+        return hashlib.sha256(b"asgi_mcp/owner\x00" + owner.encode()).hexdigest()
+
+    def owns(self, record: SessionRecord, owner: str, tenant_id: str | None) -> bool:
+        return record.tenant_id == tenant_id and hmac.compare_digest(record.owner, self.owner_digest(owner))
+
+    async def record(self, entry: SessionEntry[LegacySession], params: dict[str, Any] | None) -> None:
+        """Before the `initialize` answer leaves: the record any worker adopts the session from."""
+        await self.listen(entry.tenant_id)
+        session = entry.value
+        params = params or {}
+        capabilities = params.get("capabilities")
+        now = time.time()
+        await self.directory.record(
+            SessionRecord(
+                session_id=entry.session_id,
+                owner=self.owner_digest(entry.owner),
+                tenant_id=entry.tenant_id,
+                protocol_version=session.protocol_version,
+                client_capabilities=cast("dict[str, Any]", capabilities) if isinstance(capabilities, dict) else {},
+                initialize_params=params,
+                created_at=now,
+                last_seen=now,
+                stream_tag=session.outbound.tag,
+            )
+        )
+
+    def join(self, entry: SessionEntry[LegacySession]) -> None:
+        """A session this worker now holds (opened or adopted): its copies reach each other."""
+        session = entry.value
+        session.dispatcher.id_prefix = f"w{self.worker_id}-"
+        tenant_id, owner = entry.tenant_id, self.owner_digest(entry.owner)
+
+        async def elsewhere(event_id: str | None, data: str) -> None:
+            await self._publish(tenant_id, {"k": "frame", "s": entry.session_id, "o": owner, "e": event_id, "d": data})
+
+        session.outbound.elsewhere = elsewhere
+
+    def ended(self, entry: SessionEntry[Any], reason: str) -> None:
+        """A copy ended here (`LegacyEndpoint.end_session`): a session that ended for the client ends
+        everywhere. Idle expiry and shutdown end this copy only (the record expires on its own)."""
+        if reason not in _LOCAL_ENDS:
+            self._start(self._end_quietly, entry.session_id, entry.owner, entry.tenant_id)
+
+    async def end_everywhere(self, session_id: str, owner: str, tenant_id: str | None) -> None:
+        """Forget the record (no worker adopts it again), then tell the workers holding a copy."""
+        await self.directory.forget(session_id)
+        await self._publish(tenant_id, {"k": "end", "s": session_id, "o": self.owner_digest(owner)})
+
+    async def forward_answer(self, entry: SessionEntry[LegacySession], raw: dict[str, Any]) -> None:
+        """A client's answer no request here waits for: to the worker whose request it answers."""
+        answer = {"id": raw.get("id"), "result": raw.get("result"), "error": raw.get("error")}
+        message = {"k": "answer", "s": entry.session_id, "o": self.owner_digest(entry.owner), "a": answer}
+        await self._publish(entry.tenant_id, message)
+
+    async def _end_quietly(self, session_id: str, owner: str, tenant_id: str | None) -> None:
+        with contextlib.suppress(StoreUnavailable):  # logged by the store; the record expires by its TTL
+            await self.end_everywhere(session_id, owner, tenant_id)
+
+    async def _publish(self, tenant_id: str | None, message: dict[str, Any]) -> None:
+        await self.bus.publish(tenant_id, CHANNEL, json.dumps(message, separators=(",", ":")))
+
+    # -- the bus ------------------------------------------------------------------------------------
+
+    async def listen(self, tenant_id: str | None) -> None:
+        """Listen to the tenant's channel from now on (the first time: once the subscription holds)."""
+        ready = self._listening.get(tenant_id)
+        if ready is None:
+            ready = self._listening[tenant_id] = anyio.Event()
+            self._start(self._follow, tenant_id, ready)
+        with anyio.move_on_after(self._subscribe_timeout()):
+            await ready.wait()
+        if not ready.is_set():
+            raise StoreUnavailable("message bus")
+
+    def _subscribe_timeout(self) -> float:
+        connection = getattr(self.bus, "connection", None)
+        timeout = getattr(connection, "timeout", None)
+        return float(timeout) + 0.5 if isinstance(timeout, (int, float)) else 5.0
+
+    async def _follow(self, tenant_id: str | None, ready: anyio.Event) -> None:
+        """The tenant's channel, for as long as this worker runs; resubscribed after a cut or an outage."""
+        failures = 0
+        while True:
+            try:
+                async with self.bus.subscribe(tenant_id, CHANNEL) as feed:
+                    ready.set()
+                    failures = 0
+                    async for message in feed:
+                        await self._route(tenant_id, message)
+                return  # the bus closed: shutdown
+            except (SubscriptionCut, StoreUnavailable, OSError, TimeoutError) as error:
+                logger.warning("fleet channel lost (%s); subscribing again", type(error).__name__)
+            await anyio.sleep(RESUBSCRIBE_BACKOFF[min(failures, len(RESUBSCRIBE_BACKOFF) - 1)])
+            failures += 1
+
+    async def _route(self, tenant_id: str | None, message: BusMessage) -> None:
+        try:
+            fields: dict[str, Any] = json.loads(message.payload)
+            session_id, owner, kind = fields["s"], fields["o"], fields["k"]
+        except (ValueError, KeyError, TypeError):
+            logger.warning("dropped a malformed fleet message")
+            return
+        entry = self._table.get(session_id) if isinstance(session_id, str) else None
+        if entry is None:
+            return  # not held here
+        if entry.tenant_id != tenant_id or not hmac.compare_digest(str(owner), self.owner_digest(entry.owner)):
+            logger.warning("dropped a fleet message addressed to another tenant or principal")
+            return
+        if kind == "end":
+            self._end_session(session_id, "ended_elsewhere")
+        elif kind == "answer":
+            _resolve(entry.value, fields.get("a"))
+        elif kind == "frame" and isinstance(fields.get("d"), str):
+            await entry.value.outbound.deliver_standalone(fields.get("e"), fields["d"])
+
+    # -- the heartbeat --------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Move the records of the sessions used here since the last beat forward, so they outlive
+        their idle time on the worker that serves them; off every request's path."""
+        since = anyio.current_time()
+        while True:
+            await anyio.sleep(self._touch_interval)
+            now, wall = anyio.current_time(), time.time()
+            busy = [e.session_id for e in self._table if e.idle_since is None or e.idle_since >= since]
+            since = now
+            with contextlib.suppress(StoreUnavailable):  # logged by the store; the next beat tries again
+                for session_id in busy:
+                    await self.directory.touch(session_id, wall)
+
+
+def _resolve(session: LegacySession, answer: object) -> None:
+    """A client's answer forwarded by another worker, to the server-to-client request waiting here."""
+    if not isinstance(answer, dict):
+        return
+    fields = cast("dict[str, Any]", answer)
+    request_id, result, error = fields.get("id"), fields.get("result"), fields.get("error")
+    if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+        return
+    session.dispatcher.resolve(
+        request_id,
+        cast("dict[str, Any]", result) if isinstance(result, dict) else None,
+        cast("dict[str, Any]", error) if isinstance(error, dict) else None,
+    )

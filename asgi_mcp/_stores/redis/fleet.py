@@ -1,0 +1,23 @@
+"""The Redis fleet: one URL, the three shared stores (`FleetStores`)."""
+
+from __future__ import annotations
+
+from ..._ports.fleet import FleetStores
+from .event_store import RedisEventStore
+from .message_bus import RedisMessageBus
+from .session_directory import RedisSessionDirectory
+
+__all__ = ["redis_fleet"]
+
+
+def redis_fleet(url: str, *, prefix: str, session_ttl: float, secret: bytes | None) -> FleetStores:
+    """Session directory, message bus and event store on the Redis at `url`, keyed under `prefix`.
+
+    `session_ttl` is how long a session record (and a stream's events) outlive their last activity.
+    """
+    return FleetStores(
+        directory=RedisSessionDirectory(url, prefix=prefix, ttl=session_ttl),
+        bus=RedisMessageBus(url, prefix=prefix),
+        event_store=RedisEventStore(url, prefix=prefix, ttl=2 * session_ttl),
+        secret=secret,
+    )
