@@ -30,6 +30,10 @@ __all__ = ["main"]
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 SERVER_CHOICES = ("builtin", "hypercorn")
 SERVER_HELP = "the HTTP server: the built-in HTTP/1.1 one (default) or hypercorn (HTTP/2, ...)"
+REDIS_HELP = (
+    "share sessions, streams and events with every worker using this Redis/Valkey URL (redis://, rediss://); "
+    "ASGI_MCP_FLEET_SECRET, if set, keys the session owners' digests"
+)
 
 
 class CliError(Exception):
@@ -56,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         "--json-response", action="store_true", default=None, help="answer with JSON bodies instead of SSE streams"
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    serve.add_argument("--redis", metavar="URL", default=None, help=REDIS_HELP)
 
     demo = commands.add_parser(
         "demo",
@@ -67,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--trio", action="store_true", help="run on Trio instead of asyncio")
     demo.add_argument("--server", choices=SERVER_CHOICES, default="builtin", help=SERVER_HELP)
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    demo.add_argument("--redis", metavar="URL", default=None, help=REDIS_HELP)
     return parser
 
 
@@ -133,15 +139,21 @@ async def _resolve_app(target: Any, args: argparse.Namespace) -> McpApp:
         if inspect.isawaitable(obj):
             obj = await obj
     if isinstance(obj, McpApp):
-        if args.path is not None or args.json_response is not None:
-            raise CliError("--path and --json-response apply to a Server or MCPServer; set them on the McpApp")
+        if args.path is not None or args.json_response is not None or args.redis is not None:
+            raise CliError("--path, --json-response and --redis apply to a Server or MCPServer; set them on the McpApp")
         return obj
     if not _is_server(obj):
         raise CliError(
             f"{args.target} is a {type(obj).__name__}: expected an McpApp, an mcp Server or MCPServer, "
             "or a zero-argument factory returning one"
         )
-    return McpApp(obj, path=args.path or "/mcp", json_response=bool(args.json_response))
+    return McpApp(obj, path=args.path or "/mcp", json_response=bool(args.json_response), **_fleet_options(args))
+
+
+def _fleet_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.redis is None:
+        return {}
+    return {"redis_url": args.redis, "fleet_secret": os.environ.get("ASGI_MCP_FLEET_SECRET")}
 
 
 async def _serve(target: Any, args: argparse.Namespace) -> None:
@@ -159,7 +171,7 @@ async def _serve(target: Any, args: argparse.Namespace) -> None:
 async def _demo(args: argparse.Namespace) -> None:
     from .demo import banner, build_demo_server
 
-    server = build_demo_server(host=args.host, port=args.port, server_kind=args.server)
+    server = build_demo_server(host=args.host, port=args.port, server_kind=args.server, **_fleet_options(args))
     server.on("session_created", lambda e: _say(f"[{e.tenant_id}] session opened on {e.server_name}"))
     server.on("session_ended", lambda e: _say(f"[{e.tenant_id}] session ended ({e.reason})"))
     server.on(

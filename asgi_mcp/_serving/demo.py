@@ -74,8 +74,11 @@ def _factory(plan: Plan, server: PerBearerServer) -> Callable[[], MCPServer]:
     return build
 
 
-def build_demo_server(*, host: str, port: int, server_kind: ServerKind = "builtin") -> PerBearerServer:
-    server = create_per_bearer_server(host=host, port=port, server=server_kind)
+def build_demo_server(
+    *, host: str, port: int, server_kind: ServerKind = "builtin", **app_options: Any
+) -> PerBearerServer:
+    """The demo's three tenants; `app_options` go to the app (`redis_url`: a worker of a demo fleet)."""
+    server = create_per_bearer_server(host=host, port=port, server=server_kind, **app_options)
     for plan in PLANS:
         server.add_token(plan.token, _factory(plan, server), label=plan.label)
     return server
