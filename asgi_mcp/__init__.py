@@ -49,8 +49,8 @@ from ._ports.tenant_store import TenantRecord as TenantRecord
 from ._ports.tenant_store import TenantSnapshot as TenantSnapshot
 from ._ports.tenant_store import TenantStore as TenantStore
 from ._serving.one_call import PerBearerServer as PerBearerServer
-from ._serving.one_call import ServerInfo as ServerInfo
 from ._serving.one_call import create_per_bearer_server as create_per_bearer_server
+from ._serving.runs import ServerInfo as ServerInfo
 from ._tenancy.tenants import ServerFactory as ServerFactory
 from ._tenancy.tenants import SessionPolicy as SessionPolicy
 from ._tenancy.tenants import TenantRegistry as TenantRegistry
