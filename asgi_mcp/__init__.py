@@ -20,7 +20,6 @@ from ._core.errors import StoreUnavailable as StoreUnavailable
 from ._core.errors import SubscriptionCut as SubscriptionCut
 from ._core.errors import TenantConflict as TenantConflict
 from ._core.http import Headers as Headers
-from ._core.origin import OriginPolicy as OriginPolicy
 from ._ops.lifecycle import Event as Event
 from ._ops.lifecycle import EventName as EventName
 from ._ops.lifecycle import ServerRegistered as ServerRegistered
@@ -75,7 +74,6 @@ __all__ = [
     "JWTVerifier",
     "McpApp",
     "MessageBus",
-    "OriginPolicy",
     "PerBearerServer",
     "ProtocolError",
     "SecurityRefusal",
