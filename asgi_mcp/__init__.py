@@ -20,7 +20,6 @@ from ._core.errors import StoreUnavailable as StoreUnavailable
 from ._core.errors import SubscriptionCut as SubscriptionCut
 from ._core.errors import TenantConflict as TenantConflict
 from ._core.http import Headers as Headers
-from ._core.origin import OriginPolicy as OriginPolicy
 from ._ops.lifecycle import Event as Event
 from ._ops.lifecycle import EventName as EventName
 from ._ops.lifecycle import ServerRegistered as ServerRegistered
@@ -49,8 +48,8 @@ from ._ports.tenant_store import TenantRecord as TenantRecord
 from ._ports.tenant_store import TenantSnapshot as TenantSnapshot
 from ._ports.tenant_store import TenantStore as TenantStore
 from ._serving.one_call import PerBearerServer as PerBearerServer
-from ._serving.one_call import ServerInfo as ServerInfo
 from ._serving.one_call import create_per_bearer_server as create_per_bearer_server
+from ._serving.runs import ServerInfo as ServerInfo
 from ._tenancy.tenants import ServerFactory as ServerFactory
 from ._tenancy.tenants import SessionPolicy as SessionPolicy
 from ._tenancy.tenants import TenantRegistry as TenantRegistry
@@ -75,7 +74,6 @@ __all__ = [
     "JWTVerifier",
     "McpApp",
     "MessageBus",
-    "OriginPolicy",
     "PerBearerServer",
     "ProtocolError",
     "SecurityRefusal",

@@ -82,10 +82,12 @@ class McpApp:
             stream counts as in flight); None disables expiry.
         max_sessions: live legacy sessions at most; beyond it `initialize` gets 503.
         max_body_size: bytes a request body may have (counted as received, chunked or not); 413 beyond.
-        allowed_hosts: `Host` values answered (DNS-rebinding allow-list, see `OriginPolicy`); None
-            keeps the safe default (loopback binds answer only loopback names).
-        allowed_origins: `Origin` values answered (see `OriginPolicy`); None keeps the safe default
-            (loopback binds accept only loopback origins, other binds only same-origin requests).
+        allowed_hosts: `Host` values answered, the DNS-rebinding allow-list (`"example.com"`,
+            `"example.com:*"` for any port, `"*"`); others get 421. None keeps the safe default
+            (loopback binds answer only loopback names, other binds any name).
+        allowed_origins: `Origin` values answered (`"https://app.example.com"`,
+            `"http://localhost:*"`, `"*"`); others get 403. None keeps the safe default (loopback
+            binds accept only loopback origins, other binds only same-origin requests).
         keepalive_interval: seconds of silence after which an SSE stream gets a comment line. A
             legacy SSE answer whose client accepts nothing for that long is abandoned (the handler
             runs on; its messages stay in the event store for a reconnection).

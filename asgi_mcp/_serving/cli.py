@@ -23,7 +23,7 @@ from .._app.app import McpApp
 from .._core.errors import ConfigurationError
 from .._kernel.hosting import as_lowlevel_server
 from .hypercorn import url_host
-from .one_call import require_server
+from .runs import require_server
 
 __all__ = ["main"]
 

@@ -13,7 +13,8 @@ from typing import Any, Final
 
 from mcp.server import MCPServer
 
-from .one_call import PerBearerServer, ServerInfo, ServerKind, create_per_bearer_server
+from .one_call import PerBearerServer, create_per_bearer_server
+from .runs import ServerInfo, ServerKind
 
 __all__: list[str] = []
 
