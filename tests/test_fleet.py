@@ -9,7 +9,7 @@ built-in server on Trio. Requests are plain HTTP (httpx), so each assertion name
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -294,3 +294,49 @@ async def test_a_worker_holding_the_session_makes_no_redis_round_trip(
                 assert response.status_code == 200
                 assert "tools" in response.json()["result"]
             assert await commands() - before == overhead
+
+
+async def as_a_client_retries(attempt: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+    """Sends again after each 503, waiting what its Retry-After says (as clients do); ten tries at most."""
+    for _ in range(10):
+        response = await attempt()
+        if response.status_code != 503:
+            return response
+        await anyio.sleep(float(response.headers["retry-after"]))
+    return response
+
+
+async def test_redis_stopped_and_restarted_mid_run(
+    redis_server: RedisServer, redis_prefix: str, backend_name: str
+) -> None:
+    """Held sessions keep working without Redis; what needs it gets 503 with Retry-After within 2 s;
+    once redis-server is back the fleet adopts, records and delivers across workers again."""
+    with anyio.fail_after(60):
+        workers = two_workers(redis_server.url, redis_prefix, backend_name, json_response=True)
+        async with workers as (first, second), httpx.AsyncClient(timeout=10) as client:
+            held = await open_session(client, first)
+            redis_server.stop()
+            answer = answer_of(await call(client, first, held, call_tool(1, "echo", {"text": "held"})))
+            assert answer["result"]["content"][0]["text"] == "alpha:held"
+            for attempt in (
+                client.post(second, json=call_tool(2, "echo", {"text": "x"}), headers=headers(TOKEN_A, held)),
+                client.post(second, json=initialize(0, LEGACY), headers=headers(TOKEN_A)),
+            ):
+                started = anyio.current_time()
+                refused = await attempt
+                assert refused.status_code == 503
+                assert refused.headers["retry-after"] == "1"
+                assert anyio.current_time() - started < 2.0
+            redis_server.start()
+            # A restart without persistence lost the record: adopting that session elsewhere is 404
+            # (after 503s while the worker reconnects, which a client retries after Retry-After).
+            lost = await as_a_client_retries(lambda: call(client, second, held, call_tool(3, "echo", {"text": "x"})))
+            assert lost.status_code == 404
+            fresh = await open_session(client, first)
+            again = call_tool(4, "echo", {"text": "again"})
+            answer = answer_of(await as_a_client_retries(lambda: call(client, second, fresh, again)))
+            assert answer["result"]["content"][0]["text"] == "alpha:again"
+            deleted = await client.delete(second, headers=headers(TOKEN_A, fresh))
+            assert deleted.status_code == 200
+            gone = await call(client, first, fresh, call_tool(5, "echo", {"text": "x"}))
+            assert gone.status_code == 404

@@ -30,6 +30,7 @@ from .._core.states import SessionState
 from .._io.loop import Loop
 from .._io.response import KeepAlive, ResponseWriter
 from .._kernel.context import RequestObserver
+from .._kernel.hosting import ServerHost
 from .._ports.replay import EventLog, ReplayedEvent
 from .fleet import SessionFleet
 from .responses import CONNECTION_CLOSED, SESSION_HEADER, answer_json, send_json_text, send_sse_once, send_stream
@@ -42,6 +43,8 @@ __all__ = ["LegacyEndpoint", "LegacySession", "Principal"]
 _REFUSE_GONE = LiveAction.REFUSE_GONE
 
 SessionHook = Callable[[SessionEntry[LegacySession], str], None]
+Entry = SessionEntry[LegacySession]
+RequestId = str | int | None
 
 
 class LegacyEndpoint:
@@ -257,33 +260,23 @@ class LegacyEndpoint:
             raise session_not_found(request_id)
         return entry
 
-    async def _adopt(
-        self, request: HttpRequest, principal: Principal, request_id: str | int | None
-    ) -> SessionEntry[LegacySession]:
+    async def _adopt(self, request: HttpRequest, principal: Principal, request_id: RequestId) -> Entry:
         """A session another worker opened: rebuilt here from its record if the caller owns it exactly,
         else 404 (never 403: a session id proves nothing)."""
         fleet = self.fleet
         session_id = request.headers.get("mcp-session-id") or ""
         if fleet is None or self.table.get(session_id) is not None:
             raise session_not_found(request_id)  # held here, by another principal (or ending)
-        record = await fleet.directory.lookup(session_id)
-        if record is None or not fleet.owns(record, principal.owner, principal.tenant_id):
-            raise session_not_found(request_id)
-        await fleet.listen(principal.tenant_id)
+        with fleet.bounded("session directory"):
+            record = await fleet.directory.lookup(session_id)
+            if record is None or not fleet.owns(record, principal.owner, principal.tenant_id):
+                raise session_not_found(request_id)
+            await fleet.listen(principal.tenant_id)
         host = await principal.host()
-        held = self.table.lookup(session_id, principal.owner)
-        if held is not None or self.table.get(session_id) is not None:
-            return held or _not_found(request_id)  # adopted meanwhile, by a concurrent request
-        session = LegacySession(
-            session_id,
-            host,
-            self._tg,
-            self._loop,
-            events=self._events,
-            retry_ms=self._retry_ms,
-            observer=None,
-            tag=record.stream_tag or None,
-        )
+        held = self.table.get(session_id)  # adopted meanwhile, by a concurrent request of this owner
+        if held is not None:
+            return self._session_for(request, principal, request_id) or _not_found(request_id)
+        session = self._new_session(session_id, host, record.stream_tag or None)  # its events stay its own
         try:
             session.restore(record.protocol_version, record.initialize_params)
         except ValidationError:
@@ -296,14 +289,15 @@ class LegacyEndpoint:
         self.finish_exchange(entry)  # opening counted as an exchange
         return entry
 
-    def _admit(self, session: LegacySession, principal: Principal) -> SessionEntry[LegacySession]:
-        entry = self.table.open(
-            session.session_id,
-            owner=principal.owner,
-            tenant_id=principal.tenant_id,
-            value=session,
-            now=self._loop.clock(),
+    def _new_session(self, session_id: str, host: ServerHost, tag: str | None) -> LegacySession:
+        events, retry_ms = self._events, self._retry_ms
+        return LegacySession(
+            session_id, host, self._tg, self._loop, events=events, retry_ms=retry_ms, observer=None, tag=tag
         )
+
+    def _admit(self, session: LegacySession, principal: Principal) -> SessionEntry[LegacySession]:
+        owner, tenant_id, now = principal.owner, principal.tenant_id, self._loop.clock()
+        entry = self.table.open(session.session_id, owner=owner, tenant_id=tenant_id, value=session, now=now)
         session.host.sessions += 1
         if self._observer_for is not None:
             session.dispatcher.observer = self._observer_for(entry)
@@ -362,9 +356,7 @@ class LegacyEndpoint:
         assert message.id is not None
         host = await principal.host()
         session_id = secrets.token_urlsafe(24)
-        session = LegacySession(
-            session_id, host, self._tg, self._loop, events=self._events, retry_ms=self._retry_ms, observer=None
-        )
+        session = self._new_session(session_id, host, None)
         entry = self._admit(session, principal)
         try:
             stream = session.outbound.new_stream(json_only=True)
@@ -402,5 +394,5 @@ class LegacyEndpoint:
             self.finish_exchange(entry)
 
 
-def _not_found(request_id: str | int | None) -> SessionEntry[LegacySession]:
+def _not_found(request_id: RequestId) -> Entry:
     raise session_not_found(request_id)

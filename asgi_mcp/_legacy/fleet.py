@@ -25,7 +25,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Final, cast
 
 import anyio
@@ -45,7 +45,9 @@ logger = logging.getLogger("asgi_mcp.fleet")
 CHANNEL: Final = "sessions"
 # Ends that are this copy's own: the session lives on in the directory (and on other workers).
 _LOCAL_ENDS: Final = frozenset({"idle_timeout", "shutdown", "ended_elsewhere", "deleted"})
-RESUBSCRIBE_BACKOFF: Final = (0.1, 0.5, 1.0, 2.0)
+RESUBSCRIBE_BACKOFF: Final = (0.1, 0.25, 0.5, 1.0)
+# The bound on a request's waits in the fleet's stores when the bus does not say its own.
+DEFAULT_TIMEOUT: Final = 1.5
 
 
 class SessionFleet:
@@ -69,6 +71,8 @@ class SessionFleet:
         self._touch_interval = touch_interval
         self.worker_id = secrets.token_hex(4)
         self._listening: dict[str | None, anyio.Event] = {}
+        timeout = getattr(getattr(stores.bus, "connection", None), "timeout", None)
+        self.timeout = float(timeout) if isinstance(timeout, (int, float)) else DEFAULT_TIMEOUT
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The fleet's own tasks (channels, heartbeat, ends announced), until `stop`."""
@@ -99,24 +103,24 @@ class SessionFleet:
 
     async def record(self, entry: SessionEntry[LegacySession], params: dict[str, Any] | None) -> None:
         """Before the `initialize` answer leaves: the record any worker adopts the session from."""
-        await self.listen(entry.tenant_id)
         session = entry.value
         params = params or {}
         capabilities = params.get("capabilities")
         now = time.time()
-        await self.directory.record(
-            SessionRecord(
-                session_id=entry.session_id,
-                owner=self.owner_digest(entry.owner),
-                tenant_id=entry.tenant_id,
-                protocol_version=session.protocol_version,
-                client_capabilities=cast("dict[str, Any]", capabilities) if isinstance(capabilities, dict) else {},
-                initialize_params=params,
-                created_at=now,
-                last_seen=now,
-                stream_tag=session.outbound.tag,
-            )
+        record = SessionRecord(
+            session_id=entry.session_id,
+            owner=self.owner_digest(entry.owner),
+            tenant_id=entry.tenant_id,
+            protocol_version=session.protocol_version,
+            client_capabilities=cast("dict[str, Any]", capabilities) if isinstance(capabilities, dict) else {},
+            initialize_params=params,
+            created_at=now,
+            last_seen=now,
+            stream_tag=session.outbound.tag,
         )
+        with self.bounded("session directory"):
+            await self.listen(entry.tenant_id)
+            await self.directory.record(record)
 
     def join(self, entry: SessionEntry[LegacySession]) -> None:
         """A session this worker now holds (opened or adopted): its copies reach each other."""
@@ -155,21 +159,23 @@ class SessionFleet:
 
     # -- the bus ------------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def bounded(self, what: str) -> Iterator[None]:
+        """What a request waits for in the fleet's stores, all of it, takes at most the stores' timeout:
+        past it, `StoreUnavailable` (503 with Retry-After), never a hang."""
+        with anyio.move_on_after(self.timeout) as scope:
+            yield
+        if scope.cancelled_caught:
+            raise StoreUnavailable(what)
+
     async def listen(self, tenant_id: str | None) -> None:
-        """Listen to the tenant's channel from now on (the first time: once the subscription holds)."""
+        """Listen to the tenant's channel from now on (the first time: once the subscription holds).
+        Callers bound the wait (`bounded`)."""
         ready = self._listening.get(tenant_id)
         if ready is None:
             ready = self._listening[tenant_id] = anyio.Event()
             self._start(self._follow, tenant_id, ready)
-        with anyio.move_on_after(self._subscribe_timeout()):
-            await ready.wait()
-        if not ready.is_set():
-            raise StoreUnavailable("message bus")
-
-    def _subscribe_timeout(self) -> float:
-        connection = getattr(self.bus, "connection", None)
-        timeout = getattr(connection, "timeout", None)
-        return float(timeout) + 0.5 if isinstance(timeout, (int, float)) else 5.0
+        await ready.wait()
 
     async def _follow(self, tenant_id: str | None, ready: anyio.Event) -> None:
         """The tenant's channel, for as long as this worker runs; resubscribed after a cut or an outage."""
