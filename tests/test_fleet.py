@@ -306,6 +306,17 @@ async def as_a_client_retries(attempt: Callable[[], Awaitable[httpx.Response]]) 
     return response
 
 
+async def both_listen_again(url: str, prefix: str) -> None:
+    channel = f"{prefix}:bus:" + json.dumps(["alpha", "sessions"], separators=(",", ":"))
+    async with coredis.Redis.from_url(url, decode_responses=True) as redis:
+        # Observable only in Redis: polled, at most 10 s.
+        for _ in range(200):
+            if (await redis.pubsub_numsub(channel)).get(channel, 0) >= 2:
+                return
+            await anyio.sleep(0.05)
+    raise AssertionError("the workers did not subscribe again")
+
+
 async def test_redis_stopped_and_restarted_mid_run(
     redis_server: RedisServer, redis_prefix: str, backend_name: str
 ) -> None:
@@ -336,6 +347,8 @@ async def test_redis_stopped_and_restarted_mid_run(
             again = call_tool(4, "echo", {"text": "again"})
             answer = answer_of(await as_a_client_retries(lambda: call(client, second, fresh, again)))
             assert answer["result"]["content"][0]["text"] == "alpha:again"
+            # Both workers listen to the tenant's channel again before the DELETE that must reach both.
+            await both_listen_again(redis_server.url, redis_prefix)
             deleted = await client.delete(second, headers=headers(TOKEN_A, fresh))
             assert deleted.status_code == 200
             gone = await call(client, first, fresh, call_tool(5, "echo", {"text": "x"}))

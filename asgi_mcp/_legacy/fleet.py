@@ -178,11 +178,15 @@ class SessionFleet:
         await ready.wait()
 
     async def _follow(self, tenant_id: str | None, ready: anyio.Event) -> None:
-        """The tenant's channel, for as long as this worker runs; resubscribed after a cut or an outage."""
+        """The tenant's channel, for as long as this worker runs; resubscribed after a cut or an outage,
+        then the sessions held here are checked against the directory (what was published meanwhile
+        is lost: pub/sub is at most once, and a session deleted then must not live on here)."""
         failures = 0
         while True:
             try:
                 async with self.bus.subscribe(tenant_id, CHANNEL) as feed:
+                    if ready.is_set():
+                        self._start(self._resync, tenant_id)
                     ready.set()
                     failures = 0
                     async for message in feed:
@@ -192,6 +196,13 @@ class SessionFleet:
                 logger.warning("fleet channel lost (%s); subscribing again", type(error).__name__)
             await anyio.sleep(RESUBSCRIBE_BACKOFF[min(failures, len(RESUBSCRIBE_BACKOFF) - 1)])
             failures += 1
+
+    async def _resync(self, tenant_id: str | None) -> None:
+        held = [entry.session_id for entry in self._table if entry.tenant_id == tenant_id]
+        with contextlib.suppress(StoreUnavailable):  # logged by the store; the heartbeat checks again
+            for session_id in held:
+                if await self.directory.lookup(session_id) is None:
+                    self._end_session(session_id, "ended_elsewhere")
 
     async def _route(self, tenant_id: str | None, message: BusMessage) -> None:
         try:
@@ -217,7 +228,8 @@ class SessionFleet:
 
     async def _heartbeat(self) -> None:
         """Move the records of the sessions used here since the last beat forward, so they outlive
-        their idle time on the worker that serves them; off every request's path."""
+        their idle time on the worker that serves them; off every request's path. A record gone
+        (deleted while this worker missed the bus, or expired) ends the copy held here."""
         since = anyio.current_time()
         while True:
             await anyio.sleep(self._touch_interval)
@@ -226,7 +238,8 @@ class SessionFleet:
             since = now
             with contextlib.suppress(StoreUnavailable):  # logged by the store; the next beat tries again
                 for session_id in busy:
-                    await self.directory.touch(session_id, wall)
+                    if not await self.directory.touch(session_id, wall):
+                        self._end_session(session_id, "ended_elsewhere")  # deleted (or expired) meanwhile
 
 
 def _resolve(session: LegacySession, answer: object) -> None:
