@@ -25,7 +25,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Final, cast
 
 import anyio
@@ -160,7 +160,7 @@ class SessionFleet:
     # -- the bus ------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def bounded(self, what: str) -> Iterator[None]:
+    def bounded(self, what: str) -> Generator[None]:
         """What a request waits for in the fleet's stores, all of it, takes at most the stores' timeout:
         past it, `StoreUnavailable` (503 with Retry-After), never a hang."""
         with anyio.move_on_after(self.timeout) as scope:
