@@ -184,3 +184,39 @@ def test_repr_never_shows_a_token() -> None:
     assert "event_store=<InMemoryEventStore>" in repr(with_tenants.config)
     assert "resource_server_url='https://<redacted>@mcp.example.com/mcp'" in repr(with_verifier.config)
     assert "authorization_servers=('https://<redacted>@auth.example.com',)" in repr(with_verifier.config)
+
+
+def test_redis_url_shares_sessions_bus_and_events_and_hides_its_credentials() -> None:
+    app = McpApp(MCPServer("x"), redis_url="redis://:pa55word@redis.internal:6379/0", fleet_secret="k" * 32)
+    fleet = app.config.fleet
+    assert fleet is not None
+    assert type(fleet.directory).__name__ == "RedisSessionDirectory"
+    assert type(fleet.bus).__name__ == "RedisMessageBus"
+    assert app.config.event_store is fleet.event_store  # replay shared too, unless an event store is given
+    assert fleet.secret == b"k" * 32
+    shown = repr(app.config)
+    assert "pa55word" not in shown
+    assert "kkkk" not in shown
+    assert "redis.internal" in shown
+    own = InMemoryEventStore()
+    assert McpApp(MCPServer("x"), redis_url="redis://127.0.0.1:1/0", event_store=own).config.event_store is own
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"redis_url": "http://127.0.0.1:6379"}, "redis://"),
+        ({"redis_url": "redis://127.0.0.1:1/0", "fleet_secret": "short"}, "16 bytes"),
+        ({"redis_url": "redis://127.0.0.1:1/0", "fleet": object()}, "not both"),
+    ],
+)
+def test_bad_fleet_options_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        McpApp(MCPServer("x"), **options)
+
+
+def test_without_a_fleet_nothing_is_shared() -> None:
+    config = McpApp(MCPServer("x")).config
+    assert config.fleet is None
+    assert config.redis_url is None
+    assert config.event_store is None

@@ -6,6 +6,7 @@ read the real URL from its output and stop it with SIGINT, as Ctrl-C does.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from typing import Final
 
@@ -17,6 +18,7 @@ from asgi_mcp._serving.demo import PLANS
 from ._cli_process import REPO, command, running_cli
 from ._mcp import initialize
 from ._mcp_http import answer_of, headers, open_session
+from ._redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +127,26 @@ def test_help_lists_both_commands() -> None:
     proc = subprocess.run([*command(), "--help"], capture_output=True, text=True, timeout=60, check=True)
     assert "serve" in proc.stdout
     assert "demo" in proc.stdout
+
+
+@pytest.mark.anyio
+async def test_demo_workers_share_sessions_through_redis(anyio_backend: str, redis_server: RedisServer) -> None:
+    """`asgi-mcp demo --redis URL`, twice: a session opened on one worker is served by the other, and
+    its DELETE on the other ends it on both."""
+    args = ["demo", "--port", "0", "--redis", redis_server.url, *backend_flags(anyio_backend)]
+    async with running_cli(args) as first_run, running_cli(args) as second_run:
+        first, second = await first_run.url(), await second_run.url()
+        async with httpx.AsyncClient() as client:
+            session = await open_session(client, first, "demo-pro-token")
+            elsewhere = dataclasses.replace(session, url=second)
+            assert await elsewhere.call_tool("echo", {"text": "moved"}) == "moved"
+            deleted = await client.delete(second, headers=headers("demo-pro-token", session.session_id))
+            assert deleted.status_code == 200
+            again = await client.post(
+                first,
+                json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"},
+                headers=headers("demo-pro-token", session.session_id),
+            )
+            assert again.status_code == 404
+        assert await first_run.stop() == 0, str(first_run)
+        assert await second_run.stop() == 0, str(second_run)
