@@ -34,6 +34,7 @@ from ._ops.lifecycle import TokenRemoved as TokenRemoved
 from ._ops.lifecycle import TokenUpdated as TokenUpdated
 from ._ops.lifecycle import ToolCalled as ToolCalled
 from ._ops.lifecycle import TransportError as TransportError
+from ._ports.fleet import FleetStores as FleetStores
 from ._ports.message_bus import BusMessage as BusMessage
 from ._ports.message_bus import InMemoryMessageBus as InMemoryMessageBus
 from ._ports.message_bus import MessageBus as MessageBus
@@ -50,6 +51,7 @@ from ._ports.tenant_store import TenantStore as TenantStore
 from ._serving.one_call import PerBearerServer as PerBearerServer
 from ._serving.one_call import create_per_bearer_server as create_per_bearer_server
 from ._serving.runs import ServerInfo as ServerInfo
+from ._stores import fleet_from_url as fleet_from_url
 from ._tenancy.tenants import ServerFactory as ServerFactory
 from ._tenancy.tenants import SessionPolicy as SessionPolicy
 from ._tenancy.tenants import TenantRegistry as TenantRegistry
@@ -58,6 +60,7 @@ from ._tenancy.tenants import Tenants as Tenants
 __all__ = [
     "AppConfig",
     "AsgiMcpError",
+    "FleetStores",
     "AuthenticationError",
     "BusMessage",
     "ConfigurationError",
@@ -106,6 +109,7 @@ __all__ = [
     "ToolCalled",
     "TransportError",
     "create_per_bearer_server",
+    "fleet_from_url",
 ]
 
 __version__ = "0.1.0"
