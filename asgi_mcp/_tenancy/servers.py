@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
@@ -24,10 +25,12 @@ from .._ops.lifecycle import (
     ServerRemoved,
     ServerUpdated,
     TokenAdded,
+    TokenExpired,
     TokenRemoved,
+    TokenRotated,
     TokenUpdated,
 )
-from .tenants import SessionPolicy, Tenant
+from .tenants import CredentialEnd, SessionPolicy, Tenant
 
 __all__: list[str] = []
 
@@ -68,6 +71,10 @@ class TenantServers:
         self._hosts: dict[str, ServerHost] = {}  # tenant id -> host of its current generation
         self._building: dict[str, tuple[int, anyio.Event]] = {}
         self._last_name: dict[str, str] = {}
+        # Set by the app: ends the streams and sessions of a token that stopped working.
+        self.on_credential_ended: Callable[[Tenant, bytes | None, CredentialEnd], None] | None = None
+        self.rotated = 0
+        self.expired = 0
 
     def attach(self, task_group: anyio.abc.TaskGroup, sessions: TenantSessions) -> None:
         self._task_group, self._sessions = task_group, sessions
@@ -152,12 +159,30 @@ class TenantServers:
     def tenant_added(self, tenant: Tenant) -> None:
         self._hub.emit(TokenAdded(tenant_id=tenant.tenant_id))
 
+    def token_rotated(self, tenant: Tenant, grace: float) -> None:
+        self.rotated += 1
+        self._hub.emit(TokenRotated(tenant_id=tenant.tenant_id, grace=grace))
+
+    def credential_ended(self, tenant: Tenant, digest: bytes, reason: CredentialEnd) -> None:
+        if reason != "token_removed":
+            self.expired += 1
+            self._hub.emit(TokenExpired(tenant_id=tenant.tenant_id, reason=reason))
+        if self.on_credential_ended is not None:
+            self.on_credential_ended(tenant, digest, reason)
+
     def tenant_removed(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float) -> None:
         tenant.runtime["removed"] = True
+        ended_by: CredentialEnd = tenant.runtime.get("ended_by", "token_removed")
+        if ended_by != "token_removed":
+            self.expired += 1
+            self._hub.emit(TokenExpired(tenant_id=tenant.tenant_id, reason=ended_by))
         self._hub.emit(TokenRemoved(tenant_id=tenant.tenant_id, policy=policy))
+        if self.on_credential_ended is not None:
+            self.on_credential_ended(tenant, None, ended_by)
         host = self._hosts.pop(tenant.tenant_id, None)
         active = self._sessions.count_for(tenant.tenant_id) if self._sessions is not None else 0
-        self._sessions_follow(tenant, policy, drain_timeout, end_when_idle=True, reason="token_removed")
+        reason = "token_removed" if ended_by == "token_removed" else "token_expired"
+        self._sessions_follow(tenant, policy, drain_timeout, end_when_idle=True, reason=reason)
         if host is not None:
             self._hub.emit(
                 ServerRemoved(

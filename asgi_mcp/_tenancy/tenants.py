@@ -9,8 +9,9 @@ replace; the app subscribes to its changes to end or drain sessions and stop ser
 from __future__ import annotations
 
 import hashlib
-import hmac
+import math
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol, TypeAlias
@@ -42,13 +43,19 @@ class Tenant:
     factory: ServerFactory
     labelled: bool
     generation: int = 0
+    # The rate-limit plan it was registered with (see `RateLimits.plans`).
+    plan: str | None = None
     # Set by the app: the state of the server built from the current factory.
     runtime: dict[str, Any] = field(default_factory=lambda: dict[str, Any]())
 
     @property
     def owner(self) -> str:
-        """Sessions bind to this; it names the credential without revealing it."""
+        """Sessions bind to this; it names the tenant's first credential without revealing it, and
+        stays the same when the token is rotated."""
         return "t:" + self.digest.hex()
+
+
+CredentialEnd = Literal["token_removed", "rotated", "expired"]
 
 
 class RegistryObserver(Protocol):
@@ -57,6 +64,12 @@ class RegistryObserver(Protocol):
     def tenant_removed(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float) -> None: ...
 
     def tenant_updated(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float) -> None: ...
+
+    def token_rotated(self, tenant: Tenant, grace: float) -> None: ...
+
+    def credential_ended(self, tenant: Tenant, digest: bytes, reason: CredentialEnd) -> None:
+        """One token of a tenant that keeps others stopped working (`remove`d, rotated out, expired)."""
+        ...
 
 
 class TenantRegistry(Protocol):
@@ -76,15 +89,21 @@ class Tenants:
 
     Args:
         tokens: initial tokens and their factories.
+        clock: wall-clock seconds (`time.time`), against which `not_after` and rotation grace count.
 
     Each method is synchronous and safe to call from any task while the app serves requests: the
     app reacts to changes (ending or draining sessions, retiring servers) before the call returns.
+    A tenant may hold several tokens at once (during a rotation's grace period); each may expire.
     """
 
-    def __init__(self, tokens: Mapping[str, ServerFactory] | None = None) -> None:
+    def __init__(
+        self, tokens: Mapping[str, ServerFactory] | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self._by_digest: dict[bytes, Tenant] = {}
+        self._not_after: dict[bytes, tuple[float, CredentialEnd]] = {}
         self._ids: dict[str, Tenant] = {}
         self._observers: list[RegistryObserver] = []
+        self.clock = clock
         for token, factory in (tokens or {}).items():
             self.add(token, factory)
 
@@ -92,23 +111,45 @@ class Tenants:
         self._observers.append(observer)
 
     def lookup(self, token: str) -> Tenant | None:
-        """The tenant of `token`, or None. Only digests are kept; they are compared in constant time."""
+        """The tenant of `token`, or None (unknown or expired). Only digests are kept; they are
+        compared in constant time."""
+        found = self.credential(token)
+        return found[0] if found is not None else None
+
+    def credential(self, token: str) -> tuple[Tenant, bytes, float | None] | None:
+        """The tenant of `token`, its digest, and the wall-clock time it stops working (None: never)."""
         digest = token_digest(token)
         tenant = self._by_digest.get(digest)
-        if tenant is None or not hmac.compare_digest(tenant.digest, digest):
+        if tenant is None:
             return None
-        return tenant
+        # Found by its SHA-256 digest, so a lookup's timing reveals at most a digest prefix.
+        expiry = self._not_after.get(digest)
+        if expiry is None:
+            return tenant, digest, None
+        if self.clock() >= expiry[0]:
+            self._end_credential(digest, expiry[1])
+            return None
+        return tenant, digest, expiry[0]
 
-    def add(self, token: str, factory: ServerFactory, *, label: str | None = None) -> str:
+    def add(
+        self,
+        token: str,
+        factory: ServerFactory,
+        *,
+        label: str | None = None,
+        plan: str | None = None,
+        not_after: float | None = None,
+    ) -> str:
         """Register a token; returns its tenant id. Raises `ValueError` if the token is registered
-        (use `update`), the label is taken or malformed, or the token is empty or has whitespace."""
-        if not token or any(ch.isspace() for ch in token):
-            raise ValueError("a bearer token must be non-empty and contain no whitespace")
+        (use `update`), the label is taken or malformed, or the token is empty or has whitespace.
+
+        `plan` names the tenant's rate limits (`RateLimits.plans`); `not_after` is the wall-clock
+        time (`time.time()` seconds) at which the token stops working: its requests get 401 and
+        its live streams end."""
+        digest = self._new_digest(token)
         if not callable(factory):
             raise TypeError("factory must be a callable returning a Server or MCPServer")
-        digest = token_digest(token)
-        if digest in self._by_digest:
-            raise ValueError("token is already registered; use update() to replace its factory")
+        _check_time(not_after)
         if label is not None:
             if not _LABEL.match(label):
                 raise ValueError("label must be 1-64 characters of letters, digits and ._:@-")
@@ -117,26 +158,98 @@ class Tenants:
             tenant_id = "tok-" + digest.hex()[:12]
         if tenant_id in self._ids:
             raise ValueError(f"tenant id {tenant_id!r} is already in use")
-        tenant = Tenant(tenant_id, digest, factory, labelled=label is not None)
+        tenant = Tenant(tenant_id, digest, factory, labelled=label is not None, plan=plan)
         self._by_digest[digest] = tenant
+        if not_after is not None:
+            self._not_after[digest] = (not_after, "expired")
         self._ids[tenant_id] = tenant
         for observer in self._observers:
             observer.tenant_added(tenant)
         return tenant_id
+
+    def rotate_token(self, old: str, new: str, *, grace: float = 300.0, not_after: float | None = None) -> str:
+        """Give `old`'s tenant the token `new`: same tenant, sessions and rate limits. Both work for
+        `grace` seconds; then `old` gets 401 and the streams and sessions it opened end (0: at once).
+        `not_after` is the new token's own expiry. Returns the tenant id; `KeyError` if `old` is
+        not registered, `ValueError` if `new` is."""
+        found = self.credential(old)
+        if found is None:
+            raise KeyError("token is not registered")
+        if grace < 0 or math.isnan(grace):
+            raise ValueError("grace must not be negative")
+        _check_time(not_after)
+        tenant, old_digest, old_expiry = found
+        digest = self._new_digest(new)
+        self._by_digest[digest] = tenant
+        if not_after is not None:
+            self._not_after[digest] = (not_after, "expired")
+        for observer in self._observers:
+            observer.token_rotated(tenant, grace)
+        ends = self.clock() + grace
+        if grace == 0:
+            self._end_credential(old_digest, "rotated")
+        elif old_expiry is None or ends < old_expiry:
+            self._not_after[old_digest] = (ends, "rotated")
+        return tenant.tenant_id
+
+    def expire(self) -> float | None:
+        """End every token past its time now; returns the earliest time one will end (None: none).
+
+        Lookups expire tokens lazily; the app calls this at that time too, so streams and sessions
+        of a token nobody presents any more end as well."""
+        now = self.clock()
+        for digest, (at, reason) in list(self._not_after.items()):
+            if at <= now:
+                self._end_credential(digest, reason)
+        return min((at for at, _ in self._not_after.values()), default=None)
+
+    def _new_digest(self, token: str) -> bytes:
+        if not token or any(ch.isspace() for ch in token):
+            raise ValueError("a bearer token must be non-empty and contain no whitespace")
+        digest = token_digest(token)
+        if digest in self._by_digest:
+            raise ValueError("token is already registered; use update() to replace its factory")
+        return digest
+
+    def _end_credential(self, digest: bytes, reason: CredentialEnd) -> None:
+        """One token stops working: the tenant goes with its last one (sessions closed)."""
+        tenant = self._by_digest.pop(digest, None)
+        self._not_after.pop(digest, None)
+        if tenant is None:
+            return
+        if any(other is tenant for other in self._by_digest.values()):
+            for observer in self._observers:
+                observer.credential_ended(tenant, digest, reason)
+            return
+        self._drop(tenant, "close", 0.0, reason)
 
     def remove(
         self, token: str, *, policy: SessionPolicy = "close", drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     ) -> bool:
         """Unregister a token; False if it was not registered. Its requests get 401 from now on."""
         _check_policy(policy, drain_timeout)
-        tenant = self.lookup(token)
-        if tenant is None:
+        found = self.credential(token)
+        if found is None:
             return False
-        del self._by_digest[tenant.digest]
-        del self._ids[tenant.tenant_id]
+        tenant, digest, _ = found
+        del self._by_digest[digest]
+        self._not_after.pop(digest, None)
+        if any(other is tenant for other in self._by_digest.values()):
+            # One of several tokens (a rotation's old one, cut short): the tenant stays.
+            for observer in self._observers:
+                observer.credential_ended(tenant, digest, "token_removed")
+            return True
+        self._drop(tenant, policy, drain_timeout, "token_removed")
+        return True
+
+    def _drop(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float, reason: CredentialEnd) -> None:
+        for digest in [d for d, t in self._by_digest.items() if t is tenant]:
+            del self._by_digest[digest]
+            self._not_after.pop(digest, None)
+        self._ids.pop(tenant.tenant_id, None)
+        tenant.runtime["ended_by"] = reason
         for observer in self._observers:
             observer.tenant_removed(tenant, policy, drain_timeout)
-        return True
 
     def update(
         self,
@@ -169,16 +282,21 @@ class Tenants:
         return self._ids.get(tenant_id)
 
     def __len__(self) -> int:
-        return len(self._by_digest)
+        return len(self._ids)
 
     def __iter__(self) -> Iterator[Tenant]:
-        return iter(list(self._by_digest.values()))
+        return iter(list(self._ids.values()))
 
     def __contains__(self, token: object) -> bool:
         return isinstance(token, str) and self.has(token)
 
     def __repr__(self) -> str:
         return f"Tenants({sorted(self._ids)!r})"
+
+
+def _check_time(not_after: float | None) -> None:
+    if not_after is not None and math.isnan(not_after):
+        raise ValueError("not_after must be a time in seconds")
 
 
 def _check_policy(policy: str, drain_timeout: float) -> None:

@@ -1,0 +1,101 @@
+"""Authorization lifetime of live exchanges: nothing is written to a client past its token's end.
+
+Each authenticated exchange (a POST being answered, a GET stream, a `subscriptions/listen` stream)
+runs inside a `Hold`: a cancel scope registered under its credential, with the credential's expiry
+as deadline, and a gate on `send` that refuses to write once the hold is over (a legacy handler runs
+shielded from its connection, so the scope alone would not stop its writes). When a token is
+removed, rotated out or expires, `revoke` cancels every hold of it at once, and the sessions it
+opened are named so the app can end them.
+
+Keys are token digests (tenant tokens) or None (a verified token, which ends only by its expiry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+
+from .._core.asgi import ClientGone, Send
+
+__all__: list[str] = []
+
+
+class Hold:
+    """One exchange's authorization: a cancel scope, and the `send` that stops with it."""
+
+    __slots__ = ("deadline", "digest", "scope", "send", "streaming")
+
+    def __init__(self, send: Send, deadline: float, digest: bytes | None, *, streaming: bool) -> None:
+        self.deadline = deadline
+        self.digest = digest
+        self.streaming = streaming  # a GET stream: ended even when the token's removal drains
+        self.scope = anyio.CancelScope(deadline=deadline)
+        outer = send
+
+        async def gated(message: Any) -> None:
+            if self.scope.cancel_called or anyio.current_time() >= self.deadline:
+                raise ClientGone
+            await outer(message)
+
+        self.send: Send = gated
+
+    @property
+    def expired(self) -> bool:
+        """The exchange was cut because its token's time ran out (not revoked, not finished)."""
+        return self.scope.cancelled_caught and anyio.current_time() >= self.deadline
+
+
+class Grants:
+    """Holds by tenant, and the token each session was last used with."""
+
+    def __init__(self) -> None:
+        self._holds: dict[str | None, set[Hold]] = {}
+        # session id -> (tenant id, digest of the token that last used it)
+        self._sessions: dict[str, tuple[str, bytes]] = {}
+
+    @contextmanager
+    def hold(
+        self, tenant_id: str | None, digest: bytes | None, send: Send, deadline: float, *, streaming: bool
+    ) -> Iterator[Hold]:
+        """Run an exchange under its credential; `deadline` in the loop's clock (inf: none)."""
+        held = Hold(send, deadline, digest, streaming=streaming)
+        holds = self._holds.get(tenant_id)
+        if holds is None:
+            holds = self._holds[tenant_id] = set()
+        holds.add(held)
+        try:
+            with held.scope:
+                yield held
+        finally:
+            holds.discard(held)
+            if not holds and self._holds.get(tenant_id) is holds:
+                del self._holds[tenant_id]
+
+    def revoke(self, tenant_id: str, digest: bytes | None, *, streams_only: bool = False) -> list[str]:
+        """A token stopped working (`digest`; None: every token of the tenant): cancel its
+        exchanges (only GET streams with `streams_only`); returns the sessions it last used."""
+        for held in list(self._holds.get(tenant_id, ())):
+            if (digest is None or held.digest == digest) and (held.streaming or not streams_only):
+                held.scope.cancel()
+        sessions = [
+            sid for sid, (tid, used) in self._sessions.items() if tid == tenant_id and digest in (None, used)
+        ]
+        for session_id in sessions:
+            del self._sessions[session_id]
+        return sessions
+
+    def opened_session(self, session_id: str, tenant_id: str, digest: bytes) -> None:
+        """A session opened with this token: it ends with the token, unless another token of the
+        same tenant uses it first (a client that switched tokens during a rotation)."""
+        self._sessions[session_id] = (tenant_id, digest)
+
+    def used_session(self, session_id: str, tenant_id: str, digest: bytes) -> None:
+        bound = self._sessions.get(session_id)
+        if bound is not None and bound[0] == tenant_id and bound[1] != digest:
+            self._sessions[session_id] = (tenant_id, digest)
+
+    def forget_session(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
