@@ -58,9 +58,12 @@ from .._legacy.endpoint import LegacyEndpoint, LegacySession, Principal
 from .._modern.endpoint import ModernEndpoint
 from .._ops.lifecycle import EventHub, EventName, Listener, SessionCreated, SessionEnded, ToolCalled, TransportError
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics, current_tenant
+from .._ops.audit import AuditPolicy
 from .._ports.replay import EventLog
+from .._tenancy.limits import RateLimits
 from .._tenancy.servers import TenantRemoved, TenantServers
 from .._tenancy.tenants import Tenants
+from .operations import Credential, Operations
 
 __all__ = ["McpApp"]
 
@@ -92,9 +95,11 @@ class _Runtime:
         self.watch = LateWatch(min(WATCH_PERIOD, app.keepalive_interval / 4))
         self.loop = Loop.current()
         self.table: SessionTable[LegacySession] = SessionTable(
-            max_sessions=app.max_sessions, idle_timeout=app.session_idle_timeout
+            max_sessions=app.max_sessions,
+            idle_timeout=app.session_idle_timeout,
+            max_per_tenant=app.max_sessions_per_tenant,
         )
-        hub = app.events
+        hub, ops = app.events, app.operations
         self.legacy = LegacyEndpoint(
             table=self.table,
             task_group=task_group,
@@ -103,16 +108,10 @@ class _Runtime:
             retry_ms=app.retry_interval,
             keepalive=self.keepalive,
             loop=self.loop,
-            observer_for=lambda entry: _tool_observer(hub, entry.tenant_id, entry.session_id),
-            on_created=lambda entry: hub.emit(
-                SessionCreated(
-                    session_id=entry.session_id,
-                    tenant_id=entry.tenant_id,
-                    server_name=entry.value.host.name,
-                    protocol_version=entry.value.protocol_version,
-                    created_at=time.time(),
-                )
+            observer_for=lambda entry: _tool_observer(
+                hub, entry.tenant_id, entry.session_id, ops, lambda: _legacy_client(entry.value)
             ),
+            on_created=self._session_created,
             on_ended=self._session_ended,
             wake=self.wake,
         )
@@ -124,7 +123,22 @@ class _Runtime:
             watch=self.watch,
         )
 
+    def _session_created(self, entry: SessionEntry[LegacySession]) -> None:
+        if self.app.operations is not None:
+            self.app.operations.session_opened(entry.session_id)
+        self.app.events.emit(
+            SessionCreated(
+                session_id=entry.session_id,
+                tenant_id=entry.tenant_id,
+                server_name=entry.value.host.name,
+                protocol_version=entry.value.protocol_version,
+                created_at=time.time(),
+            )
+        )
+
     def _session_ended(self, entry: SessionEntry[LegacySession], reason: str) -> None:
+        if self.app.operations is not None:
+            self.app.operations.session_ended(entry.session_id)
         duration = anyio.current_time() - entry.created_at
         self.app.events.emit(
             SessionEnded(
@@ -156,9 +170,19 @@ class _Runtime:
             self.legacy.reap(anyio.current_time())
 
 
-def _tool_observer(hub: EventHub, tenant_id: str | None, session_id: str | None) -> RequestObserver:
+def _tool_observer(
+    hub: EventHub,
+    tenant_id: str | None,
+    session_id: str | None,
+    ops: Operations | None,
+    client: Callable[[], Mapping[str, Any] | None],
+) -> RequestObserver:
     def observe(method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
-        if method != "tools/call" or not hub.has_listeners("tool_called"):
+        if method != "tools/call":
+            return
+        if ops is not None:
+            ops.tool_called(tenant_id, session_id, client(), params, outcome, time.perf_counter() - started)
+        if not hub.has_listeners("tool_called"):
             return
         error: dict[str, Any] | None = outcome.get("error")
         result: dict[str, Any] | None = outcome.get("result")
@@ -175,6 +199,17 @@ def _tool_observer(hub: EventHub, tenant_id: str | None, session_id: str | None)
         )
 
     return observe
+
+
+def _legacy_client(session: LegacySession) -> Mapping[str, Any] | None:
+    params = session.connection.client_params
+    return params.client_info.model_dump() if params is not None else None
+
+
+def _modern_client(params: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    meta = params.get("_meta") if params is not None else None
+    info = meta.get("io.modelcontextprotocol/clientInfo") if isinstance(meta, Mapping) else None
+    return info if isinstance(info, Mapping) else None
 
 
 class McpApp:
@@ -224,6 +259,12 @@ class McpApp:
         health_path: serve liveness ("ok") at this path, outside authentication; None: not served.
         ready_path: serve readiness at this path: 200 while running, 503 before startup and
             during shutdown; None: not served. Neither route reveals anything about tenants.
+        rate_limits: per-tenant token buckets (`RateLimits`) on requests, `tools/call`,
+            `completion/complete` and single tools; over a limit, 429 with `Retry-After`.
+        max_sessions_per_tenant: live legacy sessions one tenant may hold (None: only
+            `max_sessions` applies); beyond it `initialize` gets 429 with `Retry-After`.
+        audit: what audit records may carry beyond who, what and how (`AuditPolicy`); records
+            go to `audit` listeners and the `asgi_mcp.audit` logger either way.
 
     Lifespan: served as the top-level app, the ASGI `lifespan` protocol starts and stops it. Mounted
     inside a framework that does not run a sub-application's lifespan (Starlette's `Mount`), enter
@@ -256,6 +297,9 @@ class McpApp:
         health_path: str | None = None,
         ready_path: str | None = None,
         gc_freeze: bool = False,
+        rate_limits: RateLimits | None = None,
+        max_sessions_per_tenant: int | None = None,
+        audit: AuditPolicy | None = None,
     ) -> None:
         if (server is None) == (tenants is None):
             raise ConfigurationError("give exactly one of `server` (one MCP server) and `tenants` (one per token)")
@@ -267,6 +311,8 @@ class McpApp:
             raise ConfigurationError("max_body_size must be positive")
         if max_sessions < 1:
             raise ConfigurationError("max_sessions must be at least 1")
+        if max_sessions_per_tenant is not None and max_sessions_per_tenant < 1:
+            raise ConfigurationError("max_sessions_per_tenant must be at least 1, or None")
         if session_idle_timeout is not None and session_idle_timeout <= 0:
             raise ConfigurationError("session_idle_timeout must be positive, or None")
         if retry_interval is not None and retry_interval < 0:
@@ -288,6 +334,7 @@ class McpApp:
         self.retry_interval = retry_interval
         self.session_idle_timeout = session_idle_timeout
         self.max_sessions = max_sessions
+        self.max_sessions_per_tenant = max_sessions_per_tenant
         self.max_body_size = max_body_size
         self.keepalive_interval = keepalive_interval
         self.shutdown_timeout = shutdown_timeout
@@ -313,6 +360,14 @@ class McpApp:
             else None
         )
         self._metadata_paths = metadata_paths(self.path)
+        needs_operations = tenants is not None or token_verifier is not None or rate_limits or audit
+        self.operations = (
+            Operations(
+                self.events, tenants=tenants, tenant_servers=self._tenant_servers, rate_limits=rate_limits, audit=audit
+            )
+            if needs_operations
+            else None
+        )
         self._runtime: _Runtime | None = None
         self._not_running_logged = False
         self._anonymous = Principal(owner="", tenant_id=None, host=self._get_host)
@@ -345,6 +400,11 @@ class McpApp:
             "sessions_per_tenant": {tenant: count for tenant, count in per_tenant.items() if tenant is not None},
             "open_streams": runtime.legacy.open_streams if runtime is not None else 0,
             "uptime": time.time() - runtime.started_at if runtime is not None else 0.0,
+            **(
+                self.operations.stats()
+                if self.operations is not None
+                else {"rate_limited": 0, "tokens_rotated": 0, "tokens_expired": 0}
+            ),
         }
 
     def _sessions_by_tenant(self) -> list[tuple[str | None, int]]:
@@ -378,6 +438,9 @@ class McpApp:
                     if self.host is not None:
                         await self.host.start(tg)
                     tg.start_soon(runtime.reap_forever)
+                    if self.operations is not None:
+                        self.operations.attach(runtime.legacy.end_session)
+                        tg.start_soon(self.operations.expire_forever)
                     tg.start_soon(runtime.keepalive.run, tg)
                     tg.start_soon(runtime.watch.run)
                     runtime.started = True
@@ -397,6 +460,8 @@ class McpApp:
         runtime.keepalive.stop()
         runtime.watch.stop()
         runtime.legacy.end_all("shutdown")
+        if self.operations is not None:
+            self.operations.detach()
         if self._tenant_servers is not None:
             self._tenant_servers.detach()
         if self.host is not None:
@@ -470,15 +535,29 @@ class McpApp:
                 raise ProtocolError(503, "Server is shutting down", code=SERVER_BUSY)
             self.origin_policy.check(headers.get("host"), headers.get("origin"), scope.get("server"))
             # Authentication comes before the body is read: unauthenticated callers cost nothing.
-            principal, access = await self._authenticate(request)
+            principal, access, credential = await self._authenticate(request)
             if access is not None:
                 auth_token = auth_context_var.set(AuthenticatedUser(access))
             if principal.tenant_id is not None:
                 tenant_token = current_tenant.set(principal.tenant_id)
                 attributes[TENANT_ATTRIBUTE] = principal.tenant_id
-            await self._dispatch(runtime, request, principal, receive, responder)
+            operations = self.operations
+            if operations is None:
+                await self._dispatch(runtime, request, principal, receive, responder)
+            else:
+                # The exchange ends, and writes nothing more, when its token stops working.
+                with operations.hold(principal.tenant_id, credential, access, request.method, responder) as held:
+                    operations.session_used(headers.get("mcp-session-id"), principal.tenant_id)
+                    await self._dispatch(runtime, request, principal, receive, held.send)
+                if held.scope.cancelled_caught:
+                    description = "The access token is no longer valid"
+                    metadata_url = self._resource_metadata_url(request)
+                    refusal = _tenant_challenge("invalid_token", description, metadata_url, self.required_scopes)
+                    await _end_cut_response(responder, refusal)
         except ProtocolError as error:
             _log_refusal(request, error)
+            if self.operations is not None:
+                self.operations.refused(current_tenant.get(), headers.get("mcp-session-id"), error)
             if not responder.started:
                 await send_error(responder, error)
         except ClientGone:
@@ -498,21 +577,24 @@ class McpApp:
             attributes["http.response.status_code"] = responder.status
             self.metrics.requests.add(1, attributes)
 
-    async def _authenticate(self, request: HttpRequest) -> tuple[Principal, AccessToken | None]:
+    async def _authenticate(
+        self, request: HttpRequest
+    ) -> tuple[Principal, AccessToken | None, Credential | None]:
         """Who is calling, from the Authorization header; raises 401/403 with the right challenge."""
         if self.tenants is None and self.auth is None:
-            return self._anonymous, None
+            return self._anonymous, None, None
         metadata_url = self._resource_metadata_url(request)
         token = parse_bearer(request.headers.get("authorization"))
         if self.auth is not None:
             access = await self.auth.authenticate(token, metadata_url)
-            return Principal(owner=principal_key(access), tenant_id=None, host=self._get_host), access
+            return Principal(owner=principal_key(access), tenant_id=None, host=self._get_host), access, None
         assert self.tenants is not None and self._tenant_servers is not None
-        tenant = self.tenants.lookup(token) if token is not None else None
-        if tenant is None:
+        found = self.tenants.credential(token) if token is not None else None
+        if found is None:
             error = "invalid_token" if token is not None else None
             description = "The access token is invalid" if token is not None else None
             raise _tenant_challenge(error, description, metadata_url, self.required_scopes)
+        tenant, digest, not_after = found
         servers = self._tenant_servers
         access = AccessToken(token=token or "", client_id=tenant.tenant_id, scopes=list(self.required_scopes))
 
@@ -524,7 +606,7 @@ class McpApp:
                 description = "The access token is invalid"
                 raise _tenant_challenge("invalid_token", description, metadata_url, self.required_scopes) from None
 
-        return Principal(owner=tenant.owner, tenant_id=tenant.tenant_id, host=host), access
+        return Principal(owner=tenant.owner, tenant_id=tenant.tenant_id, host=host), access, (digest, not_after)
 
     def _resource_url(self, scope: Scope) -> str:
         if self.resource_server_url is not None:
@@ -610,6 +692,10 @@ class McpApp:
             if version_error is not None:
                 version_error.request_id = message.id
                 raise version_error
+            if self.operations is not None:
+                pending = self.operations.limit(principal.tenant_id, principal.owner, message)
+                if pending is not None:
+                    await pending
             if era == "modern":
                 host = await principal.host()
                 await runtime.modern.post(
@@ -620,7 +706,9 @@ class McpApp:
                     send,
                     accepts_json=json_ok,
                     accepts_sse=sse_ok,
-                    observe=_tool_observer(self.events, principal.tenant_id, None),
+                    observe=_tool_observer(
+                        self.events, principal.tenant_id, None, self.operations, lambda: _modern_client(message.params)
+                    ),
                 )
                 return
             if not json_ok:
@@ -647,21 +735,36 @@ class McpApp:
             raise method_not_allowed("GET, POST, DELETE")
 
 
-class _Responder:
-    """Wraps ASGI `send`: remembers whether the response started, and turns a send on a closed
-    connection (`OSError`, ASGI 2.4) into `ClientGone`."""
+async def _end_cut_response(responder: _Responder, refusal: ProtocolError) -> None:
+    """An exchange cut because its token stopped working: end the response with no more content
+    (the 401 if nothing was sent yet), so the client's server closes it cleanly."""
+    try:
+        if not responder.started:
+            await send_error(responder, refusal)
+        elif not responder.finished:
+            await responder({"type": "http.response.body", "body": b"", "more_body": False})
+    except ClientGone:
+        pass
 
-    __slots__ = ("_send", "started", "status")
+
+class _Responder:
+    """Wraps ASGI `send`: remembers whether the response started and finished, and turns a send on
+    a closed connection (`OSError`, ASGI 2.4) into `ClientGone`."""
+
+    __slots__ = ("_send", "finished", "started", "status")
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self.started = False
+        self.finished = False
         self.status = 0
 
     async def __call__(self, message: Any) -> None:
         if message["type"] == "http.response.start":
             self.started = True
             self.status = message["status"]
+        elif not message.get("more_body", False):
+            self.finished = True
         try:
             await self._send(message)
         except OSError:

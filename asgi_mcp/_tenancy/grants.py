@@ -28,12 +28,17 @@ class Hold:
 
     __slots__ = ("deadline", "digest", "scope", "send", "streaming")
 
-    def __init__(self, send: Send, deadline: float, digest: bytes | None, *, streaming: bool) -> None:
+    def __init__(
+        self, send: Send, deadline: float, digest: bytes | None, *, streaming: bool, gate: bool = True
+    ) -> None:
         self.deadline = deadline
         self.digest = digest
         self.streaming = streaming  # a GET stream: ended even when the token's removal drains
         self.scope = anyio.CancelScope(deadline=deadline)
         outer = send
+        if not gate:  # nothing can revoke it and it has no expiry
+            self.send = send
+            return
 
         async def gated(message: Any) -> None:
             if self.scope.cancel_called or anyio.current_time() >= self.deadline:
