@@ -2,7 +2,8 @@
 
 Every JSON-RPC request of a tenant takes from its `requests` bucket; `tools/call` also from its
 `tool_calls` bucket and, when the tool has a limit of its own, from `tool:<name>`;
-`completion/complete` from `completions`. Buckets are keyed by tenant id (a token's rotation keeps
+`completion/complete` from `completions`. The narrowest bucket is asked first, so a refusal spends
+nothing of the broader ones (a refusal by a broader one may have spent a narrower token). Buckets are keyed by tenant id (a token's rotation keeps
 them). A tenant's limits come from, first to last: `RateLimits.tenants[tenant_id]`, the plan it was
 registered with (`Tenants.add(..., plan=...)`) in `RateLimits.plans`, `RateLimits.default`.
 
@@ -120,17 +121,18 @@ class RateLimits:
 
 
 def _buckets(limits: TenantLimits, method: str, params: Mapping[str, Any] | None) -> list[tuple[str, Rate]]:
+    # Narrowest first: a request refused by its tool's limit has spent nothing of the broader ones.
     names: list[tuple[str, Rate]] = []
-    if limits.requests is not None:
-        names.append((REQUESTS, limits.requests))
     if method == "tools/call":
-        if limits.tool_calls is not None:
-            names.append((method, limits.tool_calls))
         if limits.tools and params is not None:
             tool = params.get("name")
             rate = limits.tools.get(tool) if isinstance(tool, str) else None
             if rate is not None:
-                names.append(("tool:" + tool, rate))  # type: ignore[operator]
+                names.append((f"tool:{tool}", rate))
+        if limits.tool_calls is not None:
+            names.append((method, limits.tool_calls))
     elif method == "completion/complete" and limits.completions is not None:
         names.append((method, limits.completions))
+    if limits.requests is not None:
+        names.append((REQUESTS, limits.requests))
     return names
