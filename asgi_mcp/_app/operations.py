@@ -108,13 +108,17 @@ class Operations:
         send: Send,
     ) -> Iterator[Hold]:
         """Run an exchange under its token's authorization; the hold's `send` is the one to use."""
-        expires_at = credential[1] if credential is not None else None
-        if access is not None and credential is None and access.expires_at is not None:
+        expires_at, wall = None, time.time
+        if credential is not None:
+            expires_at = credential[1]
+            if self.tenants is not None:
+                wall = self.tenants.clock
+        elif access is not None and access.expires_at is not None:
             expires_at = float(access.expires_at)
         if tenant_id is None and expires_at is None:
             yield Hold(send, math.inf, None, streaming=False, gate=False)
             return
-        deadline = math.inf if expires_at is None else anyio.current_time() + (expires_at - time.time())
+        deadline = math.inf if expires_at is None else anyio.current_time() + (expires_at - wall())
         digest = credential[0] if credential is not None else None
         token = current_credential.set((tenant_id, digest) if tenant_id is not None and digest is not None else None)
         try:
