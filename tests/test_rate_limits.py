@@ -29,7 +29,7 @@ def test_the_in_memory_store_is_a_rate_limit_store() -> None:
 
 def test_rates_refuse_nonsense() -> None:
     for burst, per_second in ((0, 1.0), (1, 0.0), (1, -1.0), (1, float("inf")), (1, float("nan"))):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"burst|per_second"):
             Rate(burst, per_second)
     assert Rate.per_minute(10) == Rate(burst=10, per_second=10 / 60)
     assert Rate.per_hour(60, burst=5) == Rate(burst=5, per_second=60 / 3600)
@@ -95,7 +95,9 @@ def test_limits_resolve_tenant_then_plan_then_default(caplog: pytest.LogCaptureF
     assert limits.limits_for("a", None) is default
     assert limits.limits_for("a", "gold") is default
     limits.limits_for("b", "gold")
-    assert [r.getMessage() for r in caplog.records].count("plan 'gold' has no rate limits configured; the defaults apply") == 1
+    assert [r.getMessage() for r in caplog.records].count(
+        "plan 'gold' has no rate limits configured; the defaults apply"
+    ) == 1
 
 
 def test_a_tool_call_takes_from_requests_tool_calls_and_its_tools_bucket() -> None:

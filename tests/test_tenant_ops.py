@@ -54,7 +54,8 @@ def limited_app(limits: TenantLimits, *, clock: Clock | None = None, **options: 
 
 def assert_rate_limited(status: int, retry_after: str | None, answer: dict[str, Any], request_id: int) -> int:
     assert status == 429
-    assert retry_after is not None and int(retry_after) >= 1
+    assert retry_after is not None
+    assert int(retry_after) >= 1
     assert answer["id"] == request_id
     assert answer["error"]["code"] == RATE_LIMITED
     assert answer["error"]["data"]["retryAfter"] == int(retry_after)
@@ -86,7 +87,9 @@ async def test_legacy_tool_calls_over_the_limit_get_429_with_retry_after() -> No
             clock.now += 30
             assert "result" in await a.call(session, call_tool(5, "whoami"))
             [record] = await recorder.wait_for("audit", outcome="rate_limited")
-            assert record.tenant_id == "alpha" and record.session_id == session and record.status == 429
+            assert record.tenant_id == "alpha"
+            assert record.session_id == session
+            assert record.status == 429
             assert app.stats()["rate_limited"] == 1
 
 
@@ -159,7 +162,8 @@ async def test_one_tenant_cannot_take_every_session() -> None:
             assert refused.status == 429
             assert refused.header("retry-after") == "1"
             answer = json.loads(await refused.read())
-            assert answer["error"]["code"] == RATE_LIMITED and answer["error"]["data"] == {"retryAfter": 1}
+            assert answer["error"]["code"] == RATE_LIMITED
+            assert answer["error"]["data"] == {"retryAfter": 1}
             assert app.stats()["sessions_per_tenant"] == {"alpha": 2}
             await b.open_session()  # the other tenant still gets one
             # Freed by DELETE, a slot is usable again.
@@ -315,7 +319,9 @@ async def test_every_tool_call_and_refusal_is_audited_without_tokens(caplog: pyt
     assert {("whoami", "ok"), ("fail", "tool_error"), (None, "refused")} <= by_outcome
     legacy = next(r for r in records if r.tool == "whoami" and r.session_id == session)
     assert (legacy.tenant_id, legacy.client_name, legacy.client_version) == ("alpha", "asgi-mcp-tests", "0")
-    assert legacy.arguments is None and legacy.result is None and legacy.duration >= 0
+    assert legacy.arguments is None
+    assert legacy.result is None
+    assert legacy.duration >= 0
     modern_record = next(r for r in records if r.tool == "whoami" and r.session_id is None)
     assert modern_record.tenant_id == "alpha"
     refused = next(r for r in records if r.outcome == "refused")
@@ -346,5 +352,3 @@ def _no_token_in(items: list[Any]) -> None:
     text = repr(items)
     for token in ALL_TOKENS:
         assert token not in text
-
-

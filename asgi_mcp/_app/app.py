@@ -56,9 +56,9 @@ from .._kernel.dispatch import RequestObserver
 from .._kernel.hosting import ServerHost, as_lowlevel_server
 from .._legacy.endpoint import LegacyEndpoint, LegacySession, Principal
 from .._modern.endpoint import ModernEndpoint
+from .._ops.audit import AuditPolicy
 from .._ops.lifecycle import EventHub, EventName, Listener, SessionCreated, SessionEnded, ToolCalled, TransportError
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics, current_tenant
-from .._ops.audit import AuditPolicy
 from .._ports.replay import EventLog
 from .._tenancy.limits import RateLimits
 from .._tenancy.servers import TenantRemoved, TenantServers
@@ -207,9 +207,11 @@ def _legacy_client(session: LegacySession) -> Mapping[str, Any] | None:
 
 
 def _modern_client(params: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    meta = params.get("_meta") if params is not None else None
-    info = meta.get("io.modelcontextprotocol/clientInfo") if isinstance(meta, Mapping) else None
-    return info if isinstance(info, Mapping) else None
+    meta: Any = params.get("_meta") if params is not None else None
+    if not isinstance(meta, dict):
+        return None
+    info: Any = cast("dict[str, Any]", meta).get("io.modelcontextprotocol/clientInfo")
+    return cast("dict[str, Any]", info) if isinstance(info, dict) else None
 
 
 class McpApp:
@@ -323,6 +325,8 @@ class McpApp:
             )
         self.events = EventHub()
         self.tenants = tenants
+        if tenants is not None and not tenants.has_clock:
+            tenants.clock = time.time  # the registry is sans-IO: its wall clock comes from here
         self._tenant_servers = TenantServers(self.events) if tenants is not None else None
         if tenants is not None and self._tenant_servers is not None:
             tenants.subscribe(self._tenant_servers)
@@ -549,7 +553,7 @@ class McpApp:
                 with operations.hold(principal.tenant_id, credential, access, request.method, responder) as held:
                     operations.session_used(headers.get("mcp-session-id"), principal.tenant_id)
                     await self._dispatch(runtime, request, principal, receive, held.send)
-                if held.scope.cancelled_caught:
+                if held.cut:
                     description = "The access token is no longer valid"
                     metadata_url = self._resource_metadata_url(request)
                     refusal = _tenant_challenge("invalid_token", description, metadata_url, self.required_scopes)
@@ -577,9 +581,7 @@ class McpApp:
             attributes["http.response.status_code"] = responder.status
             self.metrics.requests.add(1, attributes)
 
-    async def _authenticate(
-        self, request: HttpRequest
-    ) -> tuple[Principal, AccessToken | None, Credential | None]:
+    async def _authenticate(self, request: HttpRequest) -> tuple[Principal, AccessToken | None, Credential | None]:
         """Who is calling, from the Authorization header; raises 401/403 with the right challenge."""
         if self.tenants is None and self.auth is None:
             return self._anonymous, None, None

@@ -11,7 +11,7 @@ import contextvars
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,7 +21,7 @@ from mcp.server.auth.provider import AccessToken
 from .._core.asgi import Send
 from .._core.errors import ProtocolError, TooManyRequests
 from .._core.jsonrpc import Message
-from .._ops.audit import AuditPolicy, Auditor
+from .._ops.audit import Auditor, AuditPolicy
 from .._ops.lifecycle import EventHub, TokenExpired
 from .._tenancy.grants import Grants, Hold
 from .._tenancy.limits import ANONYMOUS, RateLimits, TenantLimits
@@ -106,7 +106,7 @@ class Operations:
         access: AccessToken | None,
         method: str,
         send: Send,
-    ) -> Iterator[Hold]:
+    ) -> Generator[Hold, None, None]:
         """Run an exchange under its token's authorization; the hold's `send` is the one to use."""
         expires_at, wall = None, time.time
         if credential is not None:

@@ -55,9 +55,7 @@ class SessionEntry(Generic[T]):
 class SessionTable(Generic[T]):
     """Sessions by id, with a hard limit and idle expiry."""
 
-    def __init__(
-        self, *, max_sessions: int, idle_timeout: float | None, max_per_tenant: int | None = None
-    ) -> None:
+    def __init__(self, *, max_sessions: int, idle_timeout: float | None, max_per_tenant: int | None = None) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
         if max_per_tenant is not None and max_per_tenant < 1:

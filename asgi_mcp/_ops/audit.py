@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .lifecycle import Audit, EventHub
 
@@ -64,18 +64,21 @@ class Auditor:
         if not self.active:
             return
         tool = str((params or {}).get("name", ""))
-        error = outcome.get("error")
-        result = outcome.get("result")
+        error: Any = outcome.get("error")
+        result: Any = outcome.get("result")
         if error is not None:
             kind = "error"
-        elif isinstance(result, Mapping) and result.get("isError"):
+        elif isinstance(result, dict) and cast("dict[str, Any]", result).get("isError"):
             kind = "tool_error"
         else:
             kind = "ok"
-        arguments = (params or {}).get("arguments") if self.policy.include_arguments else None
-        kept = (result if error is None else error) if self.policy.include_results else None
+        arguments: Any = (params or {}).get("arguments") if self.policy.include_arguments else None
+        kept: Any = None
+        if self.policy.include_results:
+            kept = result if error is None else error
         if self.policy.redact is not None and (self.policy.include_arguments or self.policy.include_results):
-            arguments, kept = self.policy.redact(tool, arguments, kept)
+            redacted: tuple[Any, Any] = self.policy.redact(tool, arguments, kept)
+            arguments, kept = redacted
         self._deliver(
             Audit(
                 time=time.time(),
@@ -118,11 +121,7 @@ class Auditor:
     def _deliver(self, record: Audit) -> None:
         self._hub.emit(record)
         if audit_logger.isEnabledFor(logging.INFO):
-            fields = {
-                name: getattr(record, name)
-                for name in record.__slots__  # type: ignore[attr-defined]
-                if name != "name"
-            }
+            fields = {name: getattr(record, name) for name in record.__slots__ if name != "name"}
             audit_logger.info(
                 "%s %s tenant=%s session=%s outcome=%s",
                 record.method or "request",

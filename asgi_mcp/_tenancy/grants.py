@@ -12,7 +12,7 @@ Keys are token digests (tenant tokens) or None (a verified token, which ends onl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,23 +34,28 @@ class Hold:
         self.deadline = deadline
         self.digest = digest
         self.streaming = streaming  # a GET stream: ended even when the token's removal drains
-        self.scope = anyio.CancelScope(deadline=deadline)
-        outer = send
-        if not gate:  # nothing can revoke it and it has no expiry
-            self.send = send
-            return
+        self.send: Send = send
+        # No scope (and no gate) when nothing can revoke the exchange and its token has no expiry.
+        self.scope: anyio.CancelScope | None = None
+        if gate:
+            scope = self.scope = anyio.CancelScope(deadline=deadline)
 
-        async def gated(message: Any) -> None:
-            if self.scope.cancel_called or anyio.current_time() >= self.deadline:
-                raise ClientGone
-            await outer(message)
+            async def gated(message: Any) -> None:
+                if scope.cancel_called or anyio.current_time() >= deadline:
+                    raise ClientGone
+                await send(message)
 
-        self.send: Send = gated
+            self.send = gated
+
+    @property
+    def cut(self) -> bool:
+        """The exchange was ended because its token stopped working."""
+        return self.scope is not None and self.scope.cancelled_caught
 
     @property
     def expired(self) -> bool:
-        """The exchange was cut because its token's time ran out (not revoked, not finished)."""
-        return self.scope.cancelled_caught and anyio.current_time() >= self.deadline
+        """Cut because its token's time ran out (not revoked)."""
+        return self.cut and anyio.current_time() >= self.deadline
 
 
 class Grants:
@@ -64,13 +69,14 @@ class Grants:
     @contextmanager
     def hold(
         self, tenant_id: str | None, digest: bytes | None, send: Send, deadline: float, *, streaming: bool
-    ) -> Iterator[Hold]:
+    ) -> Generator[Hold, None, None]:
         """Run an exchange under its credential; `deadline` in the loop's clock (inf: none)."""
         held = Hold(send, deadline, digest, streaming=streaming)
         holds = self._holds.get(tenant_id)
         if holds is None:
             holds = self._holds[tenant_id] = set()
         holds.add(held)
+        assert held.scope is not None
         try:
             with held.scope:
                 yield held
@@ -84,10 +90,9 @@ class Grants:
         exchanges (only GET streams with `streams_only`); returns the sessions it last used."""
         for held in list(self._holds.get(tenant_id, ())):
             if (digest is None or held.digest == digest) and (held.streaming or not streams_only):
+                assert held.scope is not None
                 held.scope.cancel()
-        sessions = [
-            sid for sid, (tid, used) in self._sessions.items() if tid == tenant_id and digest in (None, used)
-        ]
+        sessions = [sid for sid, (tid, used) in self._sessions.items() if tid == tenant_id and digest in (None, used)]
         for session_id in sessions:
             del self._sessions[session_id]
         return sessions

@@ -3,9 +3,10 @@
 Every JSON-RPC request of a tenant takes from its `requests` bucket; `tools/call` also from its
 `tool_calls` bucket and, when the tool has a limit of its own, from `tool:<name>`;
 `completion/complete` from `completions`. The narrowest bucket is asked first, so a refusal spends
-nothing of the broader ones (a refusal by a broader one may have spent a narrower token). Buckets are keyed by tenant id (a token's rotation keeps
-them). A tenant's limits come from, first to last: `RateLimits.tenants[tenant_id]`, the plan it was
-registered with (`Tenants.add(..., plan=...)`) in `RateLimits.plans`, `RateLimits.default`.
+nothing of the broader ones (a refusal by a broader one may have spent a narrower token). Buckets
+are keyed by tenant id (a token's rotation keeps them). A tenant's limits come from, first to last:
+`RateLimits.tenants[tenant_id]`, the plan it was registered with (`Tenants.add(..., plan=...)`) in
+`RateLimits.plans`, `RateLimits.default`.
 
 With the in-memory store the check is synchronous; a remote store is awaited.
 """
@@ -75,8 +76,9 @@ class RateLimits:
         self.plans = dict(plans or {})
         self.tenants = dict(tenants or {})
         self.store: RateLimitStore = store if store is not None else InMemoryRateLimitStore()
-        take_now = getattr(self.store, "take_now", None)
-        self._take_now: Callable[[str, str, Rate, float], float] | None = take_now if callable(take_now) else None
+        # A store with a synchronous take (the in-memory one) is asked without an await.
+        take_now: Callable[[str, str, Rate, float], float] | None = getattr(self.store, "take_now", None)
+        self._take_now = take_now if callable(take_now) else None
         self._clock = clock
         self._unknown_plans: set[str] = set()
 
@@ -111,9 +113,7 @@ class RateLimits:
                 raise TooManyRequests(retry_after_header(wait), limit=name, request_id=request_id)
         return None
 
-    async def _check_remote(
-        self, subject: str, names: list[tuple[str, Rate]], now: float, request_id: Any
-    ) -> None:
+    async def _check_remote(self, subject: str, names: list[tuple[str, Rate]], now: float, request_id: Any) -> None:
         for name, rate in names:
             wait = await self.store.take(subject, name, rate, now)
             if wait > 0.0:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol, TypeAlias
@@ -89,7 +88,8 @@ class Tenants:
 
     Args:
         tokens: initial tokens and their factories.
-        clock: wall-clock seconds (`time.time`), against which `not_after` and rotation grace count.
+        clock: wall-clock seconds, against which `not_after` and rotation grace count. Sans-IO
+            itself, the registry gets `time.time` from the app serving it when none is given.
 
     Each method is synchronous and safe to call from any task while the app serves requests: the
     app reacts to changes (ending or draining sessions, retiring servers) before the call returns.
@@ -97,13 +97,13 @@ class Tenants:
     """
 
     def __init__(
-        self, tokens: Mapping[str, ServerFactory] | None = None, *, clock: Callable[[], float] = time.time
+        self, tokens: Mapping[str, ServerFactory] | None = None, *, clock: Callable[[], float] | None = None
     ) -> None:
         self._by_digest: dict[bytes, Tenant] = {}
         self._not_after: dict[bytes, tuple[float, CredentialEnd]] = {}
         self._ids: dict[str, Tenant] = {}
         self._observers: list[RegistryObserver] = []
-        self.clock = clock
+        self._clock = clock
         for token, factory in (tokens or {}).items():
             self.add(token, factory)
 
@@ -197,11 +197,27 @@ class Tenants:
 
         Lookups expire tokens lazily; the app calls this at that time too, so streams and sessions
         of a token nobody presents any more end as well."""
+        if not self._not_after:
+            return None
         now = self.clock()
         for digest, (at, reason) in list(self._not_after.items()):
             if at <= now:
                 self._end_credential(digest, reason)
         return min((at for at, _ in self._not_after.values()), default=None)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        if self._clock is None:
+            raise RuntimeError("token expiry needs a clock: pass Tenants(clock=time.time), or serve it with McpApp")
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+
+    @property
+    def has_clock(self) -> bool:
+        return self._clock is not None
 
     def _new_digest(self, token: str) -> bytes:
         if not token or any(ch.isspace() for ch in token):
