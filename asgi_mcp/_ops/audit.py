@@ -75,7 +75,7 @@ class Auditor:
         arguments: Any = (params or {}).get("arguments") if self.policy.include_arguments else None
         kept: Any = None
         if self.policy.include_results:
-            kept = result if error is None else error
+            kept = outcome.get("result") if error is None else error
         if self.policy.redact is not None and (self.policy.include_arguments or self.policy.include_results):
             redacted: tuple[Any, Any] = self.policy.redact(tool, arguments, kept)
             arguments, kept = redacted
