@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from asgi_mcp import McpApp, Tenants
@@ -19,6 +20,7 @@ from asgi_mcp._tenancy.limits import RateLimits, TenantLimits
 from ._mcp import call_tool, request, serving
 from ._tenant_kit import (
     ALL_TOKENS,
+    HttpSession,
     TOKEN_A,
     TOKEN_B,
     TOKEN_C,
@@ -26,6 +28,8 @@ from ._tenant_kit import (
     Recorder,
     TokenClient,
     factory_of,
+    serve_http,
+    sse_answer,
     tenant_server,
 )
 
@@ -352,3 +356,51 @@ def _no_token_in(items: list[Any]) -> None:
     text = repr(items)
     for token in ALL_TOKENS:
         assert token not in text
+
+
+# -- the demo's free plan -------------------------------------------------------------------------
+
+
+async def test_the_demos_free_plan_allows_ten_tool_calls_a_minute() -> None:
+    from asgi_mcp._serving.demo import build_demo_server
+
+    server = build_demo_server(host="127.0.0.1", port=0)
+    with anyio.fail_after(GUARD):
+        async with serving(server.app) as client:
+            free, pro = TokenClient(client, "demo-free-token"), TokenClient(client, "demo-pro-token")
+            session, other = await free.open_session(), await pro.open_session()
+            for request_id in range(10):
+                assert "result" in await free.call(session, call_tool(request_id, "hello"))
+                assert "result" in await pro.call(other, call_tool(request_id, "echo", {"text": "x"}))
+            refused = await free.post(call_tool(10, "hello"), session_id=session)
+            assert refused.status == 429
+            assert refused.header("retry-after") == "6"  # a token every 6 s
+            assert "result" in await pro.call(other, call_tool(10, "echo", {"text": "x"}))
+
+
+# -- over real HTTP (uvicorn on asyncio, hypercorn's Trio worker on Trio) -------------------------
+
+
+async def test_real_http_rate_limit_and_a_rotation_ending_a_stream(anyio_backend: str) -> None:
+    app, tenants = limited_app(TenantLimits(tool_calls=Rate.per_minute(1)), shutdown_timeout=1.0)
+    with anyio.fail_after(30):
+        async with serve_http(app, anyio_backend) as base, httpx.AsyncClient(trust_env=False, timeout=10) as http:
+            url = base + "/mcp"
+            a = HttpSession(http, url, TOKEN_A)
+            session = await a.open_session()
+            assert "result" in sse_answer(await a.post(call_tool(1, "whoami"), session))
+            refused = await a.post(call_tool(2, "whoami"), session)
+            assert refused.status_code == 429
+            assert refused.headers["retry-after"] == "60"
+            assert refused.json()["error"]["data"] == {"retryAfter": 60}
+            unauthenticated = await HttpSession(http, url, None).post(call_tool(3, "whoami"), session)
+            assert unauthenticated.status_code == 401
+            # A GET stream of the old token ends when the token is rotated out; the client sees its end.
+            headers = a.headers(session, accept="text/event-stream")
+            async with http.stream("GET", url, headers=headers) as stream:
+                assert stream.status_code == 200
+                tenants.rotate_token(TOKEN_A, TOKEN_C, grace=0)
+                with anyio.fail_after(1.0):
+                    async for _ in stream.aiter_bytes():
+                        pass
+            assert (await a.post(request(4, "ping"), session)).status_code == 401

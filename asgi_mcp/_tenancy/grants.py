@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from .._core.asgi import ClientGone, Send
 
@@ -42,6 +43,9 @@ class Hold:
 
             async def gated(message: Any) -> None:
                 if scope.cancel_called or anyio.current_time() >= deadline:
+                    # Let the hold's cancellation end the exchange; a shielded writer (a legacy
+                    # handler's) is not reached by it, and takes this as its client gone.
+                    await anyio.lowlevel.checkpoint()
                     raise ClientGone
                 await send(message)
 
