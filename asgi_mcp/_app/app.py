@@ -60,6 +60,7 @@ from .._ops.audit import AuditPolicy
 from .._ops.lifecycle import EventHub, EventName, Listener, SessionCreated, SessionEnded, ToolCalled, TransportError
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics, current_tenant
 from .._ports.replay import EventLog
+from .._tenancy.isolation import redacted
 from .._tenancy.limits import RateLimits
 from .._tenancy.servers import TenantRemoved, TenantServers
 from .._tenancy.tenants import Tenants
@@ -267,6 +268,9 @@ class McpApp:
             `max_sessions` applies); beyond it `initialize` gets 429 with `Retry-After`.
         audit: what audit records may carry beyond who, what and how (`AuditPolicy`); records
             go to `audit` listeners and the `asgi_mcp.audit` logger either way.
+        expose_raw_token: let tool code read the caller's bearer token (`get_access_token().token`).
+            Off by default: tools see a digest prefix in its place, with the tenant (client id),
+            scopes and expiry, since passing a client's token on to other services is forbidden.
 
     Lifespan: served as the top-level app, the ASGI `lifespan` protocol starts and stops it. Mounted
     inside a framework that does not run a sub-application's lifespan (Starlette's `Mount`), enter
@@ -302,6 +306,7 @@ class McpApp:
         rate_limits: RateLimits | None = None,
         max_sessions_per_tenant: int | None = None,
         audit: AuditPolicy | None = None,
+        expose_raw_token: bool = False,
     ) -> None:
         if (server is None) == (tenants is None):
             raise ConfigurationError("give exactly one of `server` (one MCP server) and `tenants` (one per token)")
@@ -339,6 +344,7 @@ class McpApp:
         self.session_idle_timeout = session_idle_timeout
         self.max_sessions = max_sessions
         self.max_sessions_per_tenant = max_sessions_per_tenant
+        self.expose_raw_token = expose_raw_token
         self.max_body_size = max_body_size
         self.keepalive_interval = keepalive_interval
         self.shutdown_timeout = shutdown_timeout
@@ -589,7 +595,8 @@ class McpApp:
         token = parse_bearer(request.headers.get("authorization"))
         if self.auth is not None:
             access = await self.auth.authenticate(token, metadata_url)
-            return Principal(owner=principal_key(access), tenant_id=None, host=self._get_host), access, None
+            principal = Principal(owner=principal_key(access), tenant_id=None, host=self._get_host)
+            return principal, access if self.expose_raw_token else redacted(access, None, None), None
         assert self.tenants is not None and self._tenant_servers is not None
         found = self.tenants.credential(token) if token is not None else None
         if found is None:
@@ -598,7 +605,12 @@ class McpApp:
             raise _tenant_challenge(error, description, metadata_url, self.required_scopes)
         tenant, digest, not_after = found
         servers = self._tenant_servers
-        access = AccessToken(token=token or "", client_id=tenant.tenant_id, scopes=list(self.required_scopes))
+        access = AccessToken(
+            token=(token or "") if self.expose_raw_token else f"sha256:{digest.hex()[:12]}",
+            client_id=tenant.tenant_id,
+            scopes=list(self.required_scopes),
+            expires_at=int(not_after) if not_after is not None else None,
+        )
 
         async def host() -> ServerHost:
             try:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 
-from .._core.errors import INTERNAL_ERROR, ProtocolError
+from .._core.errors import INTERNAL_ERROR, ConfigurationError, ProtocolError
 from .._kernel.hosting import ServerHost
 from .._ops.lifecycle import (
     EventHub,
@@ -30,6 +30,7 @@ from .._ops.lifecycle import (
     TokenRotated,
     TokenUpdated,
 )
+from .isolation import BusOwners, keep_results_private
 from .tenants import CredentialEnd, SessionPolicy, Tenant
 
 __all__: list[str] = []
@@ -75,6 +76,8 @@ class TenantServers:
         self.on_credential_ended: Callable[[Tenant, bytes | None, CredentialEnd], None] | None = None
         self.rotated = 0
         self.expired = 0
+        self._buses = BusOwners()
+        self._warned_public: set[str] = set()
 
     def attach(self, task_group: anyio.abc.TaskGroup, sessions: TenantSessions) -> None:
         self._task_group, self._sessions = task_group, sessions
@@ -113,6 +116,14 @@ class TenantServers:
                 if inspect.isawaitable(server):
                     server = await server
                 host = ServerHost(server, label=tenant.tenant_id)
+                sharing = self._buses.claim(tenant.tenant_id, host.server)
+                if sharing is not None:
+                    # One bus for two tenants would carry one's `subscriptions/listen` events to the other.
+                    raise ConfigurationError(
+                        f"the server built for tenant {tenant.tenant_id} shares its subscription bus with "
+                        f"tenant {sharing}; each tenant's factory must build a server with a bus of its own"
+                    )
+                keep_results_private(host.server, tenant.tenant_id, self._warned_public)
                 try:
                     await host.start(self._task_group)
                 except BaseException:
@@ -195,6 +206,7 @@ class TenantServers:
             )
             host.retire()
         self._last_name.pop(tenant.tenant_id, None)
+        self._buses.release(tenant.tenant_id)
 
     def tenant_updated(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float) -> None:
         self._hub.emit(TokenUpdated(tenant_id=tenant.tenant_id, policy=policy))
