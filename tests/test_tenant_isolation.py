@@ -134,7 +134,8 @@ async def test_tool_code_reads_a_redacted_token_unless_the_operator_opts_in() ->
             seen = json.loads(answer["result"]["content"][0]["text"])
             assert seen["client_id"] == "alpha"
             if expected is None:
-                assert seen["token"].startswith("sha256:") and TOKEN_A not in seen["token"]
+                assert seen["token"].startswith("sha256:")
+                assert TOKEN_A not in seen["token"]
             else:
                 assert seen["token"] == expected
 

@@ -20,11 +20,11 @@ from asgi_mcp._tenancy.limits import RateLimits, TenantLimits
 from ._mcp import call_tool, request, serving
 from ._tenant_kit import (
     ALL_TOKENS,
-    HttpSession,
     TOKEN_A,
     TOKEN_B,
     TOKEN_C,
     Gate,
+    HttpSession,
     Recorder,
     TokenClient,
     factory_of,

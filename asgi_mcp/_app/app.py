@@ -370,13 +370,8 @@ class McpApp:
             else None
         )
         self._metadata_paths = metadata_paths(self.path)
-        needs_operations = tenants is not None or token_verifier is not None or rate_limits or audit
-        self.operations = (
-            Operations(
-                self.events, tenants=tenants, tenant_servers=self._tenant_servers, rate_limits=rate_limits, audit=audit
-            )
-            if needs_operations
-            else None
+        self.operations = Operations.needed(
+            self.events, tenants, self._tenant_servers, rate_limits, audit, verified=token_verifier is not None
         )
         self._runtime: _Runtime | None = None
         self._not_running_logged = False
@@ -551,23 +546,12 @@ class McpApp:
             if principal.tenant_id is not None:
                 tenant_token = current_tenant.set(principal.tenant_id)
                 attributes[TENANT_ATTRIBUTE] = principal.tenant_id
-            operations = self.operations
-            if operations is None:
+            if self.operations is None:
                 await self._dispatch(runtime, request, principal, receive, responder)
             else:
-                # The exchange ends, and writes nothing more, when its token stops working.
-                with operations.hold(principal.tenant_id, credential, access, request.method, responder) as held:
-                    operations.session_used(headers.get("mcp-session-id"), principal.tenant_id)
-                    await self._dispatch(runtime, request, principal, receive, held.send)
-                if held.cut:
-                    description = "The access token is no longer valid"
-                    metadata_url = self._resource_metadata_url(request)
-                    refusal = _tenant_challenge("invalid_token", description, metadata_url, self.required_scopes)
-                    await _end_cut_response(responder, refusal)
+                await self._dispatch_held(runtime, request, principal, (access, credential), receive, responder)
         except ProtocolError as error:
-            _log_refusal(request, error)
-            if self.operations is not None:
-                self.operations.refused(current_tenant.get(), headers.get("mcp-session-id"), error)
+            _log_refusal(request, error, self.operations)
             if not responder.started:
                 await send_error(responder, error)
         except ClientGone:
@@ -586,6 +570,29 @@ class McpApp:
                 current_tenant.reset(tenant_token)
             attributes["http.response.status_code"] = responder.status
             self.metrics.requests.add(1, attributes)
+
+    async def _dispatch_held(
+        self,
+        runtime: _Runtime,
+        request: HttpRequest,
+        principal: Principal,
+        authorization: tuple[AccessToken | None, Credential | None],
+        receive: Receive,
+        responder: _Responder,
+    ) -> None:
+        """Dispatch under the token's authorization: the exchange ends, and writes nothing more, when
+        the token stops working (removed, rotated out, expired)."""
+        operations = self.operations
+        assert operations is not None
+        access, credential = authorization
+        with operations.hold(principal.tenant_id, credential, access, request.method, responder) as held:
+            operations.session_used(request.headers.get("mcp-session-id"), principal.tenant_id)
+            await self._dispatch(runtime, request, principal, receive, held.send)
+        if held.cut:
+            description = "The access token is no longer valid"
+            metadata_url = self._resource_metadata_url(request)
+            refusal = _tenant_challenge("invalid_token", description, metadata_url, self.required_scopes)
+            await _end_cut_response(responder, refusal)
 
     async def _authenticate(self, request: HttpRequest) -> tuple[Principal, AccessToken | None, Credential | None]:
         """Who is calling, from the Authorization header; raises 401/403 with the right challenge."""
@@ -706,10 +713,8 @@ class McpApp:
             if version_error is not None:
                 version_error.request_id = message.id
                 raise version_error
-            if self.operations is not None:
-                pending = self.operations.limit(principal.tenant_id, principal.owner, message)
-                if pending is not None:
-                    await pending
+            if self.operations is not None and (pending := self.operations.limit(principal, message)) is not None:
+                await pending
             if era == "modern":
                 host = await principal.host()
                 await runtime.modern.post(
@@ -798,7 +803,7 @@ def _error_body(code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
 
 
-def _log_refusal(request: HttpRequest, error: ProtocolError) -> None:
+def _log_refusal(request: HttpRequest, error: ProtocolError, operations: Operations | None) -> None:
     level = logging.WARNING if isinstance(error, SecurityRefusal) else logging.INFO
     extra: dict[str, Any] = {"status": error.status, "reason": error.reason, "method": request.method}
     # Who, where known: the tenant once authenticated (never the token), the session the request named.
@@ -808,6 +813,10 @@ def _log_refusal(request: HttpRequest, error: ProtocolError) -> None:
     session_id = request.headers.get("mcp-session-id")
     if session_id is not None and is_visible_ascii(session_id):
         extra["session_id"] = session_id
+    else:
+        session_id = None
+    if operations is not None:
+        operations.refused(tenant_id, session_id, error)  # the audit record
     http_logger.log(
         level, "refused %s %s: %s (%d)", request.method, request.path, error.reason, error.status, extra=extra
     )

@@ -21,6 +21,7 @@ from mcp.server.auth.provider import AccessToken
 from .._core.asgi import Send
 from .._core.errors import ProtocolError, TooManyRequests
 from .._core.jsonrpc import Message
+from .._legacy.endpoint import Principal
 from .._ops.audit import Auditor, AuditPolicy
 from .._ops.lifecycle import EventHub, TokenExpired
 from .._tenancy.grants import Grants, Hold
@@ -66,6 +67,23 @@ class Operations:
         self._wake = anyio.Event()
         if tenant_servers is not None:
             tenant_servers.on_credential_ended = self._credential_ended
+
+    @classmethod
+    def needed(
+        cls,
+        hub: EventHub,
+        tenants: Tenants | None,
+        tenant_servers: TenantServers | None,
+        rate_limits: RateLimits | None,
+        audit: AuditPolicy | None,
+        *,
+        verified: bool,
+    ) -> Operations | None:
+        """The app's operations, or None when nothing needs them (no tokens, no limits, no audit
+        policy): such an app pays nothing for them per request."""
+        if tenants is None and not verified and rate_limits is None and audit is None:
+            return None
+        return cls(hub, tenants=tenants, tenant_servers=tenant_servers, rate_limits=rate_limits, audit=audit)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -143,8 +161,9 @@ class Operations:
     def session_ended(self, session_id: str) -> None:
         self.grants.forget_session(session_id)
 
-    def limit(self, tenant_id: str | None, owner: str, message: Message) -> Awaitable[None] | None:
+    def limit(self, principal: Principal, message: Message) -> Awaitable[None] | None:
         """Take the request's rate-limit tokens; raises (or returns an awaitable raising) 429."""
+        tenant_id, owner = principal.tenant_id, principal.owner
         limiter = self.rate_limits
         if limiter is None or message.kind != "request" or message.method is None:
             return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any
+from typing import Any, cast
 
 from mcp.server.auth.provider import AccessToken
 
@@ -28,7 +28,9 @@ logger = logging.getLogger("asgi_mcp.tenancy")
 def listen_bus(server: Any) -> object | None:
     """The subscription bus behind a low-level server's `subscriptions/listen` handler, if any."""
     handlers: Any = getattr(server, "_request_handlers", None)
-    entry: Any = handlers.get("subscriptions/listen") if isinstance(handlers, dict) else None
+    if not isinstance(handlers, dict):
+        return None
+    entry: Any = cast("dict[str, Any]", handlers).get("subscriptions/listen")
     handler: Any = getattr(entry, "handler", None)
     return getattr(handler, "_bus", None)
 
@@ -63,9 +65,10 @@ class PrivateResults:
         self._warned = warned
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
-        result = await call_next(ctx)
-        if isinstance(result, dict) and result.get("cacheScope") == "public":  # pyright: ignore[reportUnknownMemberType]
-            result["cacheScope"] = "private"
+        result: Any = await call_next(ctx)
+        wire: Any = result
+        if isinstance(wire, dict) and cast("dict[str, Any]", wire).get("cacheScope") == "public":
+            cast("dict[str, Any]", wire)["cacheScope"] = "private"
             if self.tenant_id not in self._warned:
                 self._warned.add(self.tenant_id)
                 logger.warning(
