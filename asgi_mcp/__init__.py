@@ -14,8 +14,12 @@ from ._core.errors import AsgiMcpError as AsgiMcpError
 from ._core.errors import ConfigurationError as ConfigurationError
 from ._core.errors import ProtocolError as ProtocolError
 from ._core.errors import SecurityRefusal as SecurityRefusal
+from ._core.errors import TooManyRequests as TooManyRequests
 from ._core.http import Headers as Headers
 from ._core.origin import OriginPolicy as OriginPolicy
+from ._core.token_bucket import Rate as Rate
+from ._ops.audit import AuditPolicy as AuditPolicy
+from ._ops.lifecycle import Audit as Audit
 from ._ops.lifecycle import Event as Event
 from ._ops.lifecycle import EventName as EventName
 from ._ops.lifecycle import ServerRegistered as ServerRegistered
@@ -26,14 +30,20 @@ from ._ops.lifecycle import SessionEnded as SessionEnded
 from ._ops.lifecycle import Started as Started
 from ._ops.lifecycle import Stopped as Stopped
 from ._ops.lifecycle import TokenAdded as TokenAdded
+from ._ops.lifecycle import TokenExpired as TokenExpired
 from ._ops.lifecycle import TokenRemoved as TokenRemoved
+from ._ops.lifecycle import TokenRotated as TokenRotated
 from ._ops.lifecycle import TokenUpdated as TokenUpdated
 from ._ops.lifecycle import ToolCalled as ToolCalled
 from ._ops.lifecycle import TransportError as TransportError
+from ._ports.rate_limits import InMemoryRateLimitStore as InMemoryRateLimitStore
+from ._ports.rate_limits import RateLimitStore as RateLimitStore
 from ._ports.replay import InMemoryEventStore as InMemoryEventStore
 from ._serving.one_call import PerBearerServer as PerBearerServer
 from ._serving.one_call import ServerInfo as ServerInfo
 from ._serving.one_call import create_per_bearer_server as create_per_bearer_server
+from ._tenancy.limits import RateLimits as RateLimits
+from ._tenancy.limits import TenantLimits as TenantLimits
 from ._tenancy.tenants import ServerFactory as ServerFactory
 from ._tenancy.tenants import SessionPolicy as SessionPolicy
 from ._tenancy.tenants import TenantRegistry as TenantRegistry
@@ -41,6 +51,8 @@ from ._tenancy.tenants import Tenants as Tenants
 
 __all__ = [
     "AsgiMcpError",
+    "Audit",
+    "AuditPolicy",
     "AuthenticationError",
     "ConfigurationError",
     "Event",
@@ -48,12 +60,16 @@ __all__ = [
     "Headers",
     "HttpRequest",
     "InMemoryEventStore",
+    "InMemoryRateLimitStore",
     "IntrospectionVerifier",
     "JWTVerifier",
     "McpApp",
     "OriginPolicy",
     "PerBearerServer",
     "ProtocolError",
+    "Rate",
+    "RateLimitStore",
+    "RateLimits",
     "SecurityRefusal",
     "ServerInfo",
     "ServerFactory",
@@ -66,12 +82,16 @@ __all__ = [
     "StaticTokenVerifier",
     "Started",
     "Stopped",
+    "TenantLimits",
     "TenantRegistry",
     "Tenants",
     "TokenAdded",
+    "TokenExpired",
     "TokenRemoved",
+    "TokenRotated",
     "TokenUpdated",
     "TokenVerifier",
+    "TooManyRequests",
     "ToolCalled",
     "TransportError",
     "create_per_bearer_server",
