@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
-from asgi_mcp._core.lifecycle import SessionState
+from asgi_mcp._core.states import SessionState
 from mcp.server.connection import Connection
 from mcp.shared.inbound import (
     InboundLadderRejection,
@@ -579,6 +579,8 @@ ASGI_OPS: Final[list[AsgiOp]] = [
     AsgiOp("asgi.mcpapp legacy-json tools/call", "mcpapp-json", "legacy-json"),
     AsgiOp("asgi.mcpapp modern-json tools/call", "mcpapp-json", "modern-json"),
     AsgiOp("asgi.mcpapp legacy-sse tools/call", "mcpapp-sse", "legacy-sse"),
+    AsgiOp("asgi.mcpapp-limited legacy-json tools/call", "mcpapp-json-limited", "legacy-json"),
+    AsgiOp("asgi.mcpapp-limited modern-json tools/call", "mcpapp-json-limited", "modern-json"),
     AsgiOp("asgi.sdk legacy-json tools/call", "sdk-json", "legacy-json"),
     AsgiOp("asgi.sdk modern-json tools/call", "sdk-json", "modern-json"),
     AsgiOp("asgi.sdk legacy-sse tools/call", "sdk-sse", "legacy-sse"),

@@ -176,13 +176,17 @@ def _tool_observer(
     tenant_id: str | None,
     session_id: str | None,
     ops: Operations | None,
-    client: Callable[[], Mapping[str, Any] | None],
+    client: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> RequestObserver:
+    """Per `tools/call` answer: the audit record and `tool_called`. `client` reads the session's
+    client info (legacy); without it, a 2026-07-28 request carries its own in `_meta`."""
+
     def observe(method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
         if method != "tools/call":
             return
         if ops is not None:
-            ops.tool_called(tenant_id, session_id, client(), params, outcome, time.perf_counter() - started)
+            info = client() if client is not None else _modern_client(params)
+            ops.tool_called(tenant_id, session_id, info, params, outcome, time.perf_counter() - started)
         if not hub.has_listeners("tool_called"):
             return
         error: dict[str, Any] | None = outcome.get("error")
@@ -546,10 +550,10 @@ class McpApp:
             if principal.tenant_id is not None:
                 tenant_token = current_tenant.set(principal.tenant_id)
                 attributes[TENANT_ATTRIBUTE] = principal.tenant_id
-            if self.operations is None:
-                await self._dispatch(runtime, request, principal, receive, responder)
-            else:
+            if self.operations is not None and self.operations.guards(principal.tenant_id, access):
                 await self._dispatch_held(runtime, request, principal, (access, credential), receive, responder)
+            else:
+                await self._dispatch(runtime, request, principal, receive, responder)
         except ProtocolError as error:
             _log_refusal(request, error, self.operations)
             if not responder.started:
@@ -725,9 +729,7 @@ class McpApp:
                     send,
                     accepts_json=json_ok,
                     accepts_sse=sse_ok,
-                    observe=_tool_observer(
-                        self.events, principal.tenant_id, None, self.operations, lambda: _modern_client(message.params)
-                    ),
+                    observe=_tool_observer(self.events, principal.tenant_id, None, self.operations),
                 )
                 return
             if not json_ok:

@@ -116,6 +116,12 @@ class Operations:
 
     # -- per request ----------------------------------------------------------------------------
 
+    @staticmethod
+    def guards(tenant_id: str | None, access: AccessToken | None) -> bool:
+        """Whether an exchange has an authorization that can end: a tenant token (it can be removed
+        or rotated out, and may expire) or a verified token with an expiry."""
+        return tenant_id is not None or (access is not None and access.expires_at is not None)
+
     @contextmanager
     def hold(
         self,
@@ -133,9 +139,6 @@ class Operations:
                 wall = self.tenants.clock
         elif access is not None and access.expires_at is not None:
             expires_at = float(access.expires_at)
-        if tenant_id is None and expires_at is None:
-            yield Hold(send, math.inf, None, streaming=False, gate=False)
-            return
         deadline = math.inf if expires_at is None else anyio.current_time() + (expires_at - wall())
         digest = credential[0] if credential is not None else None
         token = current_credential.set((tenant_id, digest) if tenant_id is not None and digest is not None else None)

@@ -29,32 +29,26 @@ class Hold:
 
     __slots__ = ("deadline", "digest", "scope", "send", "streaming")
 
-    def __init__(
-        self, send: Send, deadline: float, digest: bytes | None, *, streaming: bool, gate: bool = True
-    ) -> None:
+    def __init__(self, send: Send, deadline: float, digest: bytes | None, *, streaming: bool) -> None:
         self.deadline = deadline
         self.digest = digest
         self.streaming = streaming  # a GET stream: ended even when the token's removal drains
-        self.send: Send = send
-        # No scope (and no gate) when nothing can revoke the exchange and its token has no expiry.
-        self.scope: anyio.CancelScope | None = None
-        if gate:
-            scope = self.scope = anyio.CancelScope(deadline=deadline)
+        scope = self.scope = anyio.CancelScope(deadline=deadline)
 
-            async def gated(message: Any) -> None:
-                if scope.cancel_called or anyio.current_time() >= deadline:
-                    # Let the hold's cancellation end the exchange; a shielded writer (a legacy
-                    # handler's) is not reached by it, and takes this as its client gone.
-                    await anyio.lowlevel.checkpoint()
-                    raise ClientGone
-                await send(message)
+        async def gated(message: Any) -> None:
+            if scope.cancel_called or anyio.current_time() >= deadline:
+                # Let the hold's cancellation end the exchange; a shielded writer (a legacy
+                # handler's) is not reached by it, and takes this as its client gone.
+                await anyio.lowlevel.checkpoint()
+                raise ClientGone
+            await send(message)
 
-            self.send = gated
+        self.send: Send = gated
 
     @property
     def cut(self) -> bool:
         """The exchange was ended because its token stopped working."""
-        return self.scope is not None and self.scope.cancelled_caught
+        return self.scope.cancelled_caught
 
     @property
     def expired(self) -> bool:
@@ -80,7 +74,6 @@ class Grants:
         if holds is None:
             holds = self._holds[tenant_id] = set()
         holds.add(held)
-        assert held.scope is not None
         try:
             with held.scope:
                 yield held
@@ -94,7 +87,6 @@ class Grants:
         exchanges (only GET streams with `streams_only`); returns the sessions it last used."""
         for held in list(self._holds.get(tenant_id, ())):
             if (digest is None or held.digest == digest) and (held.streaming or not streams_only):
-                assert held.scope is not None
                 held.scope.cancel()
         sessions = [sid for sid, (tid, used) in self._sessions.items() if tid == tenant_id and digest in (None, used)]
         for session_id in sessions:
