@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
-from asgi_mcp._core.states import SessionState
 from mcp.server.connection import Connection
 from mcp.shared.inbound import (
     InboundLadderRejection,
@@ -66,6 +65,7 @@ from asgi_mcp._core.jsonrpc import dumps, parse_body, result_message
 from asgi_mcp._core.origin import OriginPolicy
 from asgi_mcp._core.session_table import SessionTable
 from asgi_mcp._core.sse import encode_event
+from asgi_mcp._core.states import SessionState
 from asgi_mcp._modern.endpoint import _RawHeaders  # pyright: ignore[reportPrivateUsage]
 
 from .apps import build_app

@@ -17,7 +17,7 @@ from asgi_mcp._core.token_bucket import Rate
 from asgi_mcp._ops.audit import AuditPolicy
 from asgi_mcp._tenancy.limits import RateLimits, TenantLimits
 
-from ._mcp import call_tool, request, serving
+from ._mcp import call_tool, modern, request, serving
 from ._tenant_kit import (
     ALL_TOKENS,
     TOKEN_A,
@@ -404,3 +404,19 @@ async def test_real_http_rate_limit_and_a_rotation_ending_a_stream(anyio_backend
                     async for _ in stream.aiter_bytes():
                         pass
             assert (await a.post(request(4, "ping"), session)).status_code == 401
+
+
+async def test_removing_a_token_cuts_its_modern_streams_even_when_legacy_answers_drain() -> None:
+    gate = Gate()
+    tenants = Tenants({TOKEN_A: lambda: tenant_server("alpha", gate=gate)})
+    app = McpApp(tenants=tenants)
+    with anyio.fail_after(GUARD):
+        async with serving(app) as client:
+            body, headers = modern(1, "tools/call", {"name": "block", "arguments": {}})
+            call = await client.post(body, headers={**headers, "authorization": f"Bearer {TOKEN_A}"}, wait=False)
+            await gate.started.wait()
+            assert tenants.remove(TOKEN_A, policy="drain", drain_timeout=60)
+            await call.started()
+            assert call.status == 401  # nothing was sent yet: the answer is the token's refusal
+            assert b"released" not in await call.read()
+            await gate.cancelled.wait()  # a 2026-07-28 exchange ended is a cancelled request

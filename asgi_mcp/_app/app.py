@@ -37,6 +37,7 @@ from .._core.asgi import ClientGone, HttpRequest, Receive, Scope, Send, read_bod
 from .._core.cors import CorsPolicy
 from .._core.errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, ProtocolError, SecurityRefusal
 from .._core.http import (
+    MODERN_VERSIONS,
     Headers,
     accepts,
     endpoint_matches,
@@ -589,7 +590,8 @@ class McpApp:
         operations = self.operations
         assert operations is not None
         access, credential = authorization
-        with operations.hold(principal.tenant_id, credential, access, request.method, responder) as held:
+        drainable = request.method == "POST" and request.headers.get("mcp-protocol-version") not in MODERN_VERSIONS
+        with operations.hold(principal.tenant_id, credential, access, drainable, responder) as held:
             operations.session_used(request.headers.get("mcp-session-id"), principal.tenant_id)
             await self._dispatch(runtime, request, principal, receive, held.send)
         if held.cut:

@@ -106,10 +106,9 @@ class Operations:
                 await self._wake.wait()
             self._wake = anyio.Event()
 
-    def _credential_ended(self, tenant: Tenant, digest: bytes | None, reason: CredentialEnd) -> None:
-        # A removal that drains lets in-flight answers finish; its streams end all the same.
-        streams_only = reason == "token_removed" and digest is None
-        sessions = self.grants.revoke(tenant.tenant_id, digest, streams_only=streams_only)
+    def _credential_ended(self, tenant: Tenant, digest: bytes | None, reason: CredentialEnd, drain: bool) -> None:
+        # A removal that drains lets in-flight 2025-era answers finish; its streams end all the same.
+        sessions = self.grants.revoke(tenant.tenant_id, digest, drain=drain)
         if digest is not None and self._end_session is not None:
             for session_id in sessions:
                 self._end_session(session_id, "token_expired" if reason != "token_removed" else reason)
@@ -128,7 +127,7 @@ class Operations:
         tenant_id: str | None,
         credential: Credential | None,
         access: AccessToken | None,
-        method: str,
+        drainable: bool,
         send: Send,
     ) -> Generator[Hold, None, None]:
         """Run an exchange under its token's authorization; the hold's `send` is the one to use."""
@@ -143,7 +142,7 @@ class Operations:
         digest = credential[0] if credential is not None else None
         token = current_credential.set((tenant_id, digest) if tenant_id is not None and digest is not None else None)
         try:
-            with self.grants.hold(tenant_id, digest, send, deadline, streaming=method == "GET") as held:
+            with self.grants.hold(tenant_id, digest, send, deadline, drainable=drainable) as held:
                 yield held
         finally:
             current_credential.reset(token)

@@ -27,12 +27,13 @@ __all__: list[str] = []
 class Hold:
     """One exchange's authorization: a cancel scope, and the `send` that stops with it."""
 
-    __slots__ = ("deadline", "digest", "scope", "send", "streaming")
+    __slots__ = ("deadline", "digest", "drainable", "scope", "send")
 
-    def __init__(self, send: Send, deadline: float, digest: bytes | None, *, streaming: bool) -> None:
+    def __init__(self, send: Send, deadline: float, digest: bytes | None, *, drainable: bool) -> None:
         self.deadline = deadline
         self.digest = digest
-        self.streaming = streaming  # a GET stream: ended even when the token's removal drains
+        # A 2025-era POST answer: the one exchange a removal with `policy="drain"` lets finish.
+        self.drainable = drainable
         scope = self.scope = anyio.CancelScope(deadline=deadline)
 
         async def gated(message: Any) -> None:
@@ -66,10 +67,10 @@ class Grants:
 
     @contextmanager
     def hold(
-        self, tenant_id: str | None, digest: bytes | None, send: Send, deadline: float, *, streaming: bool
+        self, tenant_id: str | None, digest: bytes | None, send: Send, deadline: float, *, drainable: bool
     ) -> Generator[Hold, None, None]:
         """Run an exchange under its credential; `deadline` in the loop's clock (inf: none)."""
-        held = Hold(send, deadline, digest, streaming=streaming)
+        held = Hold(send, deadline, digest, drainable=drainable)
         holds = self._holds.get(tenant_id)
         if holds is None:
             holds = self._holds[tenant_id] = set()
@@ -82,11 +83,11 @@ class Grants:
             if not holds and self._holds.get(tenant_id) is holds:
                 del self._holds[tenant_id]
 
-    def revoke(self, tenant_id: str, digest: bytes | None, *, streams_only: bool = False) -> list[str]:
+    def revoke(self, tenant_id: str, digest: bytes | None, *, drain: bool = False) -> list[str]:
         """A token stopped working (`digest`; None: every token of the tenant): cancel its
-        exchanges (only GET streams with `streams_only`); returns the sessions it last used."""
+        exchanges (but for drainable ones with `drain`); returns the sessions it last used."""
         for held in list(self._holds.get(tenant_id, ())):
-            if (digest is None or held.digest == digest) and (held.streaming or not streams_only):
+            if (digest is None or held.digest == digest) and not (drain and held.drainable):
                 held.scope.cancel()
         sessions = [sid for sid, (tid, used) in self._sessions.items() if tid == tenant_id and digest in (None, used)]
         for session_id in sessions:
