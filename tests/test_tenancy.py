@@ -463,9 +463,8 @@ async def test_remove_with_drain_ends_idle_sessions_now_and_busy_ones_when_done(
             assert app.stats()["active_sessions"] == 0
 
 
-async def test_remove_with_drain_ends_a_listening_stream_at_once() -> None:
-    """Nothing is written to a client past its token's removal: its GET stream ends at once, even
-    when in-flight answers may drain; the session, idle then, ends with it."""
+async def test_remove_with_drain_ends_a_listening_session_at_the_deadline() -> None:
+    """An open GET stream keeps a session busy forever; the drain deadline still ends it."""
     lifespans = Lifespans()
     tenants = Tenants({TOKEN_A: lambda: tenant_server("alpha", lifespans=lifespans)})
     app = McpApp(tenants=tenants)
@@ -475,11 +474,12 @@ async def test_remove_with_drain_ends_a_listening_stream_at_once() -> None:
             a = TokenClient(client, TOKEN_A)
             session_id = await a.open_session()
             stream = await a.get(session_id)
-            assert tenants.remove(TOKEN_A, policy="drain", drain_timeout=60)
+            assert tenants.remove(TOKEN_A, policy="drain", drain_timeout=0.2)
+            await anyio.wait_all_tasks_blocked()
+            assert not stream.complete
             await stream.read(timeout=5)
-            assert stream.complete
             [ended] = await recorder.wait_for("session_ended")
-            assert (ended.session_id, ended.reason) == (session_id, "token_removed")
+            assert (ended.session_id, ended.reason) == (session_id, "drain_timeout")
             await wait_until(lambda: lifespans.exited == 1)
 
 

@@ -406,17 +406,20 @@ async def test_real_http_rate_limit_and_a_rotation_ending_a_stream(anyio_backend
             assert (await a.post(request(4, "ping"), session)).status_code == 401
 
 
-async def test_removing_a_token_cuts_its_modern_streams_even_when_legacy_answers_drain() -> None:
-    gate = Gate()
-    tenants = Tenants({TOKEN_A: lambda: tenant_server("alpha", gate=gate)})
-    app = McpApp(tenants=tenants)
-    with anyio.fail_after(GUARD):
-        async with serving(app) as client:
-            body, headers = modern(1, "tools/call", {"name": "block", "arguments": {}})
-            call = await client.post(body, headers={**headers, "authorization": f"Bearer {TOKEN_A}"}, wait=False)
-            await gate.started.wait()
-            assert tenants.remove(TOKEN_A, policy="drain", drain_timeout=60)
-            await call.started()
-            assert call.status == 401  # nothing was sent yet: the answer is the token's refusal
-            assert b"released" not in await call.read()
-            await gate.cancelled.wait()  # a 2026-07-28 exchange ended is a cancelled request
+async def test_removing_a_token_cuts_its_exchanges_at_once_or_at_the_drain_deadline() -> None:
+    for policy, drain_timeout in (("close", 60.0), ("drain", 0.2)):
+        gate = Gate()
+        tenants = Tenants({TOKEN_A: lambda gate=gate: tenant_server("alpha", gate=gate)})  # type: ignore[misc]
+        app = McpApp(tenants=tenants)
+        with anyio.fail_after(GUARD):
+            async with serving(app) as client:
+                body, headers = modern(1, "tools/call", {"name": "block", "arguments": {}})
+                auth = {"authorization": f"Bearer {TOKEN_A}"}
+                call = await client.post(body, headers={**headers, **auth}, wait=False)
+                await gate.started.wait()
+                assert tenants.remove(TOKEN_A, policy=policy, drain_timeout=drain_timeout)  # type: ignore[arg-type]
+                with anyio.fail_after(2.0):
+                    await call.started()
+                assert call.status == 401  # nothing was sent yet: the answer is the token's refusal
+                assert b"released" not in await call.read()
+                await gate.cancelled.wait()  # a 2026-07-28 exchange ended is a cancelled request

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final, cast
@@ -37,7 +38,6 @@ from .._core.asgi import ClientGone, HttpRequest, Receive, Scope, Send, read_bod
 from .._core.cors import CorsPolicy
 from .._core.errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, ProtocolError, SecurityRefusal
 from .._core.http import (
-    MODERN_VERSIONS,
     Headers,
     accepts,
     endpoint_matches,
@@ -111,7 +111,7 @@ class _Runtime:
             keepalive=self.keepalive,
             loop=self.loop,
             observer_for=lambda entry: _tool_observer(
-                hub, entry.tenant_id, entry.session_id, ops, lambda: _legacy_client(entry.value)
+                hub, entry.tenant_id, entry.session_id, ops, _legacy_client(weakref.ref(entry.value))
             ),
             on_created=self._session_created,
             on_ended=self._session_ended,
@@ -207,9 +207,16 @@ def _tool_observer(
     return observe
 
 
-def _legacy_client(session: LegacySession) -> Mapping[str, Any] | None:
-    params = session.connection.client_params
-    return params.client_info.model_dump() if params is not None else None
+def _legacy_client(session_ref: weakref.ref[LegacySession]) -> Callable[[], Mapping[str, Any] | None]:
+    """Reads the session's client info from `initialize`. Weakly: the session's dispatcher holds the
+    observer, and an ended session must leave no reference cycle behind."""
+
+    def client() -> Mapping[str, Any] | None:
+        session = session_ref()
+        params = session.connection.client_params if session is not None else None
+        return params.client_info.model_dump() if params is not None else None
+
+    return client
 
 
 def _modern_client(params: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -590,8 +597,7 @@ class McpApp:
         operations = self.operations
         assert operations is not None
         access, credential = authorization
-        drainable = request.method == "POST" and request.headers.get("mcp-protocol-version") not in MODERN_VERSIONS
-        with operations.hold(principal.tenant_id, credential, access, drainable, responder) as held:
+        with operations.hold(principal.tenant_id, credential, access, responder) as held:
             operations.session_used(request.headers.get("mcp-session-id"), principal.tenant_id)
             await self._dispatch(runtime, request, principal, receive, held.send)
         if held.cut:

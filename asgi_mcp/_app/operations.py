@@ -106,9 +106,12 @@ class Operations:
                 await self._wake.wait()
             self._wake = anyio.Event()
 
-    def _credential_ended(self, tenant: Tenant, digest: bytes | None, reason: CredentialEnd, drain: bool) -> None:
-        # A removal that drains lets in-flight 2025-era answers finish; its streams end all the same.
-        sessions = self.grants.revoke(tenant.tenant_id, digest, drain=drain)
+    def _credential_ended(
+        self, tenant: Tenant, digest: bytes | None, reason: CredentialEnd, drain_timeout: float | None
+    ) -> None:
+        # A removal the operator lets drain ends its exchanges at the drain deadline, as its sessions.
+        drain_until = None if drain_timeout is None else anyio.current_time() + drain_timeout
+        sessions = self.grants.revoke(tenant.tenant_id, digest, drain_until=drain_until)
         if digest is not None and self._end_session is not None:
             for session_id in sessions:
                 self._end_session(session_id, "token_expired" if reason != "token_removed" else reason)
@@ -127,7 +130,6 @@ class Operations:
         tenant_id: str | None,
         credential: Credential | None,
         access: AccessToken | None,
-        drainable: bool,
         send: Send,
     ) -> Generator[Hold, None, None]:
         """Run an exchange under its token's authorization; the hold's `send` is the one to use."""
@@ -142,7 +144,7 @@ class Operations:
         digest = credential[0] if credential is not None else None
         token = current_credential.set((tenant_id, digest) if tenant_id is not None and digest is not None else None)
         try:
-            with self.grants.hold(tenant_id, digest, send, deadline, drainable=drainable) as held:
+            with self.grants.hold(tenant_id, digest, send, deadline) as held:
                 yield held
         finally:
             current_credential.reset(token)

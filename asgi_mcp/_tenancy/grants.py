@@ -27,17 +27,14 @@ __all__: list[str] = []
 class Hold:
     """One exchange's authorization: a cancel scope, and the `send` that stops with it."""
 
-    __slots__ = ("deadline", "digest", "drainable", "scope", "send")
+    __slots__ = ("digest", "scope", "send")
 
-    def __init__(self, send: Send, deadline: float, digest: bytes | None, *, drainable: bool) -> None:
-        self.deadline = deadline
+    def __init__(self, send: Send, deadline: float, digest: bytes | None) -> None:
         self.digest = digest
-        # A 2025-era POST answer: the one exchange a removal with `policy="drain"` lets finish.
-        self.drainable = drainable
         scope = self.scope = anyio.CancelScope(deadline=deadline)
 
         async def gated(message: Any) -> None:
-            if scope.cancel_called or anyio.current_time() >= deadline:
+            if scope.cancel_called or anyio.current_time() >= scope.deadline:
                 # Let the hold's cancellation end the exchange; a shielded writer (a legacy
                 # handler's) is not reached by it, and takes this as its client gone.
                 await anyio.lowlevel.checkpoint()
@@ -54,7 +51,7 @@ class Hold:
     @property
     def expired(self) -> bool:
         """Cut because its token's time ran out (not revoked)."""
-        return self.cut and anyio.current_time() >= self.deadline
+        return self.cut and anyio.current_time() >= self.scope.deadline
 
 
 class Grants:
@@ -67,10 +64,10 @@ class Grants:
 
     @contextmanager
     def hold(
-        self, tenant_id: str | None, digest: bytes | None, send: Send, deadline: float, *, drainable: bool
+        self, tenant_id: str | None, digest: bytes | None, send: Send, deadline: float
     ) -> Generator[Hold, None, None]:
         """Run an exchange under its credential; `deadline` in the loop's clock (inf: none)."""
-        held = Hold(send, deadline, digest, drainable=drainable)
+        held = Hold(send, deadline, digest)
         holds = self._holds.get(tenant_id)
         if holds is None:
             holds = self._holds[tenant_id] = set()
@@ -83,12 +80,16 @@ class Grants:
             if not holds and self._holds.get(tenant_id) is holds:
                 del self._holds[tenant_id]
 
-    def revoke(self, tenant_id: str, digest: bytes | None, *, drain: bool = False) -> list[str]:
-        """A token stopped working (`digest`; None: every token of the tenant): cancel its
-        exchanges (but for drainable ones with `drain`); returns the sessions it last used."""
+    def revoke(self, tenant_id: str, digest: bytes | None, *, drain_until: float | None = None) -> list[str]:
+        """A token stopped working (`digest`; None: every token of the tenant): cancel its exchanges
+        now, or at `drain_until` (loop clock) for a removal the operator lets drain; returns the
+        sessions it was last used on."""
         for held in list(self._holds.get(tenant_id, ())):
-            if (digest is None or held.digest == digest) and not (drain and held.drainable):
-                held.scope.cancel()
+            if digest is None or held.digest == digest:
+                if drain_until is None:
+                    held.scope.cancel()
+                else:
+                    held.scope.deadline = min(held.scope.deadline, drain_until)
         sessions = [sid for sid, (tid, used) in self._sessions.items() if tid == tenant_id and digest in (None, used)]
         for session_id in sessions:
             del self._sessions[session_id]

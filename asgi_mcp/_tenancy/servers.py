@@ -73,7 +73,8 @@ class TenantServers:
         self._building: dict[str, tuple[int, anyio.Event]] = {}
         self._last_name: dict[str, str] = {}
         # Set by the app: ends the streams and sessions of a token that stopped working.
-        self.on_credential_ended: Callable[[Tenant, bytes | None, CredentialEnd, bool], None] | None = None
+        # (tenant, the token's digest or None for all, why, the drain timeout of a draining removal)
+        self.on_credential_ended: Callable[[Tenant, bytes | None, CredentialEnd, float | None], None] | None = None
         self.rotated = 0
         self.expired = 0
         self._buses = BusOwners()
@@ -179,7 +180,7 @@ class TenantServers:
             self.expired += 1
             self._hub.emit(TokenExpired(tenant_id=tenant.tenant_id, reason=reason))
         if self.on_credential_ended is not None:
-            self.on_credential_ended(tenant, digest, reason, False)
+            self.on_credential_ended(tenant, digest, reason, None)
 
     def tenant_removed(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float) -> None:
         tenant.runtime["removed"] = True
@@ -189,7 +190,7 @@ class TenantServers:
             self._hub.emit(TokenExpired(tenant_id=tenant.tenant_id, reason=ended_by))
         self._hub.emit(TokenRemoved(tenant_id=tenant.tenant_id, policy=policy))
         if self.on_credential_ended is not None:
-            self.on_credential_ended(tenant, None, ended_by, policy == "drain")
+            self.on_credential_ended(tenant, None, ended_by, drain_timeout if policy == "drain" else None)
         host = self._hosts.pop(tenant.tenant_id, None)
         active = self._sessions.count_for(tenant.tenant_id) if self._sessions is not None else 0
         reason = "token_removed" if ended_by == "token_removed" else "token_expired"
