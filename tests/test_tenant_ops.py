@@ -423,3 +423,31 @@ async def test_removing_a_token_cuts_its_exchanges_at_once_or_at_the_drain_deadl
                 assert call.status == 401  # nothing was sent yet: the answer is the token's refusal
                 assert b"released" not in await call.read()
                 await gate.cancelled.wait()  # a 2026-07-28 exchange ended is a cancelled request
+
+
+async def test_a_verified_tokens_streams_end_at_its_expiry() -> None:
+    """A JWT or introspected token carries `exp`: its GET stream ends then, with `token_expired`."""
+    from asgi_mcp import StaticTokenVerifier
+
+    expires_at = int(_wall()) + 2  # whole seconds, as `exp` is
+    verifier = StaticTokenVerifier(
+        {
+            TOKEN_A: {"client_id": "short", "expires_at": expires_at},
+            TOKEN_B: {"client_id": "long", "expires_at": expires_at + 3600},
+        }
+    )
+    app = McpApp(tenant_server("one"), token_verifier=verifier)
+    recorder = Recorder(app, ["token_expired"])
+    with anyio.fail_after(GUARD):
+        async with serving(app) as client:
+            short, long = TokenClient(client, TOKEN_A), TokenClient(client, TOKEN_B)
+            short_stream = await short.get(await short.open_session())
+            long_stream = await long.get(await long.open_session())
+            with anyio.fail_after(expires_at - _wall() + 1.0):
+                await short_stream.read()
+            assert _wall() >= expires_at - 0.05
+            assert not long_stream.complete
+            [expired] = await recorder.wait_for("token_expired")
+            assert (expired.tenant_id, expired.reason) == (None, "verified_expiry")
+            assert app.stats()["tokens_expired"] == 1
+            long_stream.disconnect()

@@ -32,13 +32,23 @@ class Hold:
     def __init__(self, send: Send, deadline: float, digest: bytes | None) -> None:
         self.digest = digest
         scope = self.scope = anyio.CancelScope(deadline=deadline)
+        whole = False  # a JSON answer (its length declared) whose headers are out
 
         async def gated(message: Any) -> None:
+            nonlocal whole
+            if whole:
+                # Its body follows its headers at once and holds only the answer: finish it, as a
+                # truncated body would only break the connection.
+                with anyio.CancelScope(shield=True):
+                    await send(message)
+                return
             if scope.cancel_called or anyio.current_time() >= scope.deadline:
                 # Let the hold's cancellation end the exchange; a shielded writer (a legacy
                 # handler's) is not reached by it, and takes this as its client gone.
                 await anyio.lowlevel.checkpoint()
                 raise ClientGone
+            if message["type"] == "http.response.start":
+                whole = any(name == b"content-length" for name, _ in message.get("headers", ()))
             await send(message)
 
         self.send: Send = gated
