@@ -36,20 +36,19 @@ class Hold:
 
         async def gated(message: Any) -> None:
             nonlocal whole
-            if whole:
-                # Its body follows its headers at once and holds only the answer: finish it, as a
-                # truncated body would only break the connection.
-                with anyio.CancelScope(shield=True):
-                    await send(message)
-                return
-            if scope.cancel_called or anyio.current_time() >= scope.deadline:
+            if not whole and (scope.cancel_called or anyio.current_time() >= scope.deadline):
                 # Let the hold's cancellation end the exchange; a shielded writer (a legacy
                 # handler's) is not reached by it, and takes this as its client gone.
                 await anyio.lowlevel.checkpoint()
                 raise ClientGone
             if message["type"] == "http.response.start":
                 whole = any(name == b"content-length" for name, _ in message.get("headers", ()))
-            await send(message)
+            # The hold's cancellation never lands inside a send: a send cancelled midway leaves the
+            # server's keep-alive connection half-recycled (hypercorn on Trio), and the next request
+            # on it hangs. A JSON answer whose headers are out is finished whole: its body follows at
+            # once, holds only the answer, and truncated would only break the connection.
+            with anyio.CancelScope(shield=True):
+                await send(message)
 
         self.send: Send = gated
 
