@@ -600,7 +600,7 @@ class McpApp:
         with operations.hold(principal.tenant_id, credential, access, responder) as held:
             operations.session_used(request.headers.get("mcp-session-id"), principal.tenant_id)
             await self._dispatch(runtime, request, principal, receive, held.send)
-        if held.cut:
+        if held.cut_caught:
             description = "The access token is no longer valid"
             metadata_url = self._resource_metadata_url(request)
             refusal = _tenant_challenge("invalid_token", description, metadata_url, self.required_scopes)

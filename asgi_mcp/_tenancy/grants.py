@@ -12,6 +12,7 @@ Keys are token digests (tenant tokens) or None (a verified token, which ends onl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from contextlib import contextmanager
 from typing import Any
@@ -25,42 +26,71 @@ __all__: list[str] = []
 
 
 class Hold:
-    """One exchange's authorization: a cancel scope, and the `send` that stops with it."""
+    """One exchange's authorization: a cancel scope, and the `send` that stops with it.
 
-    __slots__ = ("digest", "scope", "send")
+    The hold's cancellation never lands inside a send: a send cancelled midway leaves the server's
+    keep-alive connection half-recycled (hypercorn on Trio), and the next request on it hangs. So
+    while a send runs, the deadline is lifted and a cut waits for the send to return. Other
+    cancellations (the client leaving, shutdown) reach a send as before.
+    """
+
+    __slots__ = ("_cut_pending", "_deadline", "_sending", "digest", "scope", "send")
 
     def __init__(self, send: Send, deadline: float, digest: bytes | None) -> None:
         self.digest = digest
+        self._deadline = deadline
+        self._sending = False
+        self._cut_pending = False
         scope = self.scope = anyio.CancelScope(deadline=deadline)
         whole = False  # a JSON answer (its length declared) whose headers are out
 
         async def gated(message: Any) -> None:
             nonlocal whole
-            if not whole and (scope.cancel_called or anyio.current_time() >= scope.deadline):
+            if not whole and (scope.cancel_called or anyio.current_time() >= self._deadline):
                 # Let the hold's cancellation end the exchange; a shielded writer (a legacy
                 # handler's) is not reached by it, and takes this as its client gone.
                 await anyio.lowlevel.checkpoint()
                 raise ClientGone
             if message["type"] == "http.response.start":
+                # A JSON answer whose headers are out is finished whole: its body follows at once,
+                # holds only the answer, and truncated would only break the connection.
                 whole = any(name == b"content-length" for name, _ in message.get("headers", ()))
-            # The hold's cancellation never lands inside a send: a send cancelled midway leaves the
-            # server's keep-alive connection half-recycled (hypercorn on Trio), and the next request
-            # on it hangs. A JSON answer whose headers are out is finished whole: its body follows at
-            # once, holds only the answer, and truncated would only break the connection.
-            with anyio.CancelScope(shield=True):
+            self._sending = True
+            if self._deadline != math.inf:
+                scope.deadline = math.inf
+            try:
                 await send(message)
+            finally:
+                self._sending = False
+                if self._cut_pending and not whole:
+                    scope.cancel()
+                elif self._deadline != math.inf:
+                    scope.deadline = self._deadline
 
         self.send: Send = gated
 
+    def cut(self) -> None:
+        """End the exchange now (after the send in progress, if any)."""
+        if self._sending:
+            self._cut_pending = True
+        else:
+            self.scope.cancel()
+
+    def end_by(self, deadline: float) -> None:
+        """End the exchange at `deadline` at the latest (loop clock)."""
+        self._deadline = min(self._deadline, deadline)
+        if not self._sending:
+            self.scope.deadline = self._deadline
+
     @property
-    def cut(self) -> bool:
+    def cut_caught(self) -> bool:
         """The exchange was ended because its token stopped working."""
         return self.scope.cancelled_caught
 
     @property
     def expired(self) -> bool:
         """Cut because its token's time ran out (not revoked)."""
-        return self.cut and anyio.current_time() >= self.scope.deadline
+        return self.cut_caught and anyio.current_time() >= self._deadline
 
 
 class Grants:
@@ -96,9 +126,9 @@ class Grants:
         for held in list(self._holds.get(tenant_id, ())):
             if digest is None or held.digest == digest:
                 if drain_until is None:
-                    held.scope.cancel()
+                    held.cut()
                 else:
-                    held.scope.deadline = min(held.scope.deadline, drain_until)
+                    held.end_by(drain_until)
         sessions = [sid for sid, (tid, used) in self._sessions.items() if tid == tenant_id and digest in (None, used)]
         for session_id in sessions:
             del self._sessions[session_id]
