@@ -185,7 +185,7 @@ def _tool_observer(
     def observe(method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
         if method != "tools/call":
             return
-        if ops is not None:
+        if ops is not None and ops.auditor.active:  # the client info is read only for a record
             info = client() if client is not None else _modern_client(params)
             ops.tool_called(tenant_id, session_id, info, params, outcome, time.perf_counter() - started)
         if not hub.has_listeners("tool_called"):
