@@ -11,10 +11,10 @@ import anyio
 import pytest
 
 from asgi_mcp import Credential, InMemoryTenantStore, McpApp, TenantRecord, Tenants
-from asgi_mcp._tenancy.tenants import SessionPolicy, Tenant
+from asgi_mcp._tenancy.tenants import CredentialEnd, SessionPolicy, Tenant
 
 from ._mcp import initialize, serving
-from ._tenant_kit import TOKEN_A, TOKEN_B, TokenClient, factory_of
+from ._tenant_kit import TOKEN_A, TOKEN_B, TOKEN_C, TokenClient, factory_of
 
 GUARD = 10.0
 
@@ -22,6 +22,7 @@ GUARD = 10.0
 class Observer:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, int]] = []
+        self.tokens: list[tuple[str, str]] = []  # a token coming or going, apart from the tenant's changes
 
     def tenant_added(self, tenant: Tenant) -> None:
         self.seen.append(("added", tenant.tenant_id, tenant.generation))
@@ -31,6 +32,12 @@ class Observer:
 
     def tenant_updated(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float) -> None:
         self.seen.append((f"updated/{policy}/{drain_timeout:g}", tenant.tenant_id, tenant.generation))
+
+    def token_rotated(self, tenant: Tenant, grace: float) -> None:
+        self.tokens.append(("rotated", tenant.tenant_id))
+
+    def credential_ended(self, tenant: Tenant, digest: bytes, reason: CredentialEnd) -> None:
+        self.tokens.append((f"ended/{reason}", tenant.tenant_id))
 
 
 def test_the_tokens_mapping_still_registers_factories() -> None:
@@ -87,17 +94,25 @@ def test_refusals_leave_the_registry_as_it_was() -> None:
     assert (len(tenants), tenants.ids(), observer.seen) == (1, ["alpha"], [("added", "alpha", 0)])
 
 
-def test_expired_tokens_are_refused_but_can_be_removed() -> None:
+def test_expired_tokens_are_refused_and_end_their_tenant() -> None:
+    observer = Observer()
     tenants = Tenants()
+    tenants.subscribe(observer)
     tenants.add(TOKEN_A, factory_of("alpha"), label="alpha", not_after=time.time() - 1)
     tenants.add(TOKEN_B, factory_of("bravo"), label="bravo", not_after=time.time() + 3600)
+    tenants.add(TOKEN_C, factory_of("charlie"), label="charlie", not_after=time.time() - 1)
+    assert sorted(tenants.ids()) == ["alpha", "bravo", "charlie"]  # nothing ends before it is looked at
     assert tenants.lookup(TOKEN_A) is None
     assert not tenants.has(TOKEN_A)
     assert TOKEN_A not in tenants
     assert tenants.lookup(TOKEN_B) is not None
-    assert sorted(tenants.ids()) == ["alpha", "bravo"]  # expired is not forgotten
-    assert tenants.remove(TOKEN_A)
+    # An expired token ends as a removal does (the tenant goes with its last token): once looked up,
+    # or when `expire` runs (the app runs it at each token's time), whichever comes first.
+    assert sorted(tenants.ids()) == ["bravo", "charlie"]
+    assert tenants.expire() is not None  # bravo's time is still to come
     assert tenants.ids() == ["bravo"]
+    assert not tenants.remove(TOKEN_A)
+    assert [seen[:2] for seen in observer.seen[3:]] == [("removed/close/0", "alpha"), ("removed/close/0", "charlie")]
 
 
 def test_every_change_reaches_the_observers_once_in_order() -> None:
@@ -139,6 +154,8 @@ def test_changes_from_a_store_apply_by_plan() -> None:
     mirror._apply(expired)  # pyright: ignore[reportPrivateUsage]
     assert mirror.lookup(TOKEN_B) is None
     assert observer.seen == [("added", "alpha", 0)]  # a token coming or going is not a tenant's change
+    # The mirror's store holds nothing: a token expired there is refused, and ended by its writer.
+    assert observer.tokens == [("ended/token_removed", "alpha")]
     removed = store.remove_nowait("alpha", policy="close", drain_timeout=0)
     assert removed is not None
     mirror._apply(removed)  # pyright: ignore[reportPrivateUsage]

@@ -5,7 +5,9 @@ shares: the Host/Origin and CORS policies, authentication (`edge_auth`) and the 
 (`routes`). Running it (the ASGI lifespan, or `lifespan_context()`) builds a `Runtime`: the
 session table and both era endpoints. Per request, `__call__` answers CORS preflights and side
 routes, checks Host/Origin, authenticates, and hands the request to era negotiation
-(`negotiation`), which calls the legacy or modern endpoint. Every exception meets the one
+(`negotiation`), which calls the legacy or modern endpoint; a request whose token can stop working
+runs under its hold (`negotiation.held`). The operator features (rate limits, token lifetimes,
+audit) live in one `Operations` object, made only when needed. Every exception meets the one
 boundary here: `ProtocolError` becomes its status and JSON-RPC error, anything else a generic 500
 with nothing internal in the body.
 """
@@ -26,23 +28,26 @@ from mcp.server.streamable_http import EventStore
 from .._auth.bearer import TokenVerifier
 from .._core.asgi import ClientGone, HttpRequest, Receive, Scope, Send, send_error, send_json
 from .._core.cors import CorsPolicy
-from .._core.errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, ProtocolError, SecurityRefusal
-from .._core.http import Headers, endpoint_matches, is_visible_ascii
+from .._core.errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, ProtocolError
+from .._core.http import Headers, endpoint_matches
 from .._core.origin import OriginPolicy
+from .._ops.audit import AuditPolicy
 from .._ops.lifecycle import EventHub, EventName, Listener, TransportError
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics, current_tenant
+from .._tenancy.limits import RateLimits
 from .._tenancy.servers import TenantServers
 from .._tenancy.tenants import Tenants
+from .boundary import Responder, error_body, log_refusal
 from .config import DEFAULT_MAX_BODY, AppConfig
 from .edge_auth import EdgeAuth, ResourceUrls
-from .negotiation import get_or_delete, post
+from .negotiation import get_or_delete, held, post
+from .operations import Operations
 from .routes import SideRoutes
 from .runtime import Runtime, run_lifespan_protocol
 
 __all__ = ["McpApp"]
 
 logger = logging.getLogger("asgi_mcp")
-http_logger = logging.getLogger("asgi_mcp.http")
 
 NOT_RUNNING_MESSAGE: Final = (
     "asgi_mcp.McpApp is not running. Serve it as the top-level ASGI app (the server runs its lifespan), "
@@ -98,6 +103,15 @@ class McpApp:
         health_path: serve liveness ("ok") at this path, outside authentication; None: not served.
         ready_path: serve readiness at this path: 200 while running, 503 before startup and
             during shutdown; None: not served. Neither route reveals anything about tenants.
+        rate_limits: per-tenant token buckets (`RateLimits`) on requests, `tools/call`,
+            `completion/complete` and single tools; over a limit, 429 with `Retry-After`.
+        max_sessions_per_tenant: live legacy sessions one tenant may hold (None: only
+            `max_sessions` applies); beyond it `initialize` gets 429 with `Retry-After`.
+        audit: what audit records may carry beyond who, what and how (`AuditPolicy`); records
+            go to `audit` listeners and the `asgi_mcp.audit` logger either way.
+        expose_raw_token: let tool code read the caller's bearer token (`get_access_token().token`).
+            Off by default: tools see a digest prefix in its place, with the tenant (client id),
+            scopes and expiry, since passing a client's token on to other services is forbidden.
 
     The options are validated once, into an immutable `AppConfig` (`app.config`); an invalid one
     raises `ConfigurationError`.
@@ -115,6 +129,7 @@ class McpApp:
         "_events",
         "_metrics",
         "_not_running_logged",
+        "_operations",
         "_origin_policy",
         "_path",
         "_routes",
@@ -148,6 +163,10 @@ class McpApp:
         health_path: str | None = None,
         ready_path: str | None = None,
         gc_freeze: bool = False,
+        rate_limits: RateLimits | None = None,
+        max_sessions_per_tenant: int | None = None,
+        audit: AuditPolicy | None = None,
+        expose_raw_token: bool = False,
     ) -> None:
         config = AppConfig(
             server=server,
@@ -173,6 +192,10 @@ class McpApp:
             health_path=health_path,
             ready_path=ready_path,
             gc_freeze=gc_freeze,
+            rate_limits=rate_limits,
+            max_sessions_per_tenant=max_sessions_per_tenant,
+            audit=audit,
+            expose_raw_token=expose_raw_token,
         )
         self._assemble(config)
 
@@ -194,6 +217,14 @@ class McpApp:
         with_auth = config.tenants is not None or config.token_verifier is not None
         self._auth = EdgeAuth(config, self._tenant_servers, urls) if with_auth else None
         self._routes = SideRoutes(config, urls, self._cors)
+        self._operations = Operations.needed(
+            self._events,
+            config.tenants,
+            self._tenant_servers,
+            config.rate_limits,
+            config.audit,
+            verified=config.token_verifier is not None,
+        )
         self._runtime: Runtime | None = None
         self._not_running_logged = False
 
@@ -236,6 +267,11 @@ class McpApp:
             "sessions_per_tenant": {tenant: count for tenant, count in per_tenant.items() if tenant is not None},
             "open_streams": runtime.legacy.open_streams if runtime is not None else 0,
             "uptime": time.time() - runtime.started_at if runtime is not None else 0.0,
+            **(
+                self._operations.stats()
+                if self._operations is not None
+                else {"rate_limited": 0, "tokens_rotated": 0, "tokens_expired": 0}
+            ),
         }
 
     def __repr__(self) -> str:
@@ -263,7 +299,7 @@ class McpApp:
             raise ConfigurationError("McpApp is already running; an app instance runs once at a time")
         try:
             async with anyio.create_task_group() as tg:
-                runtime = Runtime(self._config, tg, self._events, self._metrics, self._tenant_servers)
+                runtime = Runtime(self._config, tg, self._events, self._metrics, self._tenant_servers, self._operations)
                 self._runtime = runtime
                 try:
                     await runtime.start()
@@ -299,7 +335,7 @@ class McpApp:
         if not endpoint_matches(path, root_path, self._path):
             await self._routes.answer(scope, send, ready=self.running)
             return
-        responder = _Responder(send)
+        responder = Responder(send)
         request = HttpRequest(scope["method"], path, headers, scope)
         auth_token = tenant_token = None
         attributes: dict[str, str | int] = {"http.request.method": request.method}
@@ -320,12 +356,16 @@ class McpApp:
                 if principal.tenant_id is not None:
                     tenant_token = current_tenant.set(principal.tenant_id)
                     attributes[TENANT_ATTRIBUTE] = principal.tenant_id
+                operations = self._operations
+                if operations is not None and operations.guards(principal.tenant_id, access):
+                    await held(runtime, request, principal, access, receive, responder, self._auth.no_longer_valid)
+                    return
             if request.method == "POST":
                 await post(runtime, request, principal, receive, responder)
             else:
                 await get_or_delete(runtime, request, principal, receive, responder)
         except ProtocolError as error:
-            _log_refusal(request, error)
+            log_refusal(request, error, self._operations)
             if not responder.started:
                 await send_error(responder, error)
         except ClientGone:
@@ -336,7 +376,7 @@ class McpApp:
             if self._events.has_listeners("transport_error"):
                 self._events.emit(TransportError(tenant_id=None, session_id=None, error="internal_error"))
             if not responder.started:
-                await send_json(responder, 500, _error_body(INTERNAL_ERROR, "Internal server error"))
+                await send_json(responder, 500, error_body(INTERNAL_ERROR, "Internal server error"))
         finally:
             if auth_token is not None:
                 auth_context_var.reset(auth_token)
@@ -349,44 +389,4 @@ class McpApp:
         if not self._not_running_logged:
             self._not_running_logged = True
             logger.error(NOT_RUNNING_MESSAGE)
-        await send_json(send, 500, _error_body(INTERNAL_ERROR, NOT_RUNNING_MESSAGE))
-
-
-class _Responder:
-    """Wraps ASGI `send`: remembers whether the response started, and turns a send on a closed
-    connection (`OSError`, ASGI 2.4) into `ClientGone`."""
-
-    __slots__ = ("_send", "started", "status")
-
-    def __init__(self, send: Send) -> None:
-        self._send = send
-        self.started = False
-        self.status = 0
-
-    async def __call__(self, message: Any) -> None:
-        if message["type"] == "http.response.start":
-            self.started = True
-            self.status = message["status"]
-        try:
-            await self._send(message)
-        except OSError:
-            raise ClientGone from None
-
-
-def _error_body(code: int, message: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
-
-
-def _log_refusal(request: HttpRequest, error: ProtocolError) -> None:
-    level = logging.WARNING if isinstance(error, SecurityRefusal) else logging.INFO
-    extra: dict[str, Any] = {"status": error.status, "reason": error.reason, "method": request.method}
-    # Who, where known: the tenant once authenticated (never the token), the session the request named.
-    tenant_id = current_tenant.get()
-    if tenant_id is not None:
-        extra["tenant_id"] = tenant_id
-    session_id = request.headers.get("mcp-session-id")
-    if session_id is not None and is_visible_ascii(session_id):
-        extra["session_id"] = session_id
-    http_logger.log(
-        level, "refused %s %s: %s (%d)", request.method, request.path, error.reason, error.status, extra=extra
-    )
+        await send_json(send, 500, error_body(INTERNAL_ERROR, NOT_RUNNING_MESSAGE))
