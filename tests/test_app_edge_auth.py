@@ -4,7 +4,6 @@ and who a request's bearer token makes the caller, by a verifier or by the tenan
 from __future__ import annotations
 
 import hashlib
-
 from typing import Any, Final
 
 import pytest
