@@ -153,6 +153,7 @@ def test_changes_from_a_store_apply_by_plan() -> None:
     assert expired is not None
     mirror._apply(expired)  # pyright: ignore[reportPrivateUsage]
     assert mirror.lookup(TOKEN_B) is None
+    assert mirror.expire() is None  # nothing still to come: the app's expiry loop does not spin on it
     assert observer.seen == [("added", "alpha", 0)]  # a token coming or going is not a tenant's change
     # The mirror's store holds nothing: a token expired there is refused, and ended by its writer.
     assert observer.tokens == [("ended/token_removed", "alpha")]
@@ -186,3 +187,43 @@ async def test_an_expired_token_gets_401_over_asgi() -> None:
             response = await TokenClient(client, TOKEN_B).post(initialize(0))
             assert response.status == 401
             assert 'error="invalid_token"' in (response.header("www-authenticate") or "")
+
+
+@pytest.mark.anyio
+async def test_a_rotation_is_written_to_the_store_and_a_mirror_follows_it() -> None:
+    clock = [1000.0]
+    primary = Tenants(plans={"gold": factory_of("gold")}, clock=lambda: clock[0])
+    primary.add(TOKEN_A, plan="gold", label="alpha")
+    store = primary._store  # pyright: ignore[reportPrivateUsage]
+    mirror = Tenants(plans={"gold": factory_of("gold")}, clock=lambda: clock[0])
+    async with store.changes() as feed:
+        assert primary.rotate_token(TOKEN_A, TOKEN_B, grace=60, not_after=5000.0) == "alpha"
+        snapshot = await store.snapshot()
+        ends = {credential.digest: credential.not_after for credential in snapshot.credentials}
+        assert ends == {store.digest(TOKEN_A): 1060.0, store.digest(TOKEN_B): 5000.0}
+        clock[0] = 1060.0
+        assert primary.expire() == 5000.0
+        kinds = []
+        for _ in range(3):
+            change = await feed.__anext__()
+            kinds.append(change.kind)
+    assert kinds == ["credential_set", "credential_set", "credential_removed"]
+    assert [credential.digest for credential in (await store.snapshot()).credentials] == [store.digest(TOKEN_B)]
+    # A worker mirroring a store gets the same writes as changes, and follows the rotation.
+    fresh = InMemoryTenantStore()
+    writes = [
+        fresh.add_nowait(
+            TenantRecord(tenant_id="alpha", label="alpha", plan="gold"),
+            Credential(digest=fresh.digest(TOKEN_A), tenant_id="alpha"),
+        ),
+        fresh.set_credential_nowait(Credential(digest=fresh.digest(TOKEN_B), tenant_id="alpha")),
+        fresh.set_credential_nowait(Credential(digest=fresh.digest(TOKEN_A), tenant_id="alpha", not_after=1060.0)),
+    ]
+    clock[0] = 1000.0
+    for change in writes:
+        assert change is not None
+        mirror._apply(change)  # pyright: ignore[reportPrivateUsage]
+    assert mirror.lookup(TOKEN_A) is mirror.lookup(TOKEN_B) is not None
+    clock[0] = 1060.0
+    assert mirror.lookup(TOKEN_A) is None
+    assert mirror.lookup(TOKEN_B) is not None

@@ -180,7 +180,8 @@ class Tenants:
         for digest, ends in list(self._not_after.items()):
             if ends <= now:
                 self._end_credential(digest)
-        return min(self._not_after.values(), default=None)
+        # Only times still to come: a mirror's expired token stays until its writer's removal arrives.
+        return min((ends for ends in self._not_after.values() if ends > now), default=None)
 
     def remove(
         self, token: str, *, policy: SessionPolicy = "close", drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
