@@ -21,15 +21,16 @@ BENCH_DEPS = nox.project.dependency_groups(PYPROJECT, "bench")
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole suite on asyncio and trio: unit, in-memory ASGI, real servers, TS client, conformance."""
-    # Every extra: the JWT verifier (joserfc) and the one-call server (hypercorn, trio) are tested too.
-    session.install("-e", ".[jwt,server]", *TEST_DEPS)
+    # Every extra: the JWT verifier (joserfc), the one-call server (hypercorn, trio) and the Redis
+    # stores (coredis, against a real redis-server the tests start) are tested too.
+    session.install("-e", ".[jwt,server,redis]", *TEST_DEPS)
     session.run("pytest", "-p", "anyio", "-q", *session.posargs, env={"PYTHONFAULTHANDLER": "1"})
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff on everything; strict mypy and strict pyright on the package; the import-linter layer contracts."""
-    session.install("-e", ".[jwt,server]", *LINT_DEPS)
+    session.install("-e", ".[jwt,server,redis]", *LINT_DEPS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "--exclude", "*.md", ".")
     session.run("mypy", "asgi_mcp")

@@ -2,6 +2,7 @@
 
 import logging as _logging
 import types as _types
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from ._app.app import McpApp as McpApp
 from ._app.config import AppConfig as AppConfig
@@ -15,11 +16,11 @@ from ._core.errors import AsgiMcpError as AsgiMcpError
 from ._core.errors import ConfigurationError as ConfigurationError
 from ._core.errors import ProtocolError as ProtocolError
 from ._core.errors import SecurityRefusal as SecurityRefusal
+from ._core.errors import StoreUnavailable as StoreUnavailable
 from ._core.errors import SubscriptionCut as SubscriptionCut
 from ._core.errors import TenantConflict as TenantConflict
 from ._core.errors import TooManyRequests as TooManyRequests
 from ._core.http import Headers as Headers
-from ._core.origin import OriginPolicy as OriginPolicy
 from ._core.token_bucket import Rate as Rate
 from ._ops.audit import AuditPolicy as AuditPolicy
 from ._ops.lifecycle import Audit as Audit
@@ -55,8 +56,8 @@ from ._ports.tenant_store import TenantRecord as TenantRecord
 from ._ports.tenant_store import TenantSnapshot as TenantSnapshot
 from ._ports.tenant_store import TenantStore as TenantStore
 from ._serving.one_call import PerBearerServer as PerBearerServer
-from ._serving.one_call import ServerInfo as ServerInfo
 from ._serving.one_call import create_per_bearer_server as create_per_bearer_server
+from ._serving.runs import ServerInfo as ServerInfo
 from ._tenancy.limits import RateLimits as RateLimits
 from ._tenancy.limits import TenantLimits as TenantLimits
 from ._tenancy.tenants import ServerFactory as ServerFactory
@@ -86,13 +87,13 @@ __all__ = [
     "JWTVerifier",
     "McpApp",
     "MessageBus",
-    "OriginPolicy",
     "PerBearerServer",
     "ProtocolError",
     "Rate",
     "RateLimitStore",
     "RateLimits",
     "SecurityRefusal",
+    "StoreUnavailable",
     "ServerInfo",
     "ServerFactory",
     "ServerRegistered",
@@ -138,6 +139,24 @@ for _public in __all__:
         continue
     if isinstance(_obj, (type, _types.FunctionType)):
         _obj.__module__ = __name__
+
+if _TYPE_CHECKING:
+    from ._stores.redis import RedisEventStore as RedisEventStore
+
+
+def __getattr__(name: str) -> object:
+    # Stores whose client library is an optional extra load on first use, so `import asgi_mcp` (and
+    # `from asgi_mcp import *`: they are not in __all__) never needs it.
+    if name == "RedisEventStore":
+        try:
+            from ._stores.redis import RedisEventStore
+        except ModuleNotFoundError as missing:
+            raise ImportError(f"asgi_mcp.{name} needs the `redis` extra: pip install 'asgi-mcp[redis]'") from missing
+        RedisEventStore.__module__ = __name__
+        globals()[name] = RedisEventStore
+        return RedisEventStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # A library never configures logging; this keeps "no handler" warnings away until the app does.
 _logging.getLogger("asgi_mcp").addHandler(_logging.NullHandler())

@@ -20,7 +20,8 @@ Both transports keep their default DNS-rebinding protection: bound to 127.0.0.1,
 `Host: 127.0.0.1:PORT` the load generator sends (the SDK's via `host="127.0.0.1"`, McpApp's loopback
 default), so both pay for the same check.
 
-    python -m benchmarks.apps VARIANT --server uvicorn|hypercorn|hypercorn-trio --port PORT [--gc-freeze]
+    python -m benchmarks.apps VARIANT --server uvicorn|hypercorn|hypercorn-trio|builtin[-h11][-trio] --port PORT
+        [--gc-freeze]
         [--max-sessions N] [--tenants N]
 
 serves until killed; `benchmarks.run` polls the port for readiness. On SIGUSR1 the process runs a
@@ -41,7 +42,8 @@ import sys
 from typing import Any
 
 VARIANTS = ("mcpapp-sse", "mcpapp-json", "sdk-sse", "sdk-json", "floor", "mcpapp-tenants", "mcpapp-json-limited")
-SERVERS = ("uvicorn", "hypercorn", "hypercorn-trio")
+# builtin*: asgi_mcp's own HTTP/1.1 server (asgi_mcp._serving.http1); "-h11" forces h11 over httptools.
+SERVERS = ("uvicorn", "hypercorn", "hypercorn-trio", "builtin", "builtin-trio", "builtin-h11", "builtin-h11-trio")
 ECHO_TOOL = "echo"
 MCP_PATH = "/mcp"
 DEFAULT_TENANTS = 1000
@@ -175,7 +177,21 @@ def report_on_signal(app: Any) -> None:
     signal.signal(signal.SIGUSR1, report)
 
 
+def serve_builtin(app: Any, server: str, host: str, port: int) -> None:
+    import anyio
+
+    from asgi_mcp._serving.http1 import ServerConfig
+    from asgi_mcp._serving.http1 import serve as builtin_serve
+
+    # Keep-alive idle timeout as uvicorn's default is irrelevant under load; the parser as asked.
+    config = ServerConfig(host=host, port=port, parser="h11" if "-h11" in server else "auto", lifespan="on")
+    anyio.run(builtin_serve, app, config, backend="trio" if server.endswith("-trio") else "asyncio")
+
+
 def serve(app: Any, server: str, host: str, port: int) -> None:
+    if server.startswith("builtin"):
+        serve_builtin(app, server, host, port)
+        return
     if server == "uvicorn":
         import uvicorn
 

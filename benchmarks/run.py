@@ -1,6 +1,7 @@
 """Throughput benchmark: McpApp vs the SDK's own transport vs a raw-ASGI floor, side by side.
 
-For each ASGI server (uvicorn, hypercorn asyncio, hypercorn trio) the five variants of
+For each ASGI server (uvicorn, hypercorn asyncio, hypercorn trio, and the built-in server on asyncio
+and Trio, with httptools or h11) the five variants of
 `benchmarks.apps` run at once, each in its own process pinned to the server core (`taskset -c 0`);
 the load generator (`benchmarks.load`: wrk, else h11) runs pinned to the load core. Rounds are
 interleaved (round 1 of every variant and scenario, then round 2, ...) so drift hits all alike.
@@ -33,7 +34,7 @@ the load generator had no headroom left there). Before a run the harness waits (
 again (`--retries`) and the least disturbed attempt is kept (counted in `contended_runs` if still over).
 Server CPU µs per request is the figure least affected by contention.
 
-    python -m benchmarks.run [--servers uvicorn,hypercorn,hypercorn-trio] [--duration 5] [--rounds 3]
+    python -m benchmarks.run [--servers uvicorn,hypercorn-trio,builtin,builtin-trio] [--duration 5] [--rounds 3]
         [--scenarios legacy-sse,...|none] [--footprint [--footprint-sessions 1000,10000] [--footprint-tenants 1000]]
 
 `--footprint` also measures memory (`benchmarks.footprint`: RSS per idle legacy session at each of
@@ -101,7 +102,15 @@ NOTES = {
     " DELETE, live session count unchanged).",
 }
 VERIFY_CHURNS = 10
-SERVER_LABEL = {"uvicorn": "uvicorn", "hypercorn": "hypercorn asyncio", "hypercorn-trio": "hypercorn trio"}
+SERVER_LABEL = {
+    "uvicorn": "uvicorn",
+    "hypercorn": "hypercorn asyncio",
+    "hypercorn-trio": "hypercorn trio",
+    "builtin": "built-in asyncio",
+    "builtin-trio": "built-in trio",
+    "builtin-h11": "built-in asyncio (h11)",
+    "builtin-h11-trio": "built-in trio (h11)",
+}
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -1,4 +1,5 @@
-"""Real ASGI servers on 127.0.0.1, started in-process: uvicorn (asyncio) and hypercorn's Trio worker.
+"""Real ASGI servers on 127.0.0.1, started in-process: uvicorn (asyncio), hypercorn's Trio worker, and
+the built-in server on both backends with both parsers.
 
 Both bind port 0 themselves (no find-a-free-port race) and are stopped gracefully on exit.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from ._builtin import PARSERS, builtin_url
 from ._polling import wait_until
 
 
@@ -78,3 +80,6 @@ SERVERS: dict[str, tuple[str, Callable[[Any], AbstractAsyncContextManager[str]]]
     "uvicorn": ("asyncio", uvicorn_server),
     "hypercorn-trio": ("trio", hypercorn_trio_server),
 }
+for _backend in ("asyncio", "trio"):
+    for _parser in PARSERS:
+        SERVERS[f"builtin-{_parser}-{_backend}"] = (_backend, partial(builtin_url, parser=_parser))

@@ -1,6 +1,7 @@
 """Adversarial HTTP/1.1 against real servers: raw bytes over 127.0.0.1 sockets.
 
-uvicorn (h11) serves on the asyncio backend, hypercorn's Trio worker on the trio backend. Requests
+uvicorn (h11) serves on the asyncio backend, hypercorn's Trio worker on the trio backend, and the
+built-in server (`asgi_mcp._serving.http1`) on both, with each of its parsers (h11, httptools). Requests
 are written by hand (malformed ones included) and answers parsed with h11. Every scenario checks the
 status (and the JSON-RPC error body where docs/transport.md says there is one), and then that the
 app is still healthy: no 5xx from the app, no ERROR logged by the app or the server, no request left
@@ -31,6 +32,7 @@ import pytest
 
 from asgi_mcp import InMemoryEventStore, McpApp, Tenants
 
+from ._builtin import builtin_url
 from ._mcp import LEGACY, MODERN, initialize, modern, notification, request
 from ._polling import wait_until
 from ._raw_http import Conn, ErrorLog, HeaderItems, Reply, Spy, connect, exchange, http_request
@@ -43,7 +45,34 @@ LIMIT: Final = 4096
 BOTH: Final = "application/json, text/event-stream"
 SSE: Final = "text/event-stream"
 PING: Final = request(1, "ping")
-SERVER: Final = {"asyncio": "uvicorn", "trio": "hypercorn"}
+REFERENCE: Final = {"asyncio": "uvicorn", "trio": "hypercorn"}
+
+
+class Backend(str):
+    """The anyio backend name (what anyio's plugin reads), carrying which server runs on it."""
+
+    server: str  # "reference" (uvicorn or hypercorn) or "builtin-h11" / "builtin-httptools"
+
+    def __new__(cls, backend: str, server: str) -> Backend:
+        value = super().__new__(cls, backend)
+        value.server = server
+        return value
+
+
+def server_of(backend: str) -> str:
+    """The expectation key: "uvicorn", "hypercorn" or "builtin"."""
+    server = getattr(backend, "server", "reference")
+    return REFERENCE[str(backend)] if server == "reference" else "builtin"
+
+
+BACKENDS: Final = [(b, s) for b in ("asyncio", "trio") for s in ("reference", "builtin-h11", "builtin-httptools")]
+
+
+@pytest.fixture(params=BACKENDS, ids=[f"{b}-{s}" for b, s in BACKENDS])
+def anyio_backend(request: pytest.FixtureRequest) -> Backend:
+    return Backend(*request.param)
+
+
 CASE_TIMEOUT: Final = 15.0
 # What a failing case raises: a wrong answer, no answer, or an answer that is not valid HTTP.
 CASE_FAILURES: Final = (AssertionError, TimeoutError, h11.ProtocolError)
@@ -185,7 +214,13 @@ async def live(backend: str, *, token: str | None = None, **options: Any) -> Asy
         app = McpApp(**options)
     spy = Spy(app)
     with anyio.fail_after(120):
-        async with serve_http(spy, backend) as base:  # type: ignore[arg-type]
+        server = getattr(backend, "server", "reference")
+        serving = (
+            serve_http(spy, backend)  # type: ignore[arg-type]
+            if server == "reference"
+            else builtin_url(spy, server.removeprefix("builtin-"))
+        )
+        async with serving as base:
             log = ErrorLog().attach()
             try:
                 target = Live(app, spy, int(base.rsplit(":", 1)[1]), backend, token)
@@ -220,7 +255,7 @@ class Case:
 
 
 def for_server(value: Any, backend: str) -> Any:
-    return value[SERVER[backend]] if isinstance(value, Mapping) else value
+    return value[server_of(backend)] if isinstance(value, Mapping) else value
 
 
 def assert_status(reply: Reply | None, expected: Status) -> Reply:
@@ -267,7 +302,7 @@ async def run_cases(target: Live, cases: Sequence[Case]) -> None:
             await check_case(target, case)
             await target.healthy()
         except CASE_FAILURES as exc:  # noqa: PERF203 (every case is reported)
-            failures.append(f"[{SERVER[target.backend]}] {case.id}: {type(exc).__name__}: {exc}")
+            failures.append(f"[{server_of(target.backend)}] {case.id}: {type(exc).__name__}: {exc}")
             target.sessions = target.app.stats()["active_sessions"]  # no cascade into later cases
     assert not failures, "\n".join(failures)
 
@@ -300,6 +335,7 @@ def patched(target: Live, old: bytes, new: bytes, *extra: tuple[str | bytes, str
 
 # -- malformed HTTP: mostly the server's business ------------------------------------------------
 
+BY_APP: Final = {"uvicorn": "app", "hypercorn": "app"}
 CHUNKED_PING: Final = b"%x\r\n%s\r\n0\r\n\r\n" % (len(json.dumps(PING)), json.dumps(PING).encode())
 
 MALFORMED_HTTP: Final = [
@@ -338,14 +374,14 @@ MALFORMED_HTTP: Final = [
     raw_case(
         "unsupported Transfer-Encoding",
         lambda t: ping_bytes(t, ("transfer-encoding", "gzip"), content_length=False),
-        status={"uvicorn": 400, "hypercorn": 501},
+        status={"uvicorn": 400, "hypercorn": 501, "builtin": 400},
     ),
     raw_case(
         "Transfer-Encoding chunked twice",
         lambda t: ping_bytes(
             t, ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked"), content_length=False
         ).replace(json.dumps(PING).encode(), CHUNKED_PING),
-        status={"uvicorn": 400, "hypercorn": 501},
+        status={"uvicorn": 400, "hypercorn": 501, "builtin": 400},
     ),
     # The request reaches the app; the broken chunk makes the server end it (the app sees a disconnect).
     raw_case(
@@ -356,17 +392,28 @@ MALFORMED_HTTP: Final = [
         status=400,
         by="app-then-server",
     ),
-    # Accepted by the servers; the app answers.
+    # Accepted by uvicorn and hypercorn (the app answers); refused by the built-in server as
+    # request smuggling vectors (RFC 9112 §6.1, §5.2 and §2.2 allow a server to).
     raw_case(
         "Content-Length and chunked (chunked wins)",
         lambda t: ping_bytes(t, ("transfer-encoding", "chunked")).replace(
             json.dumps(PING).encode() + b"", CHUNKED_PING
         ),
-        status=200,
-        by="app",
+        status={"uvicorn": 200, "hypercorn": 200, "builtin": 400},
+        by={**BY_APP, "builtin": "server"},
     ),
-    raw_case("obsolete line folding", lambda t: ping_bytes(t, ("x-folded", b"a\r\n b")), status=200, by="app"),
-    raw_case("bare LF line endings", lambda t: ping_bytes(t).replace(b"\r\n", b"\n"), status=200, by="app"),
+    raw_case(
+        "obsolete line folding",
+        lambda t: ping_bytes(t, ("x-folded", b"a\r\n b")),
+        status={"uvicorn": 200, "hypercorn": 200, "builtin": 400},
+        by={**BY_APP, "builtin": "server"},
+    ),
+    raw_case(
+        "bare LF line endings",
+        lambda t: ping_bytes(t).replace(b"\r\n", b"\n"),
+        status={"uvicorn": 200, "hypercorn": 200, "builtin": 400},
+        by={**BY_APP, "builtin": "server"},
+    ),
     raw_case(
         "control character \\x01 in a value", lambda t: ping_bytes(t, ("x-probe", b"a\x01b")), status=200, by="app"
     ),
@@ -374,17 +421,23 @@ MALFORMED_HTTP: Final = [
     raw_case(
         "lowercase method",
         lambda t: ping_bytes(t).replace(b"POST ", b"post ", 1),
-        status={"uvicorn": 405, "hypercorn": 200},
-        by="app",
+        status={"uvicorn": 405, "hypercorn": 200, "builtin": 400},
+        by={"uvicorn": "app", "hypercorn": "app", "builtin": "server"},
     ),
+    # The built-in server refuses CONNECT itself (no tunnels): 501.
     raw_case(
-        "CONNECT", lambda t: ping_bytes(t).replace(b"POST ", b"CONNECT ", 1), status=405, by="app", method="CONNECT"
+        "CONNECT",
+        lambda t: ping_bytes(t).replace(b"POST ", b"CONNECT ", 1),
+        status={"uvicorn": 405, "hypercorn": 405, "builtin": 501},
+        by={"uvicorn": "app", "hypercorn": "app", "builtin": "server"},
+        method="CONNECT",
     ),
-    # Both servers pass an absolute-form target through as the path: it names no endpoint (404).
+    # uvicorn and hypercorn pass an absolute-form target through as the path: it names no endpoint
+    # (404); the built-in server takes the path out of it (RFC 9112 §3.2.2), so the ping is answered.
     raw_case(
         "absolute-form target",
         lambda t: ping_bytes(t).replace(b" /mcp ", f" http://{t.host}/mcp ".encode(), 1),
-        status=404,
+        status={"uvicorn": 404, "hypercorn": 404, "builtin": 200},
         by="app",
     ),
     raw_case(
@@ -553,7 +606,7 @@ async def test_bodies(anyio_backend: str, era: str) -> None:
                 await _check_body(target, case, era)
                 await target.healthy()
             except CASE_FAILURES as exc:  # noqa: PERF203 (every case is reported)
-                failures.append(f"[{SERVER[anyio_backend]}/{era}] {case.id}: {exc}")
+                failures.append(f"[{server_of(anyio_backend)}/{era}] {case.id}: {exc}")
                 target.sessions = target.app.stats()["active_sessions"]
         assert not failures, "\n".join(failures)
         # A surrogate *pair*, escaped (as `json.dumps` writes an emoji), is text like any other.
@@ -1057,23 +1110,25 @@ async def test_header_injection(anyio_backend: str) -> None:
 # -- methods, paths, Host and Origin -------------------------------------------------------------
 
 ALLOW_ALL: Final = "GET, POST, DELETE"
+APP_405: Final = {"uvicorn": 405, "hypercorn": 405}
 
 
 def method_case(
-    method: str, status: int, allow: str | None, *, code: int | None = -32600, **options: Any
+    method: str, status: Any, allow: str | None, *, code: int | None = -32600, by: Any = "app", **options: Any
 ) -> tuple[Case, str | None]:
     def build(target: Live) -> bytes:
         body = js(PING) if method not in ("HEAD", "OPTIONS", "TRACE") else b""
         return target.raw(method, body, session=target.baseline, **options)
 
-    return Case(f"{method} {options or ''}".strip(), build, status, code=code, method=method), allow
+    return Case(f"{method} {options or ''}".strip(), build, status, code=code, method=method, by=by), allow
 
 
 METHOD_CASES: Final = [
     method_case("PUT", 405, ALLOW_ALL),
     method_case("PATCH", 405, ALLOW_ALL),
     method_case("TRACE", 405, ALLOW_ALL),
-    method_case("FOO", 405, ALLOW_ALL),
+    # llhttp knows a fixed list of methods, so the built-in server refuses others with either parser.
+    method_case("FOO", {**APP_405, "builtin": 400}, ALLOW_ALL, by={**BY_APP, "builtin": "server"}),
     method_case("HEAD", 405, ALLOW_ALL, code=None),
     method_case("OPTIONS", 405, ALLOW_ALL),
     method_case(
@@ -1098,12 +1153,13 @@ async def test_wrong_methods(anyio_backend: str) -> None:
             try:
                 reply = await check_case(target, case)
                 assert reply is not None
-                assert reply.header("allow") == allow, reply
+                if for_server(case.by, anyio_backend) == "app":
+                    assert reply.header("allow") == allow, reply
                 if case.method == "HEAD":
                     assert reply.body == b"", reply
                 await target.healthy()
             except CASE_FAILURES as exc:  # noqa: PERF203 (every case is reported)
-                failures.append(f"[{SERVER[anyio_backend]}] {case.id}: {exc}")
+                failures.append(f"[{server_of(anyio_backend)}] {case.id}: {exc}")
         assert not failures, "\n".join(failures)
         for path in (b"/MCP", b"/mcp//", b"/mcp/x", b"/mcp%00", b"/%2e%2e/mcp", b"/"):
             reply = await target.request("POST", js(PING), session=target.baseline, target=path)
@@ -1349,7 +1405,7 @@ async def test_authorization_variants(anyio_backend: str) -> None:
                         await target.request("DELETE", session=session_id, authorization=header)
                     await target.healthy()
             except CASE_FAILURES as exc:  # noqa: PERF203 (every case is reported)
-                failures.append(f"[{SERVER[anyio_backend]}] {label}: {exc}")
+                failures.append(f"[{server_of(anyio_backend)}] {label}: {exc}")
                 target.sessions = target.app.stats()["active_sessions"]
         assert not failures, "\n".join(failures)
         # A repeated Authorization header: the first copy counts.
@@ -1428,7 +1484,7 @@ async def test_session_limit(anyio_backend: str) -> None:
 
 async def test_many_and_huge_headers(anyio_backend: str) -> None:
     async with live(anyio_backend) as target:
-        # Under h11's 16 KiB header limit: the app answers.
+        # Under the header limits (h11: 16 KiB per read, the built-in server: 32 KiB): the app answers.
         reply = await target.post(PING, session=target.baseline, extra=[(f"x-h{i}", "v") for i in range(1500)])
         assert reply.status == 200, reply
         reply = await target.post(PING, session=target.baseline, extra=[("mcp-session-id", "x")] * 1500)
@@ -1438,8 +1494,12 @@ async def test_many_and_huge_headers(anyio_backend: str) -> None:
         await target.healthy()
         # Over it: h11 enforces the limit only while a header block is incomplete, so whether the
         # server refuses (400/431) or the app gets the request depends on how the bytes arrive.
-        over: dict[str, frozenset[int]] = {"uvicorn": frozenset({200, 400}), "hypercorn": frozenset({431})}
+        over: dict[str, frozenset[int]] = {
+            "uvicorn": frozenset({200, 400}),
+            "hypercorn": frozenset({431}),
+            "builtin": frozenset({431}),
+        }
         for extra in ([("x-big", "a" * 70_000)], [(f"x-h{i}", "v") for i in range(20_000)]):
             reply = await target.post(PING, session=target.baseline, extra=extra)
-            assert_status(reply, over[SERVER[anyio_backend]])
+            assert_status(reply, over[server_of(anyio_backend)])
             await target.healthy()

@@ -49,6 +49,8 @@ def test_layer_contracts_hold() -> None:
         ("_legacy/endpoint.py", "from .._modern import endpoint as _modern", "Layers"),
         ("_core/sse.py", "from .. import _app", "Layers"),
         ("_app/app.py", "import hypercorn", "Only the serving layer imports a server"),
+        ("_legacy/endpoint.py", "import coredis", "Only the Redis stores import coredis"),
+        ("_stores/redis/event_store.py", "from ..._app import app as _app", "Layers"),
     ],
 )
 def test_breaking_a_rule_fails(tmp_path: Path, module: str, line: str, contract: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import anyio
 import httpx
@@ -394,7 +394,7 @@ COOKIE_SECRET: Final = "ck-sess-5Hn8Qe2Wr4Ty"
 PROXY_SECRET: Final = "px-cred-9Lk3Mj7Nb1Vc"
 ENV_SECRET: Final = "env-key-6Gf2Ds8Aq4Zx"
 SECRETS: Final = (*ALL_TOKENS, COOKIE_SECRET, PROXY_SECRET, ENV_SECRET)
-_ACCESS_LINE: Final = r'127\.0\.0\.1:\d+ "(POST|DELETE) /mcp 1\.1" (\d{3} (\d+|-)|- -)'
+_ACCESS_LINE: Final = r'127\.0\.0\.1:\d+ "(POST|DELETE) /mcp HTTP/1\.1" (\d{3} (\d+|-)|- -)'
 
 
 @pytest.fixture
@@ -450,13 +450,16 @@ def _assert_no_secret_anywhere(records: list[logging.LogRecord]) -> None:
                 assert secret not in text, f"{secret} in a {record.name} record: {text[:2000]}"
 
 
+@pytest.mark.parametrize("http_server", ["builtin", "hypercorn"])
 async def test_no_record_of_the_one_call_server_holds_a_secret(
-    every_record: Capture, monkeypatch: pytest.MonkeyPatch
+    every_record: Capture, monkeypatch: pytest.MonkeyPatch, http_server: Literal["builtin", "hypercorn"]
 ) -> None:
     """logging=True: bearer tokens (good and bad, in the header and the query), cookies,
     Proxy-Authorization and the process environment reach no attribute of any record."""
     monkeypatch.setenv("ASGI_MCP_TEST_API_KEY", ENV_SECRET)
-    server = create_per_bearer_server(logging=True).add_token(TOKEN_A, factory_of("alpha"), label="alpha")
+    server = create_per_bearer_server(logging=True, server=http_server).add_token(
+        TOKEN_A, factory_of("alpha"), label="alpha"
+    )
     extra = {"cookie": f"sid={COOKIE_SECRET}; theme=dark", "proxy-authorization": f"Basic {PROXY_SECRET}"}
     with anyio.fail_after(GUARD):
         async with server, httpx.AsyncClient(headers=extra) as client:

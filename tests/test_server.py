@@ -334,7 +334,7 @@ def _on_asyncio() -> bool:
 def test_missing_hypercorn_is_a_clear_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "hypercorn.config", None)
     with pytest.raises(ConfigurationError, match=r"asgi-mcp\[server\]"):
-        create_per_bearer_server()
+        create_per_bearer_server(server="hypercorn")
 
 
 # -- stop() from anywhere in the event loop --------------------------------------------------------

@@ -5,9 +5,8 @@ shares: the Host/Origin and CORS policies, authentication (`edge_auth`) and the 
 (`routes`). Running it (the ASGI lifespan, or `lifespan_context()`) builds a `Runtime`: the
 session table and both era endpoints. Per request, `__call__` answers CORS preflights and side
 routes, checks Host/Origin, authenticates, and hands the request to era negotiation
-(`negotiation`), which calls the legacy or modern endpoint; a request whose token can stop working
-runs under its hold (`negotiation.held`). The operator features (rate limits, token lifetimes,
-audit) live in one `Operations` object, made only when needed. Every exception meets the one
+(`negotiation`), which calls the legacy or modern endpoint (under the token's hold when it can stop
+working); rate limits, token lifetimes and audit live in one `Operations`. Every exception meets the one
 boundary here: `ProtocolError` becomes its status and JSON-RPC error, anything else a generic 500
 with nothing internal in the body.
 """
@@ -17,8 +16,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, Final
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, Final, cast
 
 import anyio
 from mcp.server.auth.middleware.auth_context import auth_context_var
@@ -85,10 +84,12 @@ class McpApp:
             stream counts as in flight); None disables expiry.
         max_sessions: live legacy sessions at most; beyond it `initialize` gets 503.
         max_body_size: bytes a request body may have (counted as received, chunked or not); 413 beyond.
-        allowed_hosts: `Host` values answered (DNS-rebinding allow-list, see `OriginPolicy`); None
-            keeps the safe default (loopback binds answer only loopback names).
-        allowed_origins: `Origin` values answered (see `OriginPolicy`); None keeps the safe default
-            (loopback binds accept only loopback origins, other binds only same-origin requests).
+        allowed_hosts: `Host` values answered, the DNS-rebinding allow-list (`"example.com"`,
+            `"example.com:*"` for any port, `"*"`); others get 421. None keeps the safe default
+            (loopback binds answer only loopback names, other binds any name).
+        allowed_origins: `Origin` values answered (`"https://app.example.com"`,
+            `"http://localhost:*"`, `"*"`); others get 403. None keeps the safe default (loopback
+            binds accept only loopback origins, other binds only same-origin requests).
         keepalive_interval: seconds of silence after which an SSE stream gets a comment line. A
             legacy SSE answer whose client accepts nothing for that long is abandoned (the handler
             runs on; its messages stay in the event store for a reconnection).
@@ -268,11 +269,7 @@ class McpApp:
             "sessions_per_tenant": {tenant: count for tenant, count in per_tenant.items() if tenant is not None},
             "open_streams": runtime.legacy.open_streams if runtime is not None else 0,
             "uptime": time.time() - runtime.started_at if runtime is not None else 0.0,
-            **(
-                self._operations.stats()
-                if self._operations is not None
-                else {"rate_limited": 0, "tokens_rotated": 0, "tokens_expired": 0}
-            ),
+            **(self._operations.stats() if self._operations is not None else Operations.no_stats()),
         }
 
     def __repr__(self) -> str:
@@ -299,7 +296,13 @@ class McpApp:
         if self._runtime is not None:
             raise ConfigurationError("McpApp is already running; an app instance runs once at a time")
         try:
-            async with anyio.create_task_group() as tg:
+            async with AsyncExitStack() as stack:
+                # A store with a lifecycle (RedisEventStore: its client's pool) is opened by this task,
+                # which outlives every request, and closed only once every session has ended.
+                store: object = self._config.event_store
+                if isinstance(store, AbstractAsyncContextManager):
+                    await stack.enter_async_context(cast(AbstractAsyncContextManager[Any], store))
+                tg = await stack.enter_async_context(anyio.create_task_group())
                 runtime = Runtime(self._config, tg, self._events, self._metrics, self._tenant_servers, self._operations)
                 self._runtime = runtime
                 try:

@@ -111,6 +111,11 @@ class AppConfig:
             raise ConfigurationError("session_idle_timeout must be positive, or None")
         if self.retry_interval is not None and self.retry_interval < 0:
             raise ConfigurationError("retry_interval must not be negative")
+        # A shared store's events must outlive the idle sessions that may resume from them.
+        store_ttl = getattr(self.event_store, "ttl", None)
+        idle = self.session_idle_timeout
+        if isinstance(store_ttl, (int, float)) and idle is not None and store_ttl < 2 * idle:
+            raise ConfigurationError("the event store's ttl must be at least twice session_idle_timeout")
         if self.keepalive_interval <= 0:
             raise ConfigurationError("keepalive_interval must be positive")
         if self.shutdown_timeout < 0:

@@ -193,6 +193,11 @@ class Operations:
             rate_limited=isinstance(error, TooManyRequests),
         )
 
+    @staticmethod
+    def no_stats() -> dict[str, int]:
+        """The counters of an app that has no operations."""
+        return {"rate_limited": 0, "tokens_rotated": 0, "tokens_expired": 0}
+
     def stats(self) -> dict[str, int]:
         servers = self.tenant_servers
         return {

@@ -4,7 +4,7 @@ A browser sends `Authorization`, `Mcp-Session-Id`, `MCP-Protocol-Version`, `Mcp-
 `Mcp-Name`, `Mcp-Param-*` and `Last-Event-ID`, none of which is CORS-safelisted, so every request
 is preflighted; and it can read `Mcp-Session-Id` and `WWW-Authenticate` only when they are exposed.
 Error answers (401, 403, 404) carry the CORS headers too, or the page could not read why it failed.
-Allowed origins here are also accepted by the DNS-rebinding check (`OriginPolicy`).
+Allowed origins here are also accepted by the DNS-rebinding check (`_core.origin.OriginPolicy`).
 """
 
 from __future__ import annotations

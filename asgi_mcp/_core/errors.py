@@ -15,6 +15,7 @@ __all__ = [
     "ConfigurationError",
     "ProtocolError",
     "SecurityRefusal",
+    "StoreUnavailable",
     "SubscriptionCut",
     "TenantConflict",
     "TooManyRequests",
@@ -88,6 +89,24 @@ class ProtocolError(AsgiMcpError):
 
 class SecurityRefusal(ProtocolError):
     """A request refused by DNS-rebinding protection (bad Host or Origin); logged at WARNING."""
+
+
+class StoreUnavailable(ProtocolError):
+    """Shared state (Redis) did not answer in time: 503 with `Retry-After`, never a hang or a 500.
+
+    Args:
+        what: which store, for the operator's log (never a key, token or URL with credentials).
+        retry_after: seconds the client is told to wait.
+    """
+
+    def __init__(self, what: str, *, retry_after: int = 1) -> None:
+        super().__init__(
+            503,
+            "Service temporarily unavailable",
+            code=SERVER_BUSY,
+            headers=[(b"retry-after", str(retry_after).encode())],
+            reason=f"{what} unavailable",
+        )
 
 
 class TenantConflict(AsgiMcpError, ValueError):

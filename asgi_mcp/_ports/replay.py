@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.types import JSONRPCMessage, jsonrpc_message_adapter
@@ -127,14 +127,27 @@ class ReplayedEvent:
     data: str  # JSON text; empty for the priming event
 
 
-class EventLog:
-    """The session-facing side of an event store: scoped stream ids, fast path for the built-in store."""
+@runtime_checkable
+class JsonEventStore(Protocol):
+    """An `EventStore` that also takes and gives JSON text, so `EventLog` skips the SDK's model round
+    trip (validate on store, dump on replay). Its event ids must name their stream as
+    `<stream id>#<suffix>`, so ownership is checked before the store is asked (`RedisEventStore`)."""
 
-    __slots__ = ("_fast", "_store")
+    async def store_json(self, stream_id: str, data: str | None) -> str: ...
+
+    async def json_events_after(self, last_event_id: str) -> tuple[str, list[ReplayedEvent]] | None: ...
+
+
+class EventLog:
+    """The session-facing side of an event store: scoped stream ids, fast paths for the built-in store
+    and for stores that speak JSON text."""
+
+    __slots__ = ("_fast", "_json", "_store")
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
         self._fast = store if type(store) is InMemoryEventStore else None
+        self._json = store if self._fast is None and isinstance(store, JsonEventStore) else None
 
     @staticmethod
     def new_tag() -> str:
@@ -144,6 +157,8 @@ class EventLog:
     async def store(self, stream_id: str, message: dict[str, Any] | None, data: str | None) -> str:
         if self._fast is not None:
             return self._fast.append_raw(stream_id, data if message is not None else None)
+        if self._json is not None:
+            return await self._json.store_json(stream_id, data if message is not None else None)
         model = None if message is None else jsonrpc_message_adapter.validate_python(message, by_name=False)
         return await self._store.store_event(stream_id, model)
 
@@ -163,6 +178,13 @@ class EventLog:
                 for s in stored
                 if s.payload is not None
             ]
+        if self._json is not None:
+            if not last_event_id.startswith(prefix):
+                return None
+            found_json = await self._json.json_events_after(last_event_id)
+            if found_json is None or not found_json[0].startswith(prefix):
+                return None
+            return found_json
         collected: list[ReplayedEvent] = []
 
         async def collect(event: EventMessage) -> None:

@@ -10,15 +10,13 @@ the line shows, built from the ASGI scope without reading any header.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Final
 
 from hypercorn.logging import Logger
 from hypercorn.typing import ResponseSummary, WWWScope
 
-__all__ = ["ACCESS_LOG_FORMAT", "SanitisedAccessLogger"]
+from .http1.access_log import ACCESS_LOG_FORMAT
 
-# Client address, method, path without the query string, HTTP version, status, response size.
-ACCESS_LOG_FORMAT: Final = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s'
+__all__ = ["ACCESS_LOG_FORMAT", "SanitisedAccessLogger"]
 
 
 class SanitisedAccessLogger(Logger):
@@ -31,7 +29,7 @@ class SanitisedAccessLogger(Logger):
             "h": f"{client[0]}:{client[1]}" if client else "-",
             "m": request["method"] if request["type"] == "http" else "GET",
             "U": request["path"],
-            "H": request["http_version"],
+            "H": f"HTTP/{request['http_version']}",
             "s": str(response["status"]) if response is not None else "-",
             "b": _content_length(response["headers"]) if response is not None else "-",
         }

@@ -1,4 +1,5 @@
-"""The `asgi-mcp` command: `serve MODULE:ATTR` and `demo`, both on hypercorn (asyncio or Trio).
+"""The `asgi-mcp` command: `serve MODULE:ATTR` and `demo`, on the built-in HTTP/1.1 server (or
+hypercorn with `--server hypercorn`), on asyncio or Trio.
 
 Being the program, not the library, the CLI configures logging and handles SIGINT/SIGTERM (as a
 graceful stop). Needs the `server` extra.
@@ -21,11 +22,14 @@ import anyio
 from .._app.app import McpApp
 from .._core.errors import ConfigurationError
 from .._kernel.hosting import as_lowlevel_server
-from .hypercorn import HypercornServer, url_host
+from .hypercorn import url_host
+from .runs import require_server
 
 __all__ = ["main"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+SERVER_CHOICES = ("builtin", "hypercorn")
+SERVER_HELP = "the HTTP server: the built-in HTTP/1.1 one (default) or hypercorn (HTTP/2, ...)"
 
 
 class CliError(Exception):
@@ -47,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: 8000)")
     serve.add_argument("--path", default=None, help="endpoint path for a Server/MCPServer (default: /mcp)")
     serve.add_argument("--trio", action="store_true", help="run on Trio instead of asyncio")
+    serve.add_argument("--server", choices=SERVER_CHOICES, default="builtin", help=SERVER_HELP)
     serve.add_argument(
         "--json-response", action="store_true", default=None, help="answer with JSON bodies instead of SSE streams"
     )
@@ -60,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     demo.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: 8000)")
     demo.add_argument("--trio", action="store_true", help="run on Trio instead of asyncio")
+    demo.add_argument("--server", choices=SERVER_CHOICES, default="builtin", help=SERVER_HELP)
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     return parser
 
@@ -140,7 +146,8 @@ async def _resolve_app(target: Any, args: argparse.Namespace) -> McpApp:
 
 async def _serve(target: Any, args: argparse.Namespace) -> None:
     app = await _resolve_app(target, args)
-    runner = HypercornServer(app, host=args.host, port=args.port, access_log=True)
+    runner_class = require_server(args.server, "trio" if args.trio else "asyncio")
+    runner = runner_class(app, host=args.host, port=args.port, access_log=True)
     async with anyio.create_task_group() as tg:
         port = await tg.start(runner.run)
         suffix = "/" if app.config.path == "/" else app.config.path
@@ -152,7 +159,7 @@ async def _serve(target: Any, args: argparse.Namespace) -> None:
 async def _demo(args: argparse.Namespace) -> None:
     from .demo import banner, build_demo_server
 
-    server = build_demo_server(host=args.host, port=args.port)
+    server = build_demo_server(host=args.host, port=args.port, server_kind=args.server)
     server.on("session_created", lambda e: _say(f"[{e.tenant_id}] session opened on {e.server_name}"))
     server.on("session_ended", lambda e: _say(f"[{e.tenant_id}] session ended ({e.reason})"))
     server.on(

@@ -15,7 +15,8 @@ from mcp.server import MCPServer
 
 from .._core.token_bucket import Rate
 from .._tenancy.limits import RateLimits, TenantLimits
-from .one_call import PerBearerServer, ServerInfo, create_per_bearer_server
+from .one_call import PerBearerServer, create_per_bearer_server
+from .runs import ServerInfo, ServerKind
 
 __all__: list[str] = []
 
@@ -83,8 +84,8 @@ def demo_limits() -> RateLimits:
     return RateLimits(plans={"free": free, "pro": TenantLimits(), "admin": TenantLimits()})
 
 
-def build_demo_server(*, host: str, port: int) -> PerBearerServer:
-    server = create_per_bearer_server(host=host, port=port, rate_limits=demo_limits())
+def build_demo_server(*, host: str, port: int, server_kind: ServerKind = "builtin") -> PerBearerServer:
+    server = create_per_bearer_server(host=host, port=port, server=server_kind, rate_limits=demo_limits())
     for plan in PLANS:
         server.add_token(plan.token, _factory(plan, server), label=plan.label, plan=plan.label)
     return server

@@ -1,4 +1,5 @@
-"""The one-call multi-tenant server: an `McpApp` over `Tenants`, served by hypercorn in-process.
+"""The one-call multi-tenant server: an `McpApp` over `Tenants`, served in-process by the built-in
+HTTP/1.1 server (or hypercorn, `server="hypercorn"`).
 
     server = create_per_bearer_server(port=0).add_token(token, factory, label="alice")
     async with server:                     # or: info = await server.start() ... await server.stop()
@@ -19,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import Any, Final
@@ -30,17 +30,17 @@ from mcp.server.streamable_http import EventStore
 
 from .._app.app import McpApp
 from .._core.errors import ConfigurationError
-from .._ops.lifecycle import EventHub, EventName, Listener, Started, Stopped
+from .._ops.lifecycle import EventName, Listener, Started, Stopped
 from .._tenancy.tenants import DEFAULT_DRAIN_TIMEOUT, ServerFactory, SessionPolicy, Tenants
 from .detached import current_event_loop, spawn_detached
-from .hypercorn import SERVER_LOGGER, Backend, HypercornServer, require_hypercorn, running_backend, url_host
+from .hypercorn import SERVER_LOGGER, Backend, HypercornServer, running_backend, url_host
+from .runs import ServerInfo, ServerKind, ServingRun, StartedRun, deliver_remaining, require_server
 
 __all__ = ["PerBearerServer", "ServerInfo", "create_per_bearer_server"]
 
 # McpApp options the one-call server decides itself.
-_RESERVED: Final = frozenset({"server", "tenants", "token_verifier", "path"})
-# How long stop() waits for listeners to take the `stopped` event.
-_STOPPED_DELIVERY_TIMEOUT: Final = 5.0
+# `server` is a parameter of its own (the HTTP server), not the McpApp option.
+_RESERVED: Final = frozenset({"tenants", "token_verifier", "path"})
 _FOREIGN_LOOP: Final = (
     "stop() must run in the event loop that serves the server; from another thread, call "
     "anyio.from_thread.run(server.stop) (in a thread anyio started) or hand it to that loop "
@@ -48,17 +48,6 @@ _FOREIGN_LOOP: Final = (
 )
 
 _logger = logging.getLogger(SERVER_LOGGER)
-
-
-@dataclass(frozen=True, slots=True)
-class ServerInfo:
-    """Where a started server listens. `port` is the bound port (never 0); `url` includes the endpoint."""
-
-    url: str
-    host: str
-    port: int
-    endpoint: str
-    started_at: float  # seconds since the epoch (time.time())
 
 
 class PerBearerServer:
@@ -82,6 +71,7 @@ class PerBearerServer:
         backend: Backend | None,
         access_log: bool,
         health_path: str | None,
+        server: ServerKind = "builtin",
         app: McpApp,
         tenants: Tenants,
     ) -> None:
@@ -92,7 +82,8 @@ class PerBearerServer:
         self._backend = backend
         self._access_log = access_log
         self._health_path = health_path
-        self._run: _Run | None = None
+        self._server: ServerKind = server
+        self._run: ServingRun | None = None
         self._entered: list[AsyncExitStack] = []  # `async with` blocks, innermost last
 
     # -- tokens -----------------------------------------------------------------------------------
@@ -227,15 +218,17 @@ class PerBearerServer:
 
     # -- the serving task -------------------------------------------------------------------------
 
-    async def _start(self, *, awaited: bool) -> _Started:
+    async def _start(self, *, awaited: bool) -> StartedRun:
         if self._run is not None:
             raise ConfigurationError("the server is already running")
         backend = running_backend()
         if self._backend is not None and self._backend != backend:
             raise ConfigurationError(f"backend={self._backend!r}, but this task runs on {backend}")
-        require_hypercorn(backend)
-        self._run = run = _Run(current_event_loop(), awaited=awaited)
-        spawn_detached(partial(self._serve_detached, run), name=f"asgi_mcp server on {self._host}:{self._port}")
+        runner_class = require_server(self._server, backend)
+        self._run = run = ServingRun(current_event_loop(), awaited=awaited)
+        spawn_detached(
+            partial(self._serve_detached, run, runner_class), name=f"asgi_mcp server on {self._host}:{self._port}"
+        )
         try:
             await run.ready.wait()
         except BaseException:
@@ -244,18 +237,18 @@ class PerBearerServer:
         if run.info is None:
             assert run.failure is not None
             raise run.failure
-        return _Started(run, run.info)
+        return StartedRun(run, run.info)
 
-    async def _stop(self, run: _Run) -> None:
+    async def _stop(self, run: ServingRun) -> None:
         if current_event_loop() is not run.loop:
             raise ConfigurationError(_FOREIGN_LOOP)
         run.stop_requested.set()
         await run.stopped.wait()
 
-    async def _serve_detached(self, run: _Run) -> None:
+    async def _serve_detached(self, run: ServingRun, runner_class: type[HypercornServer]) -> None:
         """The serving task: the only one that enters the server's task group and cancel scopes."""
         try:
-            await self._serve(run)
+            await self._serve(run, runner_class)
         except Exception as exc:  # no parent task: hand it to the starter, to `serve()`, or to the log
             run.failure = exc
             if run.ready.is_set() and not run.awaited:
@@ -263,8 +256,8 @@ class PerBearerServer:
         finally:
             run.ready.set()
 
-    async def _serve(self, run: _Run) -> None:
-        runner = HypercornServer(
+    async def _serve(self, run: ServingRun, runner_class: type[HypercornServer]) -> None:
+        runner = runner_class(
             self.app, host=self._host, port=self._port, health_path=self._health_path, access_log=self._access_log
         )
         startup_failure: Exception | None = None
@@ -291,7 +284,7 @@ class PerBearerServer:
             if run.info is not None:
                 now = time.time()
                 self.app.events.emit(Stopped(stopped_at=now, uptime=now - run.info.started_at))
-                await _deliver_remaining(self.app.events)
+                await deliver_remaining(self.app.events)
             self._run = None  # only now may it start again: the delivery above runs the app's hub
             run.stopped.set()
 
@@ -306,40 +299,6 @@ class PerBearerServer:
         )
 
 
-class _Run:
-    """One serving run, from `start()` to `stopped`: what the serving task shares with the tasks
-    that start, serve or stop it. Only the serving task enters cancel scopes; the others wait on
-    these events."""
-
-    __slots__ = ("awaited", "failure", "info", "loop", "ready", "stop_requested", "stopped")
-
-    def __init__(self, loop: object, *, awaited: bool) -> None:
-        self.loop = loop  # the event loop serving it: stop() from another one is refused
-        self.awaited = awaited  # `serve()` waits for it and raises its failure (else: logged)
-        self.ready = anyio.Event()  # serving (`info`), or failed to start (`failure`)
-        self.stop_requested = anyio.Event()
-        self.stopped = anyio.Event()  # `stopped` emitted and handed to listeners
-        self.info: ServerInfo | None = None
-        self.failure: Exception | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Started:
-    run: _Run
-    info: ServerInfo
-
-
-async def _deliver_remaining(hub: EventHub) -> None:
-    """Hand `stopped` (and anything else emitted after the app stopped) to listeners.
-
-    The app's lifespan runs the hub; it has ended, so the hub runs once more, just to drain.
-    """
-    with anyio.move_on_after(_STOPPED_DELIVERY_TIMEOUT, shield=True):
-        async with anyio.create_task_group() as tg:
-            await tg.start(hub.run)
-            hub.close()
-
-
 def create_per_bearer_server(
     *,
     port: int = 0,
@@ -350,6 +309,7 @@ def create_per_bearer_server(
     json_response: bool = False,
     event_store: EventStore | None = None,
     health_path: str | None = None,
+    server: ServerKind = "builtin",
     **app_options: Any,
 ) -> PerBearerServer:
     """A per-bearer-token MCP server, not yet started (`start()` or `async with`).
@@ -367,10 +327,13 @@ def create_per_bearer_server(
         event_store: as `McpApp`'s.
         health_path: a path answering GET with 200 "ok" (text/plain) and nothing else, no token
             needed, for load-balancer probes. Off by default.
+        server: "builtin" (the built-in HTTP/1.1 server, the default) or "hypercorn" (for HTTP/2 or
+            what else hypercorn adds).
         **app_options: further `McpApp` options (`session_idle_timeout`, `max_sessions`,
             `shutdown_timeout`, `allowed_hosts`, `authorization_servers`, ...).
 
-    Needs the `server` extra (hypercorn, and trio for Trio): `ConfigurationError` names it otherwise.
+    Needs the `server` extra (h11 or hypercorn, and trio for Trio): `ConfigurationError` names it
+    otherwise.
     """
     reserved = sorted(_RESERVED.intersection(app_options))
     if reserved:
@@ -379,7 +342,7 @@ def create_per_bearer_server(
         raise ConfigurationError("backend must be 'asyncio', 'trio' or None")
     if not 0 <= port <= 65535:
         raise ConfigurationError("port must be 0-65535")
-    require_hypercorn(backend or "asyncio")
+    require_server(server, backend or "asyncio")
     tenants = Tenants()
     app = McpApp(tenants=tenants, path=endpoint, json_response=json_response, event_store=event_store, **app_options)
     if health_path is not None and (
@@ -392,6 +355,7 @@ def create_per_bearer_server(
         backend=backend,
         access_log=logging,
         health_path=health_path,
+        server=server,
         app=app,
         tenants=tenants,
     )

@@ -44,12 +44,23 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float =
     raise TimeoutError(f"server did not listen on {port} within {timeout}s")
 
 
-@pytest.fixture(params=["asyncio-uvicorn", "trio-hypercorn"])
+@pytest.fixture(
+    params=[
+        "asyncio-uvicorn",
+        "trio-hypercorn",
+        "asyncio-builtin-h11",
+        "asyncio-builtin-httptools",
+        "trio-builtin-h11",
+        "trio-builtin-httptools",
+    ]
+)
 def fixture_url(request: pytest.FixtureRequest) -> Iterator[str]:
     port = _free_port()
     command = [sys.executable, str(ROOT / "tests/conformance/serve.py"), "--port", str(port)]
     if request.param.startswith("trio"):
         command.append("--trio")
+    if "-builtin-" in request.param:
+        command += ["--builtin", request.param.rsplit("-", 1)[1]]
     process = subprocess.Popen(command, cwd=ROOT)
     try:
         _wait_for_port(port, process)

@@ -45,10 +45,24 @@ STOP_TIMEOUT: Final = 15.0  # seconds for a server to stop after the shutdown tr
 APP_SHUTDOWN_TIMEOUT: Final = 1.0
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """asyncio runs the app on uvicorn, trio on hypercorn's Trio worker."""
-    return str(request.param)
+class Backend(str):
+    """The anyio backend name (what anyio's plugin reads), carrying which server runs on it."""
+
+    server: str  # "reference" (uvicorn or hypercorn's Trio worker) or "builtin-h11" / "builtin-httptools"
+
+    def __new__(cls, backend: str, server: str) -> Backend:
+        value = super().__new__(cls, backend)
+        value.server = server
+        return value
+
+
+BACKENDS: Final = [(b, s) for b in ("asyncio", "trio") for s in ("reference", "builtin-h11", "builtin-httptools")]
+
+
+@pytest.fixture(params=BACKENDS, ids=[f"{b}-{s}" for b, s in BACKENDS])
+def anyio_backend(request: pytest.FixtureRequest) -> Backend:
+    """asyncio runs the app on uvicorn, trio on hypercorn's Trio worker; both run it on the built-in server."""
+    return Backend(*request.param)
 
 
 @pytest.fixture(scope="session")
@@ -203,9 +217,37 @@ async def serve_hypercorn_trio(
             yield served
 
 
+@asynccontextmanager
+async def serve_builtin(
+    app: McpApp, parser: str, *, port: int = 0, graceful: float = STOP_TIMEOUT / 2
+) -> AsyncIterator[Served]:
+    from asgi_mcp._serving.http1 import ServerConfig, serve
+
+    config = ServerConfig(port=port, parser=parser, graceful_timeout=graceful)  # type: ignore[arg-type]
+    shutdown = anyio.Event()
+    stopped = anyio.Event()
+
+    async def run(*, task_status: Any) -> None:
+        try:
+            await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
+        finally:
+            stopped.set()
+
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(READY_TIMEOUT):
+            address = await tg.start(run)
+        served = Served(f"{address.url}/mcp")
+        async with _stopping(served, shutdown.set, stopped, tg):
+            yield served
+
+
 def serve_app(app: McpApp, backend: str, *, port: int = 0, graceful: float = STOP_TIMEOUT / 2) -> Any:
-    """uvicorn (asyncio) or hypercorn's Trio worker serving `app` on 127.0.0.1:`port` (0: a free one);
+    """The reference server for `backend` (uvicorn for asyncio, hypercorn's Trio worker for Trio) or,
+    for a `builtin-*` backend, the built-in server, serving `app` on 127.0.0.1:`port` (0: a free one);
     stopping waits at most `graceful` seconds for open connections (SSE streams) to close."""
+    server = getattr(backend, "server", "reference")
+    if server != "reference":
+        return serve_builtin(app, server.removeprefix("builtin-"), port=port, graceful=graceful)
     if backend == "asyncio":
         return serve_uvicorn(app, port=port, graceful=graceful)
     return serve_hypercorn_trio(app, port=port, graceful=graceful)

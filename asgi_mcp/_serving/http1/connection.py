@@ -1,0 +1,227 @@
+"""One HTTP/1.1 connection: requests read and answered in order, in the connection's own task.
+
+Per connection there is one task and one cancel scope (`scope`): its deadline is moved forward
+around each write (the write timeout) and it is what a hard stop cancels. Waiting for a request head
+adds one more scope, for the keep-alive and header timeouts, and only when the buffer does not
+already hold a complete head (pipelining).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import anyio.abc
+
+from .cycle import RequestCycle
+from .errors import HttpRefusal
+from .head import RequestHead, find_head
+from .proxy import forwarded_client
+from .response import plain_response
+
+if TYPE_CHECKING:
+    from .state import ServerState
+
+__all__ = ["HttpConnection"]
+
+SERVER_LOGGER: Final = "asgi_mcp.server"
+_logger: Final = logging.getLogger(SERVER_LOGGER)
+_READ_SIZE: Final = 65536
+# Closing after a refusal or an unread body: read what the peer still sends for a moment, so that
+# the kernel does not reset the connection before the peer has read our answer.
+_LINGER_SECONDS: Final = 1.0
+_LINGER_BYTES: Final = 256 * 1024
+_STREAM_ERRORS: Final = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+
+
+class HttpConnection:
+    def __init__(
+        self,
+        state: ServerState,
+        stream: anyio.abc.ByteStream,
+        client: tuple[str, int] | None,
+        server: tuple[str, int | None] | None,
+        scheme: str,
+    ) -> None:
+        self.state = state
+        self.config = state.config
+        self.stream = stream
+        self.client = client
+        self.server = server
+        self.scheme = scheme
+        self.trusted_peer = self.config.trusts(client[0] if client is not None else None)
+        self.buffer = bytearray()
+        self.eof = False
+        self.lost = False  # a write failed: the peer is gone
+        self.linger = False
+        self.idle = False  # waiting for the next request with nothing buffered: shutdown closes it
+        self.wait_scope: anyio.CancelScope | None = None
+        self.scope = anyio.CancelScope()
+
+    def server_stopping(self) -> bool:
+        return self.state.stopping
+
+    def stop_if_idle(self) -> None:
+        if self.idle and self.wait_scope is not None:
+            self.wait_scope.cancel()
+
+    async def read_more(self) -> bool:
+        """Append what arrives to the buffer; False at end of stream (or once the peer is gone)."""
+        if self.eof:
+            return False
+        try:
+            data = await self.stream.receive(_READ_SIZE)
+        except _STREAM_ERRORS:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buffer += data
+        return True
+
+    async def write(self, data: bytes) -> None:
+        """Send, within the write timeout (which ends the whole connection); a lost peer is noted, not raised."""
+        scope = self.scope
+        scope.deadline = anyio.current_time() + self.config.write_timeout
+        try:
+            await self.stream.send(data)
+        except _STREAM_ERRORS:
+            self.lost = True
+        finally:
+            scope.deadline = math.inf
+
+    async def run(self) -> None:
+        try:
+            with self.scope:
+                await self._serve()
+        finally:
+            await self._close()
+
+    async def _serve(self) -> None:
+        first = True
+        while True:
+            head = await self._next_head(first)
+            if head is None:
+                return
+            first = False
+            cycle = RequestCycle(self, head)
+            await self._run_app(cycle, head)
+            await cycle.release_reader()
+            if not cycle.can_continue() or self.state.stopping:
+                if not cycle.body.done or not cycle.response_complete:
+                    self.linger = True
+                return
+
+    async def _next_head(self, first: bool) -> RequestHead | None:
+        config = self.config
+        try:
+            end = find_head(self.buffer, config.max_request_line, config.max_header_bytes)
+            if end is None:
+                end = await self._wait_for_head(first)
+                if end is None:
+                    return None
+            head = bytes(self.buffer[:end])
+            del self.buffer[:end]
+            return self.state.parser.parse(head)
+        except HttpRefusal as refusal:
+            await self._refuse(refusal)
+            return None
+
+    async def _wait_for_head(self, first: bool) -> int | None:
+        config = self.config
+        # Nothing of a request yet: a stop closes the connection at once (a first request too).
+        self.idle = not self.buffer
+        if self.idle and self.state.stopping:
+            return None
+        timeout = config.keepalive_timeout if self.idle and not first else config.headers_timeout
+        with anyio.CancelScope(deadline=anyio.current_time() + timeout) as wait:
+            self.wait_scope = wait
+            try:
+                while await self.read_more():
+                    if self.idle:
+                        self.idle = False
+                        wait.deadline = anyio.current_time() + config.headers_timeout
+                    end = find_head(self.buffer, config.max_request_line, config.max_header_bytes)
+                    if end is not None:
+                        return end
+                return None  # the peer closed; a partial head is dropped
+            finally:
+                self.wait_scope = None
+        if self.idle or not self.buffer:
+            self.idle = False
+            return None  # idle too long, or stopping: close quietly
+        raise HttpRefusal(408, "request header timeout")
+
+    def _scope_of(self, head: RequestHead) -> dict[str, Any]:
+        client, scheme = self.client, self.scheme
+        if self.trusted_peer:
+            client, scheme = forwarded_client(head.headers, client, scheme, self.config.trusts)
+        root_path = self.config.root_path
+        raw_path = head.raw_path
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": head.http_version,
+            "server": self.server,
+            "client": client,
+            "scheme": scheme,
+            "method": head.method,
+            "root_path": root_path,
+            "path": root_path + _decode_path(raw_path),
+            "raw_path": root_path.encode() + raw_path if root_path else raw_path,
+            "query_string": head.query_string,
+            "headers": head.headers,
+        }
+        if self.state.lifespan_state is not None:
+            scope["state"] = self.state.lifespan_state.copy()
+        return scope
+
+    async def _run_app(self, cycle: RequestCycle, head: RequestHead) -> None:
+        try:
+            await self.state.app(self._scope_of(head), cycle.receive, cycle.send)
+        except Exception:
+            _logger.exception("Exception in ASGI application")
+            await self._answer_failure(cycle)
+        else:
+            if not cycle.status:
+                if cycle.disconnected or self.lost:
+                    return  # the client went away first: nobody to answer
+                _logger.error("ASGI application returned without a response")
+                await self._answer_failure(cycle)
+            elif not cycle.response_complete:
+                cycle.keep_alive = False
+
+    async def _answer_failure(self, cycle: RequestCycle) -> None:
+        cycle.keep_alive = False
+        if not cycle.status and not self.lost:
+            cycle.status = 500
+            cycle.response_complete = True
+            await self.write(plain_response(500, "Internal Server Error"))
+
+    async def _refuse(self, refusal: HttpRefusal) -> None:
+        self.linger = True
+        if not self.lost:
+            await self.write(plain_response(refusal.status, refusal.reason))
+
+    async def _close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            if self.linger and not self.lost and not self.eof:
+                with anyio.move_on_after(_LINGER_SECONDS):
+                    try:
+                        await self.stream.send_eof()
+                        drained = 0
+                        while drained < _LINGER_BYTES:
+                            drained += len(await self.stream.receive(_READ_SIZE))
+                    except (*_STREAM_ERRORS, NotImplementedError):
+                        pass
+            await anyio.aclose_forcefully(self.stream)
+
+
+def _decode_path(raw_path: bytes) -> str:
+    if b"%" not in raw_path:
+        return raw_path.decode("ascii")
+    from urllib.parse import unquote
+
+    return unquote(raw_path.decode("ascii"))

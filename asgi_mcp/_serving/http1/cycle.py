@@ -1,0 +1,248 @@
+"""One request and its response: the ASGI `receive` and `send` the app gets.
+
+The app runs in the connection's own task; `receive` reads the socket itself, so no task is started
+per request. Once the body has been read, `receive` waits for the peer to go away (reading ahead into
+the connection buffer, so pipelined requests are kept) and is released when the response completes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Protocol
+
+import anyio
+
+from .access_log import log_access
+from .body import BodyReader
+from .config import ServerConfig
+from .errors import HttpRefusal
+from .head import RequestHead
+from .response import ResponseHead, date_header, encode_response_head, plain_response, status_line
+
+
+class Connection(Protocol):
+    """What a request cycle needs of its connection (`connection.HttpConnection`)."""
+
+    buffer: bytearray
+    config: ServerConfig
+    client: tuple[str, int] | None
+    lost: bool
+    linger: bool
+
+    def server_stopping(self) -> bool: ...
+
+    async def read_more(self) -> bool: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+
+__all__ = ["RequestCycle"]
+
+Message = dict[str, Any]
+
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CLOSE: Final = b"connection: close\r\n"
+_CHUNKED: Final = b"transfer-encoding: chunked\r\n"
+_LAST_CHUNK: Final = b"0\r\n\r\n"
+_DISCONNECT: Final[Message] = {"type": "http.disconnect"}
+
+
+class RequestCycle:
+    __slots__ = (
+        "body",
+        "conn",
+        "continue_sent",
+        "disconnected",
+        "framing",
+        "head",
+        "keep_alive",
+        "pending_head",
+        "reader_exited",
+        "reader_scope",
+        "remaining",
+        "request_complete",
+        "response_complete",
+        "sent_bytes",
+        "status",
+        "taken_over",
+    )
+
+    def __init__(self, conn: Connection, head: RequestHead) -> None:
+        self.conn = conn
+        self.head = head
+        self.body = BodyReader(head.content_length, head.chunked)
+        self.keep_alive = head.keep_alive
+        self.continue_sent = False
+        self.disconnected = False
+        self.response_complete = False
+        self.request_complete = False  # the last http.request message was received
+        self.taken_over = False  # the server answered itself (a broken body): the app's sends are dropped
+        self.status = 0  # 0 until the response starts
+        self.framing = ""  # "length", "chunked", "close" (HTTP/1.0, unsized) or "none" (HEAD, 1xx, 204, 304)
+        self.remaining = 0
+        self.pending_head = b""
+        self.sent_bytes = 0
+        self.reader_scope: anyio.CancelScope | None = None
+        self.reader_exited: anyio.Event | None = None
+
+    # -- receive -------------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        if self.response_complete or self.disconnected:
+            return _DISCONNECT
+        if not self.request_complete:
+            return await self._read_body()
+        return await self._wait_for_disconnect()
+
+    async def _read_body(self) -> Message:
+        conn = self.conn
+        if self.head.expect_continue and not self.continue_sent and not self.status:
+            self.continue_sent = True
+            if not conn.buffer:
+                await conn.write(_CONTINUE)
+        while True:
+            try:
+                chunk = self.body.read(conn.buffer)
+            except HttpRefusal as refusal:
+                await self._refuse_body(refusal)
+                return _DISCONNECT
+            if self.body.done:
+                self.request_complete = True
+                return {"type": "http.request", "body": chunk, "more_body": False}
+            if chunk:
+                return {"type": "http.request", "body": chunk, "more_body": True}
+            if not await conn.read_more():
+                self.disconnected = True
+                return _DISCONNECT
+
+    async def _refuse_body(self, refusal: HttpRefusal) -> None:
+        """A broken body: answer it (if the app has not started to) and end the connection."""
+        self.disconnected = True
+        self.keep_alive = False
+        self.conn.linger = True
+        if not self.status and not self.conn.lost:
+            self.taken_over = True
+            self.status = refusal.status
+            await self.conn.write(plain_response(refusal.status, refusal.reason))
+            self._log(0)
+
+    async def _wait_for_disconnect(self) -> Message:
+        conn = self.conn
+        exited = self.reader_exited = anyio.Event()
+        try:
+            with anyio.CancelScope() as scope:
+                self.reader_scope = scope
+                while len(conn.buffer) <= conn.config.max_header_bytes:  # pipelined requests wait in the buffer
+                    if not await conn.read_more():
+                        self.disconnected = True
+                        break
+                else:
+                    await anyio.sleep_forever()  # enough read ahead: leave the rest to TCP's flow control
+        finally:
+            self.reader_scope = None
+            exited.set()
+        return _DISCONNECT
+
+    async def release_reader(self) -> None:
+        """End a `receive` still reading the socket (a task the app left running), before the
+        connection reads again: two readers of one stream are an error."""
+        if self.reader_scope is not None and self.reader_exited is not None:
+            self.reader_scope.cancel()
+            await self.reader_exited.wait()
+
+    # -- send ----------------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if self.taken_over:
+            return
+        if not self.status:
+            if kind != "http.response.start":
+                raise RuntimeError(f"expected http.response.start, got {kind!r}")
+            await self._start(message)
+        elif kind != "http.response.body":
+            raise RuntimeError(f"expected http.response.body, got {kind!r}")
+        elif self.response_complete:
+            raise RuntimeError("the response is already complete")
+        else:
+            await self._body(message.get("body", b""), message.get("more_body", False))
+
+    async def _start(self, message: Message) -> None:
+        head: ResponseHead = encode_response_head(message["status"], message.get("headers", ()))
+        status = self.status = head.status
+        request = self.head
+        if head.close or self.conn.server_stopping():
+            self.keep_alive = False
+        if request.method == "HEAD" or status < 200 or status in (204, 304):
+            self.framing = "none"
+            extra = b""
+        elif head.content_length is not None:
+            self.framing = "length"
+            self.remaining = head.content_length
+            extra = b""
+        elif request.http_version == "1.1":
+            self.framing = "chunked"
+            extra = _CHUNKED
+        else:
+            self.framing = "close"
+            self.keep_alive = False
+            extra = b""
+        close = b"" if self.keep_alive else _CLOSE
+        self.pending_head = status_line(status) + head.lines + extra + close + date_header() + b"\r\n"
+        if self.framing in ("chunked", "close"):
+            # A streamed response (SSE): its head goes out at once, the client may wait for it.
+            await self._write(self.pending_head)
+            self.pending_head = b""
+
+    async def _body(self, body: bytes, more: bool) -> None:
+        framing = self.framing
+        data = self.pending_head
+        self.pending_head = b""
+        if framing == "chunked":
+            if body:
+                data += b"%x\r\n" % len(body) + body + b"\r\n"
+            if not more:
+                data += _LAST_CHUNK
+        elif framing == "length":
+            if len(body) > self.remaining:
+                self.keep_alive = False
+                raise RuntimeError("response body longer than its Content-Length")
+            self.remaining -= len(body)
+            data += body
+            if not more and self.remaining:
+                self.keep_alive = False  # shorter than announced: the connection cannot be reused
+        elif framing == "close":
+            data += body
+        if framing != "none":
+            self.sent_bytes += len(body)
+        if data:
+            await self._write(data)
+        if not more:
+            self.response_complete = True
+            if self.reader_scope is not None:
+                self.reader_scope.cancel()
+            self._log(self.sent_bytes)
+
+    async def _write(self, data: bytes) -> None:
+        if not self.conn.lost:
+            await self.conn.write(data)
+
+    def _log(self, size: int) -> None:
+        if self.conn.config.access_log:
+            head = self.head
+            log_access(self.conn.client, head.method, head.raw_path, head.http_version, self.status, size)
+
+    # -- after the app returned ----------------------------------------------------------------
+
+    def can_continue(self) -> bool:
+        """Whether the connection may carry the next request: framing intact and the body consumed."""
+        if not (self.keep_alive and self.response_complete) or self.disconnected or self.conn.lost:
+            return False
+        if self.body.done:
+            return True
+        if self.head.expect_continue and not self.continue_sent:
+            return False  # the client may never send this body
+        try:
+            self.body.read(self.conn.buffer)  # what already arrived of an unread body is dropped
+        except HttpRefusal:
+            return False
+        return self.body.done

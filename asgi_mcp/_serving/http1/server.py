@@ -1,0 +1,220 @@
+"""Listening, accepting within the connection limit, and stopping gracefully.
+
+`serve(app, config, shutdown_trigger=..., task_status=...)` runs in the caller's event loop (asyncio
+or Trio). It starts the app's lifespan, binds, reports the bound address through `task_status`, and
+serves until `shutdown_trigger` returns (graceful) or it is cancelled (immediate). Graceful stopping:
+accepting ends and idle keep-alive connections close at once; requests in flight get
+`graceful_timeout` to finish while the lifespan shutdown runs alongside (so the app can end its
+long-lived SSE streams); what is left then is cancelled; the lifespan's own answer is awaited for
+at most `graceful_timeout` more. No signal handler is ever installed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import ssl
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSStream
+
+from ..._core.errors import ConfigurationError
+from .config import ServerConfig
+from .connection import SERVER_LOGGER, HttpConnection
+from .lifespan import Lifespan
+from .parsers import make_parser
+from .state import ServerState
+
+__all__ = ["BoundAddress", "listen", "serve"]
+
+_logger = logging.getLogger(SERVER_LOGGER)
+
+
+@dataclass(frozen=True)
+class BoundAddress:
+    """Where the server listens: (host, port) for TCP, or `uds` for a Unix socket."""
+
+    host: str
+    port: int
+    uds: str | None = None
+    tls: bool = False
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        if self.uds is not None:
+            return f"{scheme}+unix://{self.uds}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+
+async def serve(
+    app: Any,
+    config: ServerConfig,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    listeners: list[anyio.abc.SocketListener] | None = None,
+    task_status: anyio.abc.TaskStatus[BoundAddress] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` until `shutdown_trigger()` returns (then stop gracefully) or until cancelled.
+
+    `listeners` (from `listen(config)`) are used, and closed, instead of binding here: binding
+    before a task group is entered lets a taken port fail as a plain `OSError`.
+    """
+    state = ServerState(app, config, make_parser(config.parser, config.max_headers))
+    lifespan = Lifespan(app, config.lifespan)
+    failure: str | None = None
+    # Bound first, so that a taken port fails at once with a plain OSError; connections made before
+    # the lifespan has started wait in the backlog.
+    if listeners is None:
+        listeners = await listen(config)
+    try:
+        async with anyio.create_task_group() as lifespan_group:
+            failure = await lifespan.startup(lifespan_group)
+            if failure is None:
+                state.lifespan_state = lifespan.state
+                await _serve_connections(state, lifespan, listeners, shutdown_trigger, task_status)
+                with anyio.move_on_after(config.graceful_timeout):
+                    await lifespan.shutdown()
+            lifespan.close()
+            lifespan_group.cancel_scope.deadline = anyio.current_time() + config.graceful_timeout
+    finally:
+        for listener in listeners:
+            await anyio.aclose_forcefully(listener)
+    if failure is not None:
+        # Raised here, outside the task group, so the caller's `start` sees this error itself.
+        raise ConfigurationError(failure)
+
+
+async def _serve_connections(
+    state: ServerState,
+    lifespan: Lifespan,
+    listeners: list[anyio.abc.SocketListener],
+    shutdown_trigger: Callable[[], Awaitable[object]] | None,
+    task_status: anyio.abc.TaskStatus[BoundAddress],
+) -> None:
+    async with anyio.create_task_group() as connections:
+        async with anyio.create_task_group() as accepting:
+            for listener in listeners:
+                accepting.start_soon(_accept_loop, listener, state, connections)
+            task_status.started(_bound_address(listeners[0], state.config))
+            if shutdown_trigger is None:
+                await anyio.sleep_forever()
+            else:
+                await shutdown_trigger()
+            accepting.cancel_scope.cancel()
+        for listener in listeners:
+            await anyio.aclose_forcefully(listener)  # new connections are refused from here
+        await _stop(state, lifespan, connections)
+
+
+async def _stop(state: ServerState, lifespan: Lifespan, connections: anyio.abc.TaskGroup) -> None:
+    state.stopping = True
+    for connection in list(state.connections):
+        connection.stop_if_idle()
+    with anyio.move_on_after(state.config.graceful_timeout):
+        async with anyio.create_task_group() as draining:
+            # The app's lifespan shutdown ends its long-lived streams while requests drain.
+            draining.start_soon(lifespan.shutdown)
+            if state.connections:
+                await state.all_closed.wait()
+    connections.cancel_scope.cancel()
+
+
+async def listen(config: ServerConfig) -> list[anyio.abc.SocketListener]:
+    """The listening sockets `config` asks for (`serve` binds them itself unless given them)."""
+    if config.uds is not None:
+        _remove_stale_socket(config.uds)
+        return [await anyio.create_unix_listener(config.uds, backlog=config.backlog)]
+    multi = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port, backlog=config.backlog)
+    return [listener for listener in multi.listeners if isinstance(listener, anyio.abc.SocketListener)]
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a previous run is removed (anything else at the path is left alone)."""
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _bound_address(listener: anyio.abc.SocketListener, config: ServerConfig) -> BoundAddress:
+    tls = config.ssl_context is not None
+    if config.uds is not None:
+        return BoundAddress("", 0, uds=config.uds, tls=tls)
+    address = listener.extra(SocketAttribute.local_address)
+    assert isinstance(address, tuple)
+    return BoundAddress(str(address[0]), int(address[1]), tls=tls)
+
+
+async def _accept_loop(
+    listener: anyio.abc.SocketListener, state: ServerState, connections: anyio.abc.TaskGroup
+) -> None:
+    while True:
+        await state.slots.acquire()  # over the limit, connections wait in the listen backlog
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            state.slots.release()
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                _logger.warning("accept failed (%s); retrying", os.strerror(exc.errno or 0))
+                await anyio.sleep(0.1)  # the process is out of descriptors: give others a moment
+                continue
+            raise
+        except BaseException:
+            state.slots.release()
+            raise
+        connections.start_soon(_handle, stream, state)
+
+
+async def _handle(stream: anyio.abc.SocketStream, state: ServerState) -> None:
+    config = state.config
+    try:
+        client, server = _addresses(stream)
+        byte_stream: anyio.abc.ByteStream = stream
+        scheme = "http"
+        if config.ssl_context is not None:
+            scheme = "https"
+            wrapped = await _tls(stream, config.ssl_context, config.tls_handshake_timeout)
+            if wrapped is None:
+                return
+            byte_stream = wrapped
+        connection = HttpConnection(state, byte_stream, client, server, scheme)
+        state.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            state.connections.discard(connection)
+            if state.stopping and not state.connections:
+                state.all_closed.set()
+    finally:
+        state.slots.release()
+        await anyio.aclose_forcefully(stream)
+
+
+async def _tls(stream: anyio.abc.SocketStream, context: ssl.SSLContext, seconds: float) -> TLSStream | None:
+    with anyio.move_on_after(seconds):
+        try:
+            return await TLSStream.wrap(stream, server_side=True, ssl_context=context, standard_compatible=False)
+        except (ssl.SSLError, OSError, anyio.BrokenResourceError, anyio.EndOfStream):
+            return None
+    return None
+
+
+def _addresses(stream: anyio.abc.SocketStream) -> tuple[tuple[str, int] | None, tuple[str, int | None] | None]:
+    if stream.extra(SocketAttribute.family) == socket.AF_UNIX:
+        local = stream.extra(SocketAttribute.local_address)
+        return None, (str(local), None)
+    remote = stream.extra(SocketAttribute.remote_address)
+    local = stream.extra(SocketAttribute.local_address)
+    assert isinstance(remote, tuple) and isinstance(local, tuple)
+    return (str(remote[0]), int(remote[1])), (str(local[0]), int(local[1]))

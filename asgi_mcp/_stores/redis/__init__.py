@@ -1,0 +1,12 @@
+"""Redis (7+) and Valkey (8+) stores through coredis (`asgi-mcp[redis]`), on asyncio and Trio.
+
+The only place in asgi_mcp that imports coredis (an import-linter contract keeps it so).
+"""
+
+from .connection import RedisConnection as RedisConnection
+from .event_store import RedisEventStore as RedisEventStore
+from .message_bus import RedisMessageBus as RedisMessageBus
+from .session_directory import RedisSessionDirectory as RedisSessionDirectory
+from .tenant_store import RedisTenantStore as RedisTenantStore
+
+__all__ = ["RedisConnection", "RedisEventStore", "RedisMessageBus", "RedisSessionDirectory", "RedisTenantStore"]
