@@ -97,6 +97,7 @@ for _backend in ("asyncio", "trio"):
 
 GRANIAN_TARGET: Final = "tests._granian_app:app"
 GRANIAN_START_TIMEOUT: Final = 30.0
+GRANIAN_PORT_ATTEMPTS: Final = 5
 
 
 def require_granian() -> None:
@@ -115,14 +116,8 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def granian_server(options: dict[str, Any] | None = None) -> AsyncIterator[str]:
-    """`granian --interface asgi tests._granian_app:app` (asyncio, one worker) with the app's `options`.
-
-    Ready when granian says its worker started: the socket is bound before that, so requests sent
-    from then on wait in the backlog until the worker (and the app's lifespan) runs them.
-    """
-    require_granian()
-    port = _free_port()
+async def _granian_process(port: int, options: dict[str, Any] | None) -> AsyncIterator[CliRun]:
+    """The granian command on `port`, its output (stdout and stderr) collected; killed if still running at exit."""
     args = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--workers", "1", "--no-access-log", GRANIAN_TARGET]
     env = {**os.environ, OPTIONS_ENV: json.dumps(options or {})}
@@ -135,12 +130,32 @@ async def granian_server(options: dict[str, Any] | None = None) -> AsyncIterator
             assert process.stdout is not None
             tg.start_soon(run.collect, process.stdout, "stdout")
             try:
-                await run.wait_for(lambda out: "Started worker-1" in out, within=GRANIAN_START_TIMEOUT)
-                yield f"http://127.0.0.1:{port}"
-                assert await run.stop() == 0, f"granian did not stop cleanly:\n{run}"
+                yield run
             finally:
                 if process.returncode is None:
                     process.kill()
     except BaseException:
         sys.stderr.write(str(run))
         raise
+
+
+@asynccontextmanager
+async def granian_server(options: dict[str, Any] | None = None) -> AsyncIterator[str]:
+    """`granian --interface asgi tests._granian_app:app` (asyncio, one worker) with the app's `options`.
+
+    Ready when granian says its worker started: the socket is bound before that, so requests sent
+    from then on wait in the backlog until the worker (and the app's lifespan) runs them. granian
+    binds the port itself, so a port another process took in between is retried with a new one.
+    """
+    require_granian()
+    for attempt in range(1, GRANIAN_PORT_ATTEMPTS + 1):
+        port = _free_port()
+        async with _granian_process(port, options) as run:
+            ready = lambda out: "Started worker-1" in out or "Address already in use" in out  # noqa: E731
+            await run.wait_for(ready, within=GRANIAN_START_TIMEOUT)
+            if "Started worker-1" not in run.stdout:
+                assert attempt < GRANIAN_PORT_ATTEMPTS, f"no free port for granian:\n{run}"
+                continue
+            yield f"http://127.0.0.1:{port}"
+            assert await run.stop() == 0, f"granian did not stop cleanly:\n{run}"
+            return
