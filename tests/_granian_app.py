@@ -2,7 +2,8 @@
 
 granian imports the app in its own worker process, so the test's options come through the
 environment (`OPTIONS_ENV`, JSON: McpApp's own options, plus `event_store`: true for an
-`InMemoryEventStore` or `{"redis": URL, "prefix": P}` for a `RedisEventStore`). The test's `Probe`
+`InMemoryEventStore` or `{"redis": URL, "prefix": P}` for a `RedisEventStore`; `interop`: true for
+the TypeScript client's app instead, built with the other options). The test's `Probe`
 lives here: the `await_cancelled` tool reports what the in-process tests read from the probe
 directly, and the `release` tool sets what they set.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from pathlib import Path
 from typing import Any, Final
 
 import asgi_mcp
@@ -21,8 +24,17 @@ from ._servers import Probe, build_server
 OPTIONS_ENV: Final = "ASGI_MCP_TEST_GRANIAN_OPTIONS"
 
 
+INTEROP: Final = Path(__file__).resolve().parent / "interop"
+
+
 def _build() -> McpApp:
     options: dict[str, Any] = json.loads(os.environ.get(OPTIONS_ENV, "{}"))
+    if options.pop("interop", False):  # the TypeScript client's app (tests/interop/test_ts_client.py)
+        sys.path.insert(0, str(INTEROP))  # where pytest finds it (rootdir-relative, no package)
+        from test_ts_client import build_app  # type: ignore[import-not-found]
+
+        built: McpApp = build_app(**options)
+        return built
     store = options.pop("event_store", False)
     if isinstance(store, dict):
         options["event_store"] = asgi_mcp.RedisEventStore(store["redis"], prefix=store["prefix"])
