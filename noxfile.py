@@ -21,9 +21,10 @@ BENCH_DEPS = nox.project.dependency_groups(PYPROJECT, "bench")
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole suite on asyncio and trio: unit, in-memory ASGI, real servers, TS client, conformance."""
-    # Every extra: the JWT verifier (joserfc), the one-call server (hypercorn, trio) and the Redis
-    # stores (coredis, against a real redis-server the tests start) are tested too.
-    session.install("-e", ".[jwt,server,redis]", *TEST_DEPS)
+    # Every extra: the JWT verifier (joserfc), the one-call server (hypercorn, trio), the built-in
+    # server's httptools parser (`fast`) and the Redis stores (coredis, against a real redis-server the
+    # tests start) are tested too.
+    session.install("-e", ".[jwt,server,redis,fast]", *TEST_DEPS)
     session.run("pytest", "-p", "anyio", "-q", *session.posargs, env={"PYTHONFAULTHANDLER": "1"})
 
 

@@ -19,7 +19,11 @@ from ._core.errors import SecurityRefusal as SecurityRefusal
 from ._core.errors import StoreUnavailable as StoreUnavailable
 from ._core.errors import SubscriptionCut as SubscriptionCut
 from ._core.errors import TenantConflict as TenantConflict
+from ._core.errors import TooManyRequests as TooManyRequests
 from ._core.http import Headers as Headers
+from ._core.token_bucket import Rate as Rate
+from ._ops.audit import AuditPolicy as AuditPolicy
+from ._ops.lifecycle import Audit as Audit
 from ._ops.lifecycle import Event as Event
 from ._ops.lifecycle import EventName as EventName
 from ._ops.lifecycle import ServerRegistered as ServerRegistered
@@ -30,7 +34,9 @@ from ._ops.lifecycle import SessionEnded as SessionEnded
 from ._ops.lifecycle import Started as Started
 from ._ops.lifecycle import Stopped as Stopped
 from ._ops.lifecycle import TokenAdded as TokenAdded
+from ._ops.lifecycle import TokenExpired as TokenExpired
 from ._ops.lifecycle import TokenRemoved as TokenRemoved
+from ._ops.lifecycle import TokenRotated as TokenRotated
 from ._ops.lifecycle import TokenUpdated as TokenUpdated
 from ._ops.lifecycle import ToolCalled as ToolCalled
 from ._ops.lifecycle import TransportError as TransportError
@@ -38,6 +44,8 @@ from ._ports.fleet import FleetStores as FleetStores
 from ._ports.message_bus import BusMessage as BusMessage
 from ._ports.message_bus import InMemoryMessageBus as InMemoryMessageBus
 from ._ports.message_bus import MessageBus as MessageBus
+from ._ports.rate_limits import InMemoryRateLimitStore as InMemoryRateLimitStore
+from ._ports.rate_limits import RateLimitStore as RateLimitStore
 from ._ports.replay import InMemoryEventStore as InMemoryEventStore
 from ._ports.session_directory import InMemorySessionDirectory as InMemorySessionDirectory
 from ._ports.session_directory import SessionDirectory as SessionDirectory
@@ -52,6 +60,8 @@ from ._serving.one_call import PerBearerServer as PerBearerServer
 from ._serving.one_call import create_per_bearer_server as create_per_bearer_server
 from ._serving.runs import ServerInfo as ServerInfo
 from ._stores import fleet_from_url as fleet_from_url
+from ._tenancy.limits import RateLimits as RateLimits
+from ._tenancy.limits import TenantLimits as TenantLimits
 from ._tenancy.tenants import ServerFactory as ServerFactory
 from ._tenancy.tenants import SessionPolicy as SessionPolicy
 from ._tenancy.tenants import TenantRegistry as TenantRegistry
@@ -61,6 +71,8 @@ __all__ = [
     "AppConfig",
     "AsgiMcpError",
     "FleetStores",
+    "Audit",
+    "AuditPolicy",
     "AuthenticationError",
     "BusMessage",
     "ConfigurationError",
@@ -73,12 +85,16 @@ __all__ = [
     "InMemoryMessageBus",
     "InMemorySessionDirectory",
     "InMemoryTenantStore",
+    "InMemoryRateLimitStore",
     "IntrospectionVerifier",
     "JWTVerifier",
     "McpApp",
     "MessageBus",
     "PerBearerServer",
     "ProtocolError",
+    "Rate",
+    "RateLimitStore",
+    "RateLimits",
     "SecurityRefusal",
     "StoreUnavailable",
     "ServerInfo",
@@ -98,14 +114,18 @@ __all__ = [
     "TenantChange",
     "TenantConflict",
     "TenantRecord",
+    "TenantLimits",
     "TenantRegistry",
     "TenantSnapshot",
     "TenantStore",
     "Tenants",
     "TokenAdded",
+    "TokenExpired",
     "TokenRemoved",
+    "TokenRotated",
     "TokenUpdated",
     "TokenVerifier",
+    "TooManyRequests",
     "ToolCalled",
     "TransportError",
     "create_per_bearer_server",

@@ -10,6 +10,7 @@ transport is the only thing that differs:
     floor         a framework-free ASGI callable: read the body, answer a fixed small JSON-RPC result
     mcpapp-tenants  McpApp(tenants=Tenants(...), json_response=True): `--tenants N` bearer tokens
                   `bench-tenant-00000` ..., each reaching its own `make_server()` (footprint only)
+    mcpapp-json-limited  mcpapp-json with rate limits that never refuse (what the limiter costs; micro only)
 
 The `echo` tool reports progress once (`report_progress`, a no-op unless the request carries
 `_meta.progressToken`): a request that asks for progress is answered on SSE by both transports
@@ -40,7 +41,7 @@ import signal
 import sys
 from typing import Any
 
-VARIANTS = ("mcpapp-sse", "mcpapp-json", "sdk-sse", "sdk-json", "floor", "mcpapp-tenants")
+VARIANTS = ("mcpapp-sse", "mcpapp-json", "sdk-sse", "sdk-json", "floor", "mcpapp-tenants", "mcpapp-json-limited")
 # builtin*: asgi_mcp's own HTTP/1.1 server (asgi_mcp._serving.http1); "-h11" forces h11 over httptools.
 SERVERS = ("uvicorn", "hypercorn", "hypercorn-trio", "builtin", "builtin-trio", "builtin-h11", "builtin-h11-trio")
 ECHO_TOOL = "echo"
@@ -134,6 +135,13 @@ def build_app(variant: str, *, max_sessions: int = DEFAULT_MAX_SESSIONS, tenants
         registry = Tenants({tenant_token(i): make_server for i in range(tenants)})
         return McpApp(tenants=registry, path=MCP_PATH, json_response=True, max_sessions=max_sessions)
     server = make_server()
+    if variant == "mcpapp-json-limited":
+        from asgi_mcp import McpApp, Rate, RateLimits, TenantLimits
+
+        # Limits that never refuse: what the limiter costs a request that passes.
+        wide = Rate(burst=10**9, per_second=1e9)
+        limits = RateLimits(TenantLimits(requests=wide, tool_calls=wide, tools={"echo": wide}))
+        return McpApp(server, path=MCP_PATH, json_response=True, max_sessions=max_sessions, rate_limits=limits)
     json_response = variant.endswith("-json")
     if variant.startswith("mcpapp-"):
         from asgi_mcp import McpApp

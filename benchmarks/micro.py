@@ -579,6 +579,8 @@ ASGI_OPS: Final[list[AsgiOp]] = [
     AsgiOp("asgi.mcpapp legacy-json tools/call", "mcpapp-json", "legacy-json"),
     AsgiOp("asgi.mcpapp modern-json tools/call", "mcpapp-json", "modern-json"),
     AsgiOp("asgi.mcpapp legacy-sse tools/call", "mcpapp-sse", "legacy-sse"),
+    AsgiOp("asgi.mcpapp-limited legacy-json tools/call", "mcpapp-json-limited", "legacy-json"),
+    AsgiOp("asgi.mcpapp-limited modern-json tools/call", "mcpapp-json-limited", "modern-json"),
     AsgiOp("asgi.sdk legacy-json tools/call", "sdk-json", "legacy-json"),
     AsgiOp("asgi.sdk modern-json tools/call", "sdk-json", "modern-json"),
     AsgiOp("asgi.sdk legacy-sse tools/call", "sdk-sse", "legacy-sse"),

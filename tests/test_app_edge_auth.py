@@ -3,6 +3,7 @@ and who a request's bearer token makes the caller, by a verifier or by the tenan
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Final
 
 import pytest
@@ -93,7 +94,13 @@ async def test_a_verified_caller_reaches_the_single_server() -> None:
     auth = EdgeAuth(config, None, ResourceUrls(config))
     run = anonymous()
     principal, access = await auth.authenticate(http_request(scope(authorization=f"Bearer {TOKEN}")), run)
-    assert (access.client_id, access.token) == ("client-1", TOKEN)
+    # Tool code sees a digest prefix in place of the bearer, unless the operator opts in.
+    assert (access.client_id, access.token) == ("client-1", f"sha256:{hashlib.sha256(TOKEN.encode()).hexdigest()[:12]}")
+    exposed = AppConfig(server=server(), token_verifier=verifier, expose_raw_token=True)
+    _, raw = await EdgeAuth(exposed, None, ResourceUrls(exposed)).authenticate(
+        http_request(scope(authorization=f"Bearer {TOKEN}")), run
+    )
+    assert raw.token == TOKEN
     assert principal.host is run.host
     assert principal.tenant_id is None
     assert principal.owner

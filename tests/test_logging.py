@@ -273,6 +273,10 @@ async def test_one_structured_line_per_refused_request(case: str, captured: Capt
             records = captured.take()
     expected = expected_of(ids)
     assert response.status == expected.status, response.body
+    # The refusal's audit record goes to its own logger (see test_tenant_ops); one line here.
+    audits = [r for r in records if r.name == "asgi_mcp.audit"]
+    records = [r for r in records if r.name != "asgi_mcp.audit"]
+    assert len(audits) == (0 if case == "cors-preflight" else 1), [r.getMessage() for r in audits]
     assert len(records) == 1, [r.getMessage() for r in records]
     [record] = records
     assert record.name == "asgi_mcp.http"
@@ -304,7 +308,10 @@ async def test_a_served_session_logs_nothing(captured: Capture) -> None:
             deleted = await alpha.delete(session_id)
             await deleted.read()
             assert deleted.status == 200
-    assert [r.getMessage() for r in captured.records if r.levelno >= logging.INFO] == []
+    logged = [r for r in captured.records if r.levelno >= logging.INFO]
+    # Only the audit records of its two tool calls.
+    assert [r.getMessage() for r in logged if r.name != "asgi_mcp.audit"] == []
+    assert [r.audit["tool"] for r in logged] == ["whoami", "whoami"]
 
 
 # -- tokens never reach a log ---------------------------------------------------------------------

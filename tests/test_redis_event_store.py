@@ -23,7 +23,7 @@ from asgi_mcp._ports.replay import EventLog
 
 from ._mcp import LEGACY, call_tool, open_session, serving
 from ._polling import wait_until
-from ._real_servers import SERVERS
+from ._real_servers import SERVERS, granian_server
 from ._redis_server import RedisServer
 from ._servers import Probe, build_server, text_of
 from ._sse_decoder import SSEDecoder
@@ -167,20 +167,34 @@ async def test_another_sessions_last_event_id_never_replays(shared_redis: RedisS
             assert b"polled" in await own.read()
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("server", list(SERVERS))
-async def test_resumption_over_a_real_server(
-    server: str, anyio_backend: str, shared_redis: RedisServer, redis_prefix: str
-) -> None:
-    """uvicorn (asyncio) and hypercorn's Trio worker: the store is opened by the server's lifespan task
-    and used from its request tasks (coredis's pool starts connection tasks in the lifespan's group)."""
+@asynccontextmanager
+async def _served_with_redis(server: str, anyio_backend: str, url: str, prefix: str) -> AsyncIterator[tuple[str, Any]]:
+    """The test app with a RedisEventStore on `server`; yields its base URL and how to release the probe."""
+    if server == "granian":  # its own process (asyncio) whatever the client's backend; the probe is there
+        async with granian_server({"event_store": {"redis": url, "prefix": prefix}}) as base:
+            yield base, None
+        return
     backend, serve = SERVERS[server]
     if anyio_backend != backend:
         pytest.skip(f"{server} runs on {backend}")
     probe = Probe()
-    app = McpApp(build_server(probe), event_store=RedisEventStore(shared_redis.url, prefix=redis_prefix))
+    app = McpApp(build_server(probe), event_store=RedisEventStore(url, prefix=prefix))
+    async with serve(app) as base:
+        yield base, probe.release.set
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", [*SERVERS, "granian"])
+async def test_resumption_over_a_real_server(
+    server: str, anyio_backend: str, shared_redis: RedisServer, redis_prefix: str
+) -> None:
+    """Real servers: the store is opened by the server's lifespan task and used from its request tasks
+    (coredis's pool starts connection tasks in the lifespan's group)."""
     with anyio.fail_after(30):
-        async with serve(app) as base, httpx.AsyncClient(base_url=base) as http:
+        async with (
+            _served_with_redis(server, anyio_backend, shared_redis.url, redis_prefix) as (base, release),
+            httpx.AsyncClient(base_url=base) as http,
+        ):
             headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
             init = await http.post("/mcp", json=_initialize(), headers=headers)
             session = {**headers, "mcp-session-id": init.headers["mcp-session-id"], "mcp-protocol-version": LEGACY}
@@ -190,7 +204,11 @@ async def test_resumption_over_a_real_server(
             async with http.stream("POST", "/mcp", json=call_tool(4, "poll"), headers=session) as response:
                 events = [event async for chunk in response.aiter_bytes() for event in decoder.feed(chunk)]
             assert json.loads(events[1].data)["params"]["data"] == "before close"
-            probe.release.set()
+            if release is not None:
+                release()
+            else:  # granian: the probe is in its process, a tool there releases it
+                released = await http.post("/mcp", json=call_tool(5, "release"), headers=session)
+                assert text_of(json.loads(SSEDecoder().feed(released.content)[-1].data)["result"]) == "released"
             resumed = await http.get("/mcp", headers={**session, "last-event-id": events[1].id or ""})
             decoder = SSEDecoder()
             replayed = [json.loads(e.data) for e in decoder.feed(resumed.content) if e.data]

@@ -1,7 +1,9 @@
 """End to end: real ASGI servers on 127.0.0.1, driven by the SDK's own client (both eras) and by httpx.
 
 uvicorn runs on asyncio only and hypercorn's Trio worker on Trio only; each test is parametrized
-over both servers and skips the combination its server cannot run on.
+over the servers and skips the combination its server cannot run on. granian runs the app on
+asyncio in a process of its own (the `granian` command), so its tests run the client on both
+backends.
 """
 
 from __future__ import annotations
@@ -21,16 +23,21 @@ from mcp.client.context import ClientRequestContext
 from asgi_mcp import InMemoryEventStore, McpApp
 
 from ._mcp import LEGACY, MODERN, initialize, notification, request
-from ._real_servers import SERVERS
+from ._real_servers import SERVERS, granian_server
 from ._servers import Probe, build_server
 from ._sse_decoder import SSEDecoder
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 
-@pytest.fixture(params=sorted(SERVERS))
+GRANIAN = "granian"
+
+
+@pytest.fixture(params=[*sorted(SERVERS), GRANIAN])
 def server_name(request: pytest.FixtureRequest, anyio_backend: str) -> str:
     name: str = request.param
+    if name == GRANIAN:  # a process of its own: the client's backend is free
+        return name
     backend = SERVERS[name][0]
     if anyio_backend != backend:
         pytest.skip(f"{name} serves on {backend} only")
@@ -38,8 +45,17 @@ def server_name(request: pytest.FixtureRequest, anyio_backend: str) -> str:
 
 
 @asynccontextmanager
-async def live(server_name: str, probe: Probe | None = None, **options: Any) -> AsyncIterator[str]:
-    """The app served by a real server; yields the endpoint URL."""
+async def live(
+    server_name: str, probe: Probe | None = None, *, event_store: bool = False, **options: Any
+) -> AsyncIterator[str]:
+    """The app served by a real server; yields the endpoint URL. Under granian the app and its probe
+    live in granian's process (tests/_granian_app.py), so `options` must be JSON."""
+    if server_name == GRANIAN:
+        async with granian_server({**options, "event_store": event_store}) as base_url:
+            yield f"{base_url}/mcp"
+        return
+    if event_store:
+        options["event_store"] = InMemoryEventStore()
     app = McpApp(build_server(probe), **options)
     async with SERVERS[server_name][1](app) as base_url:
         yield f"{base_url}/mcp"
@@ -60,7 +76,7 @@ async def test_sdk_client_legacy_session(server_name: str) -> None:
     async def on_elicit(context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
         return types.ElicitResult(action="accept", content={"answer": "42"})
 
-    async with live(server_name, event_store=InMemoryEventStore()) as url:
+    async with live(server_name, event_store=True) as url:
         with anyio.fail_after(20):
             async with Client(url, mode="legacy", elicitation_callback=on_elicit) as client:
                 assert client.protocol_version == LEGACY
@@ -172,7 +188,12 @@ async def test_modern_disconnect_cancels_the_handler(server_name: str) -> None:
                 async for chunk in response.aiter_bytes():
                     if b"blocking" in chunk:
                         break
-                await probe.started.wait()
+                if server_name != GRANIAN:
+                    await probe.started.wait()
             # Leaving the block closed the connection.
-            await probe.cancelled.wait()
-        assert probe.results == []
+            if server_name == GRANIAN:  # the probe is in granian's process: a tool there reads it
+                async with Client(url, mode=MODERN) as client:
+                    assert text(await client.call_tool("await_cancelled")) == "cancelled results=[]"
+            else:
+                await probe.cancelled.wait()
+                assert probe.results == []

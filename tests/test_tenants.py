@@ -11,10 +11,10 @@ import anyio
 import pytest
 
 from asgi_mcp import Credential, InMemoryTenantStore, McpApp, TenantRecord, Tenants
-from asgi_mcp._tenancy.tenants import SessionPolicy, Tenant
+from asgi_mcp._tenancy.tenants import CredentialEnd, SessionPolicy, Tenant
 
 from ._mcp import initialize, serving
-from ._tenant_kit import TOKEN_A, TOKEN_B, TokenClient, factory_of
+from ._tenant_kit import TOKEN_A, TOKEN_B, TOKEN_C, TokenClient, factory_of
 
 GUARD = 10.0
 
@@ -22,6 +22,7 @@ GUARD = 10.0
 class Observer:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, int]] = []
+        self.tokens: list[tuple[str, str]] = []  # a token coming or going, apart from the tenant's changes
 
     def tenant_added(self, tenant: Tenant) -> None:
         self.seen.append(("added", tenant.tenant_id, tenant.generation))
@@ -31,6 +32,12 @@ class Observer:
 
     def tenant_updated(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float) -> None:
         self.seen.append((f"updated/{policy}/{drain_timeout:g}", tenant.tenant_id, tenant.generation))
+
+    def token_rotated(self, tenant: Tenant, grace: float) -> None:
+        self.tokens.append(("rotated", tenant.tenant_id))
+
+    def credential_ended(self, tenant: Tenant, digest: bytes, reason: CredentialEnd) -> None:
+        self.tokens.append((f"ended/{reason}", tenant.tenant_id))
 
 
 def test_the_tokens_mapping_still_registers_factories() -> None:
@@ -87,17 +94,25 @@ def test_refusals_leave_the_registry_as_it_was() -> None:
     assert (len(tenants), tenants.ids(), observer.seen) == (1, ["alpha"], [("added", "alpha", 0)])
 
 
-def test_expired_tokens_are_refused_but_can_be_removed() -> None:
+def test_expired_tokens_are_refused_and_end_their_tenant() -> None:
+    observer = Observer()
     tenants = Tenants()
+    tenants.subscribe(observer)
     tenants.add(TOKEN_A, factory_of("alpha"), label="alpha", not_after=time.time() - 1)
     tenants.add(TOKEN_B, factory_of("bravo"), label="bravo", not_after=time.time() + 3600)
+    tenants.add(TOKEN_C, factory_of("charlie"), label="charlie", not_after=time.time() - 1)
+    assert sorted(tenants.ids()) == ["alpha", "bravo", "charlie"]  # nothing ends before it is looked at
     assert tenants.lookup(TOKEN_A) is None
     assert not tenants.has(TOKEN_A)
     assert TOKEN_A not in tenants
     assert tenants.lookup(TOKEN_B) is not None
-    assert sorted(tenants.ids()) == ["alpha", "bravo"]  # expired is not forgotten
-    assert tenants.remove(TOKEN_A)
+    # An expired token ends as a removal does (the tenant goes with its last token): once looked up,
+    # or when `expire` runs (the app runs it at each token's time), whichever comes first.
+    assert sorted(tenants.ids()) == ["bravo", "charlie"]
+    assert tenants.expire() is not None  # bravo's time is still to come
     assert tenants.ids() == ["bravo"]
+    assert not tenants.remove(TOKEN_A)
+    assert [seen[:2] for seen in observer.seen[3:]] == [("removed/close/0", "alpha"), ("removed/close/0", "charlie")]
 
 
 def test_every_change_reaches_the_observers_once_in_order() -> None:
@@ -138,7 +153,10 @@ def test_changes_from_a_store_apply_by_plan() -> None:
     assert expired is not None
     mirror._apply(expired)  # pyright: ignore[reportPrivateUsage]
     assert mirror.lookup(TOKEN_B) is None
+    assert mirror.expire() is None  # nothing still to come: the app's expiry loop does not spin on it
     assert observer.seen == [("added", "alpha", 0)]  # a token coming or going is not a tenant's change
+    # The mirror's store holds nothing: a token expired there is refused, and ended by its writer.
+    assert observer.tokens == [("ended/token_removed", "alpha")]
     removed = store.remove_nowait("alpha", policy="close", drain_timeout=0)
     assert removed is not None
     mirror._apply(removed)  # pyright: ignore[reportPrivateUsage]
@@ -169,3 +187,43 @@ async def test_an_expired_token_gets_401_over_asgi() -> None:
             response = await TokenClient(client, TOKEN_B).post(initialize(0))
             assert response.status == 401
             assert 'error="invalid_token"' in (response.header("www-authenticate") or "")
+
+
+@pytest.mark.anyio
+async def test_a_rotation_is_written_to_the_store_and_a_mirror_follows_it() -> None:
+    clock = [1000.0]
+    primary = Tenants(plans={"gold": factory_of("gold")}, clock=lambda: clock[0])
+    primary.add(TOKEN_A, plan="gold", label="alpha")
+    store = primary._store  # pyright: ignore[reportPrivateUsage]
+    mirror = Tenants(plans={"gold": factory_of("gold")}, clock=lambda: clock[0])
+    async with store.changes() as feed:
+        assert primary.rotate_token(TOKEN_A, TOKEN_B, grace=60, not_after=5000.0) == "alpha"
+        snapshot = await store.snapshot()
+        ends = {credential.digest: credential.not_after for credential in snapshot.credentials}
+        assert ends == {store.digest(TOKEN_A): 1060.0, store.digest(TOKEN_B): 5000.0}
+        clock[0] = 1060.0
+        assert primary.expire() == 5000.0
+        kinds = []
+        for _ in range(3):
+            change = await feed.__anext__()
+            kinds.append(change.kind)
+    assert kinds == ["credential_set", "credential_set", "credential_removed"]
+    assert [credential.digest for credential in (await store.snapshot()).credentials] == [store.digest(TOKEN_B)]
+    # A worker mirroring a store gets the same writes as changes, and follows the rotation.
+    fresh = InMemoryTenantStore()
+    writes = [
+        fresh.add_nowait(
+            TenantRecord(tenant_id="alpha", label="alpha", plan="gold"),
+            Credential(digest=fresh.digest(TOKEN_A), tenant_id="alpha"),
+        ),
+        fresh.set_credential_nowait(Credential(digest=fresh.digest(TOKEN_B), tenant_id="alpha")),
+        fresh.set_credential_nowait(Credential(digest=fresh.digest(TOKEN_A), tenant_id="alpha", not_after=1060.0)),
+    ]
+    clock[0] = 1000.0
+    for change in writes:
+        assert change is not None
+        mirror._apply(change)  # pyright: ignore[reportPrivateUsage]
+    assert mirror.lookup(TOKEN_A) is mirror.lookup(TOKEN_B) is not None
+    clock[0] = 1060.0
+    assert mirror.lookup(TOKEN_A) is None
+    assert mirror.lookup(TOKEN_B) is not None

@@ -5,7 +5,8 @@ shares: the Host/Origin and CORS policies, authentication (`edge_auth`) and the 
 (`routes`). Running it (the ASGI lifespan, or `lifespan_context()`) builds a `Runtime`: the
 session table and both era endpoints. Per request, `__call__` answers CORS preflights and side
 routes, checks Host/Origin, authenticates, and hands the request to era negotiation
-(`negotiation`), which calls the legacy or modern endpoint. Every exception meets the one
+(`negotiation`), which calls the legacy or modern endpoint (under the token's hold when it can stop
+working); rate limits, token lifetimes and audit live in one `Operations`. Every exception meets the one
 boundary here: `ProtocolError` becomes its status and JSON-RPC error, anything else a generic 500
 with nothing internal in the body.
 """
@@ -15,8 +16,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, Final, cast
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, Final
 
 import anyio
 from mcp.server.auth.middleware.auth_context import auth_context_var
@@ -26,25 +27,27 @@ from mcp.server.streamable_http import EventStore
 from .._auth.bearer import TokenVerifier
 from .._core.asgi import ClientGone, HttpRequest, Receive, Scope, Send, send_error, send_json
 from .._core.cors import CorsPolicy
-from .._core.errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, ProtocolError, SecurityRefusal
-from .._core.http import Headers, endpoint_matches, is_visible_ascii
+from .._core.errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, ProtocolError
+from .._core.http import Headers, endpoint_matches
 from .._core.origin import OriginPolicy
+from .._ops.audit import AuditPolicy
 from .._ops.lifecycle import EventHub, EventName, Listener, TransportError
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics, current_tenant
 from .._ports.fleet import FleetStores
+from .._tenancy.limits import RateLimits
 from .._tenancy.servers import TenantServers
 from .._tenancy.tenants import Tenants
+from .boundary import Responder, error_body, log_refusal
 from .config import DEFAULT_MAX_BODY, AppConfig
 from .edge_auth import EdgeAuth, ResourceUrls
-from .negotiation import get_or_delete, post
-from .responder import Responder, error_body
+from .negotiation import get_or_delete, held, post
+from .operations import Operations
 from .routes import SideRoutes
-from .runtime import Runtime, run_lifespan_protocol
+from .runtime import Runtime, run_lifespan_protocol, stores_opened
 
 __all__ = ["McpApp"]
 
 logger = logging.getLogger("asgi_mcp")
-http_logger = logging.getLogger("asgi_mcp.http")
 
 NOT_RUNNING_MESSAGE: Final = (
     "asgi_mcp.McpApp is not running. Serve it as the top-level ASGI app (the server runs its lifespan), "
@@ -102,8 +105,17 @@ class McpApp:
         health_path: serve liveness ("ok") at this path, outside authentication; None: not served.
         ready_path: serve readiness at this path: 200 while running, 503 before startup and
             during shutdown; None: not served. Neither route reveals anything about tenants.
-        redis_url: share legacy sessions, their streams and events with every worker using this
-            Redis 7+ / Valkey 8+ (`asgi-mcp[redis]`): see Scaling out. `fleet` takes the stores as objects.
+        rate_limits: per-tenant token buckets (`RateLimits`) on requests, `tools/call`,
+            `completion/complete` and single tools; over a limit, 429 with `Retry-After`.
+        max_sessions_per_tenant: live legacy sessions one tenant may hold (None: only
+            `max_sessions` applies); beyond it `initialize` gets 429 with `Retry-After`.
+        audit: what audit records may carry beyond who, what and how (`AuditPolicy`); records
+            go to `audit` listeners and the `asgi_mcp.audit` logger either way.
+        expose_raw_token: let tool code read the caller's bearer token (`get_access_token().token`).
+            Off by default: tools see a digest prefix in its place, with the tenant (client id),
+            scopes and expiry, since passing a client's token on to other services is forbidden.
+        redis_url: share legacy sessions, streams and events with the workers using this Redis 7+ /
+            Valkey 8+ (`asgi-mcp[redis]`; see Scaling out); `fleet`: the shared stores as objects.
         fleet_secret: keys the owner digests the shared session directory keeps (16 bytes or more).
 
     The options are validated once, into an immutable `AppConfig` (`app.config`); an invalid one
@@ -122,6 +134,7 @@ class McpApp:
         "_events",
         "_metrics",
         "_not_running_logged",
+        "_operations",
         "_origin_policy",
         "_path",
         "_routes",
@@ -155,12 +168,15 @@ class McpApp:
         health_path: str | None = None,
         ready_path: str | None = None,
         gc_freeze: bool = False,
+        rate_limits: RateLimits | None = None,
+        max_sessions_per_tenant: int | None = None,
+        audit: AuditPolicy | None = None,
+        expose_raw_token: bool = False,
         redis_url: str | None = None,
         fleet: FleetStores | None = None,
         fleet_secret: str | bytes | None = None,
     ) -> None:
-        if redis_url is not None and fleet is not None:
-            raise ConfigurationError("give either redis_url or fleet, not both")
+        # Over 60 lines only by its signature and its copy into AppConfig, one option a line.
         config = AppConfig(
             server=server,
             tenants=tenants,
@@ -185,6 +201,10 @@ class McpApp:
             health_path=health_path,
             ready_path=ready_path,
             gc_freeze=gc_freeze,
+            rate_limits=rate_limits,
+            max_sessions_per_tenant=max_sessions_per_tenant,
+            audit=audit,
+            expose_raw_token=expose_raw_token,
             redis_url=redis_url,
             fleet=fleet,
             fleet_secret=fleet_secret.encode() if isinstance(fleet_secret, str) else fleet_secret,
@@ -199,7 +219,10 @@ class McpApp:
         if config.tenants is not None and self._tenant_servers is not None:
             config.tenants.subscribe(self._tenant_servers)
         self._metrics = Metrics()
-        self._metrics.observe(self._sessions_by_tenant, self._open_streams)
+        self._metrics.observe(  # read from the run in progress, if any
+            lambda: list(run.table.per_tenant().items()) if (run := self._runtime) is not None else [],
+            lambda: run.legacy.open_streams if (run := self._runtime) is not None else 0,
+        )
         self._path = config.path
         self._cors = CorsPolicy(config.cors_origins) if config.cors_origins else None
         self._origin_policy = OriginPolicy(
@@ -209,6 +232,14 @@ class McpApp:
         with_auth = config.tenants is not None or config.token_verifier is not None
         self._auth = EdgeAuth(config, self._tenant_servers, urls) if with_auth else None
         self._routes = SideRoutes(config, urls, self._cors)
+        self._operations = Operations.needed(
+            self._events,
+            config.tenants,
+            self._tenant_servers,
+            config.rate_limits,
+            config.audit,
+            verified=config.token_verifier is not None,
+        )
         self._runtime: Runtime | None = None
         self._not_running_logged = False
 
@@ -251,18 +282,11 @@ class McpApp:
             "sessions_per_tenant": {tenant: count for tenant, count in per_tenant.items() if tenant is not None},
             "open_streams": runtime.legacy.open_streams if runtime is not None else 0,
             "uptime": time.time() - runtime.started_at if runtime is not None else 0.0,
+            **(self._operations.stats() if self._operations is not None else Operations.no_stats()),
         }
 
     def __repr__(self) -> str:
         return f"McpApp({self._config!r}, running={self.running})"
-
-    def _sessions_by_tenant(self) -> list[tuple[str | None, int]]:
-        runtime = self._runtime
-        return list(runtime.table.per_tenant().items()) if runtime is not None else []
-
-    def _open_streams(self) -> int:
-        runtime = self._runtime
-        return runtime.legacy.open_streams if runtime is not None else 0
 
     # -- lifespan ---------------------------------------------------------------------------------
 
@@ -278,12 +302,9 @@ class McpApp:
             raise ConfigurationError("McpApp is already running; an app instance runs once at a time")
         try:
             async with AsyncExitStack() as stack:
-                # A store with a lifecycle (RedisEventStore: its client's pool) is opened by this task,
-                # which outlives every request, and closed only once every session has ended.
-                for store in _stores_to_open(self._config):
-                    await stack.enter_async_context(store)
+                await stack.enter_async_context(stores_opened(self._config))
                 tg = await stack.enter_async_context(anyio.create_task_group())
-                runtime = Runtime(self._config, tg, self._events, self._metrics, self._tenant_servers)
+                runtime = Runtime(self._config, tg, self._events, self._metrics, self._tenant_servers, self._operations)
                 self._runtime = runtime
                 try:
                     await runtime.start()
@@ -340,23 +361,22 @@ class McpApp:
                 if principal.tenant_id is not None:
                     tenant_token = current_tenant.set(principal.tenant_id)
                     attributes[TENANT_ATTRIBUTE] = principal.tenant_id
+                operations = self._operations
+                if operations is not None and operations.guards(principal.tenant_id, access):
+                    await held(runtime, request, principal, access, receive, responder, self._auth.no_longer_valid)
+                    return
             if request.method == "POST":
                 await post(runtime, request, principal, receive, responder)
             else:
                 await get_or_delete(runtime, request, principal, receive, responder)
         except ProtocolError as error:
-            _log_refusal(request, error)
+            log_refusal(request, error, self._operations)
             if not responder.started:
                 await send_error(responder, error)
         except ClientGone:
             pass
         except Exception:
-            # The app's one catch-all: a bug, never the client's fault. Nothing internal leaves.
-            logger.exception("unexpected error serving %s %s", request.method, request.path)
-            if self._events.has_listeners("transport_error"):
-                self._events.emit(TransportError(tenant_id=None, session_id=None, error="internal_error"))
-            if not responder.started:
-                await send_json(responder, 500, error_body(INTERNAL_ERROR, "Internal server error"))
+            await self._internal_error(request, responder)
         finally:
             if auth_token is not None:
                 auth_context_var.reset(auth_token)
@@ -365,30 +385,16 @@ class McpApp:
             attributes["http.response.status_code"] = responder.status
             self._metrics.requests.add(1, attributes)
 
+    async def _internal_error(self, request: HttpRequest, responder: Responder) -> None:
+        # The app's one catch-all: a bug, never the client's fault. Nothing internal leaves.
+        logger.exception("unexpected error serving %s %s", request.method, request.path)
+        if self._events.has_listeners("transport_error"):
+            self._events.emit(TransportError(tenant_id=None, session_id=None, error="internal_error"))
+        if not responder.started:
+            await send_json(responder, 500, error_body(INTERNAL_ERROR, "Internal server error"))
+
     async def _not_running(self, send: Send) -> None:
         if not self._not_running_logged:
             self._not_running_logged = True
             logger.error(NOT_RUNNING_MESSAGE)
         await send_json(send, 500, error_body(INTERNAL_ERROR, NOT_RUNNING_MESSAGE))
-
-
-def _stores_to_open(config: AppConfig) -> list[AbstractAsyncContextManager[Any]]:
-    fleet = config.fleet
-    candidates = [config.event_store] + ([fleet.directory, fleet.bus] if fleet is not None else [])
-    unique = {id(store): store for store in candidates if isinstance(store, AbstractAsyncContextManager)}
-    return [cast(AbstractAsyncContextManager[Any], store) for store in unique.values()]
-
-
-def _log_refusal(request: HttpRequest, error: ProtocolError) -> None:
-    level = logging.WARNING if isinstance(error, SecurityRefusal) else logging.INFO
-    extra: dict[str, Any] = {"status": error.status, "reason": error.reason, "method": request.method}
-    # Who, where known: the tenant once authenticated (never the token), the session the request named.
-    tenant_id = current_tenant.get()
-    if tenant_id is not None:
-        extra["tenant_id"] = tenant_id
-    session_id = request.headers.get("mcp-session-id")
-    if session_id is not None and is_visible_ascii(session_id):
-        extra["session_id"] = session_id
-    http_logger.log(
-        level, "refused %s %s: %s (%d)", request.method, request.path, error.reason, error.status, extra=extra
-    )

@@ -20,15 +20,19 @@ from .._auth.bearer import TokenVerifier
 from .._core.errors import ConfigurationError
 from .._core.http import normalize_endpoint
 from .._kernel.hosting import as_lowlevel_server
+from .._ops.audit import AuditPolicy
 from .._ports.fleet import FleetStores
 from .._stores import fleet_from_url
+from .._tenancy.limits import RateLimits
 from .._tenancy.tenants import Tenants
 
 __all__ = ["DEFAULT_MAX_BODY", "AppConfig"]
 
 DEFAULT_MAX_BODY: Final = 4 * 1024 * 1024
 # Options whose repr could carry a token or a client's data: shown as their type only.
-_SHOWN_BY_TYPE: Final = frozenset({"tenants", "token_verifier", "event_store", "fleet", "fleet_secret"})
+_SHOWN_BY_TYPE: Final = frozenset(
+    {"tenants", "token_verifier", "event_store", "rate_limits", "audit", "fleet", "fleet_secret"}
+)
 # URLs could carry user-info ("https://user:secret@host"): shown without it.
 _URL_OPTIONS: Final = frozenset({"resource_server_url", "authorization_servers", "redis_url"})
 
@@ -45,7 +49,8 @@ class AppConfig:
     (an `MCPServer`'s own), paths have one leading slash and none trailing, sequences are tuples.
     An invalid combination or value raises `ConfigurationError` naming the option; so does a copy
     made with `dataclasses.replace`, which is validated again. Its repr shows every option, except
-    that the token verifier, the tenant registry and the event store appear by type only and URLs
+    that the token verifier, the tenant registry, the event store, the rate limits and the audit
+    policy appear by type only and URLs
     lose their user-info: it is safe to log.
     """
 
@@ -72,6 +77,10 @@ class AppConfig:
     health_path: str | None = None
     ready_path: str | None = None
     gc_freeze: bool = False
+    rate_limits: RateLimits | None = None
+    max_sessions_per_tenant: int | None = None
+    audit: AuditPolicy | None = None
+    expose_raw_token: bool = False
     redis_url: str | None = None
     fleet: FleetStores | None = None
     fleet_secret: bytes | None = None
@@ -95,6 +104,8 @@ class AppConfig:
         """`redis_url`: the Redis fleet (session directory, bus and, unless one is given, event store)."""
         if self.fleet_secret is not None and len(self.fleet_secret) < 16:
             raise ConfigurationError("fleet_secret must be at least 16 bytes")
+        if self.redis_url is not None and self.fleet is not None and getattr(self.fleet, "url", None) != self.redis_url:
+            raise ConfigurationError("give either redis_url or fleet, not both")
         if self.redis_url is not None and self.fleet is None:
             idle = self.session_idle_timeout
             fleet = fleet_from_url(
@@ -119,6 +130,8 @@ class AppConfig:
             raise ConfigurationError("max_body_size must be positive")
         if self.max_sessions < 1:
             raise ConfigurationError("max_sessions must be at least 1")
+        if self.max_sessions_per_tenant is not None and self.max_sessions_per_tenant < 1:
+            raise ConfigurationError("max_sessions_per_tenant must be at least 1, or None")
         if self.session_idle_timeout is not None and self.session_idle_timeout <= 0:
             raise ConfigurationError("session_idle_timeout must be positive, or None")
         if self.retry_interval is not None and self.retry_interval < 0:

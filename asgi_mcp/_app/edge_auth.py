@@ -20,6 +20,7 @@ from .._auth.principal import Principal
 from .._core.asgi import HttpRequest, Scope
 from .._core.http import Headers
 from .._kernel.hosting import ServerHost
+from .._tenancy.isolation import redacted
 from .._tenancy.servers import TenantRemoved, TenantServers
 from .._tenancy.tenants import Tenants
 from .config import AppConfig
@@ -68,13 +69,15 @@ class ResourceUrls:
 class EdgeAuth:
     """Authenticates a request by the token verifier or by the tenant registry (never both)."""
 
-    __slots__ = ("bearer", "required_scopes", "tenant_servers", "tenants", "urls")
+    __slots__ = ("bearer", "expose_raw_token", "required_scopes", "tenant_servers", "tenants", "urls")
 
     def __init__(self, config: AppConfig, tenant_servers: TenantServers | None, urls: ResourceUrls) -> None:
         self.urls = urls
         self.required_scopes = tuple(config.required_scopes)
         self.tenants: Tenants | None = config.tenants
         self.tenant_servers = tenant_servers
+        # Tool code reads the caller's token only when the operator opts in (passing it on is forbidden).
+        self.expose_raw_token = config.expose_raw_token
         self.bearer = (
             BearerAuth(
                 config.token_verifier,
@@ -90,23 +93,31 @@ class EdgeAuth:
         """Who is calling; raises 401/403 with the right challenge.
 
         `anonymous` is the run's principal for the single served server: a verified caller reaches
-        that same server.
+        that same server. Unless `expose_raw_token`, the access token carries a digest prefix in
+        place of the bearer. A tenant's principal names its credential (digest, expiry).
         """
         metadata_url = self.urls.metadata_url(request)
         token = parse_bearer(request.headers.get("authorization"))
         if self.bearer is not None:
             access = await self.bearer.authenticate(token, metadata_url)
-            return Principal(owner=principal_key(access), tenant_id=None, host=anonymous.host), access
+            principal = Principal(owner=principal_key(access), tenant_id=None, host=anonymous.host)
+            return principal, access if self.expose_raw_token else redacted(access, None, None)
         assert self.tenants is not None and self.tenant_servers is not None
-        tenant = self.tenants.lookup(token) if token is not None else None
-        if tenant is None:
+        found = self.tenants.credential(token) if token is not None else None
+        if found is None:
             error = "invalid_token" if token is not None else None
             raise tenant_challenge(
                 error, INVALID_TOKEN if token is not None else None, metadata_url, self.required_scopes
             )
+        tenant, digest, not_after = found
         servers = self.tenant_servers
         scopes = self.required_scopes
-        access = AccessToken(token=token or "", client_id=tenant.tenant_id, scopes=list(scopes))
+        access = AccessToken(
+            token=(token or "") if self.expose_raw_token else f"sha256:{digest.hex()[:12]}",
+            client_id=tenant.tenant_id,
+            scopes=list(scopes),
+            expires_at=int(not_after) if not_after is not None else None,
+        )
 
         async def host() -> ServerHost:
             try:
@@ -115,7 +126,13 @@ class EdgeAuth:
                 # Removed while this request waited for its server: as if it had come a moment later.
                 raise tenant_challenge("invalid_token", INVALID_TOKEN, metadata_url, scopes) from None
 
-        return Principal(owner=tenant.owner, tenant_id=tenant.tenant_id, host=host), access
+        principal = Principal(owner=tenant.owner, tenant_id=tenant.tenant_id, host=host, credential=(digest, not_after))
+        return principal, access
+
+    def no_longer_valid(self, request: HttpRequest) -> AuthenticationError:
+        """The 401 of an exchange cut because its token stopped working."""
+        description = "The access token is no longer valid"
+        return tenant_challenge("invalid_token", description, self.urls.metadata_url(request), self.required_scopes)
 
 
 def tenant_challenge(

@@ -8,19 +8,27 @@ so that its error names the request's id. GET (the legacy stream) and DELETE (le
 exist only in the legacy era; every other method is 405.
 
 `post` and `get_or_delete` are called straight from the app's request handler: POST, the hot
-path, costs no extra call level.
+path, costs no extra call level. A request whose authorization can end (a tenant token, a verified
+token with an expiry) goes through `held` instead, which runs the same two under the token's
+hold (`_tenancy.grants`): the exchange ends, and writes nothing more, when the token stops working.
+A request over its tenant's rate limits gets 429 once its body is parsed (`Operations.limit`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from mcp.server.auth.provider import AccessToken
+
 from .._auth.principal import Principal
-from .._core.asgi import HttpRequest, Receive, Send, read_body
+from .._core.asgi import ClientGone, HttpRequest, Receive, Send, read_body, send_error
 from .._core.errors import ProtocolError
 from .._core.http import accepts, era_of, is_json_content_type, method_not_allowed
 from .._core.jsonrpc import parse_body
+from .boundary import Responder
 from .runtime import Runtime, tool_observer
 
-__all__ = ["get_or_delete", "post"]
+__all__ = ["get_or_delete", "held", "post"]
 
 
 async def post(runtime: Runtime, request: HttpRequest, principal: Principal, receive: Receive, send: Send) -> None:
@@ -44,6 +52,9 @@ async def post(runtime: Runtime, request: HttpRequest, principal: Principal, rec
     if version_error is not None:
         version_error.request_id = message.id
         raise version_error
+    operations = runtime.operations
+    if operations is not None and (pending := operations.limit(principal, message)) is not None:
+        await pending
     if era == "modern":
         host = await principal.host()
         await runtime.modern.post(
@@ -54,7 +65,7 @@ async def post(runtime: Runtime, request: HttpRequest, principal: Principal, rec
             send,
             accepts_json=json_ok,
             accepts_sse=sse_ok,
-            observe=tool_observer(runtime.events, principal.tenant_id, None),
+            observe=tool_observer(runtime.events, principal.tenant_id, None, operations),
         )
         return
     if not json_ok:
@@ -87,3 +98,33 @@ async def get_or_delete(
         await runtime.legacy.delete(request, principal, send)
     else:
         raise method_not_allowed("GET, POST, DELETE")
+
+
+async def held(
+    runtime: Runtime,
+    request: HttpRequest,
+    principal: Principal,
+    access: AccessToken | None,
+    receive: Receive,
+    responder: Responder,
+    refusal: Callable[[HttpRequest], ProtocolError],
+) -> None:
+    """`post` or `get_or_delete` under the token's authorization: when the token stops working
+    (removed, rotated out, expired), the exchange ends and writes nothing more; the response ends
+    with no more content (`refusal`, a 401, if nothing was sent yet)."""
+    operations = runtime.operations
+    assert operations is not None
+    with operations.hold(principal, access, responder) as hold:
+        operations.session_used(request.headers.get("mcp-session-id"), principal.tenant_id)
+        if request.method == "POST":
+            await post(runtime, request, principal, receive, hold.send)
+        else:
+            await get_or_delete(runtime, request, principal, receive, hold.send)
+    if hold.cut_caught:
+        try:
+            if not responder.started:
+                await send_error(responder, refusal(request))
+            elif not responder.finished:
+                await responder({"type": "http.response.body", "body": b"", "more_body": False})
+        except ClientGone:
+            pass

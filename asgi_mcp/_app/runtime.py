@@ -12,8 +12,9 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+import weakref
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, Final, cast
 
 import anyio
@@ -35,8 +36,9 @@ from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics
 from .._ports.replay import EventLog
 from .._tenancy.servers import TenantServers
 from .config import AppConfig, touch_interval
+from .operations import Operations
 
-__all__ = ["Runtime", "run_lifespan_protocol", "tool_observer"]
+__all__ = ["Runtime", "run_lifespan_protocol", "stores_opened", "tool_observer"]
 
 logger = logging.getLogger("asgi_mcp")
 
@@ -56,8 +58,10 @@ class Runtime:
         events: EventHub,
         metrics: Metrics,
         tenant_servers: TenantServers | None,
+        operations: Operations | None = None,
     ) -> None:
         self.task_group = task_group
+        self.operations = operations
         self.events = events
         self.metrics = metrics
         self.tenant_servers = tenant_servers
@@ -78,7 +82,9 @@ class Runtime:
         # The caller of a single served server with no authentication; verified callers reach its host too.
         self.anonymous = Principal(owner="", tenant_id=None, host=self.get_host)
         self.table: SessionTable[LegacySession] = SessionTable(
-            max_sessions=config.max_sessions, idle_timeout=config.session_idle_timeout
+            max_sessions=config.max_sessions,
+            idle_timeout=config.session_idle_timeout,
+            max_per_tenant=config.max_sessions_per_tenant,
         )
         self.legacy = LegacyEndpoint(
             table=self.table,
@@ -88,16 +94,10 @@ class Runtime:
             retry_ms=config.retry_interval,
             keepalive=self.keepalive,
             loop=self.loop,
-            observer_for=lambda entry: tool_observer(events, entry.tenant_id, entry.session_id),
-            on_created=lambda entry: events.emit(
-                SessionCreated(
-                    session_id=entry.session_id,
-                    tenant_id=entry.tenant_id,
-                    server_name=entry.value.host.name,
-                    protocol_version=entry.value.protocol_version,
-                    created_at=time.time(),
-                )
+            observer_for=lambda entry: tool_observer(
+                events, entry.tenant_id, entry.session_id, operations, _legacy_client(weakref.ref(entry.value))
             ),
+            on_created=self._session_created,
             on_ended=self._session_ended,
             wake=self.wake,
         )
@@ -132,6 +132,9 @@ class Runtime:
         if self.fleet is not None:
             await tg.start(self.fleet.run)
         tg.start_soon(self.reap_forever)
+        if self.operations is not None:
+            self.operations.attach(self.legacy.end_session)
+            tg.start_soon(self.operations.expire_forever)
         tg.start_soon(self._run_services)
         self.started = True
         if self.gc_freeze:
@@ -146,6 +149,8 @@ class Runtime:
         self.legacy.end_all("shutdown")
         if self.fleet is not None:
             self.fleet.stop()
+        if self.operations is not None:
+            self.operations.detach()
         if self.tenant_servers is not None:
             self.tenant_servers.detach()
         if self.host is not None:
@@ -164,7 +169,22 @@ class Runtime:
                 services.start_soon(self.keepalive.run, self.task_group)
                 services.start_soon(self.watch.run)
 
+    def _session_created(self, entry: SessionEntry[LegacySession]) -> None:
+        if self.operations is not None:
+            self.operations.session_opened(entry.session_id)  # bound to the token that opened it
+        self.events.emit(
+            SessionCreated(
+                session_id=entry.session_id,
+                tenant_id=entry.tenant_id,
+                server_name=entry.value.host.name,
+                protocol_version=entry.value.protocol_version,
+                created_at=time.time(),
+            )
+        )
+
     def _session_ended(self, entry: SessionEntry[LegacySession], reason: str) -> None:
+        if self.operations is not None:
+            self.operations.session_ended(entry.session_id)
         duration = anyio.current_time() - entry.created_at
         self.events.emit(
             SessionEnded(
@@ -196,11 +216,37 @@ class Runtime:
             self.legacy.reap(anyio.current_time())
 
 
-def tool_observer(hub: EventHub, tenant_id: str | None, session_id: str | None) -> RequestObserver:
-    """Emits `tool_called` for each `tools/call` the kernel finishes (when anyone listens)."""
+@asynccontextmanager
+async def stores_opened(config: AppConfig) -> AsyncGenerator[None]:
+    """The stores with a lifecycle (a Redis client's pool), opened by the lifespan's task, which
+    outlives every request, and closed only once every session has ended."""
+    fleet = config.fleet
+    candidates = [config.event_store] + ([fleet.directory, fleet.bus] if fleet is not None else [])
+    unique = {id(store): store for store in candidates if isinstance(store, AbstractAsyncContextManager)}
+    async with AsyncExitStack() as stack:
+        for store in unique.values():
+            await stack.enter_async_context(cast(AbstractAsyncContextManager[Any], store))
+        yield
+
+
+def tool_observer(
+    hub: EventHub,
+    tenant_id: str | None,
+    session_id: str | None,
+    operations: Operations | None,
+    client: Callable[[], Mapping[str, Any] | None] | None = None,
+) -> RequestObserver:
+    """Per `tools/call` the kernel finishes: the audit record (when audit is on) and `tool_called`
+    (when anyone listens). `client` reads the session's client info (legacy); without it, a
+    2026-07-28 request carries its own in `_meta`."""
 
     def observe(method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
-        if method != "tools/call" or not hub.has_listeners("tool_called"):
+        if method != "tools/call":
+            return
+        if operations is not None and operations.auditor.active:  # the client info is read only for a record
+            info = client() if client is not None else _modern_client(params)
+            operations.tool_called(tenant_id, session_id, info, params, outcome, time.perf_counter() - started)
+        if not hub.has_listeners("tool_called"):
             return
         error: dict[str, Any] | None = outcome.get("error")
         result: dict[str, Any] | None = outcome.get("result")
@@ -217,6 +263,26 @@ def tool_observer(hub: EventHub, tenant_id: str | None, session_id: str | None) 
         )
 
     return observe
+
+
+def _legacy_client(session_ref: weakref.ref[LegacySession]) -> Callable[[], Mapping[str, Any] | None]:
+    """Reads the session's client info from `initialize`. Weakly: the session's dispatcher holds the
+    observer, and an ended session must leave no reference cycle behind."""
+
+    def client() -> Mapping[str, Any] | None:
+        session = session_ref()
+        params = session.connection.client_params if session is not None else None
+        return params.client_info.model_dump() if params is not None else None
+
+    return client
+
+
+def _modern_client(params: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    meta: Any = params.get("_meta") if params is not None else None
+    if not isinstance(meta, dict):
+        return None
+    info: Any = cast("dict[str, Any]", meta).get("io.modelcontextprotocol/clientInfo")
+    return cast("dict[str, Any]", info) if isinstance(info, dict) else None
 
 
 async def run_lifespan_protocol(

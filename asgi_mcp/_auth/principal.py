@@ -18,3 +18,5 @@ class Principal:
     owner: str
     tenant_id: str | None
     host: Callable[[], Awaitable[ServerHost]]
+    # A tenant token's digest and wall-clock expiry (None: never): what its exchanges end with.
+    credential: tuple[bytes, float | None] | None = None

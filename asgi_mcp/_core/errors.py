@@ -18,6 +18,7 @@ __all__ = [
     "StoreUnavailable",
     "SubscriptionCut",
     "TenantConflict",
+    "TooManyRequests",
 ]
 
 # JSON-RPC 2.0 and MCP error codes used by the transport itself.
@@ -28,6 +29,9 @@ INTERNAL_ERROR = -32603
 REQUEST_CANCELLED = -32800
 HEADER_MISMATCH = -32020
 UNSUPPORTED_PROTOCOL_VERSION = -32022
+# Too many requests (answered with HTTP 429 and `Retry-After`; `error.data.retryAfter` in seconds). The
+# code the draft spec reserves for rate limits; the one place it is named, until the spec adopts it.
+RATE_LIMITED = -32023
 # Transport-level refusal with no JSON-RPC meaning of its own (session limit, shutdown).
 SERVER_BUSY = -32000
 
@@ -112,3 +116,25 @@ class TenantConflict(AsgiMcpError, ValueError):
 class SubscriptionCut(AsgiMcpError):
     """A subscriber (to a message bus channel or a tenant store's changes) fell more than its buffer behind
     and was cut: what it missed is gone. It subscribes again (a tenant mirror resynchronises first)."""
+
+
+class TooManyRequests(ProtocolError):
+    """Over a rate limit or a per-tenant session cap: 429, `Retry-After`, and `error.data.retryAfter`.
+
+    Args:
+        retry_after: whole seconds the client should wait (at least 1).
+        limit: which limit refused it (`tools/call`, `requests`, `sessions`, ...), for logs and audit.
+    """
+
+    def __init__(self, retry_after: int, *, limit: str, request_id: str | int | None = None) -> None:
+        super().__init__(
+            429,
+            "Too many requests",
+            code=RATE_LIMITED,
+            request_id=request_id,
+            data={"retryAfter": retry_after},
+            headers=[(b"retry-after", str(retry_after).encode())],
+            reason=f"over the {limit} limit; retry after {retry_after}s",
+        )
+        self.retry_after = retry_after
+        self.limit = limit

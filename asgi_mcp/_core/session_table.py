@@ -18,12 +18,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .errors import SERVER_BUSY, ProtocolError
+from .errors import SERVER_BUSY, ProtocolError, TooManyRequests
 from .states import ADDRESSABLE, SessionInput, SessionState, next_state
 
 __all__: list[str] = []
 
 T = TypeVar("T")
+
+# Seconds a client over its tenant's session cap is told to wait: a session frees up at any time.
+SESSION_CAP_RETRY_AFTER = 1
 
 
 @dataclass(eq=False, slots=True)
@@ -52,12 +55,15 @@ class SessionEntry(Generic[T]):
 class SessionTable(Generic[T]):
     """Sessions by id, with a hard limit and idle expiry."""
 
-    def __init__(self, *, max_sessions: int, idle_timeout: float | None) -> None:
+    def __init__(self, *, max_sessions: int, idle_timeout: float | None, max_per_tenant: int | None = None) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
+        if max_per_tenant is not None and max_per_tenant < 1:
+            raise ValueError("max_sessions_per_tenant must be at least 1 (or None)")
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("session idle timeout must be positive (or None to disable)")
         self.max_sessions = max_sessions
+        self.max_per_tenant = max_per_tenant
         self.idle_timeout = idle_timeout
         self._entries: dict[str, SessionEntry[T]] = {}
         self._deadlines: list[tuple[float, str]] = []
@@ -76,15 +82,23 @@ class SessionTable(Generic[T]):
         return dict(self._per_tenant)
 
     def open(self, session_id: str, *, owner: str, tenant_id: str | None, value: T, now: float) -> SessionEntry[T]:
-        """Admit a session in OPENING state, or raise 503 when the table is full.
+        """Admit a session in OPENING state; raise 503 when the table is full, 429 when the tenant
+        holds its share (`max_per_tenant`, so one tenant cannot take every session).
 
-        The opening session counts against the limit at once, so concurrent initializes cannot
-        overshoot it.
+        The opening session counts against the limits at once, so concurrent initializes cannot
+        overshoot them.
         """
         if len(self._entries) >= self.max_sessions:
             raise ProtocolError(
                 503, "Too many open sessions", code=SERVER_BUSY, reason=f"session limit {self.max_sessions} reached"
             )
+        if (
+            self.max_per_tenant is not None
+            and tenant_id is not None
+            and self._per_tenant.get(tenant_id, 0) >= self.max_per_tenant
+        ):
+            # A session frees up when the client deletes one or the reaper ends an idle one.
+            raise TooManyRequests(SESSION_CAP_RETRY_AFTER, limit="sessions per tenant")
         if session_id in self._entries:
             raise RuntimeError("session id collision")  # 192 random bits: not reachable in practice
         entry = SessionEntry(session_id, owner, tenant_id, value, created_at=now, in_flight=1)

@@ -34,7 +34,19 @@ __all__: list[str] = []
 class LegacySession:
     """One session: its server kernel and its outbound streams. No task: its requests run it."""
 
-    __slots__ = ("_events", "_retry_ms", "_task_group", "connection", "dispatcher", "host", "outbound", "session_id")
+    # `__weakref__`: the audit's tool observer reads the client info through a weak reference, since
+    # the dispatcher holds the observer and an ended session must leave no cycle behind.
+    __slots__ = (
+        "__weakref__",
+        "_events",
+        "_retry_ms",
+        "_task_group",
+        "connection",
+        "dispatcher",
+        "host",
+        "outbound",
+        "session_id",
+    )
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 
 __all__ = [
+    "Audit",
     "Event",
     "EventName",
     "ServerRegistered",
@@ -32,7 +33,9 @@ __all__ = [
     "Started",
     "Stopped",
     "TokenAdded",
+    "TokenExpired",
     "TokenRemoved",
+    "TokenRotated",
     "TokenUpdated",
     "ToolCalled",
     "TransportError",
@@ -81,6 +84,54 @@ class TokenUpdated:
     tenant_id: str
     policy: str
     name: Literal["token_updated"] = "token_updated"
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenRotated:
+    """A tenant got a new token; the old one works `grace` seconds more."""
+
+    tenant_id: str
+    grace: float
+    name: Literal["token_rotated"] = "token_rotated"
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenExpired:
+    """A token stopped working by time: its `not_after` (`reason="expired"`), a rotation's grace
+    (`"rotated"`), or a verified token's own expiry (`"verified_expiry"`, `tenant_id` None)."""
+
+    tenant_id: str | None
+    reason: str
+    name: Literal["token_expired"] = "token_expired"
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Audit:
+    """One audit record: a `tools/call` (any outcome) or a refused request.
+
+    `outcome`: `ok`, `tool_error` (the tool reported an error), `error` (a JSON-RPC error),
+    `refused` (the transport refused the request: `status` and `reason` say why) or
+    `rate_limited`. `arguments` and `result` are None unless the operator opted in
+    (`McpApp(audit=AuditPolicy(...))`), and then what its redaction hook returned.
+    """
+
+    time: float
+    tenant_id: str | None
+    session_id: str | None
+    client_name: str | None
+    client_version: str | None
+    method: str | None
+    tool: str | None
+    outcome: str
+    duration: float
+    status: int | None = None
+    reason: str | None = None
+    arguments: Any = None
+    result: Any = None
+    name: Literal["audit"] = "audit"
 
 
 @final
@@ -164,6 +215,9 @@ Event: TypeAlias = (
     | TokenAdded
     | TokenRemoved
     | TokenUpdated
+    | TokenRotated
+    | TokenExpired
+    | Audit
     | ServerRegistered
     | ServerRemoved
     | ServerUpdated
@@ -178,6 +232,9 @@ EventName = Literal[
     "token_added",
     "token_removed",
     "token_updated",
+    "token_rotated",
+    "token_expired",
+    "audit",
     "server_registered",
     "server_removed",
     "server_updated",

@@ -4,7 +4,7 @@ optionally, the event store. `McpApp(fleet=...)` takes it; `McpApp(redis_url=...
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mcp.server.streamable_http import EventStore
 
@@ -32,3 +32,5 @@ class FleetStores:
     bus: MessageBus
     event_store: EventStore | None = None
     secret: bytes | None = None
+    # The URL `fleet_from_url` built them from (never shown: it may carry a password).
+    url: str | None = field(default=None, repr=False)

@@ -13,6 +13,8 @@ from typing import Any, Final
 
 from mcp.server import MCPServer
 
+from .._core.token_bucket import Rate
+from .._tenancy.limits import RateLimits, TenantLimits
 from .one_call import PerBearerServer, create_per_bearer_server
 from .runs import ServerInfo, ServerKind
 
@@ -28,7 +30,7 @@ class Plan:
 
 
 PLANS: Final = (
-    Plan("free", "demo-free-token", "free plan: greetings only", ("echo", "hello")),
+    Plan("free", "demo-free-token", "free plan: greetings only, 10 tool calls a minute", ("echo", "hello")),
     Plan("pro", "demo-pro-token", "pro plan: adds arithmetic and text tools", ("add", "echo", "word_count")),
     Plan(
         "admin", "demo-admin-token", "admin: server statistics and tenant ids", ("echo", "list_tenants", "server_stats")
@@ -75,13 +77,22 @@ def _factory(plan: Plan, server: PerBearerServer) -> Callable[[], MCPServer]:
     return build
 
 
+def demo_limits() -> RateLimits:
+    """The free plan is limited so that anyone can see a 429 with `Retry-After`: 10 tool calls a
+    minute per tenant, burst 10. The other plans are unlimited."""
+    free = TenantLimits(tool_calls=Rate.per_minute(10, burst=10))
+    return RateLimits(plans={"free": free, "pro": TenantLimits(), "admin": TenantLimits()})
+
+
 def build_demo_server(
     *, host: str, port: int, server_kind: ServerKind = "builtin", **app_options: Any
 ) -> PerBearerServer:
     """The demo's three tenants; `app_options` go to the app (`redis_url`: a worker of a demo fleet)."""
-    server = create_per_bearer_server(host=host, port=port, server=server_kind, **app_options)
+    server = create_per_bearer_server(
+        host=host, port=port, server=server_kind, rate_limits=demo_limits(), **app_options
+    )
     for plan in PLANS:
-        server.add_token(plan.token, _factory(plan, server), label=plan.label)
+        server.add_token(plan.token, _factory(plan, server), label=plan.label, plan=plan.label)
     return server
 
 

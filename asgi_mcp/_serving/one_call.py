@@ -88,12 +88,14 @@ class PerBearerServer:
 
     # -- tokens -----------------------------------------------------------------------------------
 
-    def add_token(self, token: str, factory: ServerFactory, *, label: str | None = None) -> PerBearerServer:
+    def add_token(
+        self, token: str, factory: ServerFactory, *, label: str | None = None, plan: str | None = None
+    ) -> PerBearerServer:
         """Register `token`: its requests reach the server `factory` builds (sync or async, returning
         an SDK `Server` or `MCPServer`), built on first use and shared by the token's sessions.
-        Raises `ValueError` if the token is already registered (use `update_token`) or the label is
-        taken or malformed."""
-        self.tenants.add(token, factory, label=label)
+        `plan` names its rate limits (the `rate_limits` option's `plans`). Raises `ValueError` if
+        the token is already registered (use `update_token`) or the label is taken or malformed."""
+        self.tenants.add(token, factory, label=label, plan=plan)
         return self
 
     def remove_token(

@@ -11,12 +11,13 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 
-from .._core.errors import INTERNAL_ERROR, ProtocolError
+from .._core.errors import INTERNAL_ERROR, ConfigurationError, ProtocolError
 from .._kernel.hosting import ServerHost
 from .._ops.lifecycle import (
     EventHub,
@@ -24,10 +25,13 @@ from .._ops.lifecycle import (
     ServerRemoved,
     ServerUpdated,
     TokenAdded,
+    TokenExpired,
     TokenRemoved,
+    TokenRotated,
     TokenUpdated,
 )
-from .tenants import SessionPolicy, Tenant
+from .isolation import BusOwners, keep_results_private
+from .tenants import CredentialEnd, SessionPolicy, Tenant
 
 __all__: list[str] = []
 
@@ -68,6 +72,13 @@ class TenantServers:
         self._hosts: dict[str, ServerHost] = {}  # tenant id -> host of its current generation
         self._building: dict[str, tuple[int, anyio.Event]] = {}
         self._last_name: dict[str, str] = {}
+        # Set by the app: ends the streams and sessions of a token that stopped working.
+        # (tenant, the token's digest or None for all, why, the drain timeout of a draining removal)
+        self.on_credential_ended: Callable[[Tenant, bytes | None, CredentialEnd, float | None], None] | None = None
+        self.rotated = 0
+        self.expired = 0
+        self._buses = BusOwners()
+        self._warned_public: set[str] = set()
 
     def attach(self, task_group: anyio.abc.TaskGroup, sessions: TenantSessions) -> None:
         self._task_group, self._sessions = task_group, sessions
@@ -106,6 +117,14 @@ class TenantServers:
                 if inspect.isawaitable(server):
                     server = await server
                 host = ServerHost(server, label=tenant.tenant_id)
+                sharing = self._buses.claim(tenant.tenant_id, host.server)
+                if sharing is not None:
+                    # One bus for two tenants would carry one's `subscriptions/listen` events to the other.
+                    raise ConfigurationError(
+                        f"the server built for tenant {tenant.tenant_id} shares its subscription bus with "
+                        f"tenant {sharing}; each tenant's factory must build a server with a bus of its own"
+                    )
+                keep_results_private(host.server, tenant.tenant_id, self._warned_public)
                 try:
                     await host.start(self._task_group)
                 except BaseException:
@@ -152,12 +171,30 @@ class TenantServers:
     def tenant_added(self, tenant: Tenant) -> None:
         self._hub.emit(TokenAdded(tenant_id=tenant.tenant_id))
 
+    def token_rotated(self, tenant: Tenant, grace: float) -> None:
+        self.rotated += 1
+        self._hub.emit(TokenRotated(tenant_id=tenant.tenant_id, grace=grace))
+
+    def credential_ended(self, tenant: Tenant, digest: bytes, reason: CredentialEnd) -> None:
+        if reason != "token_removed":
+            self.expired += 1
+            self._hub.emit(TokenExpired(tenant_id=tenant.tenant_id, reason=reason))
+        if self.on_credential_ended is not None:
+            self.on_credential_ended(tenant, digest, reason, None)
+
     def tenant_removed(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float) -> None:
         tenant.runtime["removed"] = True
+        ended_by: CredentialEnd = tenant.runtime.get("ended_by", "token_removed")
+        if ended_by != "token_removed":
+            self.expired += 1
+            self._hub.emit(TokenExpired(tenant_id=tenant.tenant_id, reason=ended_by))
         self._hub.emit(TokenRemoved(tenant_id=tenant.tenant_id, policy=policy))
+        if self.on_credential_ended is not None:
+            self.on_credential_ended(tenant, None, ended_by, drain_timeout if policy == "drain" else None)
         host = self._hosts.pop(tenant.tenant_id, None)
         active = self._sessions.count_for(tenant.tenant_id) if self._sessions is not None else 0
-        self._sessions_follow(tenant, policy, drain_timeout, end_when_idle=True, reason="token_removed")
+        reason = "token_removed" if ended_by == "token_removed" else "token_expired"
+        self._sessions_follow(tenant, policy, drain_timeout, end_when_idle=True, reason=reason)
         if host is not None:
             self._hub.emit(
                 ServerRemoved(
@@ -170,6 +207,7 @@ class TenantServers:
             )
             host.retire()
         self._last_name.pop(tenant.tenant_id, None)
+        self._buses.release(tenant.tenant_id)
 
     def tenant_updated(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float) -> None:
         self._hub.emit(TokenUpdated(tenant_id=tenant.tenant_id, policy=policy))

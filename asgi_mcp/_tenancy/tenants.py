@@ -9,16 +9,18 @@ Server factories stay in this process: given in code, or named by a plan from th
 Every change reaches the local index through one method, `_apply`, whatever wrote it; it is what a
 worker mirroring a shared store calls for each change the store announces. A tenant is known by a
 non-secret id: a caller-given label, else a digest prefix. That id is what stats, events and logs show.
+A rotation's old token gets its grace's end as `not_after`; a token past it ends as a removal does.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Final, Protocol, TypeAlias
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from typing import Any, Final
 
 from .._ports.tenant_store import (
     Credential,
@@ -28,61 +30,12 @@ from .._ports.tenant_store import (
     TenantRecord,
     token_digest,
 )
+from .tenant import CredentialEnd, RegistryObserver, ServerFactory, Tenant, TenantRegistry
 
-__all__ = ["ServerFactory", "SessionPolicy", "TenantRegistry", "Tenants"]
-
-ServerFactory: TypeAlias = Callable[[], Any | Awaitable[Any]]
-"""Builds the tenant's server: returns (or awaits to) an `mcp` `Server` or `MCPServer`."""
+__all__ = ["CredentialEnd", "RegistryObserver", "ServerFactory", "SessionPolicy", "Tenant", "TenantRegistry", "Tenants"]
 
 DEFAULT_DRAIN_TIMEOUT: Final = 30.0
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
-
-
-@dataclass(eq=False)
-class Tenant:
-    """One registered token, as this process serves it. `generation` changes whenever its factory is replaced."""
-
-    tenant_id: str
-    digest: bytes
-    factory: ServerFactory
-    labelled: bool
-    generation: int = 0
-    record: TenantRecord | None = None  # what the store holds
-    # Set by the app: the state of the server built from the current factory.
-    runtime: dict[str, Any] = field(default_factory=lambda: dict[str, Any]())
-
-    @property
-    def owner(self) -> str:
-        """Sessions bind to this; it names the credential without revealing it."""
-        return "t:" + self.digest.hex()
-
-    @property
-    def plan(self) -> str | None:
-        return self.record.plan if self.record is not None else None
-
-    @property
-    def metadata(self) -> Mapping[str, Any]:
-        return self.record.metadata if self.record is not None else {}
-
-
-class RegistryObserver(Protocol):
-    def tenant_added(self, tenant: Tenant) -> None: ...
-
-    def tenant_removed(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float) -> None: ...
-
-    def tenant_updated(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float) -> None: ...
-
-
-class TenantRegistry(Protocol):
-    """What the app needs from a token registry."""
-
-    def lookup(self, token: str) -> Tenant | None: ...
-
-    def subscribe(self, observer: RegistryObserver) -> None: ...
-
-    def __len__(self) -> int: ...
-
-    def __iter__(self) -> Iterator[Tenant]: ...
 
 
 class Tenants:
@@ -91,13 +44,21 @@ class Tenants:
     Args:
         tokens: initial tokens and their factories.
         plans: plan names and their factories: `add` and `update` may name a plan instead of passing one.
+            A plan name also selects the tenant's rate limits (`RateLimits.plans`).
+        clock: wall-clock seconds against which `not_after` and a rotation's grace count
+            (default `time.time`; a test passes one it moves by hand).
 
     Each method is synchronous and safe to call from any task while the app serves requests: the
     app reacts to changes (ending or draining sessions, retiring servers) before the call returns.
+    A tenant may hold several tokens at once (during a rotation's grace period); each may expire.
     """
 
     def __init__(
-        self, tokens: Mapping[str, ServerFactory] | None = None, *, plans: Mapping[str, ServerFactory] | None = None
+        self,
+        tokens: Mapping[str, ServerFactory] | None = None,
+        *,
+        plans: Mapping[str, ServerFactory] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._plans = dict(plans or {})
         for plan, factory in self._plans.items():
@@ -106,6 +67,8 @@ class Tenants:
         # digest -> (the digest as stored, its tenant): a hit is compared again in constant time.
         self._by_digest: dict[bytes, tuple[bytes, Tenant]] = {}
         self._not_after: dict[bytes, float] = {}  # the tokens that expire: wall-clock time they stop
+        self._rotated_out: set[bytes] = set()  # old tokens of a rotation, ending with its grace
+        self.clock = clock
         self._ids: dict[str, Tenant] = {}
         self._observers: list[RegistryObserver] = []
         self._version = 0  # of the last change applied
@@ -118,15 +81,23 @@ class Tenants:
     def lookup(self, token: str) -> Tenant | None:
         """The tenant of `token`, or None (unknown, or expired). Only digests are kept (the store's:
         `InMemoryTenantStore.digest`); they are compared in constant time."""
+        found = self.credential(token)
+        return found[0] if found is not None else None
+
+    def credential(self, token: str) -> tuple[Tenant, bytes, float | None] | None:
+        """The tenant of `token`, its digest, and the wall-clock time it stops working (None: never).
+        A token found past its time is ended now (as `expire` would) and gets None."""
         digest = token_digest(token)
         held = self._by_digest.get(digest)
         if held is None or not hmac.compare_digest(held[0], digest):
             return None
-        if self._not_after:
-            ends = self._not_after.get(digest)
-            if ends is not None and time.time() >= ends:
-                return None
-        return held[1]
+        ends = self._not_after.get(digest) if self._not_after else None
+        if ends is None:
+            return held[1], digest, None
+        if self.clock() >= ends:
+            self._end_credential(digest)
+            return None
+        return held[1], digest, ends
 
     def add(
         self,
@@ -151,11 +122,11 @@ class Tenants:
         Raises `ValueError` if the token is registered (use `update`), the label is taken or malformed,
         no factory is given and the plan names none, the metadata is not JSON, or the token is empty or
         has whitespace; `TypeError` if the factory is not callable."""
-        if not token or any(ch.isspace() for ch in token):
-            raise ValueError("a bearer token must be non-empty and contain no whitespace")
+        _check_token(token)
         given = self._factory_for(factory, plan)
         if label is not None and not _LABEL.match(label):
             raise ValueError("label must be 1-64 characters of letters, digits and ._:@-")
+        _check_time(not_after)
         digest = self._store.digest(token)
         tenant_id = label if label is not None else "tok-" + digest.hex()[:12]
         record = TenantRecord(tenant_id=tenant_id, label=label, plan=plan, metadata=dict(metadata or {}))
@@ -166,6 +137,52 @@ class Tenants:
         self._apply(change, given)
         return tenant_id
 
+    def rotate_token(self, old: str, new: str, *, grace: float = 300.0, not_after: float | None = None) -> str:
+        """Give `old`'s tenant the token `new`: same tenant, sessions and rate limits. Both work for
+        `grace` seconds; then `old` gets 401 and the streams and sessions it opened end (0: at once).
+        `not_after` is the new token's own expiry. Returns the tenant id; `KeyError` if `old` is
+        not registered, `ValueError` if `new` is (or is empty or has whitespace)."""
+        found = self.credential(old)
+        if found is None:
+            raise KeyError("token is not registered")
+        if grace < 0 or math.isnan(grace):
+            raise ValueError("grace must not be negative")
+        _check_time(not_after)
+        _check_token(new)
+        tenant, old_digest, old_ends = found
+        digest = self._store.digest(new)
+        if self._known(digest) is not None:
+            raise ValueError("token is already registered; use update() to replace its factory")
+        change = self._store.set_credential_nowait(
+            Credential(digest=digest, tenant_id=tenant.tenant_id, not_after=not_after)
+        )
+        if change is None:  # a mirror's tenant: its store is written elsewhere
+            raise KeyError("token is not registered")
+        self._apply(change)
+        for observer in self._observers:
+            observer.token_rotated(tenant, grace)
+        ends = self.clock() + grace
+        if grace == 0:
+            self._end_credential(old_digest, "rotated")
+        elif old_ends is None or ends < old_ends:
+            self._rotated_out.add(old_digest)
+            ending = Credential(digest=old_digest, tenant_id=tenant.tenant_id, not_after=ends)
+            if (change := self._store.set_credential_nowait(ending)) is not None:
+                self._apply(change)
+        return tenant.tenant_id
+
+    def expire(self) -> float | None:
+        """End every token past its time now; returns the earliest time one will end (None: none).
+        Lookups end tokens lazily; the app calls this too, for tokens nobody presents any more."""
+        if not self._not_after:
+            return None
+        now = self.clock()
+        for digest, ends in list(self._not_after.items()):
+            if ends <= now:
+                self._end_credential(digest)
+        # Only times still to come: a mirror's expired token stays until its writer's removal arrives.
+        return min((ends for ends in self._not_after.values() if ends > now), default=None)
+
     def remove(
         self, token: str, *, policy: SessionPolicy = "close", drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     ) -> bool:
@@ -175,13 +192,7 @@ class Tenants:
         tenant = self._known(digest)
         if tenant is None:
             return False
-        if any(other is tenant for key, (_, other) in self._by_digest.items() if key != digest):
-            change = self._store.remove_credential_nowait(digest)  # one of its tokens: the tenant stays
-        else:
-            change = self._store.remove_nowait(tenant.tenant_id, policy=policy, drain_timeout=drain_timeout)
-        if change is not None:
-            self._apply(change)
-        return change is not None
+        return self._end_credential(digest, "token_removed", policy, drain_timeout)
 
     def update(
         self,
@@ -233,6 +244,32 @@ class Tenants:
         held = self._by_digest.get(digest)
         return held[1] if held is not None and hmac.compare_digest(held[0], digest) else None
 
+    def _end_credential(
+        self,
+        digest: bytes,
+        reason: CredentialEnd | None = None,
+        policy: SessionPolicy = "close",
+        drain_timeout: float = 0.0,
+    ) -> bool:
+        """One token stops working (`reason` None: its time came); the tenant goes with its last one.
+        Written to the store, applied through `_apply`; False when the store holds no such token (a
+        mirror's, whose store is written elsewhere)."""
+        tenant = self._known(digest)
+        if tenant is None:
+            return False
+        if reason is None:
+            reason = "rotated" if digest in self._rotated_out else "expired"
+        if any(other is tenant for key, (_, other) in self._by_digest.items() if key != digest):
+            change = self._store.remove_credential_nowait(digest)  # one of its tokens: the tenant stays
+        else:
+            change = self._store.remove_nowait(tenant.tenant_id, policy=policy, drain_timeout=drain_timeout)
+            if change is not None:
+                tenant.runtime["ended_by"] = reason  # the app tells an expiry from a removal by it
+        if change is None:
+            return False
+        self._apply(change, ended_by=reason)
+        return True
+
     def _factory_for(self, factory: ServerFactory | None, plan: str | None) -> ServerFactory:
         if factory is not None:
             _check_factory(factory, "factory")
@@ -241,9 +278,12 @@ class Tenants:
             raise ValueError(f"no factory given, and no plan of `plans` named {plan!r}")
         return self._plans[plan]
 
-    def _apply(self, change: TenantChange, factory: ServerFactory | None = None) -> None:
+    def _apply(
+        self, change: TenantChange, factory: ServerFactory | None = None, *, ended_by: CredentialEnd = "token_removed"
+    ) -> None:
         """Bring the local index to `change`, then tell the observers. `factory` is one given in code;
-        without it the record's plan names it (a mirror of a shared store passes none)."""
+        without it the record's plan names it (a mirror of a shared store passes none). `ended_by`:
+        why a removed credential stopped working (a store's feed carries only removals)."""
         record = change.record
         self._version = change.version
         if change.kind == "added":
@@ -275,7 +315,10 @@ class Tenants:
         elif change.kind == "credential_set":
             self._hold(self._ids[record.tenant_id], change.credentials[0])
         elif change.kind == "credential_removed":
-            self._release(change.credentials[0].digest)
+            digest = change.credentials[0].digest
+            self._release(digest)
+            for observer in self._observers if record.tenant_id in self._ids else ():
+                observer.credential_ended(self._ids[record.tenant_id], digest, ended_by)
         else:  # pragma: no cover - every ChangeKind is handled above
             raise ValueError(f"unknown change kind {change.kind!r}")
 
@@ -289,11 +332,22 @@ class Tenants:
     def _release(self, digest: bytes) -> None:
         self._by_digest.pop(digest, None)
         self._not_after.pop(digest, None)
+        self._rotated_out.discard(digest)
 
 
 def _check_factory(factory: object, what: str) -> None:
     if not callable(factory):
         raise TypeError(f"{what} must be a callable returning a Server or MCPServer")
+
+
+def _check_token(token: str) -> None:
+    if not token or any(ch.isspace() for ch in token):
+        raise ValueError("a bearer token must be non-empty and contain no whitespace")
+
+
+def _check_time(not_after: float | None) -> None:
+    if not_after is not None and math.isnan(not_after):
+        raise ValueError("not_after must be a time in seconds")
 
 
 def _check_policy(policy: str, drain_timeout: float) -> None:

@@ -1,7 +1,8 @@
 """Interop: the official TypeScript SDK 1.32.2 client against `McpApp` on real servers.
 
 Each test runs `McpApp` in the test's own event loop on a free 127.0.0.1 port — uvicorn for the
-asyncio backend, hypercorn's Trio worker for the trio backend — and drives it with
+asyncio backend, hypercorn's Trio worker for the trio backend, the built-in server on both — or
+under the `granian` command in a process of its own (asyncio), and drives it with
 `node tests/interop/client.mjs` (StreamableHTTPClientTransport), asserting on the JSON lines the
 client prints. The pinned npm packages are installed once by `node_env.ensure_node_env()`.
 
@@ -48,7 +49,7 @@ APP_SHUTDOWN_TIMEOUT: Final = 1.0
 class Backend(str):
     """The anyio backend name (what anyio's plugin reads), carrying which server runs on it."""
 
-    server: str  # "reference" (uvicorn or hypercorn's Trio worker) or "builtin-h11" / "builtin-httptools"
+    server: str  # "reference" (uvicorn or hypercorn's Trio worker), "builtin-h11" / "builtin-httptools", "granian"
 
     def __new__(cls, backend: str, server: str) -> Backend:
         value = super().__new__(cls, backend)
@@ -56,12 +57,15 @@ class Backend(str):
         return value
 
 
-BACKENDS: Final = [(b, s) for b in ("asyncio", "trio") for s in ("reference", "builtin-h11", "builtin-httptools")]
+BACKENDS: Final = [
+    (b, s) for b in ("asyncio", "trio") for s in ("reference", "builtin-h11", "builtin-httptools", "granian")
+]
 
 
 @pytest.fixture(params=BACKENDS, ids=[f"{b}-{s}" for b, s in BACKENDS])
 def anyio_backend(request: pytest.FixtureRequest) -> Backend:
-    """asyncio runs the app on uvicorn, trio on hypercorn's Trio worker; both run it on the built-in server."""
+    """asyncio runs the app on uvicorn, trio on hypercorn's Trio worker; both run it on the built-in server
+    and under granian (its own process, so there the backend is only the test's)."""
     return Backend(*request.param)
 
 
@@ -253,6 +257,27 @@ def serve_app(app: McpApp, backend: str, *, port: int = 0, graceful: float = STO
     return serve_hypercorn_trio(app, port=port, graceful=graceful)
 
 
+@asynccontextmanager
+async def serve_granian(options: dict[str, Any]) -> AsyncIterator[Served]:
+    """`build_app(**options)` under the granian command (tests/_granian_app.py); stopped with SIGINT."""
+    from tests._real_servers import granian_server
+
+    async with granian_server({"interop": True, **options}) as base_url:
+        served = Served(f"{base_url}/mcp")
+        try:
+            yield served
+        finally:
+            start = time.monotonic()
+    served.stop_seconds = time.monotonic() - start
+
+
+def serve_test_app(backend: str, **options: Any) -> Any:
+    """`build_app(**options)` served as `backend` says: in-process by `serve_app`, or under granian."""
+    if getattr(backend, "server", "reference") == "granian":
+        return serve_granian(options)
+    return serve_app(build_app(**options), backend)
+
+
 # -- the node client ------------------------------------------------------------------------------
 
 
@@ -340,7 +365,7 @@ CALLS: Final[list[tuple[str, dict[str, Any]]]] = [
 @pytest.mark.anyio
 async def test_sse_session(anyio_backend: str, node_env: NodeEnv) -> None:
     """SSE responses: results, progress on the request stream, bearer header visible to tools."""
-    async with serve_app(build_app(), anyio_backend) as served:
+    async with serve_test_app(anyio_backend) as served:
         with_token = await run_client(node_env, served.url, CALLS, token=TOKEN)
         without_token = await run_client(node_env, served.url, [("whoami", {})])
 
@@ -369,7 +394,7 @@ async def test_sse_session(anyio_backend: str, node_env: NodeEnv) -> None:
 @pytest.mark.anyio
 async def test_json_response_mode(anyio_backend: str, node_env: NodeEnv) -> None:
     """json_response=True: plain JSON bodies; request-scoped progress is documented as unavailable."""
-    async with serve_app(build_app(json_response=True), anyio_backend) as served:
+    async with serve_test_app(anyio_backend, json_response=True) as served:
         run = await run_client(node_env, served.url, CALLS, token=TOKEN)
 
     assert_clean_session(run)
@@ -382,7 +407,7 @@ async def test_json_response_mode(anyio_backend: str, node_env: NodeEnv) -> None
 @pytest.mark.anyio
 async def test_shutdown_is_prompt(anyio_backend: str, node_env: NodeEnv) -> None:
     """After the client has DELETEd its session nothing is in flight: stopping must not wait."""
-    async with serve_app(build_app(shutdown_timeout=5.0), anyio_backend) as served:
+    async with serve_test_app(anyio_backend, shutdown_timeout=5.0) as served:
         run = await run_client(node_env, served.url, [("echo", {"text": "x"})])
     assert_clean_session(run)
     assert served.stop_seconds is not None

@@ -20,4 +20,5 @@ def redis_fleet(url: str, *, prefix: str, session_ttl: float, secret: bytes | No
         bus=RedisMessageBus(url, prefix=prefix),
         event_store=RedisEventStore(url, prefix=prefix, ttl=2 * session_ttl),
         secret=secret,
+        url=url,
     )

@@ -1,0 +1,68 @@
+"""The app's error boundary: the `send` that knows how far the response got, and refusals.
+
+`Responder` wraps ASGI `send` for one request; `log_refusal` logs a refused request (who, where
+known, never the token) and makes its audit record; `error_body` is the JSON-RPC error of an
+answer no request id can be given to.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .._core.asgi import ClientGone, HttpRequest, Send
+from .._core.errors import ProtocolError, SecurityRefusal
+from .._core.http import is_visible_ascii
+from .._ops.telemetry import current_tenant
+from .operations import Operations
+
+__all__ = ["Responder", "error_body", "log_refusal"]
+
+http_logger = logging.getLogger("asgi_mcp.http")
+
+
+class Responder:
+    """Wraps ASGI `send`: remembers whether the response started and finished, and turns a send on
+    a closed connection (`OSError`, ASGI 2.4) into `ClientGone`."""
+
+    __slots__ = ("_send", "finished", "started", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+        self.finished = False
+        self.status = 0
+
+    async def __call__(self, message: Any) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+        elif not message.get("more_body", False):
+            self.finished = True
+        try:
+            await self._send(message)
+        except OSError:
+            raise ClientGone from None
+
+
+def error_body(code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+
+
+def log_refusal(request: HttpRequest, error: ProtocolError, operations: Operations | None) -> None:
+    level = logging.WARNING if isinstance(error, SecurityRefusal) else logging.INFO
+    extra: dict[str, Any] = {"status": error.status, "reason": error.reason, "method": request.method}
+    # Who, where known: the tenant once authenticated (never the token), the session the request named.
+    tenant_id = current_tenant.get()
+    if tenant_id is not None:
+        extra["tenant_id"] = tenant_id
+    session_id = request.headers.get("mcp-session-id")
+    if session_id is not None and is_visible_ascii(session_id):
+        extra["session_id"] = session_id
+    else:
+        session_id = None
+    if operations is not None:
+        operations.refused(tenant_id, session_id, error)  # the audit record
+    http_logger.log(
+        level, "refused %s %s: %s (%d)", request.method, request.path, error.reason, error.status, extra=extra
+    )

@@ -1,0 +1,138 @@
+"""Rate limits per tenant: which buckets a request takes from, and the 429 when one is empty.
+
+Every JSON-RPC request of a tenant takes from its `requests` bucket; `tools/call` also from its
+`tool_calls` bucket and, when the tool has a limit of its own, from `tool:<name>`;
+`completion/complete` from `completions`. The narrowest bucket is asked first, so a refusal spends
+nothing of the broader ones (a refusal by a broader one may have spent a narrower token). Buckets
+are keyed by tenant id (a token's rotation keeps them). A tenant's limits come from, first to last:
+`RateLimits.tenants[tenant_id]`, the plan it was registered with (`Tenants.add(..., plan=...)`) in
+`RateLimits.plans`, `RateLimits.default`.
+
+With the in-memory store the check is synchronous; a remote store is awaited.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .._core.errors import TooManyRequests
+from .._core.token_bucket import Rate, retry_after_header
+from .._ports.rate_limits import InMemoryRateLimitStore, RateLimitStore
+
+__all__ = ["RateLimits", "TenantLimits"]
+
+logger = logging.getLogger("asgi_mcp.limits")
+
+REQUESTS: Final = "requests"
+ANONYMOUS: Final = "-"  # the one subject of an app without authentication
+
+
+@dataclass(frozen=True)
+class TenantLimits:
+    """The limits of one tenant (or plan). None: unlimited.
+
+    Args:
+        requests: every JSON-RPC request (notifications and responses are never limited).
+        tool_calls: `tools/call`.
+        completions: `completion/complete` (the spec asks servers to limit them).
+        tools: per tool name, on top of `tool_calls`.
+    """
+
+    requests: Rate | None = None
+    tool_calls: Rate | None = None
+    completions: Rate | None = None
+    tools: Mapping[str, Rate] = field(default_factory=lambda: dict[str, Rate]())
+
+    @property
+    def empty(self) -> bool:
+        return self.requests is None and self.tool_calls is None and self.completions is None and not self.tools
+
+
+class RateLimits:
+    """App-wide rate-limit configuration: defaults, plans, per-tenant overrides, and the store.
+
+    Args:
+        default: limits of a tenant with no override and no known plan (None: unlimited).
+        plans: limits by plan name, for tenants registered with `plan=`.
+        tenants: limits by tenant id, overriding plan and default.
+        store: where buckets live (default: `InMemoryRateLimitStore`, process-local).
+        clock: seconds, passed to the store (default `time.time`: one clock a fleet can share).
+    """
+
+    def __init__(
+        self,
+        default: TenantLimits | None = None,
+        *,
+        plans: Mapping[str, TenantLimits] | None = None,
+        tenants: Mapping[str, TenantLimits] | None = None,
+        store: RateLimitStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.default = default or TenantLimits()
+        self.plans = dict(plans or {})
+        self.tenants = dict(tenants or {})
+        self.store: RateLimitStore = store if store is not None else InMemoryRateLimitStore()
+        # A store with a synchronous take (the in-memory one) is asked without an await.
+        take_now: Callable[[str, str, Rate, float], float] | None = getattr(self.store, "take_now", None)
+        self._take_now = take_now if callable(take_now) else None
+        self._clock = clock
+        self._unknown_plans: set[str] = set()
+
+    def limits_for(self, tenant_id: str | None, plan: str | None) -> TenantLimits:
+        if tenant_id is not None:
+            override = self.tenants.get(tenant_id)
+            if override is not None:
+                return override
+        if plan is not None:
+            limits = self.plans.get(plan)
+            if limits is not None:
+                return limits
+            if plan not in self._unknown_plans:
+                self._unknown_plans.add(plan)
+                logger.warning("plan %r has no rate limits configured; the defaults apply", plan)
+        return self.default
+
+    def check(
+        self, subject: str, limits: TenantLimits, method: str, params: Mapping[str, Any] | None, request_id: Any
+    ) -> Awaitable[None] | None:
+        """Take the request's tokens. Raises `TooManyRequests` (sync store), or returns an awaitable
+        that does (remote store); None when allowed without awaiting."""
+        names = _buckets(limits, method, params)
+        if not names:
+            return None
+        now = self._clock()
+        if self._take_now is None:
+            return self._check_remote(subject, names, now, request_id)
+        for name, rate in names:
+            wait = self._take_now(subject, name, rate, now)
+            if wait > 0.0:
+                raise TooManyRequests(retry_after_header(wait), limit=name, request_id=request_id)
+        return None
+
+    async def _check_remote(self, subject: str, names: list[tuple[str, Rate]], now: float, request_id: Any) -> None:
+        for name, rate in names:
+            wait = await self.store.take(subject, name, rate, now)
+            if wait > 0.0:
+                raise TooManyRequests(retry_after_header(wait), limit=name, request_id=request_id)
+
+
+def _buckets(limits: TenantLimits, method: str, params: Mapping[str, Any] | None) -> list[tuple[str, Rate]]:
+    # Narrowest first: a request refused by its tool's limit has spent nothing of the broader ones.
+    names: list[tuple[str, Rate]] = []
+    if method == "tools/call":
+        if limits.tools and params is not None:
+            tool = params.get("name")
+            rate = limits.tools.get(tool) if isinstance(tool, str) else None
+            if rate is not None:
+                names.append((f"tool:{tool}", rate))
+        if limits.tool_calls is not None:
+            names.append((method, limits.tool_calls))
+    elif method == "completion/complete" and limits.completions is not None:
+        names.append((method, limits.completions))
+    if limits.requests is not None:
+        names.append((REQUESTS, limits.requests))
+    return names
