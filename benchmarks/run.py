@@ -69,10 +69,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .apps import SERVERS
+from .apps import MCPSERVER_SUFFIX, SERVER_KINDS, SERVERS
 from .load import SCENARIOS, churn_once, close_session, close_sessions, make_spec, pick_engine, run_load
 
-IMPLS = ("mcpapp", "sdk", "floor")
+BASE_IMPLS = ("mcpapp", "sdk", "floor")
+# An implementation serving the MCPServer is its low-level name + MCPSERVER_SUFFIX ("mcpapp-mcpserver").
+IMPLS = (*BASE_IMPLS, *(impl + MCPSERVER_SUFFIX for impl in BASE_IMPLS if impl != "floor"))
 VARIANT_FOR = {
     ("mcpapp", "legacy-sse"): "mcpapp-sse",
     ("mcpapp", "legacy-json"): "mcpapp-json",
@@ -102,6 +104,30 @@ NOTES = {
     " DELETE, live session count unchanged).",
 }
 VERIFY_CHURNS = 10
+
+
+def impl_name(impl: str, kind: str) -> str:
+    """`mcpapp` served with the `kind` server: `mcpapp` (low-level) or `mcpapp-mcpserver`."""
+    return impl if kind == "lowlevel" or impl == "floor" else impl + MCPSERVER_SUFFIX
+
+
+def variant_for(impl: str, scenario: str) -> str:
+    """The `benchmarks.apps` variant that serves `impl` (with or without the MCPServer suffix) in `scenario`."""
+    if impl.endswith(MCPSERVER_SUFFIX):
+        return VARIANT_FOR[(impl[: -len(MCPSERVER_SUFFIX)], scenario)] + MCPSERVER_SUFFIX
+    return VARIANT_FOR[(impl, scenario)]
+
+
+def impls_for(server: str, kinds: Sequence[str], sdk_servers: Sequence[str], floor_servers: Sequence[str]) -> list[str]:
+    """What runs on `server`: McpApp with every kind; the SDK and the floor only where asked for."""
+    chosen = [impl_name("mcpapp", kind) for kind in kinds]
+    if server in sdk_servers:
+        chosen += [impl_name("sdk", kind) for kind in kinds]
+    if server in floor_servers:
+        chosen.append("floor")
+    return chosen
+
+
 SERVER_LABEL = {
     "uvicorn": "uvicorn",
     "hypercorn": "hypercorn asyncio",
@@ -280,7 +306,7 @@ def measure(
     connections: int,
     load_cpu: int | None,
 ) -> dict[str, Any]:
-    variant = VARIANT_FOR[(impl, scenario)]
+    variant = variant_for(impl, scenario)
     url = servers.url(variant)
     pid = servers.pid(variant)
     spec, _ = make_spec(url, scenario)
@@ -403,7 +429,12 @@ def _rate_key(cell: dict[str, Any]) -> str:
     return "churns_per_s" if "churns_per_s" in cell else "rps"
 
 
+MISSING: dict[str, Any] = {"status": "absent"}  # a cell this run did not measure
+
+
 def _fmt_rps(cell: dict[str, Any]) -> str:
+    if cell["status"] == "absent":
+        return "-"
     if cell["status"] != "ok":
         return f"ERRORS ({cell['bad']} bad, {cell['socket_errors']} socket)"
     key = _rate_key(cell)
@@ -415,6 +446,8 @@ def _fmt_lat(cell: dict[str, Any]) -> str:
 
 
 def _fmt_cpu(cell: dict[str, Any]) -> str:
+    if cell["status"] != "ok":
+        return "-"
     value = cell.get("cpu_us_per_churn") if "churns_per_s" in cell else cell.get("cpu_us_per_req")
     return f"{value:,.0f}".replace(",", " ") if value else "-"
 
@@ -430,20 +463,29 @@ def _ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
     return f"{a[_rate_key(a)] / b[_rate_key(b)]:.2f}"
 
 
+KIND_LABEL = {"lowlevel": "Server", "mcpserver": "MCPServer"}
+
+
 def table(summary: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> str:
+    """One row per server, scenario and SDK server kind (low-level `Server`, `MCPServer`); unmeasured cells "-"."""
     lines = [
-        "| server | scenario | McpApp req/s | SDK req/s | floor req/s | McpApp/SDK | McpApp/floor "
+        "| server | scenario | SDK server | McpApp req/s | SDK req/s | floor req/s | McpApp/SDK | McpApp/floor "
         "| McpApp p50/p99 ms | SDK p50/p99 ms | CPU µs/req McpApp / SDK / floor | other load % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for server, scenarios in summary.items():
         for scenario, cells in scenarios.items():
-            m, s, f = cells["mcpapp"], cells["sdk"], cells["floor"]
-            lines.append(
-                f"| {SERVER_LABEL[server]} | {scenario} | {_fmt_rps(m)} | {_fmt_rps(s)} | {_fmt_rps(f)} "
-                f"| {_ratio(m, s)} | {_ratio(m, f)} | {_fmt_lat(m)} | {_fmt_lat(s)} "
-                f"| {_fmt_cpu(m)} / {_fmt_cpu(s)} / {_fmt_cpu(f)} | {_fmt_foreign(m, s, f)} |"
-            )
+            for kind in SERVER_KINDS:
+                m = cells.get(impl_name("mcpapp", kind), MISSING)
+                s = cells.get(impl_name("sdk", kind), MISSING)
+                f = cells.get("floor", MISSING)
+                if m is MISSING and s is MISSING:
+                    continue
+                lines.append(
+                    f"| {SERVER_LABEL[server]} | {scenario} | {KIND_LABEL[kind]} | {_fmt_rps(m)} | {_fmt_rps(s)} "
+                    f"| {_fmt_rps(f)} | {_ratio(m, s)} | {_ratio(m, f)} | {_fmt_lat(m)} | {_fmt_lat(s)} "
+                    f"| {_fmt_cpu(m)} / {_fmt_cpu(s)} / {_fmt_cpu(f)} | {_fmt_foreign(m, s, f)} |"
+                )
     measured = {scenario for scenarios in summary.values() for scenario in scenarios}
     notes = [f"- {text}" for scenario, text in NOTES.items() if scenario in measured]
     return "\n".join([*lines, "", *notes] if notes else lines)
@@ -503,6 +545,9 @@ def environment(engine: str, args: argparse.Namespace) -> dict[str, Any]:
         "footprint": {"sessions": args.footprint_sessions, "tenants": args.footprint_tenants}
         if args.footprint
         else None,
+        "conn_footprint": args.conn_footprint,
+        "mcp_server": args.mcp_server,
+        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
         "code": getattr(args, "code_at_start", None) or code_fingerprint(),
     }
 
@@ -533,6 +578,16 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(SCENARIOS),
         help=f"comma-separated subset of {', '.join(SCENARIOS)}; none: no throughput runs (with --footprint)",
     )
+    parser.add_argument(
+        "--mcp-server",
+        choices=("lowlevel", "mcpserver", "both"),
+        default="both",
+        help="the SDK server the transports serve: the low-level Server, an MCPServer with a decorated tool, or both",
+    )
+    parser.add_argument(
+        "--sdk-servers", default="all", help="servers on which the SDK's own transport runs too (all, none or a list)"
+    )
+    parser.add_argument("--floor-servers", default="all", help="servers on which the raw-ASGI floor runs too")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=1.0, help="untimed seconds per cell before round 1 (0: none)")
@@ -560,6 +615,18 @@ def main(argv: list[str] | None = None) -> None:
         "--footprint-sessions", default="1000,10000", help="comma-separated idle session counts (--footprint)"
     )
     parser.add_argument("--footprint-tenants", type=int, default=1000, help="tenants to open, 0: none (--footprint)")
+    parser.add_argument(
+        "--conn-footprint",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure RSS per idle keep-alive connection and per open SSE stream over N of each (0: skip)",
+    )
+    parser.add_argument(
+        "--docs",
+        action="store_true",
+        help="write the tables into docs/performance.md (between its bench markers), the chart to docs/img/bench.svg",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args(argv)
 
@@ -571,8 +638,11 @@ def main(argv: list[str] | None = None) -> None:
     for name in scenarios:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}")
-    if not scenarios and not args.footprint:
-        parser.error("nothing to measure: no scenarios and no --footprint")
+    if not scenarios and not args.footprint and not args.conn_footprint:
+        parser.error("nothing to measure: no scenarios, no --footprint, no --conn-footprint")
+    kinds = list(SERVER_KINDS) if args.mcp_server == "both" else [args.mcp_server]
+    sdk_servers = _server_list(parser, args.sdk_servers, servers)
+    floor_servers = _server_list(parser, args.floor_servers, servers)
     if (os.cpu_count() or 1) < 2 and (args.server_cpu >= 0 or args.load_cpu >= 0):
         print("warning: fewer than 2 CPUs; server and load share a core", file=sys.stderr)
     engine = pick_engine(args.engine)
@@ -590,11 +660,13 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     args.code_at_start = code_fingerprint()  # the servers import asgi_mcp now; the tree may change later
     for server in servers if scenarios else []:
-        raw[server] = {sc: {impl: [] for impl in IMPLS} for sc in scenarios}
-        with ServerSet(server, args.base_port, server_cpu, gc_freeze=args.gc_freeze) as procs:
+        impls = impls_for(server, kinds, sdk_servers, floor_servers)
+        raw[server] = {sc: {impl: [] for impl in impls} for sc in scenarios}
+        variants = sorted({variant_for(impl, sc) for impl in impls for sc in scenarios})
+        with ServerSet(server, args.base_port, server_cpu, gc_freeze=args.gc_freeze, variants=variants) as procs:
             if args.warmup > 0:
                 for scenario in scenarios:
-                    for impl in IMPLS:
+                    for impl in impls:
                         measure(
                             procs,
                             impl,
@@ -606,7 +678,7 @@ def main(argv: list[str] | None = None) -> None:
                         )
             for round_no in range(1, args.rounds + 1):
                 for scenario in scenarios:
-                    for impl in IMPLS:
+                    for impl in impls:
                         best: dict[str, Any] | None = None
                         for attempt in range(args.retries + 1):
                             if args.max_other_load > 0:
@@ -639,7 +711,7 @@ def main(argv: list[str] | None = None) -> None:
                         status = "ok" if not (result["bad"] or result["socket_errors"]) else "ERRORS"
                         churns = f" ({result['churns_per_s']:.0f} churns/s)" if "churns_per_s" in result else ""
                         print(
-                            f"  {SERVER_LABEL[server]:17} {scenario:13} {impl:6} round {round_no}: "
+                            f"  {SERVER_LABEL[server]:17} {scenario:13} {impl:16} round {round_no}: "
                             f"{result['rps']:8.0f} req/s{churns}  p50 {result['p50_ms']:6.1f} ms  "
                             f"p99 {result['p99_ms']:6.1f} ms  "
                             f"other load {result['foreign_cpu_pct'] or 0:3.0f}%  {status}",
@@ -647,8 +719,10 @@ def main(argv: list[str] | None = None) -> None:
                             flush=True,
                         )
 
-        write_results(raw, args, engine, started, complete=server == servers[-1] and not args.footprint)
+        last = server == servers[-1] and not args.footprint and not args.conn_footprint
+        write_results(raw, args, engine, started, complete=last)
 
+    footprint: dict[str, Any] | None = None
     if args.footprint:
         from .footprint import run_footprint
 
@@ -661,7 +735,29 @@ def main(argv: list[str] | None = None) -> None:
             server_cpu=server_cpu,
             load_cpu=load_cpu,
         )
-        write_results(raw, args, engine, started, complete=True, footprint=footprint)
+        write_results(raw, args, engine, started, complete=not args.conn_footprint, footprint=footprint)
+    if args.conn_footprint:
+        from .footprint import run_connection_footprint
+
+        connections = run_connection_footprint(
+            servers,
+            count=args.conn_footprint,
+            base_port=args.base_port + 80,
+            server_cpu=server_cpu,
+            load_cpu=load_cpu,
+        )
+        write_results(raw, args, engine, started, complete=True, footprint=footprint, connections=connections)
+
+
+def _server_list(parser: argparse.ArgumentParser, value: str, servers: list[str]) -> list[str]:
+    """`all`, `none`, or a comma-separated list (each among SERVERS)."""
+    if value == "all":
+        return servers
+    chosen = [name for name in value.split(",") if name and name != "none"]
+    for name in chosen:
+        if name not in SERVERS:
+            parser.error(f"unknown server {name!r}")
+    return chosen
 
 
 def write_results(
@@ -672,17 +768,19 @@ def write_results(
     *,
     complete: bool,
     footprint: dict[str, Any] | None = None,
+    connections: dict[str, Any] | None = None,
 ) -> None:
-    """Summarize the servers measured so far and write the JSON (after each server, so a cut run keeps them)."""
+    """Summarize the servers measured so far and write the JSON (after each server, so a cut run keeps them).
+
+    Complete: print the tables (`benchmarks.report`: throughput, the issue's targets, memory) and,
+    with `--docs`, write them and the chart into the documentation.
+    """
+    from . import report
+
     summary = {
         server: {sc: {impl: summarize(runs) for impl, runs in cells.items()} for sc, cells in scenarios_.items()}
         for server, scenarios_ in raw.items()
     }
-    tables = [table(summary)] if summary else []
-    if footprint is not None:
-        tables.append(footprint["table_markdown"])
-    rendered = "\n\n".join(tables)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "environment": environment(engine, args),
         "complete": complete,
@@ -690,15 +788,21 @@ def write_results(
         "summary": summary,
         "runs": raw,
         "footprint": footprint,
-        "table_markdown": rendered,
+        "connections": connections,
     }
+    rendered = report.render_markdown(document)
+    document["table_markdown"] = rendered
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=2) + "\n")
     if not complete:
         return
     print(rendered)
     print(f"results written to {args.output}", file=sys.stderr)
+    if args.docs:
+        for path in report.write_docs(document):
+            print(f"wrote {path}", file=sys.stderr)
     failed = any(cell["status"] != "ok" for sc in summary.values() for cells in sc.values() for cell in cells.values())
-    if failed or (footprint is not None and not footprint["ok"]):
+    if failed or (footprint is not None and not footprint["ok"]) or (connections is not None and not connections["ok"]):
         sys.exit(1)
 
 
