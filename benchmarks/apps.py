@@ -95,12 +95,15 @@ def make_mcpserver() -> Any:
 
     mcp = MCPServer("bench-echo", version="1.0.0")
 
-    @mcp.tool()
-    async def echo(text: str, ctx: Context) -> str:  # pyright: ignore[reportUnusedFunction]
+    async def echo(text: str, ctx: Context) -> str:
         """Echo the text back."""
         await ctx.report_progress(1.0, 1.0)  # as make_server's: a no-op unless asked for
         return text
 
+    # This module's annotations are strings (`from __future__ import annotations`) and `Context` is
+    # imported here, not at module level, so the SDK could not resolve them: hand it the objects.
+    echo.__annotations__ = {"text": str, "ctx": Context, "return": str}
+    mcp.tool()(echo)
     return mcp
 
 

@@ -73,7 +73,7 @@ class Verdict:
     goal: str
     value: float | None
     met: bool | None
-    unit: str = "x"
+    reference: float | None = None  # p99: uvicorn's, shown next to ours
 
 
 def _mcpapp(summary: dict[str, Any], server: str, scenario: str, kind: str, impl: str = "mcpapp") -> dict[str, Any]:
@@ -90,12 +90,17 @@ def _quotient(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def _kinds(summary: dict[str, Any]) -> list[str]:
+    present = {impl for scenarios in summary.values() for cells in scenarios.values() for impl in cells}
+    return [kind for kind in SERVER_KINDS if impl_name("mcpapp", kind) in present]
+
+
 def verdicts(summary: dict[str, Any]) -> list[Verdict]:
     """Every target against the run's summary (server -> scenario -> implementation -> cell)."""
-    kinds = [k for k in SERVER_KINDS if any(impl_name("mcpapp", k) in c for s in summary.values() for c in s.values())]
+    kinds = _kinds(summary)
     found: list[Verdict] = []
     for target in SERVER_TARGETS:
-        name = f"{SERVER_LABEL[target.server]} / {SERVER_LABEL[target.versus]}"
+        name = f"McpApp req/s, {SERVER_LABEL[target.server]} / {SERVER_LABEL[target.versus]}"
         for scenario in target.scenarios:
             for kind in kinds:
                 ratio = _quotient(
@@ -110,25 +115,40 @@ def verdicts(summary: dict[str, Any]) -> list[Verdict]:
                 ours = _mcpapp(summary, server, scenario, kind).get("p99_ms")
                 theirs = _mcpapp(summary, REFERENCE_SERVER, scenario, kind).get("p99_ms")
                 met = None if ours is None or theirs is None else ours <= theirs
-                goal = f"<= {theirs:.1f} ms (uvicorn)" if theirs is not None else "<= uvicorn's"
-                name = f"p99, {SERVER_LABEL[server]}"
-                found.append(Verdict(name, scenario, kind, goal, ours, met, unit=" ms"))
+                name = f"McpApp p99 ms, {SERVER_LABEL[server]} vs {SERVER_LABEL[REFERENCE_SERVER]}"
+                found.append(Verdict(name, scenario, kind, "<= uvicorn's", ours, met, theirs))
     for server, scenario, kind, minimum in SDK_TARGETS:
         ratio = _quotient(
             _rate(_mcpapp(summary, server, scenario, kind)), _rate(_mcpapp(summary, server, scenario, kind, "sdk"))
         )
         met = None if ratio is None else ratio >= minimum
-        name = f"McpApp / SDK, {SERVER_LABEL[server]}"
-        found.append(Verdict(name, scenario, kind, f">= {minimum:g}x", ratio, met))
+        found.append(Verdict(f"McpApp / SDK, {SERVER_LABEL[server]}", scenario, kind, f">= {minimum:g}x", ratio, met))
     return found
 
 
+def _fmt_verdict(v: Verdict) -> str:
+    if v.met is None or v.value is None:
+        return "not measured"
+    figure = f"{v.value:.1f} / {v.reference:.1f}" if v.reference is not None else f"{v.value:.2f}x"
+    return f"{figure} **{'met' if v.met else 'not met'}**"
+
+
 def targets_table(found: Sequence[Verdict]) -> str:
-    lines = ["| target | scenario | SDK server | measured | goal | result |", "|---|---|---|---|---|---|"]
+    """One row per target and SDK server kind, one column per scenario."""
+    scenarios = list(dict.fromkeys(v.scenario for v in found))
+    rows: dict[tuple[str, str, str], dict[str, Verdict]] = {}
     for v in found:
-        measured = "-" if v.value is None else f"{v.value:.2f}{v.unit}" if v.unit == "x" else f"{v.value:.1f}{v.unit}"
-        result = "not measured" if v.met is None else "**met**" if v.met else "**not met**"
-        lines.append(f"| {v.target} | {v.scenario} | {KIND_LABEL[v.kind]} | {measured} | {v.goal} | {result} |")
+        rows.setdefault((v.target, v.kind, v.goal), {})[v.scenario] = v
+    lines = [
+        "| target | SDK server | goal | " + " | ".join(scenarios) + " |",
+        "|---|---|---|" + "---|" * len(scenarios),
+    ]
+    for (target, kind, goal), cells in rows.items():
+        shown = [_fmt_verdict(cells[sc]) if sc in cells else "" for sc in scenarios]
+        lines.append(f"| {target} | {KIND_LABEL[kind]} | {goal} | " + " | ".join(shown) + " |")
+    met = sum(1 for v in found if v.met)
+    measured = sum(1 for v in found if v.met is not None)
+    lines += ["", f"- Targets met: {met} of {measured} measured ({len(found) - measured} not measured in this run)."]
     return "\n".join(lines)
 
 
@@ -232,6 +252,7 @@ def _panel(title: str, groups: Iterable[tuple[str, list[Bar]]], top: float) -> t
             y += ROW_H
     one = LABEL_W + scale
     out.append(f'<line x1="{one:.1f}" y1="{first:.0f}" x2="{one:.1f}" y2="{y:.0f}" class="one"/>')
+    out.append(f'<text x="{one + 3:.1f}" y="{first + 9:.0f}" class="value">1</text>')
     return out, y + 10
 
 
