@@ -212,7 +212,8 @@ def serve_builtin(app: Any, server: str, host: str, port: int) -> None:
     from asgi_mcp._serving.http1 import serve as builtin_serve
 
     # Keep-alive idle timeout as uvicorn's default is irrelevant under load; the parser as asked.
-    config = ServerConfig(host=host, port=port, parser="h11" if "-h11" in server else "auto", lifespan="on")
+    # Explicit, as for uvicorn: "auto" would quietly use h11 where httptools is missing.
+    config = ServerConfig(host=host, port=port, parser="h11" if "-h11" in server else "httptools", lifespan="on")
     anyio.run(builtin_serve, app, config, backend="trio" if server.endswith("-trio") else "asyncio")
 
 
