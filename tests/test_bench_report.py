@@ -44,9 +44,11 @@ def _verdict(found: list[report.Verdict], target: str, scenario: str, kind: str)
 def test_cross_server_ratios_and_their_targets(document: dict[str, Any]) -> None:
     found = report.verdicts(document["summary"])
     over_hypercorn = _verdict(found, "built-in trio / hypercorn trio", "legacy-json", "lowlevel")
-    assert over_hypercorn.value == pytest.approx(12000 / 2400) and over_hypercorn.met is True
+    assert over_hypercorn.value == pytest.approx(12000 / 2400)
+    assert over_hypercorn.met is True
     mcpserver = _verdict(found, "built-in trio / hypercorn trio", "legacy-json", "mcpserver")
-    assert mcpserver.value == pytest.approx(3.0) and mcpserver.met is False  # under the 4x asked
+    assert mcpserver.value == pytest.approx(3.0)
+    assert mcpserver.met is False
     # A cell with errors is never a figure: the ratio over it is not measured.
     assert _verdict(found, "built-in trio / hypercorn trio", "modern-json", "mcpserver").met is None
     assert _verdict(found, "built-in trio / uvicorn", "modern-json", "lowlevel").value == pytest.approx(10000 / 9800)
@@ -55,7 +57,8 @@ def test_cross_server_ratios_and_their_targets(document: dict[str, Any]) -> None
     p99 = _verdict(found, "built-in trio vs uvicorn", "modern-json", "mcpserver")
     assert (p99.value, p99.reference, p99.met) == (9.0, 8.0, False)
     sdk = _verdict(found, "McpApp / SDK, uvicorn", "modern-json", "mcpserver")
-    assert sdk.value == pytest.approx(5200 / 2500) and sdk.met is True
+    assert sdk.value == pytest.approx(5200 / 2500)
+    assert sdk.met is True
 
 
 def test_markdown_reports_both_server_kinds_targets_and_memory(document: dict[str, Any]) -> None:
@@ -79,10 +82,12 @@ def test_docs_are_written_between_the_markers_only(document: dict[str, Any], sit
     written = report.write_docs(document, site)
     assert written == [page, site / report.CHART]
     after = page.read_text()
-    assert after.startswith(head + report.BEGIN_MARKER) and after.endswith(report.END_MARKER + tail)
+    assert after.startswith(head + report.BEGIN_MARKER)
+    assert after.endswith(report.END_MARKER + tail)
     section = after.split(report.BEGIN_MARKER)[1].split(report.END_MARKER)[0]
     assert "](img/bench.svg)" in section
-    assert "code at `0123456`" in section and "python -m benchmarks.run --servers builtin-trio" in section
+    assert "code at `0123456`" in section
+    assert "python -m benchmarks.run --servers builtin-trio" in section
     assert report.render_markdown(document) in section
     report.write_docs(document, site)  # a second run replaces the section, never stacks it
     assert page.read_text() == after
