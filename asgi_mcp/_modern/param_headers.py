@@ -79,9 +79,7 @@ class ParamHeaderCheck:
         self._cache: weakref.WeakKeyDictionary[ServerHost, tuple[float, ToolSchemas]] = weakref.WeakKeyDictionary()
         # host -> tool name -> (the schema its lookup returned, that schema or None if it declares no header).
         # Only names the lookup knows get an entry, one per tool: the table is as small as the tool list.
-        self._verdicts: weakref.WeakKeyDictionary[ServerHost, dict[str, tuple[Any, Any]]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._verdicts: weakref.WeakKeyDictionary[ServerHost, dict[str, tuple[Any, Any]]] = weakref.WeakKeyDictionary()
 
     async def check(
         self, request: HttpRequest, message: Message, host: ServerHost, protocol_version: str
@@ -122,7 +120,6 @@ class ParamHeaderCheck:
             if self._ttl > 0:
                 self._cache[host] = cached
         return cached[1].get(name)
-
 
     def _declared(self, host: ServerHost, name: str, schema: Any) -> Any:
         """`schema` if it declares an `Mcp-Param-*` header, else None; decided once per schema object.
