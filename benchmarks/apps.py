@@ -93,7 +93,9 @@ def make_mcpserver() -> Any:
     from mcp.server import MCPServer
     from mcp.server.mcpserver import Context
 
-    mcp = MCPServer("bench-echo", version="1.0.0")
+    # MCPServer configures logging at INFO by default, and the SDK's transport then logs every session it
+    # opens and closes: WARNING, as the low-level variant runs (no handler), so no side pays for logging.
+    mcp = MCPServer("bench-echo", version="1.0.0", log_level="WARNING")
 
     async def echo(text: str, ctx: Context) -> str:
         """Echo the text back."""
