@@ -1,8 +1,8 @@
 """Throughput benchmark: McpApp vs the SDK's own transport vs a raw-ASGI floor, side by side.
 
-For each ASGI server (uvicorn, hypercorn asyncio, hypercorn trio, and the built-in server on asyncio
-and Trio, with httptools or h11) the five variants of
-`benchmarks.apps` run at once, each in its own process pinned to the server core (`taskset -c 0`);
+For each ASGI server (uvicorn with uvloop and httptools, hypercorn asyncio, hypercorn trio, and the
+built-in server on asyncio and Trio, with httptools or h11) the variants of `benchmarks.apps` it
+needs run at once, each in its own process pinned to the server core (`taskset -c 0`);
 the load generator (`benchmarks.load`: wrk, else h11) runs pinned to the load core. Rounds are
 interleaved (round 1 of every variant and scenario, then round 2, ...) so drift hits all alike.
 
@@ -34,14 +34,39 @@ the load generator had no headroom left there). Before a run the harness waits (
 again (`--retries`) and the least disturbed attempt is kept (counted in `contended_runs` if still over).
 Server CPU µs per request is the figure least affected by contention.
 
+SDK server kinds: every transport serves the same SDK server, either the low-level `Server` or an
+`MCPServer` with a decorated `echo` tool (the `-mcpserver` variants of `benchmarks.apps`).
+`--mcp-server lowlevel|mcpserver|both` (default both) picks which; each kind is its own set of
+implementations (`mcpapp`, `sdk`, `mcpapp-mcpserver`, `sdk-mcpserver`; the floor serves no SDK
+server), and the table has one row per server, scenario and kind. McpApp runs on every server;
+`--sdk-servers` and `--floor-servers` (default all) say where the SDK's transport and the floor run
+too, so a run comparing servers need not pay for every baseline everywhere.
+
+Cross-server ratios and targets (`benchmarks.report`): after the throughput table, a table of the
+targets of issue 14 from the same run, McpApp's req/s on one server over its req/s on another
+(built-in Trio vs hypercorn Trio and vs uvicorn, built-in Trio with h11 vs hypercorn Trio,
+built-in asyncio vs uvicorn), its p99 on the built-in server vs uvicorn's, and McpApp over the
+SDK on uvicorn, each met / not met / not measured. `--docs` writes all tables into
+docs/performance.md (between `<!-- bench:begin -->` and `<!-- bench:end -->`) and an SVG chart of
+the ratios to docs/img/bench.svg. `--conn-footprint N` adds RSS per idle keep-alive connection and
+per open SSE stream on each server (`benchmarks.footprint.run_connection_footprint`).
+
     python -m benchmarks.run [--servers uvicorn,hypercorn-trio,builtin,builtin-trio] [--duration 5] [--rounds 3]
         [--scenarios legacy-sse,...|none] [--footprint [--footprint-sessions 1000,10000] [--footprint-tenants 1000]]
+        [--mcp-server lowlevel|mcpserver|both] [--sdk-servers all|none|S,...] [--floor-servers all|none|S,...]
+        [--conn-footprint N] [--docs]
+
+Issue 14's acceptance run (about 10-11 minutes on a quiet 2-core machine):
+
+    python -m benchmarks.run --servers builtin-trio,builtin-h11-trio,hypercorn-trio,uvicorn,builtin \\
+        --scenarios legacy-sse,legacy-json,modern-json --mcp-server both --sdk-servers uvicorn \\
+        --floor-servers none --duration 2.5 --rounds 3 --warmup 0.5 --retries 1 --conn-footprint 1000 --docs
 
 `--footprint` also measures memory (`benchmarks.footprint`: RSS per idle legacy session at each of
 `--footprint-sessions`, McpApp vs SDK; RSS per tenant and the time to open `--footprint-tenants`
 tenants) on the same servers, opening `--connections` sessions at a time; `--scenarios none` skips
-the throughput runs. The defaults (3 servers, 5 scenarios, 3 rounds of 5 s) take about a quarter of
-an hour on a quiet machine; `--footprint` adds about six minutes.
+the throughput runs. The defaults (7 servers, 5 scenarios, both kinds, 3 rounds of 5 s) take well
+over an hour; `--footprint` adds about six minutes per three servers.
 
 Results: a Markdown table on stdout, everything in `benchmarks/results/latest.json`.
 Not part of the test suite.
