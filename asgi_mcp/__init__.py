@@ -62,9 +62,10 @@ from ._serving.runs import ServerInfo as ServerInfo
 from ._stores import fleet_from_url as fleet_from_url
 from ._tenancy.limits import RateLimits as RateLimits
 from ._tenancy.limits import TenantLimits as TenantLimits
+from ._tenancy.tenant import RegistryObserver as RegistryObserver
+from ._tenancy.tenant import Tenant as Tenant
 from ._tenancy.tenants import ServerFactory as ServerFactory
 from ._tenancy.tenants import SessionPolicy as SessionPolicy
-from ._tenancy.tenants import TenantRegistry as TenantRegistry
 from ._tenancy.tenants import Tenants as Tenants
 
 __all__ = [
@@ -98,6 +99,7 @@ __all__ = [
     "SecurityRefusal",
     "StoreUnavailable",
     "ServerInfo",
+    "RegistryObserver",
     "ServerFactory",
     "ServerRegistered",
     "ServerRemoved",
@@ -115,9 +117,9 @@ __all__ = [
     "TenantConflict",
     "TenantRecord",
     "TenantLimits",
-    "TenantRegistry",
     "TenantSnapshot",
     "TenantStore",
+    "Tenant",
     "Tenants",
     "TokenAdded",
     "TokenExpired",

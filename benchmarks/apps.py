@@ -1,7 +1,10 @@
 """The ASGI apps under benchmark, and a launcher that serves exactly one of them.
 
-Every variant serves the *same* low-level SDK `mcp.server.Server` (built by `make_server`), so the
-transport is the only thing that differs:
+Every variant serves the *same* SDK server, so the transport is the only thing that differs. Two
+servers, as users write them: the low-level `mcp.server.Server` with constructor handlers
+(`make_server`), and `mcp.server.MCPServer` with a decorated `echo` tool (`make_mcpserver`, as the
+README shows). A variant name alone serves the low-level one; with the suffix `-mcpserver`
+(`mcpapp-json-mcpserver`, `sdk-sse-mcpserver`, ...) the same variant serves the `MCPServer`:
 
     mcpapp-sse    asgi_mcp.McpApp(server)                          legacy era answers on SSE
     mcpapp-json   asgi_mcp.McpApp(server, json_response=True)      legacy era answers with JSON
@@ -12,7 +15,7 @@ transport is the only thing that differs:
                   `bench-tenant-00000` ..., each reaching its own `make_server()` (footprint only)
     mcpapp-json-limited  mcpapp-json with rate limits that never refuse (what the limiter costs; micro only)
 
-The `echo` tool reports progress once (`report_progress`, a no-op unless the request carries
+Both `echo` tools report progress once (`report_progress`, a no-op unless the request carries
 `_meta.progressToken`): a request that asks for progress is answered on SSE by both transports
 (the `modern-sse` scenario); the floor answers such a request with the same two SSE events.
 
@@ -20,11 +23,13 @@ Both transports keep their default DNS-rebinding protection: bound to 127.0.0.1,
 `Host: 127.0.0.1:PORT` the load generator sends (the SDK's via `host="127.0.0.1"`, McpApp's loopback
 default), so both pay for the same check.
 
-    python -m benchmarks.apps VARIANT --server uvicorn|hypercorn|hypercorn-trio|builtin[-h11][-trio] --port PORT
-        [--gc-freeze]
+    python -m benchmarks.apps VARIANT[-mcpserver] --port PORT
+        --server uvicorn|hypercorn|hypercorn-trio|builtin[-h11][-trio] [--gc-freeze]
         [--max-sessions N] [--tenants N]
 
-serves until killed; `benchmarks.run` polls the port for readiness. On SIGUSR1 the process runs a
+Uvicorn runs with `loop="uvloop", http="httptools"` (the launcher fails if either is missing, rather
+than measure asyncio/h11 under uvicorn's name); the built-in server with httptools unless `-h11`.
+Serves until killed; `benchmarks.run` polls the port for readiness. On SIGUSR1 the process runs a
 full garbage collection, then writes `BENCHSTATS {"live_sessions": N}` to stderr: the harness uses
 it to settle the heap before reading RSS and to check that ended sessions are really gone, without
 adding a route (and a per-request check) to the apps under measurement.
@@ -42,6 +47,10 @@ import sys
 from typing import Any
 
 VARIANTS = ("mcpapp-sse", "mcpapp-json", "sdk-sse", "sdk-json", "floor", "mcpapp-tenants", "mcpapp-json-limited")
+SERVER_KINDS = ("lowlevel", "mcpserver")
+MCPSERVER_SUFFIX = "-mcpserver"
+# The variants that also exist with `MCPSERVER_SUFFIX` (the floor serves no SDK server).
+MCPSERVER_VARIANTS = tuple(v + MCPSERVER_SUFFIX for v in ("mcpapp-sse", "mcpapp-json", "sdk-sse", "sdk-json"))
 # builtin*: asgi_mcp's own HTTP/1.1 server (asgi_mcp._serving.http1); "-h11" forces h11 over httptools.
 SERVERS = ("uvicorn", "hypercorn", "hypercorn-trio", "builtin", "builtin-trio", "builtin-h11", "builtin-h11-trio")
 ECHO_TOOL = "echo"
@@ -78,6 +87,34 @@ def make_server() -> Any:
         return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 
     return Server("bench-echo", version="1.0.0", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+def make_mcpserver() -> Any:
+    """One `MCPServer` with a decorated `echo` tool, as the README shows users (its schema is generated)."""
+    from mcp.server import MCPServer
+    from mcp.server.mcpserver import Context
+
+    # MCPServer configures logging at INFO by default, and the SDK's transport then logs every session it
+    # opens and closes: WARNING, as the low-level variant runs (no handler), so no side pays for logging.
+    mcp = MCPServer("bench-echo", version="1.0.0", log_level="WARNING")
+
+    async def echo(text: str, ctx: Context) -> str:
+        """Echo the text back."""
+        await ctx.report_progress(1.0, 1.0)  # as make_server's: a no-op unless asked for
+        return text
+
+    # This module's annotations are strings (`from __future__ import annotations`) and `Context` is
+    # imported here, not at module level, so the SDK could not resolve them: hand it the objects.
+    echo.__annotations__ = {"text": str, "ctx": Context, "return": str}
+    mcp.tool()(echo)
+    return mcp
+
+
+def split_variant(variant: str) -> tuple[str, str]:
+    """`mcpapp-json-mcpserver` -> (`mcpapp-json`, `mcpserver`); `mcpapp-json` -> (`mcpapp-json`, `lowlevel`)."""
+    if variant.endswith(MCPSERVER_SUFFIX):
+        return variant[: -len(MCPSERVER_SUFFIX)], "mcpserver"
+    return variant, "lowlevel"
 
 
 FLOOR_BODY = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"bench-payload"}],"isError":false}}'
@@ -134,20 +171,21 @@ def build_app(variant: str, *, max_sessions: int = DEFAULT_MAX_SESSIONS, tenants
 
         registry = Tenants({tenant_token(i): make_server for i in range(tenants)})
         return McpApp(tenants=registry, path=MCP_PATH, json_response=True, max_sessions=max_sessions)
-    server = make_server()
-    if variant == "mcpapp-json-limited":
+    base, kind = split_variant(variant)
+    server = make_mcpserver() if kind == "mcpserver" else make_server()
+    if base == "mcpapp-json-limited":
         from asgi_mcp import McpApp, Rate, RateLimits, TenantLimits
 
         # Limits that never refuse: what the limiter costs a request that passes.
         wide = Rate(burst=10**9, per_second=1e9)
         limits = RateLimits(TenantLimits(requests=wide, tool_calls=wide, tools={"echo": wide}))
         return McpApp(server, path=MCP_PATH, json_response=True, max_sessions=max_sessions, rate_limits=limits)
-    json_response = variant.endswith("-json")
-    if variant.startswith("mcpapp-"):
+    json_response = base.endswith("-json")
+    if base.startswith("mcpapp-"):
         from asgi_mcp import McpApp
 
         return McpApp(server, path=MCP_PATH, json_response=json_response, max_sessions=max_sessions)
-    if variant.startswith("sdk-"):
+    if base.startswith("sdk-"):
         return server.streamable_http_app(
             streamable_http_path=MCP_PATH, json_response=json_response, host="127.0.0.1", max_sessions=max_sessions
         )
@@ -184,7 +222,8 @@ def serve_builtin(app: Any, server: str, host: str, port: int) -> None:
     from asgi_mcp._serving.http1 import serve as builtin_serve
 
     # Keep-alive idle timeout as uvicorn's default is irrelevant under load; the parser as asked.
-    config = ServerConfig(host=host, port=port, parser="h11" if "-h11" in server else "auto", lifespan="on")
+    # Explicit, as for uvicorn: "auto" would quietly use h11 where httptools is missing.
+    config = ServerConfig(host=host, port=port, parser="h11" if "-h11" in server else "httptools", lifespan="on")
     anyio.run(builtin_serve, app, config, backend="trio" if server.endswith("-trio") else "asyncio")
 
 
@@ -195,8 +234,17 @@ def serve(app: Any, server: str, host: str, port: int) -> None:
     if server == "uvicorn":
         import uvicorn
 
-        # loop/http "auto": uvloop and httptools when installed, else asyncio and h11.
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+        # Explicit: "auto" would quietly fall back to asyncio and h11 when either is missing.
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
         return
     from hypercorn.config import Config
 
@@ -224,7 +272,7 @@ def serve(app: Any, server: str, host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.apps", description=__doc__.split("\n\n")[0])
-    parser.add_argument("variant", choices=VARIANTS)
+    parser.add_argument("variant", choices=(*VARIANTS, *MCPSERVER_VARIANTS))
     parser.add_argument("--server", choices=SERVERS, default="uvicorn")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)

@@ -12,6 +12,16 @@ VmRSS again. Reported: (RSS after - RSS before) / N in bytes per session, the Mc
 target: at most 0.25), the open rate, and the server's own live session count, which must be N plus
 the warm-up. Every open must succeed: any error (or a wrong live count) reports the cell as ERRORS.
 
+Connections (`run_connection_footprint`, `python -m benchmarks.run --conn-footprint N`): what the
+ASGI server itself holds per connection, next to uvicorn's and hypercorn's. Idle keep-alive: a fresh
+`floor` process, 32 warm-up connections (one POST each, then closed), garbage collection and VmRSS;
+then N connections, one POST each, kept open and idle; VmRSS again; growth / N. SSE stream: a fresh
+`mcpapp-sse` process with N legacy sessions opened first (and a few warm-up GET streams, closed),
+VmRSS; then one standalone GET stream per session, each on its own new connection, held open (the
+response head read, nothing more); VmRSS again; growth / N: the connection, the server's streaming
+response and McpApp's attached stream together. Every request must succeed and every stream answer
+200 `text/event-stream`, else the cell reads ERRORS.
+
 Tenants: `mcpapp-tenants` (McpApp(tenants=Tenants(...)), JSON answers) with N tokens plus one per
 connection for the warm-up, each token's factory the same `make_server`. After the warm-up (one
 session and one tools/call per warm-up token), one session per remaining token, each followed by one
@@ -34,6 +44,7 @@ import functools
 import json
 import os
 import platform
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -307,6 +318,171 @@ def table(sessions: dict[str, dict[str, dict[str, Any]]], per_tenant: dict[str, 
         " tenant's server built on its first request. The SDK has no tenants.",
     ]
     return "\n".join(lines)
+
+
+CONN_WARMUP = 32
+
+
+def _raw_request(method: str, port: int, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"{method} /mcp HTTP/1.1", f"host: 127.0.0.1:{port}", *(f"{k}: {v}" for k, v in headers.items())]
+    if method != "GET":
+        lines.append(f"content-length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """Read a response head; returns (head, what followed it)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before the response head: {data[:120]!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _keepalive_connection(port: int) -> tuple[socket.socket | None, str | None]:
+    """One connection with one POST to the floor, its answer read in full; the socket stays open."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    prefix, suffix = tools_call_body(False)
+    body = f"{prefix}1{suffix}".encode()
+    sock.sendall(_raw_request("POST", port, {"content-type": "application/json", "accept": ACCEPT}, body))
+    head, rest = _read_head(sock)
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+        None,
+    )
+    if not head.startswith(b"HTTP/1.1 200") or length is None:
+        sock.close()
+        return None, f"keep-alive POST: {head[:120]!r}"
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None, "closed mid-answer"
+        rest += chunk
+    return sock, None
+
+
+def _open_stream(port: int, session_id: str) -> tuple[socket.socket | None, str | None]:
+    """A new connection with a standalone GET stream on `session_id`; the head read, the stream left open."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    headers = {"accept": "text/event-stream", "mcp-protocol-version": LEGACY_VERSION, "mcp-session-id": session_id}
+    sock.sendall(_raw_request("GET", port, headers))
+    head, _ = _read_head(sock)
+    if not head.startswith(b"HTTP/1.1 200") or b"text/event-stream" not in head.lower():
+        sock.close()
+        return None, f"GET stream: {head[:160]!r}"
+    return sock, None
+
+
+def _legacy_sessions(url: str, count: int) -> list[str]:
+    import httpx
+
+    headers = {"content-type": "application/json", "accept": ACCEPT, "mcp-protocol-version": LEGACY_VERSION}
+    ids: list[str] = []
+    with httpx.Client(timeout=10) as client:
+        for _ in range(count):
+            answer = client.post(url, headers=headers, content=initialize_body())
+            session_id = answer.headers.get("mcp-session-id")
+            if answer.status_code != 200 or not session_id:
+                raise RuntimeError(f"initialize: {answer.status_code} {answer.text[:160]}")
+            answer = client.post(url, headers={**headers, "mcp-session-id": session_id}, content=INITIALIZED_BODY)
+            if answer.status_code not in (200, 202):
+                raise RuntimeError(f"notifications/initialized: {answer.status_code}")
+            ids.append(session_id)
+    return ids
+
+
+def _hold(opened: list[tuple[socket.socket | None, str | None]], held: list[socket.socket]) -> tuple[int, str | None]:
+    """Keep the sockets that opened; returns (failures, a sample failure)."""
+    failures = [problem for sock, problem in opened if sock is None]
+    held += [sock for sock, _ in opened if sock is not None]
+    return len(failures), failures[0] if failures else None
+
+
+def _connection_cell(server: str, what: str, count: int, base_port: int, server_cpu: int | None) -> dict[str, Any]:
+    """One fresh server process: RSS growth per idle keep-alive connection (`what="keepalive"`) or SSE stream."""
+    variant = "floor" if what == "keepalive" else "mcpapp-sse"
+    app_args = ["--max-sessions", str(max(20_000, 2 * (count + CONN_WARMUP)))]
+    held: list[socket.socket] = []
+    with ServerSet(server, base_port, server_cpu, variants=[variant], app_args=app_args) as servers:
+        port = servers.ports[variant]
+        try:
+            if what == "keepalive":
+                errors, sample = _hold([_keepalive_connection(port) for _ in range(CONN_WARMUP)], held)
+                for sock in held:
+                    sock.close()
+                held.clear()
+                rss_before, _ = settle(servers, variant)
+                opened = [_keepalive_connection(port) for _ in range(count)]
+            else:
+                ids = _legacy_sessions(servers.url(variant), count + CONN_WARMUP)
+                errors, sample = _hold([_open_stream(port, i) for i in ids[count:]], held)
+                for sock in held:
+                    sock.close()
+                held.clear()
+                rss_before, _ = settle(servers, variant)
+                opened = [_open_stream(port, i) for i in ids[:count]]
+            more, more_sample = _hold(opened, held)
+            rss_after, _ = settle(servers, variant)
+        except (OSError, RuntimeError) as exc:
+            return {"status": "errors", "what": what, "count": count, "errors": 1, "sample_error": repr(exc)}
+        finally:
+            for sock in held:
+                sock.close()
+    errors += more
+    cell = {
+        "status": "ok" if errors == 0 else "errors",
+        "what": what,
+        "count": count,
+        "errors": errors,
+        "sample_error": sample or more_sample,
+        "rss_before": rss_before,
+        "rss_after": rss_after,
+        "bytes_each": (rss_after - rss_before) / count,
+    }
+    shown = f"{cell['bytes_each']:8.0f} B each" if errors == 0 else f"ERRORS ({errors}: {cell['sample_error']})"
+    print(f"  {SERVER_LABEL[server]:22} {what:9} {count:6}: {shown}", file=sys.stderr, flush=True)
+    return cell
+
+
+def run_connection_footprint(
+    servers: list[str], *, count: int, base_port: int = 8480, server_cpu: int | None = 0, load_cpu: int | None = 1
+) -> dict[str, Any]:
+    """RSS per idle keep-alive connection and per open SSE stream on each server; with its Markdown table."""
+    cells: dict[str, dict[str, dict[str, Any]]] = {}
+    with pinned(load_cpu):
+        for server in servers:
+            cells[server] = {
+                what: _connection_cell(server, what, count, base_port, server_cpu) for what in ("keepalive", "sse")
+            }
+    ok = all(cell["status"] == "ok" for per_server in cells.values() for cell in per_server.values())
+    return {"ok": ok, "count": count, "cells": cells, "table_markdown": connection_table(cells, count)}
+
+
+def connection_table(cells: dict[str, dict[str, dict[str, Any]]], count: int) -> str:
+    lines = [
+        "| server | B per idle keep-alive connection | B per open SSE stream (McpApp GET, its connection included) |",
+        "|---|---|---|",
+    ]
+    for server, per_server in cells.items():
+        lines.append(
+            f"| {SERVER_LABEL[server]} | {_fmt_conn(per_server['keepalive'])} | {_fmt_conn(per_server['sse'])} |"
+        )
+    lines += [
+        "",
+        f"- Growth of the server process's VmRSS (after a full collection) over {count} connections or streams,"
+        " divided by their number; keep-alive connections against the floor app (one POST each, then idle), SSE"
+        " streams as standalone GETs on as many legacy McpApp sessions opened beforehand.",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt_conn(cell: dict[str, Any]) -> str:
+    if cell["status"] != "ok":
+        return f"ERRORS ({cell['errors']}: {cell['sample_error']})"
+    return f"{cell['bytes_each']:,.0f}".replace(",", " ")
 
 
 def main(argv: list[str] | None = None) -> None:

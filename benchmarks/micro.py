@@ -20,6 +20,7 @@ timed in `--repeat` batches; the table shows the min and the median per call.
     python -m benchmarks.micro --quick                  # short batches, 3 repeats (a few seconds)
     python -m benchmarks.micro --filter core.http --filter sse --json /tmp/micro.json
     python -m benchmarks.micro --list
+    python -m benchmarks.micro --profile 2000 --filter "mcpapp-mcpserver modern-json"   # calls per request
 """
 
 from __future__ import annotations
@@ -584,6 +585,11 @@ ASGI_OPS: Final[list[AsgiOp]] = [
     AsgiOp("asgi.sdk legacy-json tools/call", "sdk-json", "legacy-json"),
     AsgiOp("asgi.sdk modern-json tools/call", "sdk-json", "modern-json"),
     AsgiOp("asgi.sdk legacy-sse tools/call", "sdk-sse", "legacy-sse"),
+    # The same echo as an MCPServer tool (`benchmarks.apps.make_mcpserver`), as the README shows users.
+    AsgiOp("asgi.mcpapp-mcpserver legacy-json tools/call", "mcpapp-json-mcpserver", "legacy-json"),
+    AsgiOp("asgi.mcpapp-mcpserver modern-json tools/call", "mcpapp-json-mcpserver", "modern-json"),
+    AsgiOp("asgi.sdk-mcpserver legacy-json tools/call", "sdk-json-mcpserver", "legacy-json"),
+    AsgiOp("asgi.sdk-mcpserver modern-json tools/call", "sdk-json-mcpserver", "modern-json"),
 ]
 
 Response = tuple[int, dict[bytes, bytes], bytes]
@@ -663,6 +669,8 @@ class Settings:
     repeat: int
     backend: str
     gc_on: bool
+    profile: int = 0  # > 0: instead of timing, count calls over this many requests (cProfile)
+    profile_sort: str = "calls"  # or "cumulative"
 
 
 @dataclass
@@ -752,6 +760,62 @@ async def time_asgi(app: Any, op: AsgiOp, settings: Settings) -> Result:
     return result
 
 
+async def profile_asgi(app: Any, op: AsgiOp, calls: int, top: int = 40, sort: str = "calls") -> str:
+    """Function calls per request over `calls` requests (cProfile), the most frequent first.
+
+    Call counts do not depend on how busy the machine is, so they show what a request still does
+    (and what a change took off it) where timings would be noise; cumulative time is printed too.
+    """
+    import cProfile
+    import pstats
+
+    modern = op.scenario.startswith("modern")
+    sse = op.scenario.endswith("-sse")
+    headers = await open_scenario(app, op.scenario)
+    ids = itertools.count(1)
+    for _ in range(20):  # first-use caches out of the way
+        check_answer(await request(app, headers, _body(next(ids), modern=modern)), request_id=None, sse=sse)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        await request(app, headers, _body(next(ids), modern=modern))
+    profiler.disable()
+    stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    column = 1 if sort == "calls" else 3  # (primitive calls, calls, own time, cumulative time, callers)
+    rows = sorted(stats.items(), key=lambda item: (-item[1][column], item[0]))
+    total = sum(entry[1] for _, entry in rows)
+    lines = [
+        f"{op.name}: {total / calls:.0f} function calls per request over {calls}",
+        "calls/req  cum µs/req  function",
+    ]
+    for (filename, line, function), (_, ncalls, _, cumtime, _) in rows[:top]:
+        where = f"{_short(filename)}:{line}({function})" if line else function
+        lines.append(f"{ncalls / calls:9.2f}  {cumtime / calls * 1e6:9.1f}  {where}")
+    return "\n".join(lines)
+
+
+def _short(filename: str) -> str:
+    """A profiled file as `package/module.py` (site-packages and the checkout's root cut off)."""
+    parts = Path(filename).parts
+    for anchor in ("site-packages", "asgi_mcp", "benchmarks"):
+        if anchor in parts:
+            index = parts.index(anchor)
+            return "/".join(parts[index + 1 :] if anchor == "site-packages" else parts[index:])
+    return Path(filename).name
+
+
+def run_profiles(ops: list[AsgiOp], settings: Settings) -> None:
+    for op in ops:
+
+        async def one(op: AsgiOp = op) -> None:
+            async with running(app := build_app(op.variant)):
+                print(await profile_asgi(app, op, settings.profile, sort=settings.profile_sort), flush=True)
+
+        backend = "asyncio" if settings.backend == "uvloop" else settings.backend
+        options: dict[str, Any] = {"use_uvloop": True} if settings.backend == "uvloop" else {}
+        anyio.run(one, backend=backend, backend_options=options)
+
+
 def run_asgi(ops: list[AsgiOp], settings: Settings, report: Callable[[Result], None]) -> list[Result]:
     """One lifespan per app variant (in order of first use); its scenarios run one after the other."""
     results: dict[str, Result] = {}
@@ -814,6 +878,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-gc", action="store_true", help="garbage collector off for asgi.* ops too")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results there")
     parser.add_argument("--list", action="store_true", help="list the ops (after --filter) and exit")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="asgi.* ops only: cProfile N requests and print function calls per request instead of timing",
+    )
+    parser.add_argument(
+        "--profile-sort", choices=("calls", "cumulative"), default="calls", help="order of the --profile listing"
+    )
     args = parser.parse_args(argv)
 
     core = [op for op in CORE_OPS if selected(op.name, args.filter)]
@@ -824,6 +898,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not core and not asgi:
         raise SystemExit(f"no op matches {args.filter}; see --list")
+    if args.profile > 0:
+        if not asgi:
+            raise SystemExit("--profile profiles asgi.* ops; none matches the filter")
+        profiling = Settings(0.0, 0, args.backend, True, profile=args.profile, profile_sort=args.profile_sort)
+        run_profiles(asgi, profiling)
+        return
     settings = Settings(
         min_time=args.min_time if args.min_time is not None else (0.02 if args.quick else 0.2),
         repeat=args.repeat if args.repeat is not None else (3 if args.quick else 7),

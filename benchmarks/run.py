@@ -1,8 +1,8 @@
 """Throughput benchmark: McpApp vs the SDK's own transport vs a raw-ASGI floor, side by side.
 
-For each ASGI server (uvicorn, hypercorn asyncio, hypercorn trio, and the built-in server on asyncio
-and Trio, with httptools or h11) the five variants of
-`benchmarks.apps` run at once, each in its own process pinned to the server core (`taskset -c 0`);
+For each ASGI server (uvicorn with uvloop and httptools, hypercorn asyncio, hypercorn trio, and the
+built-in server on asyncio and Trio, with httptools or h11) the variants of `benchmarks.apps` it
+needs run at once, each in its own process pinned to the server core (`taskset -c 0`);
 the load generator (`benchmarks.load`: wrk, else h11) runs pinned to the load core. Rounds are
 interleaved (round 1 of every variant and scenario, then round 2, ...) so drift hits all alike.
 
@@ -34,14 +34,39 @@ the load generator had no headroom left there). Before a run the harness waits (
 again (`--retries`) and the least disturbed attempt is kept (counted in `contended_runs` if still over).
 Server CPU µs per request is the figure least affected by contention.
 
+SDK server kinds: every transport serves the same SDK server, either the low-level `Server` or an
+`MCPServer` with a decorated `echo` tool (the `-mcpserver` variants of `benchmarks.apps`).
+`--mcp-server lowlevel|mcpserver|both` (default both) picks which; each kind is its own set of
+implementations (`mcpapp`, `sdk`, `mcpapp-mcpserver`, `sdk-mcpserver`; the floor serves no SDK
+server), and the table has one row per server, scenario and kind. McpApp runs on every server;
+`--sdk-servers` and `--floor-servers` (default all) say where the SDK's transport and the floor run
+too, so a run comparing servers need not pay for every baseline everywhere.
+
+Cross-server ratios and targets (`benchmarks.report`): after the throughput table, a table of the
+targets of issue 14 from the same run, McpApp's req/s on one server over its req/s on another
+(built-in Trio vs hypercorn Trio and vs uvicorn, built-in Trio with h11 vs hypercorn Trio,
+built-in asyncio vs uvicorn), its p99 on the built-in server vs uvicorn's, and McpApp over the
+SDK on uvicorn, each met / not met / not measured. `--docs` writes all tables into
+docs/performance.md (between `<!-- bench:begin -->` and `<!-- bench:end -->`) and an SVG chart of
+the ratios to docs/img/bench.svg. `--conn-footprint N` adds RSS per idle keep-alive connection and
+per open SSE stream on each server (`benchmarks.footprint.run_connection_footprint`).
+
     python -m benchmarks.run [--servers uvicorn,hypercorn-trio,builtin,builtin-trio] [--duration 5] [--rounds 3]
         [--scenarios legacy-sse,...|none] [--footprint [--footprint-sessions 1000,10000] [--footprint-tenants 1000]]
+        [--mcp-server lowlevel|mcpserver|both] [--sdk-servers all|none|S,...] [--floor-servers all|none|S,...]
+        [--conn-footprint N] [--docs]
+
+Issue 14's acceptance run (about 10-11 minutes on a quiet 2-core machine):
+
+    python -m benchmarks.run --servers builtin-trio,builtin-h11-trio,hypercorn-trio,uvicorn,builtin \\
+        --scenarios legacy-sse,legacy-json,modern-json --mcp-server both --sdk-servers uvicorn \\
+        --floor-servers none --duration 2.5 --rounds 3 --warmup 0.5 --retries 1 --conn-footprint 1000 --docs
 
 `--footprint` also measures memory (`benchmarks.footprint`: RSS per idle legacy session at each of
 `--footprint-sessions`, McpApp vs SDK; RSS per tenant and the time to open `--footprint-tenants`
 tenants) on the same servers, opening `--connections` sessions at a time; `--scenarios none` skips
-the throughput runs. The defaults (3 servers, 5 scenarios, 3 rounds of 5 s) take about a quarter of
-an hour on a quiet machine; `--footprint` adds about six minutes.
+the throughput runs. The defaults (7 servers, 5 scenarios, both kinds, 3 rounds of 5 s) take well
+over an hour; `--footprint` adds about six minutes per three servers.
 
 Results: a Markdown table on stdout, everything in `benchmarks/results/latest.json`.
 Not part of the test suite.
@@ -69,10 +94,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .apps import SERVERS
+from .apps import MCPSERVER_SUFFIX, SERVER_KINDS, SERVERS
 from .load import SCENARIOS, churn_once, close_session, close_sessions, make_spec, pick_engine, run_load
 
-IMPLS = ("mcpapp", "sdk", "floor")
+BASE_IMPLS = ("mcpapp", "sdk", "floor")
+# An implementation serving the MCPServer is its low-level name + MCPSERVER_SUFFIX ("mcpapp-mcpserver").
+IMPLS = (*BASE_IMPLS, *(impl + MCPSERVER_SUFFIX for impl in BASE_IMPLS if impl != "floor"))
 VARIANT_FOR = {
     ("mcpapp", "legacy-sse"): "mcpapp-sse",
     ("mcpapp", "legacy-json"): "mcpapp-json",
@@ -102,6 +129,30 @@ NOTES = {
     " DELETE, live session count unchanged).",
 }
 VERIFY_CHURNS = 10
+
+
+def impl_name(impl: str, kind: str) -> str:
+    """`mcpapp` served with the `kind` server: `mcpapp` (low-level) or `mcpapp-mcpserver`."""
+    return impl if kind == "lowlevel" or impl == "floor" else impl + MCPSERVER_SUFFIX
+
+
+def variant_for(impl: str, scenario: str) -> str:
+    """The `benchmarks.apps` variant that serves `impl` (with or without the MCPServer suffix) in `scenario`."""
+    if impl.endswith(MCPSERVER_SUFFIX):
+        return VARIANT_FOR[(impl[: -len(MCPSERVER_SUFFIX)], scenario)] + MCPSERVER_SUFFIX
+    return VARIANT_FOR[(impl, scenario)]
+
+
+def impls_for(server: str, kinds: Sequence[str], sdk_servers: Sequence[str], floor_servers: Sequence[str]) -> list[str]:
+    """What runs on `server`: McpApp with every kind; the SDK and the floor only where asked for."""
+    chosen = [impl_name("mcpapp", kind) for kind in kinds]
+    if server in sdk_servers:
+        chosen += [impl_name("sdk", kind) for kind in kinds]
+    if server in floor_servers:
+        chosen.append("floor")
+    return chosen
+
+
 SERVER_LABEL = {
     "uvicorn": "uvicorn",
     "hypercorn": "hypercorn asyncio",
@@ -280,7 +331,7 @@ def measure(
     connections: int,
     load_cpu: int | None,
 ) -> dict[str, Any]:
-    variant = VARIANT_FOR[(impl, scenario)]
+    variant = variant_for(impl, scenario)
     url = servers.url(variant)
     pid = servers.pid(variant)
     spec, _ = make_spec(url, scenario)
@@ -403,7 +454,12 @@ def _rate_key(cell: dict[str, Any]) -> str:
     return "churns_per_s" if "churns_per_s" in cell else "rps"
 
 
+MISSING: dict[str, Any] = {"status": "absent"}  # a cell this run did not measure
+
+
 def _fmt_rps(cell: dict[str, Any]) -> str:
+    if cell["status"] == "absent":
+        return "-"
     if cell["status"] != "ok":
         return f"ERRORS ({cell['bad']} bad, {cell['socket_errors']} socket)"
     key = _rate_key(cell)
@@ -415,6 +471,8 @@ def _fmt_lat(cell: dict[str, Any]) -> str:
 
 
 def _fmt_cpu(cell: dict[str, Any]) -> str:
+    if cell["status"] != "ok":
+        return "-"
     value = cell.get("cpu_us_per_churn") if "churns_per_s" in cell else cell.get("cpu_us_per_req")
     return f"{value:,.0f}".replace(",", " ") if value else "-"
 
@@ -430,20 +488,29 @@ def _ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
     return f"{a[_rate_key(a)] / b[_rate_key(b)]:.2f}"
 
 
+KIND_LABEL = {"lowlevel": "Server", "mcpserver": "MCPServer"}
+
+
 def table(summary: dict[str, dict[str, dict[str, dict[str, Any]]]]) -> str:
+    """One row per server, scenario and SDK server kind (low-level `Server`, `MCPServer`); unmeasured cells "-"."""
     lines = [
-        "| server | scenario | McpApp req/s | SDK req/s | floor req/s | McpApp/SDK | McpApp/floor "
+        "| server | scenario | SDK server | McpApp req/s | SDK req/s | floor req/s | McpApp/SDK | McpApp/floor "
         "| McpApp p50/p99 ms | SDK p50/p99 ms | CPU µs/req McpApp / SDK / floor | other load % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for server, scenarios in summary.items():
         for scenario, cells in scenarios.items():
-            m, s, f = cells["mcpapp"], cells["sdk"], cells["floor"]
-            lines.append(
-                f"| {SERVER_LABEL[server]} | {scenario} | {_fmt_rps(m)} | {_fmt_rps(s)} | {_fmt_rps(f)} "
-                f"| {_ratio(m, s)} | {_ratio(m, f)} | {_fmt_lat(m)} | {_fmt_lat(s)} "
-                f"| {_fmt_cpu(m)} / {_fmt_cpu(s)} / {_fmt_cpu(f)} | {_fmt_foreign(m, s, f)} |"
-            )
+            for kind in SERVER_KINDS:
+                m = cells.get(impl_name("mcpapp", kind), MISSING)
+                s = cells.get(impl_name("sdk", kind), MISSING)
+                f = cells.get("floor", MISSING)
+                if m is MISSING and s is MISSING:
+                    continue
+                lines.append(
+                    f"| {SERVER_LABEL[server]} | {scenario} | {KIND_LABEL[kind]} | {_fmt_rps(m)} | {_fmt_rps(s)} "
+                    f"| {_fmt_rps(f)} | {_ratio(m, s)} | {_ratio(m, f)} | {_fmt_lat(m)} | {_fmt_lat(s)} "
+                    f"| {_fmt_cpu(m)} / {_fmt_cpu(s)} / {_fmt_cpu(f)} | {_fmt_foreign(m, s, f)} |"
+                )
     measured = {scenario for scenarios in summary.values() for scenario in scenarios}
     notes = [f"- {text}" for scenario, text in NOTES.items() if scenario in measured]
     return "\n".join([*lines, "", *notes] if notes else lines)
@@ -503,6 +570,9 @@ def environment(engine: str, args: argparse.Namespace) -> dict[str, Any]:
         "footprint": {"sessions": args.footprint_sessions, "tenants": args.footprint_tenants}
         if args.footprint
         else None,
+        "conn_footprint": args.conn_footprint,
+        "mcp_server": args.mcp_server,
+        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
         "code": getattr(args, "code_at_start", None) or code_fingerprint(),
     }
 
@@ -533,6 +603,16 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(SCENARIOS),
         help=f"comma-separated subset of {', '.join(SCENARIOS)}; none: no throughput runs (with --footprint)",
     )
+    parser.add_argument(
+        "--mcp-server",
+        choices=("lowlevel", "mcpserver", "both"),
+        default="both",
+        help="the SDK server the transports serve: the low-level Server, an MCPServer with a decorated tool, or both",
+    )
+    parser.add_argument(
+        "--sdk-servers", default="all", help="servers on which the SDK's own transport runs too (all, none or a list)"
+    )
+    parser.add_argument("--floor-servers", default="all", help="servers on which the raw-ASGI floor runs too")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=float, default=1.0, help="untimed seconds per cell before round 1 (0: none)")
@@ -560,6 +640,18 @@ def main(argv: list[str] | None = None) -> None:
         "--footprint-sessions", default="1000,10000", help="comma-separated idle session counts (--footprint)"
     )
     parser.add_argument("--footprint-tenants", type=int, default=1000, help="tenants to open, 0: none (--footprint)")
+    parser.add_argument(
+        "--conn-footprint",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure RSS per idle keep-alive connection and per open SSE stream over N of each (0: skip)",
+    )
+    parser.add_argument(
+        "--docs",
+        action="store_true",
+        help="write the tables into docs/performance.md (between its bench markers), the chart to docs/img/bench.svg",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args(argv)
 
@@ -571,8 +663,11 @@ def main(argv: list[str] | None = None) -> None:
     for name in scenarios:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}")
-    if not scenarios and not args.footprint:
-        parser.error("nothing to measure: no scenarios and no --footprint")
+    if not scenarios and not args.footprint and not args.conn_footprint:
+        parser.error("nothing to measure: no scenarios, no --footprint, no --conn-footprint")
+    kinds = list(SERVER_KINDS) if args.mcp_server == "both" else [args.mcp_server]
+    sdk_servers = _server_list(parser, args.sdk_servers, servers)
+    floor_servers = _server_list(parser, args.floor_servers, servers)
     if (os.cpu_count() or 1) < 2 and (args.server_cpu >= 0 or args.load_cpu >= 0):
         print("warning: fewer than 2 CPUs; server and load share a core", file=sys.stderr)
     engine = pick_engine(args.engine)
@@ -590,11 +685,13 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     args.code_at_start = code_fingerprint()  # the servers import asgi_mcp now; the tree may change later
     for server in servers if scenarios else []:
-        raw[server] = {sc: {impl: [] for impl in IMPLS} for sc in scenarios}
-        with ServerSet(server, args.base_port, server_cpu, gc_freeze=args.gc_freeze) as procs:
+        impls = impls_for(server, kinds, sdk_servers, floor_servers)
+        raw[server] = {sc: {impl: [] for impl in impls} for sc in scenarios}
+        variants = sorted({variant_for(impl, sc) for impl in impls for sc in scenarios})
+        with ServerSet(server, args.base_port, server_cpu, gc_freeze=args.gc_freeze, variants=variants) as procs:
             if args.warmup > 0:
                 for scenario in scenarios:
-                    for impl in IMPLS:
+                    for impl in impls:
                         measure(
                             procs,
                             impl,
@@ -606,7 +703,7 @@ def main(argv: list[str] | None = None) -> None:
                         )
             for round_no in range(1, args.rounds + 1):
                 for scenario in scenarios:
-                    for impl in IMPLS:
+                    for impl in impls:
                         best: dict[str, Any] | None = None
                         for attempt in range(args.retries + 1):
                             if args.max_other_load > 0:
@@ -639,7 +736,7 @@ def main(argv: list[str] | None = None) -> None:
                         status = "ok" if not (result["bad"] or result["socket_errors"]) else "ERRORS"
                         churns = f" ({result['churns_per_s']:.0f} churns/s)" if "churns_per_s" in result else ""
                         print(
-                            f"  {SERVER_LABEL[server]:17} {scenario:13} {impl:6} round {round_no}: "
+                            f"  {SERVER_LABEL[server]:17} {scenario:13} {impl:16} round {round_no}: "
                             f"{result['rps']:8.0f} req/s{churns}  p50 {result['p50_ms']:6.1f} ms  "
                             f"p99 {result['p99_ms']:6.1f} ms  "
                             f"other load {result['foreign_cpu_pct'] or 0:3.0f}%  {status}",
@@ -647,8 +744,10 @@ def main(argv: list[str] | None = None) -> None:
                             flush=True,
                         )
 
-        write_results(raw, args, engine, started, complete=server == servers[-1] and not args.footprint)
+        last = server == servers[-1] and not args.footprint and not args.conn_footprint
+        write_results(raw, args, engine, started, complete=last)
 
+    footprint: dict[str, Any] | None = None
     if args.footprint:
         from .footprint import run_footprint
 
@@ -661,7 +760,29 @@ def main(argv: list[str] | None = None) -> None:
             server_cpu=server_cpu,
             load_cpu=load_cpu,
         )
-        write_results(raw, args, engine, started, complete=True, footprint=footprint)
+        write_results(raw, args, engine, started, complete=not args.conn_footprint, footprint=footprint)
+    if args.conn_footprint:
+        from .footprint import run_connection_footprint
+
+        connections = run_connection_footprint(
+            servers,
+            count=args.conn_footprint,
+            base_port=args.base_port + 80,
+            server_cpu=server_cpu,
+            load_cpu=load_cpu,
+        )
+        write_results(raw, args, engine, started, complete=True, footprint=footprint, connections=connections)
+
+
+def _server_list(parser: argparse.ArgumentParser, value: str, servers: list[str]) -> list[str]:
+    """`all`, `none`, or a comma-separated list (each among SERVERS)."""
+    if value == "all":
+        return servers
+    chosen = [name for name in value.split(",") if name and name != "none"]
+    for name in chosen:
+        if name not in SERVERS:
+            parser.error(f"unknown server {name!r}")
+    return chosen
 
 
 def write_results(
@@ -672,17 +793,19 @@ def write_results(
     *,
     complete: bool,
     footprint: dict[str, Any] | None = None,
+    connections: dict[str, Any] | None = None,
 ) -> None:
-    """Summarize the servers measured so far and write the JSON (after each server, so a cut run keeps them)."""
+    """Summarize the servers measured so far and write the JSON (after each server, so a cut run keeps them).
+
+    Complete: print the tables (`benchmarks.report`: throughput, the issue's targets, memory) and,
+    with `--docs`, write them and the chart into the documentation.
+    """
+    from . import report
+
     summary = {
         server: {sc: {impl: summarize(runs) for impl, runs in cells.items()} for sc, cells in scenarios_.items()}
         for server, scenarios_ in raw.items()
     }
-    tables = [table(summary)] if summary else []
-    if footprint is not None:
-        tables.append(footprint["table_markdown"])
-    rendered = "\n\n".join(tables)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "environment": environment(engine, args),
         "complete": complete,
@@ -690,15 +813,21 @@ def write_results(
         "summary": summary,
         "runs": raw,
         "footprint": footprint,
-        "table_markdown": rendered,
+        "connections": connections,
     }
+    rendered = report.render_markdown(document)
+    document["table_markdown"] = rendered
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=2) + "\n")
     if not complete:
         return
     print(rendered)
     print(f"results written to {args.output}", file=sys.stderr)
+    if args.docs:
+        for path in report.write_docs(document):
+            print(f"wrote {path}", file=sys.stderr)
     failed = any(cell["status"] != "ok" for sc in summary.values() for cells in sc.values() for cell in cells.values())
-    if failed or (footprint is not None and not footprint["ok"]):
+    if failed or (footprint is not None and not footprint["ok"]) or (connections is not None and not connections["ok"]):
         sys.exit(1)
 
 

@@ -222,3 +222,37 @@ async def test_the_servers_own_lookup_wins_over_listing(lookup: Callable[[str], 
     async with hosted(listing.server(get_tool_input_schema=lookup)) as host:
         assert await verdict(check, host, "routed", {"region": "eu"}) == expected
         assert listing.calls == 0
+
+
+class CountingSchema(dict[str, Any]):
+    """A schema that counts the walks over it (each walk reads its keywords through `items()`)."""
+
+    walks = 0
+
+    def items(self) -> Any:
+        self.walks += 1
+        return super().items()
+
+
+async def test_the_lookups_schema_is_judged_once_per_object() -> None:
+    # MCPServer's lookup hands back the tool's own schema object on every call: a schema with no
+    # `Mcp-Param-*` header is walked once, then every call with it costs a lookup and an identity test.
+    plain = CountingSchema(PLAIN)
+    schemas: dict[str, dict[str, Any]] = {"tool": plain}
+    check = ParamHeaderCheck(ttl=60.0, clock=Clock())
+    async with hosted(Server("lookup", get_tool_input_schema=schemas.get)) as host:
+        assert await verdict(check, host, "tool", {"region": "eu"}) is None
+        judged = plain.walks
+        assert judged > 0
+        for _ in range(3):
+            assert await verdict(check, host, "tool", {"region": "eu"}) is None
+            assert await verdict(check, host, "tool", {"region": "eu"}, mcp_param_region="us") is None
+        assert plain.walks == judged
+        # The tool replaced by one that routes on `region`: a new object, judged afresh, and enforced.
+        schemas["tool"] = dict(ROUTED)
+        assert await verdict(check, host, "tool", {"region": "eu"}, mcp_param_region="us") == -32020
+        assert await verdict(check, host, "tool", {"region": "eu"}, mcp_param_region="eu") is None
+        assert await verdict(check, host, "tool", {"region": "eu"}) == -32020
+        # And back to a plain one: passes again.
+        schemas["tool"] = PLAIN
+        assert await verdict(check, host, "tool", {"region": "eu"}, mcp_param_region="us") is None

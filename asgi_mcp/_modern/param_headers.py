@@ -4,6 +4,9 @@ The SDK lists tools on *every* `tools/call` to find the schema; here each server
 for `ttl` seconds (0 disables the cache), so the cost is paid once per interval. The cache is this
 module's own state, per served server (`ServerHost`), held weakly: a retired server's entry goes with it.
 A listed schema that declares no `Mcp-Param-*` header is kept as None: nothing to check, decided once.
+A server with its own lookup (`get_tool_input_schema`, as `MCPServer` has) hands back the tool's schema
+object on every call; the verdict on it is kept per server and tool name, keyed by that object's
+identity, so a schema with no `Mcp-Param-*` header is walked once, not on every `tools/call`.
 """
 
 from __future__ import annotations
@@ -67,13 +70,16 @@ class ParamHeaderCheck:
         clock: the loop's clock (`Loop.clock`), read only when a listing may be needed.
     """
 
-    __slots__ = ("_cache", "_clock", "_ttl")
+    __slots__ = ("_cache", "_clock", "_ttl", "_verdicts")
 
     def __init__(self, *, ttl: float, clock: Callable[[], float]) -> None:
         self._ttl = ttl
         self._clock = clock
         # host -> (expires at, by `clock`; the schemas). Weak: hosts come and go with tenants.
         self._cache: weakref.WeakKeyDictionary[ServerHost, tuple[float, ToolSchemas]] = weakref.WeakKeyDictionary()
+        # host -> tool name -> (the schema its lookup returned, that schema or None if it declares no header).
+        # Only names the lookup knows get an entry, one per tool: the table is as small as the tool list.
+        self._verdicts: weakref.WeakKeyDictionary[ServerHost, dict[str, tuple[Any, Any]]] = weakref.WeakKeyDictionary()
 
     async def check(
         self, request: HttpRequest, message: Message, host: ServerHost, protocol_version: str
@@ -99,10 +105,11 @@ class ParamHeaderCheck:
         server = host.server
         if server.get_tool_input_schema is not None:
             try:
-                return server.get_tool_input_schema(name)
+                schema = server.get_tool_input_schema(name)
             except Exception:
                 logger.exception("get_tool_input_schema raised; Mcp-Param headers not validated")
                 return None
+            return self._declared(host, name, schema)
         now = self._clock()
         cached = self._cache.get(host)
         if cached is None or cached[0] <= now:
@@ -113,6 +120,24 @@ class ParamHeaderCheck:
             if self._ttl > 0:
                 self._cache[host] = cached
         return cached[1].get(name)
+
+    def _declared(self, host: ServerHost, name: str, schema: Any) -> Any:
+        """`schema` if it declares an `Mcp-Param-*` header, else None; decided once per schema object.
+
+        The same object back means the same verdict: a lookup hands back the tool's own schema, built
+        when the tool was registered. A new object (the tool replaced) is judged afresh.
+        """
+        if schema is None:
+            return None
+        verdicts = self._verdicts.get(host)
+        if verdicts is None:
+            verdicts = self._verdicts.setdefault(host, {})
+        known = verdicts.get(name)
+        if known is not None and known[0] is schema:
+            return known[1]
+        declared = schema if _declares_param_headers(schema) else None
+        verdicts[name] = (schema, declared)
+        return declared
 
 
 async def _list_schemas(

@@ -7,13 +7,13 @@ the app's runtime state for it); `RegistryObserver` is how the app hears of chan
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias
 
 from .._ports.tenant_store import SessionPolicy, TenantRecord
 
-__all__ = ["CredentialEnd", "RegistryObserver", "ServerFactory", "Tenant", "TenantRegistry"]
+__all__ = ["CredentialEnd", "RegistryObserver", "ServerFactory", "Tenant"]
 
 ServerFactory: TypeAlias = Callable[[], Any | Awaitable[Any]]
 """Builds the tenant's server: returns (or awaits to) an `mcp` `Server` or `MCPServer`."""
@@ -21,7 +21,9 @@ ServerFactory: TypeAlias = Callable[[], Any | Awaitable[Any]]
 
 @dataclass(eq=False)
 class Tenant:
-    """One registered token, as this process serves it. `generation` changes whenever its factory is replaced."""
+    """One tenant as this process serves it, returned by `Tenants.lookup` and `Tenants.by_id`:
+    its id, plan and metadata are the operator's; `digest` names its first token (never the token);
+    `generation` changes whenever its factory is replaced. The rest belongs to the app."""
 
     tenant_id: str
     digest: bytes
@@ -52,6 +54,9 @@ CredentialEnd = Literal["token_removed", "rotated", "expired"]
 
 
 class RegistryObserver(Protocol):
+    """What `Tenants.subscribe` calls, synchronously, on every change (the app's tenant servers are
+    one; a mirror of the registry elsewhere may be another)."""
+
     def tenant_added(self, tenant: Tenant) -> None: ...
 
     def tenant_removed(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float) -> None: ...
@@ -63,15 +68,3 @@ class RegistryObserver(Protocol):
     def credential_ended(self, tenant: Tenant, digest: bytes, reason: CredentialEnd) -> None:
         """One token of a tenant that keeps others stopped working (removed, rotated out, expired)."""
         ...
-
-
-class TenantRegistry(Protocol):
-    """What the app needs from a token registry."""
-
-    def lookup(self, token: str) -> Tenant | None: ...
-
-    def subscribe(self, observer: RegistryObserver) -> None: ...
-
-    def __len__(self) -> int: ...
-
-    def __iter__(self) -> Iterator[Tenant]: ...

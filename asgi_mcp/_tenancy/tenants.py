@@ -30,9 +30,9 @@ from .._ports.tenant_store import (
     TenantRecord,
     token_digest,
 )
-from .tenant import CredentialEnd, RegistryObserver, ServerFactory, Tenant, TenantRegistry
+from .tenant import CredentialEnd, RegistryObserver, ServerFactory, Tenant
 
-__all__ = ["CredentialEnd", "RegistryObserver", "ServerFactory", "SessionPolicy", "Tenant", "TenantRegistry", "Tenants"]
+__all__ = ["CredentialEnd", "RegistryObserver", "ServerFactory", "SessionPolicy", "Tenant", "Tenants"]
 
 DEFAULT_DRAIN_TIMEOUT: Final = 30.0
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
