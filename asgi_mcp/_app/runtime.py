@@ -34,6 +34,7 @@ from .._modern.endpoint import ModernEndpoint
 from .._ops.lifecycle import EventHub, SessionCreated, SessionEnded, ToolCalled
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics
 from .._ports.replay import EventLog
+from .._tenancy.mirror import TenantMirror
 from .._tenancy.servers import TenantServers
 from .config import AppConfig, touch_interval
 from .operations import Operations
@@ -101,6 +102,9 @@ class Runtime:
             on_ended=self._session_ended,
             wake=self.wake,
         )
+        tenants = config.tenants
+        store = tenants.shared_store if tenants is not None else None
+        self.mirror = TenantMirror(tenants, store) if tenants is not None and store is not None else None
         self.fleet: SessionFleet | None = None
         if config.fleet is not None:
             self.fleet = self.legacy.fleet = SessionFleet(
@@ -131,6 +135,8 @@ class Runtime:
             await self.host.start(tg)
         if self.fleet is not None:
             await tg.start(self.fleet.run)
+        if self.mirror is not None:
+            await tg.start(self.mirror.run)
         tg.start_soon(self.reap_forever)
         if self.operations is not None:
             self.operations.attach(self.legacy.end_session)
@@ -149,6 +155,8 @@ class Runtime:
         self.legacy.end_all("shutdown")
         if self.fleet is not None:
             self.fleet.stop()
+        if self.mirror is not None:
+            self.mirror.stop()
         if self.operations is not None:
             self.operations.detach()
         if self.tenant_servers is not None:
@@ -221,11 +229,16 @@ async def stores_opened(config: AppConfig) -> AsyncGenerator[None]:
     """The stores with a lifecycle (a Redis client's pool), opened by the lifespan's task, which
     outlives every request, and closed only once every session has ended."""
     fleet = config.fleet
-    candidates = [config.event_store] + ([fleet.directory, fleet.bus] if fleet is not None else [])
-    unique = {id(store): store for store in candidates if isinstance(store, AbstractAsyncContextManager)}
+    candidates: list[object] = [config.event_store, config.tenants.shared_store if config.tenants is not None else None]
+    candidates += [fleet.directory, fleet.bus] if fleet is not None else []
+    unique: dict[int, AbstractAsyncContextManager[Any]] = {}
+    for store in candidates:
+        if isinstance(store, AbstractAsyncContextManager):
+            opened = cast(AbstractAsyncContextManager[Any], store)
+            unique[id(opened)] = opened
     async with AsyncExitStack() as stack:
-        for store in unique.values():
-            await stack.enter_async_context(cast(AbstractAsyncContextManager[Any], store))
+        for opened in unique.values():
+            await stack.enter_async_context(opened)
         yield
 
 

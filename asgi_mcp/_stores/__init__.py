@@ -7,13 +7,14 @@ package imports without it: `redis` needs `asgi-mcp[redis]` (coredis).
 from __future__ import annotations
 
 import importlib
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from .._core.errors import ConfigurationError
 from .._ports.fleet import FleetStores
+from .._ports.tenant_store import TenantStore
 
-__all__ = ["fleet_from_url"]
+__all__ = ["fleet_from_url", "tenant_store_from_url"]
 
 _REDIS_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
 
@@ -26,12 +27,22 @@ def fleet_from_url(
     The backend is imported here, by name, only when asked for: importing `asgi_mcp` never loads an
     optional client library, and no layer above this one imports it.
     """
-    scheme = urlsplit(url).scheme
-    if scheme not in _REDIS_SCHEMES:
-        raise ConfigurationError("redis_url must be a redis://, rediss:// or unix:// URL")
-    try:
-        backend = importlib.import_module(".redis.fleet", __name__)
-    except ModuleNotFoundError as missing:
-        raise ConfigurationError("redis_url needs the `redis` extra: pip install 'asgi-mcp[redis]'") from missing
+    backend = _redis_backend(url)
     fleet: FleetStores = backend.redis_fleet(url, prefix=prefix, session_ttl=session_ttl, secret=secret)
     return fleet
+
+
+def tenant_store_from_url(url: str, *, secret: bytes, prefix: str = "asgi_mcp") -> TenantStore:
+    """The shared tenant store at a Redis URL (`RedisTenantStore`): tokens as HMAC-SHA256 under `secret`
+    (32 bytes or more, the same on every worker), for `Tenants(store=...)` and `asgi-mcp tokens`."""
+    store: TenantStore = _redis_backend(url).RedisTenantStore(url, secret=secret, prefix=prefix)
+    return store
+
+
+def _redis_backend(url: str) -> Any:
+    if urlsplit(url).scheme not in _REDIS_SCHEMES:
+        raise ConfigurationError("the Redis URL must be a redis://, rediss:// or unix:// URL")
+    try:
+        return importlib.import_module(".redis.fleet", __name__)
+    except ModuleNotFoundError as missing:
+        raise ConfigurationError("Redis needs the `redis` extra: pip install 'asgi-mcp[redis]'") from missing

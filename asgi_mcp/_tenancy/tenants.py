@@ -28,6 +28,7 @@ from .._ports.tenant_store import (
     SessionPolicy,
     TenantChange,
     TenantRecord,
+    TenantStore,
     token_digest,
 )
 from .tenant import CredentialEnd, RegistryObserver, ServerFactory, Tenant
@@ -47,6 +48,9 @@ class Tenants:
             A plan name also selects the tenant's rate limits (`RateLimits.plans`).
         clock: wall-clock seconds against which `not_after` and a rotation's grace count
             (default `time.time`; a test passes one it moves by hand).
+        store: a shared `TenantStore` (`RedisTenantStore`) this registry mirrors: every worker of a
+            fleet sees its tokens, resolved through its own `plans`, and `tokens` must be empty
+            (write to the store: `asgi-mcp tokens`). The app keeps the mirror in step while it runs.
 
     Each method is synchronous and safe to call from any task while the app serves requests: the
     app reacts to changes (ending or draining sessions, retiring servers) before the call returns.
@@ -59,7 +63,12 @@ class Tenants:
         *,
         plans: Mapping[str, ServerFactory] | None = None,
         clock: Callable[[], float] = time.time,
+        store: TenantStore | None = None,
     ) -> None:
+        if store is not None and tokens:
+            raise ValueError("a registry mirroring a shared store takes its tokens from the store only")
+        self.shared_store = store
+        self._digest = store.digest if store is not None else token_digest
         self._plans = dict(plans or {})
         for plan, factory in self._plans.items():
             _check_factory(factory, f"plan {plan!r}")
@@ -78,6 +87,23 @@ class Tenants:
     def subscribe(self, observer: RegistryObserver) -> None:
         self._observers.append(observer)
 
+    @property
+    def version(self) -> int:
+        """The store version of the last change applied (a mirror applies the next one only)."""
+        return self._version
+
+    def apply(self, change: TenantChange) -> None:
+        """A change the shared store announced (see `_tenancy.mirror`): into the local index."""
+        self._apply(change)
+
+    def apply_version(self, version: int) -> None:
+        """A mirror brought up to the store's snapshot at `version`."""
+        self._version = version
+
+    def held(self) -> dict[bytes, str]:
+        """Every token digest held, with its tenant id (a mirror's resynchronisation compares them)."""
+        return {digest: held[1].tenant_id for digest, held in self._by_digest.items()}
+
     def lookup(self, token: str) -> Tenant | None:
         """The tenant of `token`, or None (unknown, or expired). Only digests are kept (the store's:
         `InMemoryTenantStore.digest`); they are compared in constant time."""
@@ -87,7 +113,7 @@ class Tenants:
     def credential(self, token: str) -> tuple[Tenant, bytes, float | None] | None:
         """The tenant of `token`, its digest, and the wall-clock time it stops working (None: never).
         A token found past its time is ended now (as `expire` would) and gets None."""
-        digest = token_digest(token)
+        digest = self._digest(token)
         held = self._by_digest.get(digest)
         if held is None or not hmac.compare_digest(held[0], digest):
             return None
@@ -127,7 +153,7 @@ class Tenants:
         if label is not None and not _LABEL.match(label):
             raise ValueError("label must be 1-64 characters of letters, digits and ._:@-")
         _check_time(not_after)
-        digest = self._store.digest(token)
+        digest = self._digest(token)
         tenant_id = label if label is not None else "tok-" + digest.hex()[:12]
         record = TenantRecord(tenant_id=tenant_id, label=label, plan=plan, metadata=dict(metadata or {}))
         try:
@@ -150,7 +176,7 @@ class Tenants:
         _check_time(not_after)
         _check_token(new)
         tenant, old_digest, old_ends = found
-        digest = self._store.digest(new)
+        digest = self._digest(new)
         if self._known(digest) is not None:
             raise ValueError("token is already registered; use update() to replace its factory")
         change = self._store.set_credential_nowait(
@@ -188,7 +214,7 @@ class Tenants:
     ) -> bool:
         """Unregister a token; False if it was not registered. Its requests get 401 from now on."""
         _check_policy(policy, drain_timeout)
-        digest = self._store.digest(token)
+        digest = self._digest(token)
         tenant = self._known(digest)
         if tenant is None:
             return False
@@ -207,7 +233,7 @@ class Tenants:
         get the new one. A `plan` given replaces the tenant's plan; else it keeps its own."""
         _check_policy(policy, drain_timeout)
         given = self._factory_for(factory, plan)
-        tenant = self._known(self._store.digest(token))
+        tenant = self._known(self._digest(token))
         if tenant is None or tenant.record is None:
             return False
         record = replace(tenant.record, plan=plan if plan is not None else tenant.record.plan)

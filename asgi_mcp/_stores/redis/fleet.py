@@ -6,8 +6,9 @@ from ..._ports.fleet import FleetStores
 from .event_store import RedisEventStore
 from .message_bus import RedisMessageBus
 from .session_directory import RedisSessionDirectory
+from .tenant_store import RedisTenantStore
 
-__all__ = ["redis_fleet"]
+__all__ = ["RedisTenantStore", "redis_fleet"]
 
 
 def redis_fleet(url: str, *, prefix: str, session_ttl: float, secret: bytes | None) -> FleetStores:
