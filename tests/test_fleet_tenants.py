@@ -5,6 +5,8 @@ does) is in force on both within 100 ms; its plan names the factory each worker 
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -18,6 +20,7 @@ from mcp.server import MCPServer
 from asgi_mcp import Credential, McpApp, TenantRecord, Tenants
 from asgi_mcp._stores import fleet_from_url, tenant_store_from_url
 
+from ._cli_process import command as cli_command
 from ._mcp import LEGACY, call_tool, initialize, notification
 from ._polling import wait_until
 from ._real_servers import SERVERS
@@ -118,3 +121,58 @@ async def test_a_token_written_to_the_store_is_in_force_on_every_worker(
                     endpoint, json=call_tool(2, "echo", {"text": "y"}), headers=headers(session_id)
                 )
                 assert refused.status_code == 401
+
+
+async def tokens_cli(*args: str, url: str, prefix: str) -> str:
+    """`asgi-mcp tokens ...` as a subprocess, with the fleet's secret in its environment; its stdout."""
+    command = [*cli_command(), "tokens", *args, "--redis", url, "--prefix", prefix]
+    env = dict(os.environ, ASGI_MCP_FLEET_SECRET=SECRET.decode())
+    done = await anyio.run_process(command, env=env, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode()
+
+
+def printed_token(output: str) -> str:
+    match = re.search(r"token \(shown once\) (\S+)", output)
+    assert match is not None, output
+    return match.group(1)
+
+
+async def test_asgi_mcp_tokens_manages_the_tokens_of_running_workers(
+    shared_redis: RedisServer, redis_prefix: str, anyio_backend: str
+) -> None:
+    def bearer(token: str) -> dict[str, str]:
+        return headers() | {"authorization": f"Bearer {token}"}
+
+    with anyio.fail_after(60):
+        async with two_workers(shared_redis.url, redis_prefix, anyio_backend) as workers, httpx.AsyncClient() as client:
+            registries: list[Any] = [app.config.tenants for app, _ in workers]
+            added = await tokens_cli(
+                "add", "--label", "acme", "--plan", "gold", url=shared_redis.url, prefix=redis_prefix
+            )
+            first = printed_token(added)
+            written = time.perf_counter()
+            await wait_until(lambda: all(r.lookup(first) is not None for r in registries), timeout=5)
+            assert time.perf_counter() - written < 0.1
+            for _, endpoint in workers:
+                assert (await client.post(endpoint, json=initialize(), headers=bearer(first))).status_code == 200
+
+            listed = await tokens_cli("list", url=shared_redis.url, prefix=redis_prefix)
+            assert "acme\tplan=gold\ttokens=1\texpires=never" in listed
+            assert first not in listed
+
+            rotated = await tokens_cli(
+                "rotate", "--label", "acme", "--grace", "60", url=shared_redis.url, prefix=redis_prefix
+            )
+            second = printed_token(rotated)
+            await wait_until(lambda: all(r.lookup(second) is not None for r in registries), timeout=5)
+            assert all(r.lookup(first) is not None for r in registries)  # within its grace
+            assert "tokens=2" in await tokens_cli("list", url=shared_redis.url, prefix=redis_prefix)
+
+            assert "removed acme" in await tokens_cli(
+                "remove", "--label", "acme", url=shared_redis.url, prefix=redis_prefix
+            )
+            await wait_until(lambda: all(r.lookup(second) is None for r in registries), timeout=5)
+            for _, endpoint in workers:
+                for token in (first, second):
+                    assert (await client.post(endpoint, json=initialize(), headers=bearer(token))).status_code == 401

@@ -24,6 +24,7 @@ from .._core.errors import ConfigurationError
 from .._kernel.hosting import as_lowlevel_server
 from .hypercorn import url_host
 from .runs import require_server
+from .tokens import add_tokens_parser, run_tokens
 
 __all__ = ["main"]
 
@@ -73,17 +74,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--server", choices=SERVER_CHOICES, default="builtin", help=SERVER_HELP)
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     demo.add_argument("--redis", metavar="URL", default=None, help=REDIS_HELP)
+    add_tokens_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+        level=getattr(args, "log_level", "warning").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
-    backend = "trio" if args.trio else "asyncio"
+    backend = "trio" if getattr(args, "trio", False) else "asyncio"
     try:
-        if args.command == "serve":
+        if args.command == "tokens":
+            anyio.run(run_tokens, args, _say)
+        elif args.command == "serve":
             target = _import_target(args.target)
             anyio.run(_serve, target, args, backend=backend)
         else:
