@@ -60,6 +60,7 @@ from ._serving.one_call import PerBearerServer as PerBearerServer
 from ._serving.one_call import create_per_bearer_server as create_per_bearer_server
 from ._serving.runs import ServerInfo as ServerInfo
 from ._stores import fleet_from_url as fleet_from_url
+from ._stores import tenant_store_from_url as tenant_store_from_url
 from ._tenancy.limits import RateLimits as RateLimits
 from ._tenancy.limits import TenantLimits as TenantLimits
 from ._tenancy.tenant import RegistryObserver as RegistryObserver
@@ -132,6 +133,7 @@ __all__ = [
     "TransportError",
     "create_per_bearer_server",
     "fleet_from_url",
+    "tenant_store_from_url",
 ]
 
 __version__ = "0.1.0"
