@@ -176,3 +176,13 @@ async def test_asgi_mcp_tokens_manages_the_tokens_of_running_workers(
             for _, endpoint in workers:
                 for token in (first, second):
                     assert (await client.post(endpoint, json=initialize(), headers=bearer(token))).status_code == 401
+
+
+def test_a_mirror_takes_its_tokens_from_the_store_only() -> None:
+    store = tenant_store_from_url("redis://127.0.0.1:1/0", secret=SECRET)
+    with pytest.raises(ValueError, match="shared store"):
+        Tenants({TOKEN: gold}, store=store)
+    mirror = Tenants(plans={"gold": gold}, store=store)
+    with pytest.raises(ValueError, match="asgi-mcp tokens add"):
+        mirror.add(TOKEN, plan="gold")
+    assert mirror.lookup(TOKEN) is None

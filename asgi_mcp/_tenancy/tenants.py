@@ -148,6 +148,8 @@ class Tenants:
         Raises `ValueError` if the token is registered (use `update`), the label is taken or malformed,
         no factory is given and the plan names none, the metadata is not JSON, or the token is empty or
         has whitespace; `TypeError` if the factory is not callable."""
+        if self.shared_store is not None:
+            raise ValueError("this registry mirrors a shared store: add the token there (asgi-mcp tokens add)")
         _check_token(token)
         given = self._factory_for(factory, plan)
         if label is not None and not _LABEL.match(label):
