@@ -194,6 +194,8 @@ class SessionFleet:
                 return  # the bus closed: shutdown
             except (SubscriptionCut, StoreUnavailable, OSError, TimeoutError) as error:
                 logger.warning("fleet channel lost (%s); subscribing again", type(error).__name__)
+            except Exception:  # a bug here must not take the worker down: its own sessions go on
+                logger.exception("fleet channel failed; subscribing again")
             await anyio.sleep(RESUBSCRIBE_BACKOFF[min(failures, len(RESUBSCRIBE_BACKOFF) - 1)])
             failures += 1
 

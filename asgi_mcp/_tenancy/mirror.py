@@ -55,6 +55,8 @@ class TenantMirror:
                     return  # the store closed: shutdown
                 except (SubscriptionCut, StoreUnavailable, OSError, TimeoutError) as error:
                     logger.warning("tenant store feed lost (%s); resynchronising", type(error).__name__)
+                except Exception:  # a bug here must not take the worker down: lookups go on locally
+                    logger.exception("tenant store mirror failed; resynchronising")
                 if not started:
                     started = True
                     task_status.started()
