@@ -64,10 +64,16 @@ frontend mcp
     default_backend workers
 backend workers
     balance roundrobin
+{stickiness}
     option httpchk GET /health
     default-server check inter 200ms fall 1 rise 1
 {servers}
 """
+# docs/scaling-out.md's optional stickiness: a session's requests stay on the worker that opened it.
+STICKINESS: Final = """\
+    stick-table type string len 64 size 1m expire 30m
+    stick store-response res.hdr(mcp-session-id)
+    stick match req.hdr(mcp-session-id)"""
 
 
 def _require(binary: str, package: str) -> None:
@@ -106,6 +112,11 @@ class Process:
     def kill(self) -> None:
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGKILL)
+
+    async def crash(self) -> None:
+        """SIGKILL, and wait until it is gone (its port refuses connections from then on)."""
+        self.kill()
+        await self.process.wait()
 
 
 @asynccontextmanager
@@ -150,7 +161,7 @@ def notify_socket(directory: Path) -> Iterator[tuple[socket.socket, str]]:
 
 
 @asynccontextmanager
-async def fleet(redis: RedisServer, directory: Path) -> AsyncIterator[Fleet]:
+async def fleet(redis: RedisServer, directory: Path, *, sticky: bool = False) -> AsyncIterator[Fleet]:
     env = dict(os.environ, FLEET_REDIS_URL=redis.url, FLEET_PREFIX="fleet", PYTHONPATH=str(REPO))
     async with AsyncExitStack() as stack:
         tg = await stack.enter_async_context(anyio.create_task_group())
@@ -167,7 +178,8 @@ async def fleet(redis: RedisServer, directory: Path) -> AsyncIterator[Fleet]:
             servers.append(f"    server {name} 127.0.0.1:{port}")
         port = _free_port()
         config = directory / "haproxy.cfg"
-        config.write_text(HAPROXY_CONFIG.format(port=port, servers="\n".join(servers)))
+        stickiness = STICKINESS if sticky else ""
+        config.write_text(HAPROXY_CONFIG.format(port=port, servers="\n".join(servers), stickiness=stickiness))
         ready, notify_path = stack.enter_context(notify_socket(directory))
         haproxy_env = dict(os.environ, NOTIFY_SOCKET=notify_path)
         proxy = await anyio.open_process([HAPROXY, "-Ws", "-f", str(config)], env=haproxy_env, stdin=None)
@@ -262,7 +274,7 @@ async def test_a_session_through_haproxy_survives_a_killed_worker(
                 assert _text(await session.call_tool("announce", {"text": f"n{n}"})) == "announced"
                 await alpha.log_arrives(f"alpha:n{n}")
 
-            running.workers["uvicorn"].kill()
+            await running.workers["uvicorn"].crash()
             for n in range(6):
                 assert _text(await session.call_tool("echo", {"text": f"after-{n}"})) == f"alpha:after-{n}"
             assert _text(await session.call_tool("announce", {"text": "after-kill"})) == "announced"
@@ -336,3 +348,24 @@ async def test_resumption_and_isolation_through_every_worker(
                     running.url, json=call_tool(3, "echo", {"text": "x"}), headers=_headers(TOKEN_A, session_id)
                 )
                 assert gone.status_code == 404
+
+
+async def test_with_the_documented_stick_table_a_session_stays_on_one_worker(
+    fleet_redis: RedisServer, tmp_path: Path, anyio_backend: str
+) -> None:
+    client = Client()
+    with anyio.fail_after(GUARD):
+        async with (
+            fleet(fleet_redis, tmp_path, sticky=True) as running,
+            sdk_session(running.url, TOKEN_A, client) as session,
+        ):
+            served_by = {_text(await session.call_tool("whereami", {})) for _ in range(6)}
+            assert len(served_by) == 1
+            # Its worker gone, the session moves to another one, by adoption.
+            killed = served_by.pop()
+            await running.workers[killed].crash()
+            moved = {_text(await session.call_tool("whereami", {})) for _ in range(4)}
+            # The table still names the dead worker, so HAProxy balances the session's requests over the
+            # others until the entry expires: each adopts it.
+            assert moved <= set(WORKERS) - {killed}
+            assert _text(await session.call_tool("echo", {"text": "still"})) == "alpha:still"
