@@ -29,6 +29,7 @@ import mcp_types as types
 import pytest
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from ._fleet_worker import TOKEN_A, TOKEN_B
 from ._mcp import LEGACY, call_tool, initialize, notification
@@ -369,3 +370,44 @@ async def test_with_the_documented_stick_table_a_session_stays_on_one_worker(
             # others until the entry expires: each adopts it.
             assert moved <= set(WORKERS) - {killed}
             assert _text(await session.call_tool("echo", {"text": "still"})) == "alpha:still"
+
+
+async def test_the_fleet_recovers_when_redis_server_restarts(
+    redis_server_factory: Any, tmp_path: Path, anyio_backend: str
+) -> None:
+    """redis-server (with its append-only file) stopped and started again mid-session: meanwhile what
+    needs Redis gets 503, never a hang; once it is back the same session goes on through every worker."""
+    _require(HAPROXY, "haproxy")
+    redis: RedisServer = redis_server_factory(persistent=True)
+    alpha = Client()
+    with anyio.fail_after(GUARD):
+        async with fleet(redis, tmp_path) as running, sdk_session(running.url, TOKEN_A, alpha) as session:
+            # Every worker holds the session now.
+            assert {_text(await session.call_tool("whereami", {})) for _ in range(6)} == set(WORKERS)
+            redis.stop()
+            # SSE answers go to the event store (resumability): without Redis, 503 within 2 s, no hang.
+            started = anyio.current_time()
+            with pytest.raises(MCPError, match="temporarily unavailable"):
+                await session.call_tool("whereami", {})
+            assert anyio.current_time() - started < 2.0
+            redis.start()
+            for _ in range(10):  # as a client does after the Retry-After (1 s) of a 503
+                try:
+                    assert _text(await session.call_tool("echo", {"text": "again"})) == "alpha:again"
+                    break
+                except MCPError:
+                    await anyio.sleep(1)
+            assert {_text(await session.call_tool("whereami", {})) for _ in range(6)} == set(WORKERS)
+            # Back: a standalone message crosses workers again (each worker subscribes again with
+            # backoff; a message published before its worker listens again is lost, so it is resent).
+            for attempt in range(40):
+                assert _text(await session.call_tool("announce", {"text": f"back-{attempt}"})) == "announced"
+                with anyio.move_on_after(0.25):
+                    await alpha.log_arrives(f"alpha:back-{attempt}")
+                if f"alpha:back-{attempt}" in alpha.logs:
+                    break
+            assert any(log.startswith("alpha:back-") for log in alpha.logs)
+            # And a new session opens and moves between workers.
+            other = Client()
+            async with sdk_session(running.url, TOKEN_A, other) as fresh:
+                assert {_text(await fresh.call_tool("whereami", {})) for _ in range(9)} == set(WORKERS)
