@@ -102,17 +102,7 @@ class Runtime:
             on_ended=self._session_ended,
             wake=self.wake,
         )
-        tenants = config.tenants
-        store = tenants.shared_store if tenants is not None else None
-        self.mirror = TenantMirror(tenants, store) if tenants is not None and store is not None else None
-        self.fleet: SessionFleet | None = None
-        if config.fleet is not None:
-            self.fleet = self.legacy.fleet = SessionFleet(
-                config.fleet,
-                table=self.table,
-                end_session=self.legacy.end_session,
-                touch_interval=touch_interval(config.session_idle_timeout),
-            )
+        self.mirror, self.fleet = self._shared(config)
         self.modern = ModernEndpoint(
             json_response=config.json_response,
             keepalive=config.keepalive_interval,
@@ -120,6 +110,21 @@ class Runtime:
             loop=self.loop,
             watch=self.watch,
         )
+
+    def _shared(self, config: AppConfig) -> tuple[TenantMirror | None, SessionFleet | None]:
+        """What the workers of a fleet share: the tenant registry's mirror, the legacy sessions."""
+        tenants = config.tenants
+        store = tenants.shared_store if tenants is not None else None
+        mirror = TenantMirror(tenants, store) if tenants is not None and store is not None else None
+        if config.fleet is None:
+            return mirror, None
+        fleet = self.legacy.fleet = SessionFleet(
+            config.fleet,
+            table=self.table,
+            end_session=self.legacy.end_session,
+            touch_interval=touch_interval(config.session_idle_timeout),
+        )
+        return mirror, fleet
 
     async def get_host(self) -> ServerHost:
         assert self.host is not None
