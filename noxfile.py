@@ -31,7 +31,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff on everything; strict mypy and strict pyright on the package; the import-linter layer contracts."""
-    session.install("-e", ".[jwt,server,redis]", *LINT_DEPS)
+    session.install("-e", ".[jwt,server,redis,fast]", *LINT_DEPS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "--exclude", "*.md", ".")
     session.run("mypy", "asgi_mcp")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ._redis_server import RedisServer, RedisUnavailable, redis_server_binary
+from tests.kit.redis_server import RedisServer, RedisUnavailable, redis_server_binary
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -46,9 +46,9 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 
 from asgi_mcp import McpApp, Tenants
-from tests._real_servers import hypercorn_trio_server, uvicorn_server
-from tests._tenant_kit import Recorder
 from tests.interop.node_env import NodeUnavailable, _install_lock, _installed_version, _which, cache_dir
+from tests.kit.polling import Recorder
+from tests.kit.real_servers import hypercorn_trio_server, uvicorn_server
 
 pytestmark = [pytest.mark.node, pytest.mark.integration, pytest.mark.browser]
 

@@ -18,7 +18,7 @@ import pytest
 from node_env import NodeEnv, NodeUnavailable, ensure_node_env
 
 from asgi_mcp._serving.demo import PLANS, Plan
-from tests._cli_process import CliRun, running_cli
+from tests.kit.cli import CliRun, running_cli
 
 pytestmark = [pytest.mark.node, pytest.mark.integration]
 

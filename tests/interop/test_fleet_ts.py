@@ -1,5 +1,5 @@
 """Interop: the TypeScript SDK client (1.32.2) runs a legacy session through the fleet of
-tests/test_fleet_haproxy.py: three worker processes (uvicorn, hypercorn asyncio, hypercorn Trio)
+tests/system/test_fleet_haproxy.py: three worker processes (uvicorn, hypercorn asyncio, hypercorn Trio)
 behind HAProxy in round robin, sharing a redis-server. Its calls land on every worker; progress,
 results and the DELETE at the end work wherever each request lands.
 
@@ -15,10 +15,10 @@ import pytest
 from node_env import NodeEnv, NodeUnavailable, ensure_node_env
 from test_ts_client import run_client, text_of
 
-from tests._fleet_worker import TOKEN_A
-from tests._redis_server import RedisServer
-from tests.test_fleet_haproxy import GUARD, WORKERS, fleet
-from tests.test_fleet_haproxy import fleet_redis as fleet_redis  # the fixture
+from tests.kit.fleet_worker import TOKEN_A
+from tests.kit.redis_server import RedisServer
+from tests.system.test_fleet_haproxy import GUARD, WORKERS, fleet
+from tests.system.test_fleet_haproxy import fleet_redis as fleet_redis  # the fixture
 
 pytestmark = [pytest.mark.node, pytest.mark.anyio]
 

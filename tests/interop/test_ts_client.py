@@ -259,8 +259,8 @@ def serve_app(app: McpApp, backend: str, *, port: int = 0, graceful: float = STO
 
 @asynccontextmanager
 async def serve_granian(options: dict[str, Any]) -> AsyncIterator[Served]:
-    """`build_app(**options)` under the granian command (tests/_granian_app.py); stopped with SIGINT."""
-    from tests._real_servers import granian_server
+    """`build_app(**options)` under the granian command (tests/kit/granian_app.py); stopped with SIGINT."""
+    from tests.kit.real_servers import granian_server
 
     async with granian_server({"interop": True, **options}) as base_url:
         served = Served(f"{base_url}/mcp")

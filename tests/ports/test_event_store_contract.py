@@ -1,6 +1,6 @@
 """The EventStore contract (event_store_contract.py) for the in-memory store and the Redis store.
 
-The Redis store runs against a real redis-server (tests/_redis_server.py) on asyncio and Trio.
+The Redis store runs against a real redis-server (tests/kit/redis_server.py) on asyncio and Trio.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from mcp.server.streamable_http import EventStore
 
 from asgi_mcp import InMemoryEventStore
+from tests.kit.redis_server import RedisServer
 
-from .._redis_server import RedisServer
 from .event_store_contract import EventStoreContract, StoreFactory
 
 

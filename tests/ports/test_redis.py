@@ -14,8 +14,8 @@ import anyio
 import pytest
 
 from asgi_mcp import MessageBus, SessionDirectory, StoreUnavailable, TenantStore
+from tests.kit.redis_server import RedisServer
 
-from .._redis_server import RedisServer
 from ._contract import MAX_BUFFERED, StoreFactory
 from .message_bus_contract import MessageBusContract
 from .session_directory_contract import SessionDirectoryContract, session

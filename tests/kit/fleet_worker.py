@@ -1,0 +1,68 @@
+"""One worker of the fleet test (tests/system/test_fleet_haproxy.py), run in its own process by uvicorn or
+hypercorn: `FLEET_REDIS_URL`, `FLEET_PREFIX` and `FLEET_WORKER` (its name, which `whereami` answers)
+come from the environment. Two tenants with fixed tokens, as every worker of a fleet has them."""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+import mcp_types as types
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+
+from asgi_mcp import McpApp, Tenants
+from asgi_mcp._stores import fleet_from_url
+
+from .mcp_servers import Answer
+
+TOKEN_A: Final = "sk-fleet-alpha-5Tq8Wm2Lx7"
+TOKEN_B: Final = "sk-fleet-bravo-9Rz3Kd6Hv1"
+IDLE_TIMEOUT: Final = 60.0
+
+
+def tenant_server(tenant: str) -> MCPServer:
+    mcp = MCPServer(f"fleet-{tenant}", version="1.0.0")
+
+    @mcp.tool()
+    def echo(text: str) -> str:
+        return f"{tenant}:{text}"
+
+    @mcp.tool()
+    def whereami() -> str:
+        return os.environ.get("FLEET_WORKER", "?")
+
+    @mcp.tool()
+    async def progress(steps: int, ctx: Context) -> str:
+        for step in range(1, steps + 1):
+            await ctx.report_progress(step, steps, f"step {step}")
+        return f"done {steps}"
+
+    @mcp.tool()
+    async def announce(text: str, ctx: Context) -> str:
+        """A notification on the session's standalone (GET) stream, wherever that stream is held."""
+        message = types.LoggingMessageNotification(
+            params=types.LoggingMessageNotificationParams(level="info", data=f"{tenant}:{text}", logger="fleet")
+        )
+        await ctx.request_context.session.send_notification(message)
+        return "announced"
+
+    @mcp.tool()
+    async def ask(ctx: Context) -> str:
+        result = await ctx.elicit("What is the answer?", Answer)
+        return f"{result.action}:{result.data.answer if result.action == 'accept' else None}"
+
+    return mcp
+
+
+def build_app() -> McpApp:
+    tenants = Tenants()
+    tenants.add(TOKEN_A, lambda: tenant_server("alpha"), label="alpha")
+    tenants.add(TOKEN_B, lambda: tenant_server("bravo"), label="bravo")
+    fleet = fleet_from_url(os.environ["FLEET_REDIS_URL"], prefix=os.environ["FLEET_PREFIX"], session_ttl=90)
+    return McpApp(
+        tenants=tenants, fleet=fleet, session_idle_timeout=IDLE_TIMEOUT, health_path="/health", shutdown_timeout=1
+    )
+
+
+app = build_app() if "FLEET_REDIS_URL" in os.environ else None

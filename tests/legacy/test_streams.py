@@ -1,0 +1,53 @@
+"""The legacy outbound streams (`_legacy/streams.py`) through the real ASGI interface: which connection a
+stream feeds, and that letting go of one never takes another's."""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import pytest
+
+from asgi_mcp import InMemoryEventStore, McpApp
+from tests.kit.mcp_servers import Probe, build_server, text_of
+from tests.kit.memory import open_session, serving
+from tests.kit.messages import call_tool
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_newer_reconnection_keeps_the_stream_when_the_older_one_ends() -> None:
+    """Two GETs resume the same request stream: the newer takes it over, and the older one's end
+    (its response completing) must not detach the newer one, which gets the rest live."""
+    probe = Probe()
+    async with serving(McpApp(build_server(probe), event_store=InMemoryEventStore())) as client:
+        session_id = await open_session(client)
+        call = await client.post(call_tool(4, "poll"), session_id=session_id)
+        priming = (await call.events())[0]  # the server closed the connection for polling
+        older = await client.get(session_id, last_event_id=priming.id)
+        assert json.loads((await older.next_event()).data)["params"]["data"] == "before close"
+        newer = await client.get(session_id, last_event_id=priming.id)
+        assert json.loads((await newer.next_event()).data)["params"]["data"] == "before close"
+        await older.read()  # replaced: its response ends ...
+        with anyio.fail_after(5):
+            await older.app_done.wait()  # ... and its request has finished
+        probe.release.set()
+        live = await newer.messages()
+        assert [m.get("params", {}).get("data") for m in live[:-1]] == ["after close"]
+        assert live[-1]["id"] == 4
+        assert text_of(live[-1]["result"]) == "polled"
+
+
+async def test_the_standalone_stream_takes_one_get_at_a_time_and_frees_it() -> None:
+    async with serving(McpApp(build_server())) as client:
+        session_id = await open_session(client)
+        first = await client.get(session_id)
+        assert first.status == 200
+        assert (await client.get(session_id)).status == 409
+        first.disconnect()
+        with anyio.fail_after(5):
+            await first.app_done.wait()
+        second = await client.get(session_id)
+        assert second.status == 200
+        assert (await client.delete(session_id)).status == 200
+        await second.read()  # the session's end ends its stream

@@ -1,0 +1,153 @@
+"""The built-in server's limits, timeouts and refusals, over raw sockets; both parsers, both backends.
+
+The refusal table is the same for h11 and httptools: that is the point of it.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from tests.kit.http1_app import Probe
+from tests.kit.raw_http import connect, exchange
+
+from .test_protocol import get, parser, post, reply_on, serving
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+__all__ = ["parser"]
+
+HOST = b"host: t\r\n"
+BODY = b"content-length: 2\r\n"
+
+REFUSED = [
+    ("bare CR in a value", b"GET /echo HTTP/1.1\r\n" + HOST + b"x-a: a\rb\r\n\r\n", 400),
+    ("bare LF line endings", b"GET /echo HTTP/1.1\n" + b"host: t\n\n", 400),
+    ("obs-fold", b"GET /echo HTTP/1.1\r\n" + HOST + b"x-a: a\r\n b\r\n\r\n", 400),
+    ("NUL in a value", b"GET /echo HTTP/1.1\r\n" + HOST + b"x-a: a\x00b\r\n\r\n", 400),
+    ("CL and TE", b"POST /echo HTTP/1.1\r\n" + HOST + BODY + b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("TE gzip", b"POST /echo HTTP/1.1\r\n" + HOST + b"transfer-encoding: gzip\r\n\r\n", 400),
+    ("TE gzip, chunked", b"POST /echo HTTP/1.1\r\n" + HOST + b"transfer-encoding: gzip, chunked\r\n\r\n", 400),
+    ("TE twice", b"POST /echo HTTP/1.1\r\n" + HOST + b"transfer-encoding: chunked\r\n" * 2 + b"\r\n0\r\n\r\n", 400),
+    ("CL twice, same value", b"POST /echo HTTP/1.1\r\n" + HOST + BODY * 2 + b"\r\nhi", 400),
+    ("CL list", b"POST /echo HTTP/1.1\r\n" + HOST + b"content-length: 2, 2\r\n\r\nhi", 400),
+    ("CL signed", b"POST /echo HTTP/1.1\r\n" + HOST + b"content-length: +2\r\n\r\nhi", 400),
+    ("CL huge", b"POST /echo HTTP/1.1\r\n" + HOST + b"content-length: " + b"9" * 30 + b"\r\n\r\n", 400),
+    ("no Host", b"GET /echo HTTP/1.1\r\n\r\n", 400),
+    ("two Hosts", b"GET /echo HTTP/1.1\r\n" + HOST * 2 + b"\r\n", 400),
+    ("HTTP/0.9", b"GET /echo\r\n\r\n", 400),
+    ("HTTP/2.0 version", b"GET /echo HTTP/2.0\r\n" + HOST + b"\r\n", 400),
+    ("unknown method", b"FOO /echo HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("lower-case method", b"get /echo HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("CONNECT", b"CONNECT t:443 HTTP/1.1\r\n" + HOST + b"\r\n", 501),
+    ("space in a name", b"GET /echo HTTP/1.1\r\n" + HOST + b"x a: 1\r\n\r\n", 400),
+    ("space before colon", b"GET /echo HTTP/1.1\r\n" + HOST + b"x-a : 1\r\n\r\n", 400),
+    ("non-ASCII target", b"GET /\xc3\xa9 HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("relative target", b"GET echo HTTP/1.1\r\n" + HOST + b"\r\n", 400),
+    ("Upgrade with a body", b"POST /echo HTTP/1.1\r\n" + HOST + BODY + b"upgrade: h2c\r\n\r\nhi", 400),
+    ("bad chunk size", b"POST /echo HTTP/1.1\r\n" + HOST + b"transfer-encoding: chunked\r\n\r\nzz\r\n", 400),
+    ("chunk without CRLF", b"POST /echo HTTP/1.1\r\n" + HOST + b"transfer-encoding: chunked\r\n\r\n1\r\naXX", 400),
+]
+
+
+@pytest.mark.parametrize(("data", "status"), [(d, s) for _, d, s in REFUSED], ids=[i for i, _, _ in REFUSED])
+async def test_refused_before_or_by_the_server(parser: str, data: bytes, status: int) -> None:
+    async with serving(parser) as (port, probe):
+        with anyio.fail_after(10):
+            reply = await exchange(port, data, method="POST")
+        assert reply is not None
+        assert reply.status == status, reply
+        assert reply.header("connection") == "close"
+        # The app never answered: at most it saw a body that broke, answered by the server.
+        assert probe.requests in ([], ["/echo"])
+        # And the server still serves.
+        async with connect(port) as conn:
+            assert (await reply_on(conn, post("/echo", b"ok"), "POST")).body == b"ok"
+
+
+ACCEPTED = [
+    ("control character in a value", b"GET /echo HTTP/1.1\r\n" + HOST + b"x-a: a\x01b\r\n\r\n"),
+    ("empty lines before the request", b"\r\n\r\nGET /echo HTTP/1.1\r\n" + HOST + b"\r\n"),
+    ("absolute-form target", b"GET http://t/echo HTTP/1.1\r\n" + HOST + b"\r\n"),
+    ("HTTP/1.0 without Host", b"GET /echo HTTP/1.0\r\n\r\n"),
+    (
+        "chunk extension and trailer",
+        b"POST /echo HTTP/1.1\r\n" + HOST + b"transfer-encoding: Chunked\r\n\r\n2 ;a=b\r\nhi\r\n0\r\nx-t: 1\r\n\r\n",
+    ),
+]
+
+
+@pytest.mark.parametrize("data", [d for _, d in ACCEPTED], ids=[i for i, _ in ACCEPTED])
+async def test_accepted_edge_cases(parser: str, data: bytes) -> None:
+    async with serving(parser) as (port, probe):
+        with anyio.fail_after(10):
+            reply = await exchange(port, data, method="POST")
+        assert reply is not None
+        assert reply.status == 200, reply
+        assert probe.requests == ["/echo"]
+
+
+async def test_header_limits(parser: str) -> None:
+    async with serving(parser, max_header_bytes=1024, max_headers=10, max_request_line=200) as (port, probe):
+        big = get("/echo", "x-big: " + "a" * 1100)
+        many = get("/echo", *[f"x-{i}: 1" for i in range(11)])
+        long_line = get("/echo?" + "q" * 300)
+        ten = get("/echo", *[f"x-{i}: 1" for i in range(8)])  # host + 8 + nothing else: within 10
+        for data, status in ((big, 431), (many, 431), (long_line, 414), (ten, 200)):
+            with anyio.fail_after(10):
+                reply = await exchange(port, data, method="GET")
+            assert reply is not None
+            assert reply.status == status, (status, reply)
+        assert probe.requests == ["/echo"]
+
+
+async def test_an_incomplete_long_request_line_is_refused_early(parser: str) -> None:
+    async with serving(parser, max_request_line=200) as (port, _), connect(port) as conn:
+        conn.expect("GET")
+        await conn.send(b"GET /" + b"a" * 300)  # no line end yet
+        with anyio.fail_after(10):
+            reply = await conn.reply()
+        assert reply is not None
+        assert reply.status == 414
+
+
+async def test_slow_headers_get_408_and_close(parser: str) -> None:
+    async with serving(parser, headers_timeout=0.3) as (port, probe), connect(port) as conn:
+        conn.expect("GET")
+        await conn.send(b"GET /echo HTTP/1.1\r\nhost: t\r\n")  # never finished
+        with anyio.fail_after(10):
+            reply = await conn.reply()
+            assert reply is not None
+            assert reply.status == 408
+            await conn.wait_closed()
+        assert probe.requests == []
+
+
+async def test_idle_keep_alive_connections_are_closed(parser: str) -> None:
+    async with serving(parser, keepalive_timeout=0.3) as (port, _), connect(port) as conn:
+        assert (await reply_on(conn, post("/echo", b"x"), "POST")).status == 200
+        with anyio.fail_after(10):
+            await conn.wait_closed()
+
+
+async def test_connections_over_the_limit_wait_in_the_backlog(parser: str) -> None:
+    probe = Probe()
+    async with (
+        serving(parser, probe, max_connections=1) as (port, _),
+        connect(port) as first,
+        connect(port) as second,
+    ):
+        first.expect("POST")
+        await first.send(post("/hold", b"", "connection: close"))
+        await probe.started.wait()
+        second.expect("POST")
+        await second.send(post("/echo", b"second"))
+        with anyio.move_on_after(0.2):
+            await anyio.wait_all_tasks_blocked()
+        assert probe.requests == ["/hold"], "a second connection was served over the limit"
+        probe.gate.set()
+        with anyio.fail_after(10):
+            assert (await first.reply()) is not None
+            reply = await second.reply()
+        assert reply is not None
+        assert reply.body == b"second"

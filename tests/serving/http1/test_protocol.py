@@ -1,0 +1,222 @@
+"""The built-in HTTP/1.1 server, over raw sockets: framing, keep-alive, pipelining, streaming.
+
+Every test runs on asyncio and Trio and with both parsers (h11, httptools).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.kit.builtin import PARSERS, builtin_server
+from tests.kit.http1_app import Probe, ProbeApp
+from tests.kit.raw_http import Conn, connect
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+
+@pytest.fixture(params=PARSERS)
+def parser(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@asynccontextmanager
+async def serving(parser: str, probe: Probe | None = None, **options: Any) -> AsyncIterator[tuple[int, Probe]]:
+    probe = probe or Probe()
+    with anyio.fail_after(20):
+        async with builtin_server(ProbeApp(probe), parser, **options) as address:
+            yield address.port, probe
+
+
+def get(path: str, *headers: str, method: str = "GET") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "host: t", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def post(path: str, body: bytes, *headers: str) -> bytes:
+    return get(path, f"content-length: {len(body)}", *headers, method="POST") + body
+
+
+async def reply_on(conn: Conn, data: bytes, method: str = "GET") -> Any:
+    conn.expect(method)
+    await conn.send(data)
+    reply = await conn.reply()
+    assert reply is not None
+    return reply
+
+
+async def test_keep_alive_serves_requests_in_turn(parser: str) -> None:
+    async with serving(parser) as (port, probe), connect(port) as conn:
+        for text in (b"one", b"two", b"three"):
+            reply = await reply_on(conn, post("/echo", text), "POST")
+            assert (reply.status, reply.body) == (200, text)
+            assert reply.header("connection") is None
+        assert probe.requests == ["/echo"] * 3
+
+
+async def test_pipelined_requests_are_answered_in_order(parser: str) -> None:
+    async with serving(parser) as (port, _), connect(port) as conn:
+        await conn.send(post("/echo", b"a") + post("/echo", b"bb") + get("/scope?x=1") + post("/echo", b"ccc"))
+        bodies = []
+        for method in ("POST", "POST", "GET", "POST"):
+            conn.expect(method)
+            reply = await conn.reply()
+            assert reply is not None
+            assert reply.status == 200
+            bodies.append(reply.body)
+        assert bodies[:2] == [b"a", b"bb"]
+        assert bodies[3] == b"ccc"
+        assert json.loads(bodies[2])["query_string"] == "x=1"
+
+
+async def test_chunked_both_ways(parser: str) -> None:
+    async with serving(parser) as (port, _), connect(port) as conn:
+        data = (
+            get("/chunked", "transfer-encoding: chunked", method="POST")
+            + b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nx-t: 1\r\n\r\n"
+        )
+        reply = await reply_on(conn, data, "POST")
+        assert reply.status == 200
+        assert reply.body == b"abcde"
+        assert reply.header("transfer-encoding") == "chunked"
+        # The connection is still usable after a chunked exchange.
+        assert (await reply_on(conn, post("/echo", b"after"), "POST")).body == b"after"
+
+
+async def test_expect_100_continue(parser: str) -> None:
+    async with serving(parser) as (port, _):
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        async with stream:
+            await stream.send(get("/echo", "content-length: 4", "expect: 100-continue", method="POST"))
+            interim = await stream.receive()
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+            await stream.send(b"body")
+            answer = await stream.receive()
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert answer.endswith(b"\r\n\r\nbody")
+
+
+async def test_head_has_no_body_and_keeps_the_connection(parser: str) -> None:
+    async with serving(parser) as (port, _), connect(port) as conn:
+        reply = await reply_on(conn, get("/scope", method="HEAD"), "HEAD")
+        assert reply.status == 200
+        assert reply.body == b""
+        assert reply.header("content-length") is not None
+        assert (await reply_on(conn, post("/echo", b"x"), "POST")).body == b"x"
+
+
+async def test_connection_close_is_honoured(parser: str) -> None:
+    async with serving(parser) as (port, _), connect(port) as conn:
+        reply = await reply_on(conn, post("/echo", b"x", "connection: close"), "POST")
+        assert reply.header("connection") == "close"
+        await conn.wait_closed()
+
+
+async def test_http_1_0_closes_after_an_unsized_response(parser: str) -> None:
+    async with serving(parser) as (port, _):
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        async with stream:
+            await stream.send(b"POST /chunked HTTP/1.0\r\ncontent-length: 2\r\n\r\nhi")
+            received = b""
+            with anyio.fail_after(5):
+                while chunk := await _receive(stream):
+                    received += chunk
+            head, _, body = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            assert b"transfer-encoding" not in head.lower()
+            assert body == b"hi"
+
+
+async def _receive(stream: Any) -> bytes:
+    try:
+        return bytes(await stream.receive())
+    except (anyio.EndOfStream, anyio.BrokenResourceError):
+        return b""
+
+
+async def test_streamed_events_are_flushed_at_once(parser: str) -> None:
+    async with serving(parser) as (port, probe), connect(port) as conn:
+        conn.expect("GET")
+        await conn.send(get("/stream"))
+        head = await conn.head()
+        assert head is not None
+        assert head.status == 200
+        # The first event arrives while the app still waits at its gate.
+        assert await conn.chunk() == b"data: one\n\n"
+        assert not probe.gate.is_set()
+        probe.gate.set()
+        assert await conn.chunk() == b"data: two\n\n"
+
+
+async def test_disconnect_is_delivered_while_streaming(parser: str) -> None:
+    async with serving(parser) as (port, probe):
+        async with connect(port) as conn:
+            conn.expect("GET")
+            await conn.send(get("/stream"))
+            assert await conn.head() is not None
+            await probe.started.wait()
+        with anyio.fail_after(5):
+            await probe.disconnected.wait()
+            await probe.finished.wait()
+
+
+async def test_a_slow_reader_blocks_the_sender(parser: str) -> None:
+    async with serving(parser) as (port, probe), connect(port) as conn:
+        await conn.send(get("/flood"))
+        with anyio.fail_after(10):
+            while True:  # the app runs until the socket buffers are full
+                before = probe.sent_bytes
+                await anyio.wait_all_tasks_blocked()
+                if probe.sent_bytes == before and before > 0:
+                    break
+        assert probe.sent_bytes < 32 * 1024 * 1024, "send never blocked"
+        assert not probe.finished.is_set()
+
+
+async def test_write_timeout_ends_a_stalled_connection(parser: str) -> None:
+    async with serving(parser, write_timeout=0.3) as (port, probe), connect(port) as conn:
+        await conn.send(get("/flood"))
+        with anyio.fail_after(10):
+            await probe.finished.wait()  # cancelled by the write timeout
+        assert probe.sent_bytes < 64 * 1024 * 1024
+
+
+async def test_app_errors_answer_500_or_close(parser: str) -> None:
+    async with serving(parser) as (port, _):
+        async with connect(port) as conn:
+            reply = await reply_on(conn, get("/boom"))
+            assert reply.status == 500
+            assert reply.header("connection") == "close"
+        async with connect(port) as conn:
+            reply = await reply_on(conn, get("/silent"))
+            assert reply.status == 500
+        async with connect(port) as conn:
+            conn.expect("GET")
+            await conn.send(get("/boom-late"))
+            head = await conn.head()
+            assert head is not None
+            assert head.status == 200
+            await conn.wait_closed()  # a started response cannot be completed: the connection ends
+        async with connect(port) as conn:
+            reply = await reply_on(conn, get("/badheader"))
+            assert reply.status == 500
+            assert reply.header("x-injected") is None
+
+
+async def test_upgrade_requests_are_served_as_http(parser: str) -> None:
+    async with serving(parser) as (port, probe), connect(port) as conn:
+        upgrade = get("/scope", "connection: upgrade", "upgrade: websocket", "sec-websocket-version: 13")
+        reply = await reply_on(conn, upgrade)
+        assert reply.status == 200
+        assert probe.scopes[-1]["type"] == "http"
+
+
+async def test_a_reader_the_app_left_behind_does_not_break_the_next_request(parser: str) -> None:
+    async with serving(parser) as (port, _), connect(port) as conn:
+        assert (await reply_on(conn, get("/leak"))).body == b"left a reader"
+        assert (await reply_on(conn, post("/echo", b"next"), "POST")).body == b"next"

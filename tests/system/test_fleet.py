@@ -1,0 +1,354 @@
+"""Two workers sharing a real redis-server: legacy sessions adopted across workers, ended everywhere,
+their GET streams and server-to-client answers crossing workers, replay on any worker, tenants apart.
+
+Each worker is an `McpApp` with its own stores (its own Redis connections), served by a real HTTP
+server on 127.0.0.1: uvicorn and the built-in server on asyncio, hypercorn's Trio worker and the
+built-in server on Trio. Requests are plain HTTP (httpx), so each assertion names the worker it hits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+import coredis
+import httpx
+import mcp_types as types
+import pytest
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+
+from asgi_mcp import McpApp, Tenants
+from asgi_mcp._stores import fleet_from_url
+from tests.kit.mcp_servers import Answer
+from tests.kit.messages import LEGACY, call_tool, initialize, notification, request
+from tests.kit.real_servers import SERVERS
+from tests.kit.redis_server import RedisServer
+from tests.kit.sse import SSEDecoder
+
+pytestmark = pytest.mark.anyio
+
+TOKEN_A = "sk-fleet-alpha-5Tq8Wm2Lx7"
+TOKEN_B = "sk-fleet-bravo-9Rz3Kd6Hv1"
+# Two servers per backend, of different kinds: a session crosses HTTP servers too.
+WORKER_SERVERS = {"asyncio": ("uvicorn", "builtin-httptools-asyncio"), "trio": ("hypercorn-trio", "builtin-h11-trio")}
+
+
+def fleet_server(name: str) -> MCPServer:
+    mcp = MCPServer(name, version="1.0.0")
+
+    @mcp.tool()
+    def echo(text: str) -> str:
+        return f"{name}:{text}"
+
+    @mcp.tool()
+    async def announce(text: str, ctx: Context) -> str:
+        """A notification on the session's standalone stream (not related to this request)."""
+        message = types.LoggingMessageNotification(
+            params=types.LoggingMessageNotificationParams(level="info", data=text, logger="fleet")
+        )
+        await ctx.request_context.session.send_notification(message)
+        return "announced"
+
+    @mcp.tool()
+    async def progress(steps: int, ctx: Context) -> str:
+        for step in range(1, steps + 1):
+            await ctx.report_progress(step, steps, f"step {step}")
+        return f"done {steps}"
+
+    @mcp.tool()
+    async def ask(ctx: Context) -> str:
+        result = await ctx.elicit("What is the answer?", Answer)
+        return f"{result.action}:{result.data.answer if result.action == 'accept' else None}"
+
+    return mcp
+
+
+def worker_app(url: str, prefix: str, **options: Any) -> McpApp:
+    tenants = Tenants()
+    tenants.add(TOKEN_A, lambda: fleet_server("alpha"), label="alpha")
+    tenants.add(TOKEN_B, lambda: fleet_server("bravo"), label="bravo")
+    fleet = fleet_from_url(url, prefix=prefix, session_ttl=60)
+    return McpApp(tenants=tenants, fleet=fleet, session_idle_timeout=60, **options)
+
+
+@asynccontextmanager
+async def two_workers(url: str, prefix: str, backend: str, **options: Any) -> AsyncIterator[tuple[str, str]]:
+    first, second = WORKER_SERVERS[backend]
+    async with AsyncExitStack() as stack:
+        urls = [
+            await stack.enter_async_context(SERVERS[name][1](worker_app(url, prefix, **options)))
+            for name in (first, second)
+        ]
+        yield urls[0] + "/mcp", urls[1] + "/mcp"
+
+
+def headers(token: str, session_id: str | None = None, **extra: str) -> dict[str, str]:
+    values = {
+        "authorization": f"Bearer {token}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+        "mcp-protocol-version": LEGACY,
+    }
+    if session_id is not None:
+        values["mcp-session-id"] = session_id
+    values.update(extra)
+    return values
+
+
+def sse_messages(body: str) -> list[dict[str, Any]]:
+    decoder = SSEDecoder()
+    return [json.loads(event.data) for event in decoder.feed(body.encode()) if event.data]
+
+
+async def open_session(client: httpx.AsyncClient, endpoint: str, token: str = TOKEN_A) -> str:
+    response = await client.post(endpoint, json=initialize(0, LEGACY), headers=headers(token))
+    assert response.status_code == 200, response.text
+    session_id = response.headers["mcp-session-id"]
+    acked = await client.post(
+        endpoint, json=notification("notifications/initialized"), headers=headers(token, session_id)
+    )
+    assert acked.status_code == 202
+    return session_id
+
+
+async def call(
+    client: httpx.AsyncClient, endpoint: str, session_id: str, message: dict[str, Any], token: str = TOKEN_A
+) -> httpx.Response:
+    return await client.post(endpoint, json=message, headers=headers(token, session_id))
+
+
+def answer_of(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    if response.headers["content-type"].startswith("application/json"):
+        return response.json()
+    return sse_messages(response.text)[-1]
+
+
+@pytest.fixture
+def backend_name(anyio_backend: str) -> str:
+    return anyio_backend
+
+
+async def test_a_session_opened_on_one_worker_is_served_by_the_other(
+    shared_redis: RedisServer, redis_prefix: str, backend_name: str
+) -> None:
+    with anyio.fail_after(30):
+        async with (
+            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
+            httpx.AsyncClient() as client,
+        ):
+            session_id = await open_session(client, first)
+            answer = answer_of(await call(client, second, session_id, call_tool(1, "echo", {"text": "hi"})))
+            assert answer["result"]["content"][0]["text"] == "alpha:hi"
+            # And back: both workers now hold it, each answers.
+            answer = answer_of(await call(client, first, session_id, call_tool(2, "echo", {"text": "again"})))
+            assert answer["result"]["content"][0]["text"] == "alpha:again"
+
+
+async def test_another_principal_gets_404_never_403(
+    shared_redis: RedisServer, redis_prefix: str, backend_name: str
+) -> None:
+    with anyio.fail_after(30):
+        async with (
+            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
+            httpx.AsyncClient() as client,
+        ):
+            session_id = await open_session(client, first, TOKEN_A)
+            for endpoint in (second, first):
+                response = await call(client, endpoint, session_id, call_tool(1, "echo", {"text": "x"}), token=TOKEN_B)
+                assert response.status_code == 404
+                assert response.json()["error"]["code"] == -32600
+            unknown = await call(client, second, "no-such-session", call_tool(1, "echo", {"text": "x"}))
+            assert unknown.status_code == 404
+            # The owner still has it, on both workers.
+            assert answer_of(await call(client, second, session_id, call_tool(2, "echo", {"text": "ok"})))["result"]
+
+
+async def test_delete_on_one_worker_ends_the_session_everywhere(
+    shared_redis: RedisServer, redis_prefix: str, backend_name: str
+) -> None:
+    with anyio.fail_after(30):
+        async with (
+            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
+            httpx.AsyncClient() as client,
+        ):
+            session_id = await open_session(client, first)
+            answer_of(await call(client, second, session_id, call_tool(1, "echo", {"text": "adopted"})))
+            async with client.stream("GET", second, headers=headers(TOKEN_A, session_id)) as stream:
+                assert stream.status_code == 200
+                deleted = await client.delete(first, headers=headers(TOKEN_A, session_id))
+                assert deleted.status_code == 200
+                # The copy on the other worker ends: its GET stream closes.
+                async for _ in stream.aiter_bytes():
+                    pass
+            for endpoint in (first, second):
+                gone = await call(client, endpoint, session_id, call_tool(2, "echo", {"text": "x"}))
+                assert gone.status_code == 404
+
+
+async def test_a_get_stream_receives_what_another_worker_emits(
+    shared_redis: RedisServer, redis_prefix: str, backend_name: str
+) -> None:
+    with anyio.fail_after(30):
+        async with (
+            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
+            httpx.AsyncClient() as client,
+        ):
+            session_id = await open_session(client, first)
+            async with client.stream("GET", first, headers=headers(TOKEN_A, session_id)) as stream:
+                assert stream.status_code == 200
+                answer = answer_of(
+                    await call(client, second, session_id, call_tool(1, "announce", {"text": "from-second"}))
+                )
+                assert answer["result"]["content"][0]["text"] == "announced"
+                decoder = SSEDecoder()
+                received: list[dict[str, Any]] = []
+                async for chunk in stream.aiter_bytes():
+                    received += [json.loads(event.data) for event in decoder.feed(chunk) if event.data]
+                    if received:
+                        break
+            assert received[0]["method"] == "notifications/message"
+            assert received[0]["params"]["data"] == "from-second"
+
+
+async def test_an_answer_to_a_server_request_may_reach_the_other_worker(
+    shared_redis: RedisServer, redis_prefix: str, backend_name: str
+) -> None:
+    with anyio.fail_after(30):
+        async with (
+            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
+            httpx.AsyncClient() as client,
+        ):
+            session_id = await open_session(client, first)
+            answer_of(await call(client, second, session_id, call_tool(9, "echo", {"text": "adopt"})))
+            body = call_tool(1, "ask")
+            async with client.stream("POST", first, json=body, headers=headers(TOKEN_A, session_id)) as stream:
+                decoder = SSEDecoder()
+                messages: list[dict[str, Any]] = []
+                async for chunk in stream.aiter_bytes():
+                    for event in decoder.feed(chunk):
+                        if not event.data:
+                            continue
+                        message = json.loads(event.data)
+                        messages.append(message)
+                        if message.get("method") == "elicitation/create":
+                            reply = {
+                                "jsonrpc": "2.0",
+                                "id": message["id"],
+                                "result": {"action": "accept", "content": {"answer": "42"}},
+                            }
+                            forwarded = await call(client, second, session_id, reply)
+                            assert forwarded.status_code == 202
+            assert messages[-1]["result"]["content"][0]["text"] == "accept:42"
+
+
+async def test_last_event_id_replays_on_the_other_worker(
+    shared_redis: RedisServer, redis_prefix: str, backend_name: str
+) -> None:
+    with anyio.fail_after(30):
+        async with (
+            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
+            httpx.AsyncClient() as client,
+        ):
+            session_id = await open_session(client, first)
+            response = await call(client, first, session_id, call_tool(1, "progress", {"steps": 3}, progress_token="p"))
+            decoder = SSEDecoder()
+            events = [event for event in decoder.feed(response.content) if event.id and event.data]
+            assert [json.loads(e.data).get("method") for e in events][:3] == ["notifications/progress"] * 3
+            first_progress = events[0].id
+            assert first_progress is not None
+            resumed = await client.get(
+                second, headers=headers(TOKEN_A, session_id, **{"last-event-id": first_progress})
+            )
+            assert resumed.status_code == 200
+            replayed = sse_messages(resumed.text)
+            assert [m.get("params", {}).get("progress") for m in replayed[:2]] == [2, 3]
+            assert replayed[-1]["result"]["content"][0]["text"] == "done 3"
+
+
+async def test_a_worker_holding_the_session_makes_no_redis_round_trip(
+    shared_redis: RedisServer, redis_prefix: str, backend_name: str
+) -> None:
+    async def commands() -> int:
+        async with coredis.Redis.from_url(shared_redis.url, decode_responses=True) as redis:
+            stats = await redis.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k.startswith("cmdstat_") and isinstance(v, dict))
+
+    with anyio.fail_after(30):
+        # JSON answers: no event is stored (an SSE answer's events go to the event store: replay).
+        workers = two_workers(shared_redis.url, redis_prefix, backend_name, json_response=True)
+        async with workers as (first, _), httpx.AsyncClient() as client:
+            session_id = await open_session(client, first)
+            # What counting itself costs (a connection's handshake, INFO), measured with nothing between.
+            overhead = -(await commands()) + await commands()
+            before = await commands()
+            for n in range(20):
+                response = await client.post(
+                    first, json=request(n + 1, "tools/list"), headers=headers(TOKEN_A, session_id)
+                )
+                assert response.status_code == 200
+                assert "tools" in response.json()["result"]
+            assert await commands() - before == overhead
+
+
+async def as_a_client_retries(attempt: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+    """Sends again after each 503, waiting what its Retry-After says (as clients do); ten tries at most."""
+    for _ in range(10):
+        response = await attempt()
+        if response.status_code != 503:
+            return response
+        await anyio.sleep(float(response.headers["retry-after"]))
+    return response
+
+
+async def both_listen_again(url: str, prefix: str) -> None:
+    channel = f"{prefix}:bus:" + json.dumps(["alpha", "sessions"], separators=(",", ":"))
+    async with coredis.Redis.from_url(url, decode_responses=True) as redis:
+        # Observable only in Redis: polled, at most 10 s.
+        for _ in range(200):
+            if (await redis.pubsub_numsub(channel)).get(channel, 0) >= 2:
+                return
+            await anyio.sleep(0.05)
+    raise AssertionError("the workers did not subscribe again")
+
+
+async def test_redis_stopped_and_restarted_mid_run(
+    redis_server: RedisServer, redis_prefix: str, backend_name: str
+) -> None:
+    """Held sessions keep working without Redis; what needs it gets 503 with Retry-After within 2 s;
+    once redis-server is back the fleet adopts, records and delivers across workers again."""
+    with anyio.fail_after(60):
+        workers = two_workers(redis_server.url, redis_prefix, backend_name, json_response=True)
+        async with workers as (first, second), httpx.AsyncClient(timeout=10) as client:
+            held = await open_session(client, first)
+            redis_server.stop()
+            answer = answer_of(await call(client, first, held, call_tool(1, "echo", {"text": "held"})))
+            assert answer["result"]["content"][0]["text"] == "alpha:held"
+            for attempt in (
+                client.post(second, json=call_tool(2, "echo", {"text": "x"}), headers=headers(TOKEN_A, held)),
+                client.post(second, json=initialize(0, LEGACY), headers=headers(TOKEN_A)),
+            ):
+                started = anyio.current_time()
+                refused = await attempt
+                assert refused.status_code == 503
+                assert refused.headers["retry-after"] == "1"
+                assert anyio.current_time() - started < 2.0
+            redis_server.start()
+            # A restart without persistence lost the record: adopting that session elsewhere is 404
+            # (after 503s while the worker reconnects, which a client retries after Retry-After).
+            lost = await as_a_client_retries(lambda: call(client, second, held, call_tool(3, "echo", {"text": "x"})))
+            assert lost.status_code == 404
+            fresh = await open_session(client, first)
+            again = call_tool(4, "echo", {"text": "again"})
+            answer = answer_of(await as_a_client_retries(lambda: call(client, second, fresh, again)))
+            assert answer["result"]["content"][0]["text"] == "alpha:again"
+            # Both workers listen to the tenant's channel again before the DELETE that must reach both.
+            await both_listen_again(redis_server.url, redis_prefix)
+            deleted = await client.delete(second, headers=headers(TOKEN_A, fresh))
+            assert deleted.status_code == 200
+            gone = await call(client, first, fresh, call_tool(5, "echo", {"text": "x"}))
+            assert gone.status_code == 404
