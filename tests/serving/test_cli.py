@@ -6,7 +6,6 @@ read the real URL from its output and stop it with SIGINT, as Ctrl-C does.
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 from typing import Final
 
@@ -15,7 +14,7 @@ import pytest
 
 from asgi_mcp._serving.demo import PLANS
 from tests.kit.cli import REPO, command, running_cli
-from tests.kit.http import answer_of, headers, open_session
+from tests.kit.http import HttpSession, answer_of, headers, open_session
 from tests.kit.messages import initialize
 from tests.kit.redis_server import RedisServer
 
@@ -137,7 +136,8 @@ async def test_demo_workers_share_sessions_through_redis(anyio_backend: str, red
         first, second = await first_run.url(), await second_run.url()
         async with httpx.AsyncClient() as client:
             session = await open_session(client, first, "demo-pro-token")
-            elsewhere = dataclasses.replace(session, url=second)
+            elsewhere = HttpSession(client, second, "demo-pro-token")
+            elsewhere.session_id = session.session_id
             assert await elsewhere.call_tool("echo", {"text": "moved"}) == "moved"
             deleted = await client.delete(second, headers=headers("demo-pro-token", session.session_id))
             assert deleted.status_code == 200
