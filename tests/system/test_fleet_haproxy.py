@@ -10,6 +10,7 @@ skipped, or fails under CI (`CI` set). The client side runs on asyncio and on Tr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -111,8 +112,10 @@ class Process:
             pass  # closed by `child` on the way out
 
     def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
+        # The whole process group: hypercorn serves from a child process of its own, which a
+        # SIGKILL of the parent alone would leave running (and listening) after the test.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     async def crash(self) -> None:
         """SIGKILL, and wait until it is gone (its port refuses connections from then on)."""
@@ -124,7 +127,7 @@ class Process:
 async def child(
     name: str, command: list[str], marker: str, env: dict[str, str], tg: anyio.abc.TaskGroup
 ) -> AsyncIterator[Process]:
-    process = await anyio.open_process(command, env=env, cwd=REPO, stdin=None)
+    process = await anyio.open_process(command, env=env, cwd=REPO, stdin=None, start_new_session=True)
     running = Process(name, process, marker)
     assert process.stdout is not None
     assert process.stderr is not None
