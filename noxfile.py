@@ -49,8 +49,11 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Throughput of McpApp against the SDK's own transport and a raw-ASGI floor (not a test)."""
-    session.install("-e", ".", *BENCH_DEPS)
+    """Throughput of McpApp against the SDK's own transport and a raw-ASGI floor (not a test).
+
+    With the `redis` extra: `--fleet` runs McpApp on a redis-server the harness starts itself (on PATH).
+    """
+    session.install("-e", ".[redis]", *BENCH_DEPS)
     session.run("python", "-m", "benchmarks.run", *session.posargs)
 
 

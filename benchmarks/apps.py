@@ -14,6 +14,8 @@ README shows). A variant name alone serves the low-level one; with the suffix `-
     mcpapp-tenants  McpApp(tenants=Tenants(...), json_response=True): `--tenants N` bearer tokens
                   `bench-tenant-00000` ..., each reaching its own `make_server()` (footprint only)
     mcpapp-json-limited  mcpapp-json with rate limits that never refuse (what the limiter costs; micro only)
+    mcpapp-json-redis  mcpapp-json in a fleet: McpApp(server, json_response=True, redis_url=URL, fleet_secret=...)
+                  with `--redis-url URL` (`benchmarks.fleet`)
 
 Both `echo` tools report progress once (`report_progress`, a no-op unless the request carries
 `_meta.progressToken`): a request that asks for progress is answered on SSE by both transports
@@ -25,7 +27,11 @@ default), so both pay for the same check.
 
     python -m benchmarks.apps VARIANT[-mcpserver] --port PORT
         --server uvicorn|hypercorn|hypercorn-trio|builtin[-h11][-trio] [--gc-freeze]
-        [--max-sessions N] [--tenants N]
+        [--max-sessions N] [--tenants N] [--redis-url URL] [--workers N]
+
+`--workers N` (uvicorn only) serves the variant from N worker processes sharing the listening socket
+(`uvicorn --workers N`: each worker builds its own app through `app_from_environment`); the
+built-in server and hypercorn are served from one process here.
 
 Uvicorn runs with `loop="uvloop", http="httptools"` (the launcher fails if either is missing, rather
 than measure asyncio/h11 under uvicorn's name); the built-in server with httptools unless `-h11`.
@@ -46,7 +52,16 @@ import signal
 import sys
 from typing import Any
 
-VARIANTS = ("mcpapp-sse", "mcpapp-json", "sdk-sse", "sdk-json", "floor", "mcpapp-tenants", "mcpapp-json-limited")
+VARIANTS = (
+    "mcpapp-sse",
+    "mcpapp-json",
+    "sdk-sse",
+    "sdk-json",
+    "floor",
+    "mcpapp-tenants",
+    "mcpapp-json-limited",
+    "mcpapp-json-redis",
+)
 SERVER_KINDS = ("lowlevel", "mcpserver")
 MCPSERVER_SUFFIX = "-mcpserver"
 # The variants that also exist with `MCPSERVER_SUFFIX` (the floor serves no SDK server).
@@ -57,6 +72,10 @@ ECHO_TOOL = "echo"
 MCP_PATH = "/mcp"
 DEFAULT_TENANTS = 1000
 DEFAULT_MAX_SESSIONS = 10_000  # McpApp's and the SDK's default alike
+# Every worker of a benchmark fleet keys its session directory's owner digests with the same secret.
+FLEET_SECRET = "bench-fleet-secret-not-for-production"
+# How `--workers N` hands the variant to the worker processes uvicorn starts (each builds its own app).
+ENV_VARIANT, ENV_REDIS_URL, ENV_MAX_SESSIONS = "BENCH_APP_VARIANT", "BENCH_APP_REDIS_URL", "BENCH_APP_MAX_SESSIONS"
 
 
 def tenant_token(index: int) -> str:
@@ -162,10 +181,29 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": FLOOR_BODY})
 
 
-def build_app(variant: str, *, max_sessions: int = DEFAULT_MAX_SESSIONS, tenants: int = DEFAULT_TENANTS) -> Any:
+def build_app(
+    variant: str,
+    *,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
+    tenants: int = DEFAULT_TENANTS,
+    redis_url: str | None = None,
+) -> Any:
     """The variant's ASGI app; footprint runs raise `max_sessions` above the sessions they open."""
     if variant == "floor":
         return floor_app
+    if variant == "mcpapp-json-redis":
+        from asgi_mcp import McpApp
+
+        if not redis_url:
+            raise SystemExit("mcpapp-json-redis needs --redis-url")
+        return McpApp(
+            make_server(),
+            path=MCP_PATH,
+            json_response=True,
+            max_sessions=max_sessions,
+            redis_url=redis_url,
+            fleet_secret=FLEET_SECRET,
+        )
     if variant == "mcpapp-tenants":
         from asgi_mcp import McpApp, Tenants
 
@@ -190,6 +228,20 @@ def build_app(variant: str, *, max_sessions: int = DEFAULT_MAX_SESSIONS, tenants
             streamable_http_path=MCP_PATH, json_response=json_response, host="127.0.0.1", max_sessions=max_sessions
         )
     raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+
+
+def app_from_environment() -> Any:
+    """The app of one of `--workers N` uvicorn worker processes: the variant named in the environment.
+
+    Each worker says `BENCHWORKER <pid>` on stderr once built, so the harness knows when all are up.
+    """
+    app = build_app(
+        os.environ[ENV_VARIANT],
+        max_sessions=int(os.environ.get(ENV_MAX_SESSIONS, DEFAULT_MAX_SESSIONS)),
+        redis_url=os.environ.get(ENV_REDIS_URL) or None,
+    )
+    os.write(2, f"BENCHWORKER {os.getpid()}\n".encode())
+    return app
 
 
 def live_sessions(app: Any) -> int | None:
@@ -225,6 +277,27 @@ def serve_builtin(app: Any, server: str, host: str, port: int) -> None:
     # Explicit, as for uvicorn: "auto" would quietly use h11 where httptools is missing.
     config = ServerConfig(host=host, port=port, parser="h11" if "-h11" in server else "httptools", lifespan="on")
     anyio.run(builtin_serve, app, config, backend="trio" if server.endswith("-trio") else "asyncio")
+
+
+def serve_uvicorn_workers(args: argparse.Namespace) -> None:
+    """uvicorn's supervisor with `args.workers` worker processes on one listening socket (uvloop, httptools)."""
+    import uvicorn
+
+    os.environ[ENV_VARIANT] = args.variant
+    os.environ[ENV_MAX_SESSIONS] = str(args.max_sessions)
+    os.environ[ENV_REDIS_URL] = args.redis_url or ""
+    uvicorn.run(
+        "benchmarks.apps:app_from_environment",
+        factory=True,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
 
 
 def serve(app: Any, server: str, host: str, port: int) -> None:
@@ -283,8 +356,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS, help="live legacy sessions at most")
     parser.add_argument("--tenants", type=int, default=DEFAULT_TENANTS, help="tokens of the mcpapp-tenants variant")
+    parser.add_argument("--redis-url", default=None, help="the Redis of the fleet (mcpapp-json-redis)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on one socket (uvicorn only)")
     args = parser.parse_args(argv)
-    app = build_app(args.variant, max_sessions=args.max_sessions, tenants=args.tenants)
+    if args.workers > 1:
+        if args.server != "uvicorn":
+            parser.error("--workers needs --server uvicorn")
+        with contextlib.suppress(KeyboardInterrupt):
+            serve_uvicorn_workers(args)
+        sys.exit(0)
+    app = build_app(args.variant, max_sessions=args.max_sessions, tenants=args.tenants, redis_url=args.redis_url)
     report_on_signal(app)
     if args.gc_freeze:
         gc.collect()

@@ -7,7 +7,7 @@ same from a saved results file:
 
     python -m benchmarks.report [benchmarks/results/latest.json] [--docs]
 
-Targets (McpApp everywhere; each for every SDK server kind measured, `Server` and `MCPServer`):
+Targets of issue 14 (McpApp everywhere; each for every SDK server kind measured, `Server` and `MCPServer`):
 
 * cross-server, in the scenarios legacy-sse, legacy-json and modern-json, McpApp's req/s on one server
   over McpApp's on another: built-in Trio (httptools) >= 4x hypercorn's Trio worker and >= 0.9x uvicorn
@@ -19,6 +19,11 @@ Targets (McpApp everywhere; each for every SDK server kind measured, `Server` an
   modern JSON (`MCPServer`).
 
 A target whose cells the run did not measure (or measured with errors) reads "not measured".
+
+With `--fleet` (`benchmarks.fleet`), the targets of issue 13 join the table (legacy JSON on Redis over
+in-memory on one worker >= 0.9x; two workers over one >= 1.6x; Redis round trips: none per request on
+the worker holding the session, at most one for an adopted session's first request), and the "Fleet
+(Redis)" tables follow it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from .run import KIND_LABEL, ROOT, SERVER_LABEL, impl_name, table
 
 BEGIN_MARKER = "<!-- bench:begin -->"
 END_MARKER = "<!-- bench:end -->"
+# The fleet's tables (`--fleet`) have a section of their own: a fleet-only run leaves issue 14's in place.
+FLEET_BEGIN_MARKER = "<!-- bench-fleet:begin -->"
+FLEET_END_MARKER = "<!-- bench-fleet:end -->"
 DOCS_PAGE = Path("docs") / "performance.md"
 CHART = Path("docs") / "img" / "bench.svg"
 ACCEPTANCE_SCENARIOS = ("legacy-sse", "legacy-json", "modern-json")
@@ -74,6 +82,7 @@ class Verdict:
     value: float | None
     met: bool | None
     reference: float | None = None  # p99: uvicorn's, shown next to ours
+    unit: str = "x"  # after the value: "x" for a ratio, "" for a count per request
 
 
 def _mcpapp(summary: dict[str, Any], server: str, scenario: str, kind: str, impl: str = "mcpapp") -> dict[str, Any]:
@@ -129,7 +138,7 @@ def verdicts(summary: dict[str, Any]) -> list[Verdict]:
 def _fmt_verdict(v: Verdict) -> str:
     if v.met is None or v.value is None:
         return "not measured"
-    figure = f"{v.value:.1f} / {v.reference:.1f}" if v.reference is not None else f"{v.value:.2f}x"
+    figure = f"{v.value:.1f} / {v.reference:.1f}" if v.reference is not None else f"{v.value:.2f}{v.unit}"
     return f"{figure} **{'met' if v.met else 'not met'}**"
 
 
@@ -169,10 +178,13 @@ def environment_line(environment: dict[str, Any]) -> str:
 def render_markdown(document: dict[str, Any]) -> str:
     """Throughput, targets and memory tables of one run (what `benchmarks.run` prints)."""
     summary: dict[str, Any] = document.get("summary") or {}
-    parts: list[str] = []
-    if summary:
-        parts += [table(summary), targets_table(verdicts(summary))]
-    for key in ("footprint", "connections"):
+    fleet: dict[str, Any] = document.get("fleet") or {}
+    found = verdicts(summary) if summary else []
+    found += [Verdict(**verdict) for verdict in fleet.get("verdicts", ())]  # issue 13's (`benchmarks.fleet`)
+    parts: list[str] = [table(summary)] if summary else []
+    if found:
+        parts.append(targets_table(found))
+    for key in ("fleet", "footprint", "connections"):
         section = document.get(key)
         if section:
             parts.append(section["table_markdown"])
@@ -181,7 +193,7 @@ def render_markdown(document: dict[str, Any]) -> str:
 
 def docs_section(document: dict[str, Any] | None) -> str:
     """What goes between the markers: the chart, the run's environment and its tables (or a placeholder)."""
-    if not document or not (document.get("summary") or document.get("connections")):
+    if not document or not (document.get("summary") or document.get("connections") or document.get("fleet")):
         return (
             "No run recorded here yet. `python -m benchmarks.run ... --docs` (see *Running it*) writes its"
             " tables here and its chart to `docs/img/bench.svg`.\n\n![Benchmark chart](img/bench.svg)"
@@ -196,17 +208,38 @@ def docs_section(document: dict[str, Any] | None) -> str:
     )
 
 
-def replace_between_markers(page: str, body: str) -> str:
-    begin, end = page.find(BEGIN_MARKER), page.find(END_MARKER)
+def fleet_docs_section(document: dict[str, Any]) -> str:
+    """What goes between the fleet markers: the run's environment, issue 13's targets, the fleet's tables."""
+    fleet: dict[str, Any] = document["fleet"]
+    found = [Verdict(**verdict) for verdict in fleet.get("verdicts", ())]
+    environment_ = document.get("environment") or {}
+    return "\n\n".join([environment_line(environment_), targets_table(found), fleet["table_markdown"]])
+
+
+def replace_between_markers(page: str, body: str, begin_marker: str = BEGIN_MARKER, end_marker: str = END_MARKER) -> str:
+    begin, end = page.find(begin_marker), page.find(end_marker)
     if begin < 0 or end < begin:
-        raise ValueError(f"the page lacks {BEGIN_MARKER} ... {END_MARKER}")
-    return page[: begin + len(BEGIN_MARKER)] + "\n" + body.strip() + "\n" + page[end:]
+        raise ValueError(f"the page lacks {begin_marker} ... {end_marker}")
+    return page[: begin + len(begin_marker)] + "\n" + body.strip() + "\n" + page[end:]
 
 
 def write_docs(document: dict[str, Any] | None, root: Path = ROOT) -> list[Path]:
-    """Write the run into docs/performance.md (between the markers) and its chart; returns the paths written."""
+    """Write the run into docs/performance.md (between the markers) and its chart; returns the paths written.
+
+    A run with `--fleet` writes the fleet's section (between the fleet markers); one with nothing else
+    (`--scenarios none --fleet`) leaves the main section and the chart as they were.
+    """
     page_path, chart_path = root / DOCS_PAGE, root / CHART
-    page_path.write_text(replace_between_markers(page_path.read_text(), docs_section(document)))
+    page = page_path.read_text()
+    fleet = (document or {}).get("fleet")
+    main = document is None or not fleet or bool(document.get("summary") or document.get("connections"))
+    if main:
+        page = replace_between_markers(page, docs_section(document and {**document, "fleet": None}))
+    if fleet and document is not None:
+        page = replace_between_markers(page, fleet_docs_section(document), FLEET_BEGIN_MARKER, FLEET_END_MARKER)
+    page_path.write_text(page)
+    if not main:
+        return [page_path]
     chart_path.parent.mkdir(parents=True, exist_ok=True)
     chart_path.write_text(chart_svg((document or {}).get("summary") or {}))
     return [page_path, chart_path]

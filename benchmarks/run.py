@@ -54,13 +54,22 @@ per open SSE stream on each server (`benchmarks.footprint.run_connection_footpri
     python -m benchmarks.run [--servers uvicorn,hypercorn-trio,builtin,builtin-trio] [--duration 5] [--rounds 3]
         [--scenarios legacy-sse,...|none] [--footprint [--footprint-sessions 1000,10000] [--footprint-tenants 1000]]
         [--mcp-server lowlevel|mcpserver|both] [--sdk-servers all|none|S,...] [--floor-servers all|none|S,...]
-        [--conn-footprint N] [--docs]
+        [--conn-footprint N] [--fleet [--count-sessions 50] [--count-requests 200]] [--docs]
 
 Issue 14's acceptance run (about 10-11 minutes on a quiet 2-core machine):
 
     python -m benchmarks.run --servers builtin-trio,builtin-h11-trio,hypercorn-trio,uvicorn,builtin \\
         --scenarios legacy-sse,legacy-json,modern-json --mcp-server both --sdk-servers uvicorn \\
         --floor-servers none --duration 2.5 --rounds 3 --warmup 0.5 --retries 1 --conn-footprint 1000 --docs
+
+`--fleet` adds the fleet benchmark of issue 13 (`benchmarks.fleet`): the harness starts its own
+redis-server (Debian's package, on PATH) and runs legacy-json on uvicorn with McpApp on Redis and
+in-memory (one worker each, pinned), and on Redis with one and two worker processes (unpinned); it
+counts Redis round trips per request for held and adopted sessions. Its figures and targets go into
+the "Fleet (Redis)" section of docs/performance.md (`--docs`, between `<!-- bench-fleet:begin -->`
+and `<!-- bench-fleet:end -->`). Issue 13's run (about 2 minutes on a quiet 2-core machine):
+
+    python -m benchmarks.run --scenarios none --fleet --duration 5 --rounds 3 --warmup 1 --docs
 
 `--footprint` also measures memory (`benchmarks.footprint`: RSS per idle legacy session at each of
 `--footprint-sessions`, McpApp vs SDK; RSS per tenant and the time to open `--footprint-tenants`
@@ -648,6 +657,14 @@ def main(argv: list[str] | None = None) -> None:
         help="also measure RSS per idle keep-alive connection and per open SSE stream over N of each (0: skip)",
     )
     parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="also the fleet benchmark (benchmarks.fleet): McpApp on a redis-server of its own, one uvicorn worker"
+        " and two, vs in-memory; Redis round trips per request, held and adopted",
+    )
+    parser.add_argument("--count-sessions", type=int, default=50, help="adopted sessions counted (--fleet)")
+    parser.add_argument("--count-requests", type=int, default=200, help="requests counted per count (--fleet)")
+    parser.add_argument(
         "--docs",
         action="store_true",
         help="write the tables into docs/performance.md (between its bench markers), the chart to docs/img/bench.svg",
@@ -663,8 +680,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in scenarios:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}")
-    if not scenarios and not args.footprint and not args.conn_footprint:
-        parser.error("nothing to measure: no scenarios, no --footprint, no --conn-footprint")
+    if not scenarios and not args.footprint and not args.conn_footprint and not args.fleet:
+        parser.error("nothing to measure: no scenarios, no --footprint, no --conn-footprint, no --fleet")
     kinds = list(SERVER_KINDS) if args.mcp_server == "both" else [args.mcp_server]
     sdk_servers = _server_list(parser, args.sdk_servers, servers)
     floor_servers = _server_list(parser, args.floor_servers, servers)
@@ -744,8 +761,29 @@ def main(argv: list[str] | None = None) -> None:
                             flush=True,
                         )
 
-        last = server == servers[-1] and not args.footprint and not args.conn_footprint
+        last = server == servers[-1] and not args.footprint and not args.conn_footprint and not args.fleet
         write_results(raw, args, engine, started, complete=last)
+
+    fleet: dict[str, Any] | None = None
+    if args.fleet:
+        from .fleet import run_fleet
+
+        fleet = run_fleet(
+            engine=engine,
+            duration=args.duration,
+            rounds=args.rounds,
+            warmup=args.warmup,
+            connections=args.connections,
+            base_port=args.base_port + 110,  # clear of the other runs' ports, whose sockets may linger
+            server_cpu=server_cpu,
+            load_cpu=load_cpu,
+            count_sessions=args.count_sessions,
+            count_requests=args.count_requests,
+            max_other_load=args.max_other_load,
+            quiet_timeout=args.quiet_timeout,
+        )
+        last = not args.footprint and not args.conn_footprint
+        write_results(raw, args, engine, started, complete=last, fleet=fleet)
 
     footprint: dict[str, Any] | None = None
     if args.footprint:
@@ -760,7 +798,7 @@ def main(argv: list[str] | None = None) -> None:
             server_cpu=server_cpu,
             load_cpu=load_cpu,
         )
-        write_results(raw, args, engine, started, complete=not args.conn_footprint, footprint=footprint)
+        write_results(raw, args, engine, started, complete=not args.conn_footprint, footprint=footprint, fleet=fleet)
     if args.conn_footprint:
         from .footprint import run_connection_footprint
 
@@ -771,7 +809,9 @@ def main(argv: list[str] | None = None) -> None:
             server_cpu=server_cpu,
             load_cpu=load_cpu,
         )
-        write_results(raw, args, engine, started, complete=True, footprint=footprint, connections=connections)
+        write_results(
+            raw, args, engine, started, complete=True, footprint=footprint, connections=connections, fleet=fleet
+        )
 
 
 def _server_list(parser: argparse.ArgumentParser, value: str, servers: list[str]) -> list[str]:
@@ -794,6 +834,7 @@ def write_results(
     complete: bool,
     footprint: dict[str, Any] | None = None,
     connections: dict[str, Any] | None = None,
+    fleet: dict[str, Any] | None = None,
 ) -> None:
     """Summarize the servers measured so far and write the JSON (after each server, so a cut run keeps them).
 
@@ -814,6 +855,7 @@ def write_results(
         "runs": raw,
         "footprint": footprint,
         "connections": connections,
+        "fleet": fleet,
     }
     rendered = report.render_markdown(document)
     document["table_markdown"] = rendered
@@ -827,7 +869,8 @@ def write_results(
         for path in report.write_docs(document):
             print(f"wrote {path}", file=sys.stderr)
     failed = any(cell["status"] != "ok" for sc in summary.values() for cells in sc.values() for cell in cells.values())
-    if failed or (footprint is not None and not footprint["ok"]) or (connections is not None and not connections["ok"]):
+    broken = [section for section in (footprint, connections, fleet) if section is not None and not section["ok"]]
+    if failed or broken:
         sys.exit(1)
 
 

@@ -25,6 +25,12 @@ def _require_redis_server() -> None:
         pytest.skip(str(missing))
 
 
+@pytest.fixture(scope="session")
+def require_redis_server() -> None:
+    """For code that starts a redis-server of its own (the fleet benchmark): skip, or under CI fail, without one."""
+    _require_redis_server()
+
+
 RedisServerFactory = Callable[..., RedisServer]
 
 
