@@ -244,10 +244,8 @@ def _open(client: httpx.Client, url: str) -> dict[str, str]:
 
 
 def _call(client: httpx.Client, url: str, headers: dict[str, str], request_id: int) -> None:
-    body = (
-        '{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"rt"}}}'
-        % request_id
-    )
+    params = '"params":{"name":"echo","arguments":{"text":"rt"}}'
+    body = f'{{"jsonrpc":"2.0","id":{request_id},"method":"tools/call",{params}}}'
     response = client.post(url, headers=headers, content=body)
     if response.status_code != 200 or '"rt"' not in response.text:
         raise RuntimeError(f"tools/call answered {response.status_code}: {response.text[:200]}")
@@ -459,27 +457,69 @@ def summarize_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_fleet(
-    *,
-    engine: str,
-    duration: float,
-    rounds: int,
-    warmup: float,
-    connections: int,
-    base_port: int,
-    server_cpu: int | None,
-    load_cpu: int | None,
-    count_sessions: int,
-    count_requests: int,
-    max_other_load: float,
-    quiet_timeout: float,
-) -> dict[str, Any]:
-    """Start redis-server and the four cells, count round trips, run the rounds; the results with their tables."""
-    from tests.kit.redis_server import RedisServer
+@dataclass(frozen=True)
+class Rounds:
+    """How each cell is measured: the load, the rounds and the wait for a quiet machine."""
 
+    engine: str
+    duration: float
+    rounds: int
+    warmup: float
+    connections: int
+    load_cpu: int | None
+    max_other_load: float
+    quiet_timeout: float
+
+
+def run_rounds(workers: Workers, redis_port: int, plan: Rounds) -> dict[str, list[dict[str, Any]]]:
+    """A warm-up run of every cell (unless `plan.warmup` is 0), then the rounds, interleaved."""
     from .run import wait_quiet
 
     raw: dict[str, list[dict[str, Any]]] = {cell.name: [] for cell in CELLS}
+    specs: dict[str, LoadSpec] = {}
+    counter = CommandCounter("127.0.0.1", redis_port)
+    try:
+        # One session per cell for all its runs: on two workers, the warm-up makes the adoptions.
+        for cell in CELLS:
+            specs[cell.name] = make_spec(workers.url(cell), SCENARIO)[0]
+        for round_no in range(0 if plan.warmup > 0 else 1, plan.rounds + 1):
+            for cell in CELLS:
+                if round_no and plan.max_other_load > 0:
+                    wait_quiet(list(range(os.cpu_count() or 1)), plan.max_other_load, plan.quiet_timeout)
+                result = measure_cell(
+                    workers,
+                    cell,
+                    specs[cell.name],
+                    counter,
+                    engine=plan.engine,
+                    duration=plan.duration if round_no else plan.warmup,
+                    connections=plan.connections,
+                    load_cpu=plan.load_cpu if cell.pinned else None,
+                )
+                if not round_no:
+                    continue  # the warm-up (and, on two workers, the adoptions)
+                result["round"] = round_no
+                raw[cell.name].append(result)
+                print(
+                    f"  fleet {cell.label:28} round {round_no}: {result['rps']:8.0f} req/s  "
+                    f"p99 {result['p99_ms']:6.1f} ms  Redis commands {result['redis_commands']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    finally:
+        for cell in CELLS:
+            if cell.name in specs:
+                close_session(workers.url(cell), specs[cell.name].headers)
+        counter.close()
+    return raw
+
+
+def run_fleet(
+    plan: Rounds, *, base_port: int, server_cpu: int | None, count_sessions: int, count_requests: int
+) -> dict[str, Any]:
+    """Start redis-server and the four cells, count round trips, run the rounds; the results with their tables."""
+    from tests.kit.redis_server import RedisServer  # the standard library only, no pytest
+
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as scratch:
         redis = RedisServer(Path(scratch))
         redis.start()
@@ -494,38 +534,7 @@ def run_fleet(
                     sessions=count_sessions,
                     requests=count_requests,
                 )
-                counter = CommandCounter("127.0.0.1", redis.port)
-                # One session per cell for all its runs: on two workers, the warm-up makes the adoptions.
-                specs = {cell.name: make_spec(workers.url(cell), SCENARIO)[0] for cell in CELLS}
-                try:
-                    for round_no in range(0 if warmup > 0 else 1, rounds + 1):
-                        for cell in CELLS:
-                            if round_no and max_other_load > 0:
-                                wait_quiet(list(range(os.cpu_count() or 1)), max_other_load, quiet_timeout)
-                            result = measure_cell(
-                                workers,
-                                cell,
-                                specs[cell.name],
-                                counter,
-                                engine=engine,
-                                duration=duration if round_no else warmup,
-                                connections=connections,
-                                load_cpu=load_cpu if cell.pinned else None,
-                            )
-                            if not round_no:
-                                continue  # warm-up (and, on two workers, the adoptions)
-                            result["round"] = round_no
-                            raw[cell.name].append(result)
-                            print(
-                                f"  fleet {cell.label:28} round {round_no}: {result['rps']:8.0f} req/s  "
-                                f"p99 {result['p99_ms']:6.1f} ms  Redis commands {result['redis_commands']}",
-                                file=sys.stderr,
-                                flush=True,
-                            )
-                finally:
-                    for cell in CELLS:
-                        close_session(workers.url(cell), specs[cell.name].headers)
-                    counter.close()
+                raw = run_rounds(workers, redis.port, plan)
         finally:
             redis.close()
     cells = {name: summarize_cell(runs) for name, runs in raw.items()}
@@ -570,7 +579,9 @@ def fleet_verdicts(cells: dict[str, Any], counts: list[Count]) -> list[Verdict]:
         count = next((c for c in counts if c.key == key), None)
         value = count.round_trips / count.units if count is not None and count.units else None
         goal = f"{'=' if most == 0 else '<='} {most:g}"
-        found.append(Verdict(name, SCENARIO, "lowlevel", goal, value, None if value is None else value <= most, unit=""))
+        found.append(
+            Verdict(name, SCENARIO, "lowlevel", goal, value, None if value is None else value <= most, unit="")
+        )
     return found
 
 

@@ -216,7 +216,9 @@ def fleet_docs_section(document: dict[str, Any]) -> str:
     return "\n\n".join([environment_line(environment_), targets_table(found), fleet["table_markdown"]])
 
 
-def replace_between_markers(page: str, body: str, begin_marker: str = BEGIN_MARKER, end_marker: str = END_MARKER) -> str:
+def replace_between_markers(
+    page: str, body: str, begin_marker: str = BEGIN_MARKER, end_marker: str = END_MARKER
+) -> str:
     begin, end = page.find(begin_marker), page.find(end_marker)
     if begin < 0 or end < begin:
         raise ValueError(f"the page lacks {begin_marker} ... {end_marker}")

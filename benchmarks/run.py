@@ -766,21 +766,24 @@ def main(argv: list[str] | None = None) -> None:
 
     fleet: dict[str, Any] | None = None
     if args.fleet:
-        from .fleet import run_fleet
+        from .fleet import Rounds, run_fleet
 
-        fleet = run_fleet(
+        plan = Rounds(
             engine=engine,
             duration=args.duration,
             rounds=args.rounds,
             warmup=args.warmup,
             connections=args.connections,
-            base_port=args.base_port + 110,  # clear of the other runs' ports, whose sockets may linger
-            server_cpu=server_cpu,
             load_cpu=load_cpu,
-            count_sessions=args.count_sessions,
-            count_requests=args.count_requests,
             max_other_load=args.max_other_load,
             quiet_timeout=args.quiet_timeout,
+        )
+        fleet = run_fleet(
+            plan,
+            base_port=args.base_port + 110,  # clear of the other runs' ports, whose sockets may linger
+            server_cpu=server_cpu,
+            count_sessions=args.count_sessions,
+            count_requests=args.count_requests,
         )
         last = not args.footprint and not args.conn_footprint
         write_results(raw, args, engine, started, complete=last, fleet=fleet)
