@@ -67,9 +67,9 @@ redis-server (Debian's package, on PATH) and runs legacy-json on uvicorn with Mc
 in-memory (one worker each, pinned), and on Redis with one and two worker processes (unpinned); it
 counts Redis round trips per request for held and adopted sessions. Its figures and targets go into
 the "Fleet (Redis)" section of docs/performance.md (`--docs`, between `<!-- bench-fleet:begin -->`
-and `<!-- bench-fleet:end -->`). Issue 13's run (about 2 minutes on a quiet 2-core machine):
+and `<!-- bench-fleet:end -->`). Issue 13's run (about 2.5 minutes on a quiet 2-core machine):
 
-    python -m benchmarks.run --scenarios none --fleet --duration 5 --rounds 3 --warmup 1 --docs
+    python -m benchmarks.run --scenarios none --fleet --duration 5 --rounds 5 --warmup 1 --docs
 
 `--footprint` also measures memory (`benchmarks.footprint`: RSS per idle legacy session at each of
 `--footprint-sessions`, McpApp vs SDK; RSS per tenant and the time to open `--footprint-tenants`
@@ -86,6 +86,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -682,6 +683,10 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"unknown scenario {name!r}")
     if not scenarios and not args.footprint and not args.conn_footprint and not args.fleet:
         parser.error("nothing to measure: no scenarios, no --footprint, no --conn-footprint, no --fleet")
+    if args.fleet and shutil.which("redis-server") is None:
+        parser.error("--fleet starts a redis-server of its own: none on PATH (Debian: apt-get install redis-server)")
+    if args.fleet and importlib.util.find_spec("coredis") is None:
+        parser.error("--fleet needs the redis extra: pip install 'asgi-mcp[redis]'")
     kinds = list(SERVER_KINDS) if args.mcp_server == "both" else [args.mcp_server]
     sdk_servers = _server_list(parser, args.sdk_servers, servers)
     floor_servers = _server_list(parser, args.floor_servers, servers)
