@@ -9,8 +9,9 @@ serves on uvicorn (uvloop, httptools) four processes of `benchmarks.apps`:
     redis-1w   mcpapp-json-redis                 1 worker    unpinned
     redis-2w   mcpapp-json-redis (--workers 2)   2 workers   unpinned, one listening socket
 
-and runs the legacy-json scenario (`benchmarks.load`: one 2025-11-25 session opened before each run,
-`tools/call` of `echo` on every keep-alive connection, JSON answers) on each, rounds interleaved.
+and runs the legacy-json scenario (`benchmarks.load`: one 2025-11-25 session per cell, opened before
+its first run and kept for all, `tools/call` of `echo` on every keep-alive connection, JSON answers)
+on each, rounds interleaved.
 
 Fairness. `memory` and `redis` compare like with like as the other benchmarks do: the server alone on
 its core, the load generator on the other. Two workers cannot be pinned to one core, and a 2-core
@@ -37,7 +38,9 @@ are shown beside them. asgi_mcp sends no pipelines today, so the two agree. Coun
   sent to worker B (`redis-1w`, its own port): round trips per adopted session (target <= 1), then
   `--count-requests` more requests there, spread over those sessions (target 0). One adoption
   beforehand is left out and shown apart: a worker's first session of a tenant also subscribes
-  to the tenant's bus channel (once per worker and tenant, not per session).
+  to the tenant's bus channel (once per worker and tenant, not per session). The `initialize` of the
+  counted sessions is shown too (no target): one script call each, whose inner commands commandstats
+  counts as well, which is why they are subtracted.
 
 Counts are exact whatever else the machine runs; the throughput figures need a quiet machine.
 """
