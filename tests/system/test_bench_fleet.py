@@ -9,7 +9,9 @@ request. Without redis-server this fails under CI (as every Redis test does) and
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import shutil
 import socket
 import subprocess
@@ -27,11 +29,20 @@ pytestmark = pytest.mark.integration
 
 
 def _free_base_port() -> int:
-    """A base port whose first fleet port (base + 110, then the next three) was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    return min(port, 65000) - 110
+    """A `--base-port` whose four fleet ports (base + 110 ...) were free a moment ago.
+
+    Below Linux's ephemeral range (32768 up), where other tests' port-0 listeners and every outgoing
+    connection take their ports: only an explicit bind takes one here.
+    """
+    for first in random.sample(range(20_000, 32_000, 4), 200):
+        with contextlib.ExitStack() as probes:
+            try:
+                for port in range(first, first + 4):
+                    probes.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first - 110
+    raise RuntimeError("no four free ports in a row")
 
 
 @pytest.fixture(scope="module")
