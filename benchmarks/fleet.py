@@ -158,13 +158,22 @@ class CommandCounter:
 OWN_PER_COUNT = 2
 
 
+SYNC_MARKER = "bench-fleet-sync"
+
+
 class Monitor:
-    """MONITOR on a connection of its own, in a thread: the command names each kind of client sent."""
+    """MONITOR on a connection of its own, in a thread: the command names each kind of client sent.
+
+    Its stream trails the commands; `sync` sends a marker (ECHO) through the counter's connection and
+    waits for MONITOR to show it: Redis runs one command at a time, so everything before it was shown.
+    """
 
     def __init__(self, host: str, port: int) -> None:
         self.resp = Resp(host, port)
         self.seen: Counter[str] = Counter()
-        self.lock = threading.Lock()
+        self.markers: set[str] = set()
+        self.sequence = 0
+        self.changed = threading.Condition()
         if self.resp.call("MONITOR") != "OK":
             raise RuntimeError("MONITOR refused")
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -176,11 +185,21 @@ class Monitor:
                 line = self.resp.read()  # `1700000000.123456 [0 lua] "hget" "key" ...`
                 source = line.split("[", 1)[1].split("]", 1)[0].split(" ", 1)[1]
                 name = line.split('"', 2)[1].lower()
-                with self.lock:
-                    self.seen[("lua " if source == "lua" else "") + name] += 1
+                with self.changed:
+                    if name == "echo" and SYNC_MARKER in line:
+                        self.markers.add(line.rsplit('"', 2)[1])
+                        self.changed.notify_all()
+                    else:
+                        self.seen[("lua " if source == "lua" else "") + name] += 1
 
-    def take(self) -> Counter[str]:
-        with self.lock:
+    def sync(self, counter: CommandCounter, timeout: float = 30.0) -> Counter[str]:
+        """What MONITOR showed since the last sync (markers left out)."""
+        self.sequence += 1
+        marker = f"{SYNC_MARKER}-{self.sequence}"
+        counter.resp.call("ECHO", marker)
+        with self.changed:
+            if not self.changed.wait_for(lambda: marker in self.markers, timeout):
+                raise RuntimeError(f"MONITOR did not show {marker} within {timeout}s")
             seen, self.seen = self.seen, Counter()
         return seen
 
@@ -221,13 +240,12 @@ class Count:
 
 @contextlib.contextmanager
 def counting(counter: CommandCounter, monitor: Monitor, key: str, units: int, into: list[Count]) -> Iterator[None]:
-    time.sleep(0.2)  # MONITOR's stream trails the commands by a moment: let it catch up before and after
-    monitor.take()
+    """Count what Redis ran meanwhile; the markers of `Monitor.sync` run outside the two readings."""
+    monitor.sync(counter)
     commands_before, reads_before = counter.read()
     yield
     commands_after, reads_after = counter.read()
-    time.sleep(0.2)
-    seen = monitor.take()
+    seen = monitor.sync(counter)
     seen.pop("info", None)  # the counter's own (workers send no INFO)
     names = dict(sorted(seen.items()))
     in_scripts = sum(n for name, n in names.items() if name.startswith("lua "))
