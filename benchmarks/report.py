@@ -193,7 +193,7 @@ def render_markdown(document: dict[str, Any]) -> str:
 
 def docs_section(document: dict[str, Any] | None) -> str:
     """What goes between the markers: the chart, the run's environment and its tables (or a placeholder)."""
-    if not document or not (document.get("summary") or document.get("connections") or document.get("fleet")):
+    if not document or not (document.get("summary") or document.get("connections")):
         return (
             "No run recorded here yet. `python -m benchmarks.run ... --docs` (see *Running it*) writes its"
             " tables here and its chart to `docs/img/bench.svg`.\n\n![Benchmark chart](img/bench.svg)"
