@@ -31,7 +31,9 @@ count, over one connection of its own (its INFO calls are subtracted): `commands
 `calls + rejected_calls` of commandstats), `in scripts` (commands MONITOR shows as run by `lua`;
 subtracted), and `socket reads` (`total_reads_processed` of `INFO stats`, the network round trips a
 pipeline would show as fewer than its commands). Round trips = commands - in scripts; the socket reads
-are shown beside them. asgi_mcp sends no pipelines today, so the two agree. Counts:
+are shown beside them. asgi_mcp sends no pipelines, so for requests in a row the two agree; commands
+sent at the same moment on one connection (coredis writes them together) arrive in one socket read,
+as the burst below shows. Counts:
 
 * held: `--count-requests` requests in one session on the worker that opened it (target 0);
 * adopted: `--count-sessions` sessions opened on worker A (`redis`), each session's first `tools/call`
@@ -40,7 +42,10 @@ are shown beside them. asgi_mcp sends no pipelines today, so the two agree. Coun
   beforehand is left out and shown apart: a worker's first session of a tenant also subscribes
   to the tenant's bus channel (once per worker and tenant, not per session). The `initialize` of the
   counted sessions is shown too (no target): one script call each, whose inner commands commandstats
-  counts as well, which is why they are subtracted.
+  counts as well, which is why they are subtracted;
+* burst: one session opened on worker A, then `BURST` (16) first requests for it sent to worker B at
+  once, each on its own connection, as a client's parallel calls (or a proxy's connections) may
+  arrive: round trips for the one adoption (target <= 1, as for one first request).
 
 Counts are exact whatever else the machine runs; the throughput figures need a quiet machine.
 """
@@ -251,7 +256,7 @@ def counting(counter: CommandCounter, monitor: Monitor, key: str, units: int, in
     in_scripts = sum(n for name, n in names.items() if name.startswith("lua "))
     commands = commands_after - commands_before - OWN_PER_COUNT
     reads = reads_after - reads_before - OWN_PER_COUNT
-    into.append(Count(key, COUNTS[key], units, commands, in_scripts, reads, names))
+    into.append(Count(key, COUNTS[key].replace("BURST", str(BURST)), units, commands, in_scripts, reads, names))
 
 
 def _open(client: httpx.Client, url: str) -> dict[str, str]:
@@ -278,7 +283,31 @@ COUNTS = {
     "initialize": "initialize (records the session; no target)",
     "adopted-first": "adopted session: its first request on another worker",
     "adopted-later": "adopted session: later requests on that worker",
+    "adopted-burst": "adopted session: BURST concurrent first requests on another worker",
 }
+BURST = 16  # concurrent first requests for one session, as a client's connections (or a proxy's) may send
+
+
+def _burst(url: str, headers: dict[str, str]) -> None:
+    """`BURST` first requests for one session at once, each on its own connection (threads at a barrier)."""
+    barrier = threading.Barrier(BURST)
+    failures: list[BaseException] = []
+
+    def first_request(request_id: int) -> None:
+        try:
+            with httpx.Client(timeout=10) as client:
+                barrier.wait(10)
+                _call(client, url, headers, request_id)
+        except BaseException as failure:  # reported by the caller's thread
+            failures.append(failure)
+
+    threads = [threading.Thread(target=first_request, args=(n + 1,)) for n in range(BURST)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
 
 
 def count_round_trips(redis_port: int, worker_a: str, worker_b: str, *, sessions: int, requests: int) -> list[Count]:
@@ -303,7 +332,10 @@ def count_round_trips(redis_port: int, worker_a: str, worker_b: str, *, sessions
             with counting(counter, monitor, "adopted-later", requests, counts):
                 for n in range(requests):
                     _call(client, worker_b, adopted[n % sessions], n + 2)
-            for headers in [held, *adopted]:
+            burst = _open(client, worker_a)
+            with counting(counter, monitor, "adopted-burst", 1, counts):
+                _burst(worker_b, burst)
+            for headers in [held, *adopted, burst]:
                 client.delete(worker_a, headers=headers)
     finally:
         monitor.close()
@@ -596,6 +628,7 @@ def fleet_verdicts(cells: dict[str, Any], counts: list[Count]) -> list[Verdict]:
     for name, key, most in (
         ("Redis round trips per request, held session", "held", 0.0),
         ("Redis round trips, adopted session's first request", "adopted-first", 1.0),
+        (f"Redis round trips, adopted session's {BURST} concurrent first requests", "adopted-burst", 1.0),
     ):
         count = next((c for c in counts if c.key == key), None)
         value = count.round_trips / count.units if count is not None and count.units else None
