@@ -1,6 +1,7 @@
 """One worker of the fleet test (tests/system/test_fleet_haproxy.py), run in its own process by uvicorn or
 hypercorn: `FLEET_REDIS_URL`, `FLEET_PREFIX` and `FLEET_WORKER` (its name, which `whereami` answers)
-come from the environment, and `FLEET_HEARTBEAT` (seconds between its beats in the roster), if set. Two tenants with fixed tokens, as every worker of a fleet has them."""
+come from the environment, and `FLEET_HEARTBEAT` (seconds between its beats in the roster), if set.
+Two tenants with fixed tokens, as every worker of a fleet has them."""
 
 from __future__ import annotations
 
