@@ -70,8 +70,10 @@ class Heartbeat:
         self._counts = counts
         self._clock = clock
         self._scope = anyio.CancelScope()
+        self.stopped = False
 
     def stop(self) -> None:
+        self.stopped = True  # a report during shutdown must not write the record back after it left
         self._scope.cancel()
 
     def record(self) -> WorkerRecord:
@@ -124,7 +126,8 @@ async def fleet_stats(this_worker: dict[str, Any], run: _Running | None, tenants
         sessions, per_tenant = this_worker["active_sessions"], this_worker["sessions_per_tenant"]
         records, worker_id = [], None
     else:
-        await heartbeat.beat()
+        if not heartbeat.stopped:
+            await heartbeat.beat()
         records, worker_id = await heartbeat.roster.alive(), heartbeat.worker_id
         sessions, per_tenant = sum(record.sessions for record in records), _per_tenant(records)
     now = time.time()
