@@ -1,7 +1,7 @@
 """A worker whose tenant store (a real redis-server) is out of reach serves tenant lookups from its local
 copy for `stale_for` seconds of its clock (one the test moves), then fails closed: 503 with
 `Retry-After`, never 401, until the store is back and the copy resynchronised. Each change is logged
-once, never with a token."""
+once, never with a token. The same probe of the store catches up a write whose announcement was lost."""
 
 from __future__ import annotations
 
@@ -115,3 +115,27 @@ def test_stale_for_is_a_number_of_seconds() -> None:
         Tenants(stale_for=-1.0)
     with pytest.raises(ValueError, match="stale_for"):
         Tenants(stale_for=float("nan"))
+
+
+async def test_a_write_whose_announcement_was_lost_is_caught_up(redis_server_factory: Any) -> None:
+    """A write that reached Redis but not the worker's subscription (published while it reconnected): the
+    mirror's probe sees the store's version stay ahead of its copy's and resynchronises."""
+    import coredis
+
+    redis = redis_server_factory()
+    tenants = Tenants(plans={"gold": plan}, store=tenant_store_from_url(redis.url, secret=SECRET))
+    with anyio.fail_after(30):
+        async with McpApp(tenants=tenants).lifespan_context():
+            writer: Any = tenant_store_from_url(redis.url, secret=SECRET)
+            record = TenantRecord(tenant_id="acme", label="acme", plan="gold")
+            credential = Credential(digest=writer.digest(TOKEN), tenant_id="acme")
+            async with coredis.Redis.from_url(redis.url, decode_responses=True) as raw:
+                # What the store's add script writes, without its PUBLISH.
+                await raw.hset("{asgi_mcp}:tn:tenants", {"acme": record.to_json()})
+                await raw.hset("{asgi_mcp}:tn:credentials", {credential.digest.hex(): credential.to_json()})
+                await raw.sadd("{asgi_mcp}:tn:tokens:acme", [credential.digest.hex()])
+                await raw.incr("{asgi_mcp}:tn:version")
+            assert tenants.lookup(TOKEN) is None
+            await wait_until(lambda: tenants.lookup(TOKEN) is not None, timeout=10)
+            assert tenants.version == 1
+            assert tenants.local_copy.state is Freshness.CURRENT
