@@ -41,6 +41,9 @@ from ._ops.lifecycle import TokenUpdated as TokenUpdated
 from ._ops.lifecycle import ToolCalled as ToolCalled
 from ._ops.lifecycle import TransportError as TransportError
 from ._ports.fleet import FleetStores as FleetStores
+from ._ports.fleet_roster import FleetRoster as FleetRoster
+from ._ports.fleet_roster import InMemoryFleetRoster as InMemoryFleetRoster
+from ._ports.fleet_roster import WorkerRecord as WorkerRecord
 from ._ports.message_bus import BusMessage as BusMessage
 from ._ports.message_bus import InMemoryMessageBus as InMemoryMessageBus
 from ._ports.message_bus import MessageBus as MessageBus
@@ -73,6 +76,8 @@ __all__ = [
     "AppConfig",
     "AsgiMcpError",
     "FleetStores",
+    "FleetRoster",
+    "InMemoryFleetRoster",
     "Audit",
     "AuditPolicy",
     "AuthenticationError",
@@ -128,6 +133,7 @@ __all__ = [
     "TokenRotated",
     "TokenUpdated",
     "TokenVerifier",
+    "WorkerRecord",
     "TooManyRequests",
     "ToolCalled",
     "TransportError",

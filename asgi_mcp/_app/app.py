@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Final
+from typing import Any
 
 import anyio
 from mcp.server.auth.middleware.auth_context import auth_context_var
@@ -37,9 +37,10 @@ from .._ports.fleet import FleetStores
 from .._tenancy.limits import RateLimits
 from .._tenancy.servers import TenantServers
 from .._tenancy.tenants import Tenants
-from .boundary import Responder, error_body, log_refusal
+from .boundary import NOT_RUNNING_MESSAGE, Responder, error_body, log_refusal
 from .config import DEFAULT_MAX_BODY, AppConfig
 from .edge_auth import EdgeAuth, ResourceUrls
+from .fleet_health import fleet_stats
 from .negotiation import get_or_delete, held, post
 from .operations import Operations
 from .routes import SideRoutes
@@ -48,12 +49,6 @@ from .runtime import Runtime, run_lifespan_protocol, stores_opened
 __all__ = ["McpApp"]
 
 logger = logging.getLogger("asgi_mcp")
-
-NOT_RUNNING_MESSAGE: Final = (
-    "asgi_mcp.McpApp is not running. Serve it as the top-level ASGI app (the server runs its lifespan), "
-    "or, when it is mounted inside another framework, enter `async with mcp_app.lifespan_context():` "
-    "in the host application's lifespan."
-)
 
 
 class McpApp:
@@ -284,6 +279,11 @@ class McpApp:
             "uptime": time.time() - runtime.started_at if runtime is not None else 0.0,
             **(self._operations.stats() if self._operations is not None else Operations.no_stats()),
         }
+
+    async def fleet_stats(self) -> dict[str, Any]:
+        """`stats()` as `this_worker`, and the fleet's: workers alive, tokens, sessions per tenant (docs:
+        Scaling out). Async, unlike `stats()`: it reads the shared stores (`StoreUnavailable` if down)."""
+        return await fleet_stats(self.stats(), self._runtime, self._config.tenants)
 
     def __repr__(self) -> str:
         return f"McpApp({self._config!r}, running={self.running})"

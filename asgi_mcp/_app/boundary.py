@@ -8,7 +8,7 @@ answer no request id can be given to.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 from .._core.asgi import ClientGone, HttpRequest, Send
 from .._core.errors import ProtocolError, SecurityRefusal
@@ -16,7 +16,13 @@ from .._core.http import is_visible_ascii
 from .._ops.telemetry import current_tenant
 from .operations import Operations
 
-__all__ = ["Responder", "error_body", "log_refusal"]
+__all__ = ["NOT_RUNNING_MESSAGE", "Responder", "error_body", "log_refusal"]
+
+NOT_RUNNING_MESSAGE: Final = (
+    "asgi_mcp.McpApp is not running. Serve it as the top-level ASGI app (the server runs its lifespan), "
+    "or, when it is mounted inside another framework, enter `async with mcp_app.lifespan_context():` "
+    "in the host application's lifespan."
+)
 
 http_logger = logging.getLogger("asgi_mcp.http")
 

@@ -37,6 +37,7 @@ from .._ports.replay import EventLog
 from .._tenancy.mirror import TenantMirror
 from .._tenancy.servers import TenantServers
 from .config import AppConfig, touch_interval
+from .fleet_health import Heartbeat, heartbeat_for
 from .operations import Operations
 
 __all__ = ["Runtime", "run_lifespan_protocol", "stores_opened", "tool_observer"]
@@ -103,6 +104,7 @@ class Runtime:
             wake=self.wake,
         )
         self.mirror, self.fleet = self._shared(config)
+        self.heartbeat: Heartbeat | None = heartbeat_for(config.fleet, self.started_at, self.table.per_tenant)
         self.modern = ModernEndpoint(
             json_response=config.json_response,
             keepalive=config.keepalive_interval,
@@ -142,6 +144,8 @@ class Runtime:
             await tg.start(self.fleet.run)
         if self.mirror is not None:
             await tg.start(self.mirror.run)
+        if self.heartbeat is not None:
+            await tg.start(self.heartbeat.run)
         tg.start_soon(self.reap_forever)
         if self.operations is not None:
             self.operations.attach(self.legacy.end_session)
@@ -162,6 +166,8 @@ class Runtime:
             self.fleet.stop()
         if self.mirror is not None:
             self.mirror.stop()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()  # its record leaves the roster at once
         if self.operations is not None:
             self.operations.detach()
         if self.tenant_servers is not None:
@@ -235,7 +241,7 @@ async def stores_opened(config: AppConfig) -> AsyncGenerator[None]:
     outlives every request, and closed only once every session has ended."""
     fleet = config.fleet
     candidates: list[object] = [config.event_store, config.tenants.shared_store if config.tenants is not None else None]
-    candidates += [fleet.directory, fleet.bus] if fleet is not None else []
+    candidates += [fleet.directory, fleet.bus, fleet.roster] if fleet is not None else []
     unique: dict[int, AbstractAsyncContextManager[Any]] = {}
     for store in candidates:
         if isinstance(store, AbstractAsyncContextManager):

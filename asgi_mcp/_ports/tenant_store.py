@@ -169,6 +169,11 @@ class TenantStore(Protocol):
 
     async def snapshot(self) -> TenantSnapshot: ...
 
+    async def version(self) -> int:
+        """The store's version (that of its last write): one cheap read, which a mirror makes now and
+        then to learn the store still answers and that no announced write passed it by."""
+        ...
+
     def changes(self) -> AbstractAsyncContextManager[AsyncIterator[TenantChange]]:
         """Subscribe to writes: once entered, every later write arrives, in version order. A subscriber that
         falls more than its buffer behind gets `SubscriptionCut` (after what it holds); it resynchronises."""
@@ -221,6 +226,9 @@ class InMemoryTenantStore:
     async def credential(self, digest: bytes) -> Credential | None:
         text = self._credentials.get(digest)
         return Credential.from_json(text) if text is not None else None
+
+    async def version(self) -> int:
+        return self._version
 
     async def snapshot(self) -> TenantSnapshot:
         return TenantSnapshot(

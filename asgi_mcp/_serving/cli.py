@@ -22,6 +22,7 @@ import anyio
 from .._app.app import McpApp
 from .._core.errors import ConfigurationError
 from .._kernel.hosting import as_lowlevel_server
+from .fleet import add_fleet_parser, run_fleet
 from .hypercorn import url_host
 from .runs import require_server
 from .tokens import add_tokens_parser, run_tokens
@@ -75,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     demo.add_argument("--redis", metavar="URL", default=None, help=REDIS_HELP)
     add_tokens_parser(commands)
+    add_fleet_parser(commands)
     return parser
 
 
@@ -89,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "tokens":
             anyio.run(run_tokens, args, _say)
+        elif args.command == "fleet":
+            anyio.run(run_fleet, args, _say)
         elif args.command == "serve":
             target = _import_target(args.target)
             anyio.run(_serve, target, args, backend=backend)

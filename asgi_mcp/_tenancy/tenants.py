@@ -31,6 +31,7 @@ from .._ports.tenant_store import (
     TenantStore,
     token_digest,
 )
+from .freshness import DEFAULT_STALE_FOR, LocalCopy
 from .tenant import CredentialEnd, RegistryObserver, ServerFactory, Tenant
 
 __all__ = ["CredentialEnd", "RegistryObserver", "ServerFactory", "SessionPolicy", "Tenant", "Tenants"]
@@ -51,6 +52,9 @@ class Tenants:
         store: a shared `TenantStore` (`RedisTenantStore`) this registry mirrors: every worker of a
             fleet sees its tokens, resolved through its own `plans`, and `tokens` must be empty
             (write to the store: `asgi-mcp tokens`). The app keeps the mirror in step while it runs.
+        stale_for: with a `store`, seconds lookups are served from the local copy once the store is
+            out of reach (60 by default); past that they fail closed, 503 with `Retry-After`, until
+            the store answers and the copy is resynchronised. None: served from the copy for ever.
 
     Each method is synchronous and safe to call from any task while the app serves requests: the
     app reacts to changes (ending or draining sessions, retiring servers) before the call returns.
@@ -64,6 +68,7 @@ class Tenants:
         plans: Mapping[str, ServerFactory] | None = None,
         clock: Callable[[], float] = time.time,
         store: TenantStore | None = None,
+        stale_for: float | None = DEFAULT_STALE_FOR,
     ) -> None:
         if store is not None and tokens:
             raise ValueError("a registry mirroring a shared store takes its tokens from the store only")
@@ -78,6 +83,7 @@ class Tenants:
         self._not_after: dict[bytes, float] = {}  # the tokens that expire: wall-clock time they stop
         self._rotated_out: set[bytes] = set()  # old tokens of a rotation, ending with its grace
         self.clock = clock
+        self.local_copy = LocalCopy(stale_for, lambda: self.clock())
         self._ids: dict[str, Tenant] = {}
         self._observers: list[RegistryObserver] = []
         self._version = 0  # of the last change applied
@@ -112,7 +118,10 @@ class Tenants:
 
     def credential(self, token: str) -> tuple[Tenant, bytes, float | None] | None:
         """The tenant of `token`, its digest, and the wall-clock time it stops working (None: never).
-        A token found past its time is ended now (as `expire` would) and gets None."""
+        A token found past its time is ended now (as `expire` would) and gets None. A mirror whose
+        store has been out of reach longer than `stale_for` raises `StoreUnavailable` (503)."""
+        if self.local_copy.degraded:
+            self.local_copy.check()
         digest = self._digest(token)
         held = self._by_digest.get(digest)
         if held is None or not hmac.compare_digest(held[0], digest):

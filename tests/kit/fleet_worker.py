@@ -1,6 +1,7 @@
 """One worker of the fleet test (tests/system/test_fleet_haproxy.py), run in its own process by uvicorn or
 hypercorn: `FLEET_REDIS_URL`, `FLEET_PREFIX` and `FLEET_WORKER` (its name, which `whereami` answers)
-come from the environment. Two tenants with fixed tokens, as every worker of a fleet has them."""
+come from the environment, and `FLEET_HEARTBEAT` (seconds between its beats in the roster), if set.
+Two tenants with fixed tokens, as every worker of a fleet has them."""
 
 from __future__ import annotations
 
@@ -59,7 +60,10 @@ def build_app() -> McpApp:
     tenants = Tenants()
     tenants.add(TOKEN_A, lambda: tenant_server("alpha"), label="alpha")
     tenants.add(TOKEN_B, lambda: tenant_server("bravo"), label="bravo")
-    fleet = fleet_from_url(os.environ["FLEET_REDIS_URL"], prefix=os.environ["FLEET_PREFIX"], session_ttl=90)
+    heartbeat = float(os.environ.get("FLEET_HEARTBEAT", "5"))
+    fleet = fleet_from_url(
+        os.environ["FLEET_REDIS_URL"], prefix=os.environ["FLEET_PREFIX"], session_ttl=90, heartbeat=heartbeat
+    )
     return McpApp(
         tenants=tenants, fleet=fleet, session_idle_timeout=IDLE_TIMEOUT, health_path="/health", shutdown_timeout=1
     )

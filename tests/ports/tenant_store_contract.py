@@ -41,6 +41,15 @@ class TenantStoreContract:
             assert digest != store.digest(token + "x")
             assert token.encode() not in digest
 
+    async def test_the_version_counts_the_writes(self, store_factory: StoreFactory[TenantStore]) -> None:
+        async with store_factory() as store, store_factory() as other:
+            assert await other.version() == 0
+            await add(store, "tok-a", "alpha")
+            await store.remove("alpha", policy="close", drain_timeout=0.0)
+            assert await store.remove("alpha", policy="close", drain_timeout=0.0) is None  # no write
+            assert await other.version() == 2
+            assert (await other.snapshot()).version == 2
+
     async def test_add_then_read_on_another_handle(self, store_factory: StoreFactory[TenantStore]) -> None:
         async with store_factory() as writer, store_factory() as reader:
             record = tenant("alpha", label="alpha", plan="gold", metadata={"region": "eu", "tags": ["x", "ü"], "n": 3})

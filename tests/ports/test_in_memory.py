@@ -15,6 +15,8 @@ import pytest
 from asgi_mcp import (
     BusMessage,
     Credential,
+    FleetRoster,
+    InMemoryFleetRoster,
     InMemoryMessageBus,
     InMemorySessionDirectory,
     InMemoryTenantStore,
@@ -26,6 +28,7 @@ from asgi_mcp import (
 )
 
 from ._contract import MAX_BUFFERED, StoreFactory, next_of
+from .fleet_roster_contract import FleetRosterContract
 from .message_bus_contract import MessageBusContract
 from .session_directory_contract import SessionDirectoryContract
 from .tenant_store_contract import TenantStoreContract
@@ -49,6 +52,12 @@ class TestInMemorySessionDirectory(SessionDirectoryContract):
     @pytest.fixture
     def store_factory(self) -> StoreFactory[SessionDirectory]:
         return shared(InMemorySessionDirectory())  # type: ignore[return-value]
+
+
+class TestInMemoryFleetRoster(FleetRosterContract):
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory[FleetRoster]:
+        return shared(InMemoryFleetRoster())  # type: ignore[return-value]
 
 
 class TestInMemoryMessageBus(MessageBusContract):

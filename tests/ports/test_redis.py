@@ -13,10 +13,11 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from asgi_mcp import MessageBus, SessionDirectory, StoreUnavailable, TenantStore
+from asgi_mcp import FleetRoster, MessageBus, SessionDirectory, StoreUnavailable, TenantStore
 from tests.kit.redis_server import RedisServer
 
 from ._contract import MAX_BUFFERED, StoreFactory
+from .fleet_roster_contract import FleetRosterContract
 from .message_bus_contract import MessageBusContract
 from .session_directory_contract import SessionDirectoryContract, session
 from .tenant_store_contract import TenantStoreContract
@@ -48,6 +49,19 @@ class TestRedisSessionDirectory(SessionDirectoryContract):
         async def handle() -> AsyncGenerator[SessionDirectory, None]:
             async with RedisSessionDirectory(shared_redis.url, prefix=redis_prefix) as directory:
                 yield directory
+
+        return handle
+
+
+class TestRedisFleetRoster(FleetRosterContract):
+    @pytest.fixture
+    def store_factory(self, shared_redis: RedisServer, redis_prefix: str) -> StoreFactory[FleetRoster]:
+        from asgi_mcp._stores.redis import RedisFleetRoster
+
+        @asynccontextmanager
+        async def handle() -> AsyncGenerator[FleetRoster, None]:
+            async with RedisFleetRoster(shared_redis.url, prefix=redis_prefix) as roster:
+                yield roster
 
         return handle
 

@@ -5,8 +5,16 @@ The only place in asgi_mcp that imports coredis (an import-linter contract keeps
 
 from .connection import RedisConnection as RedisConnection
 from .event_store import RedisEventStore as RedisEventStore
+from .fleet_roster import RedisFleetRoster as RedisFleetRoster
 from .message_bus import RedisMessageBus as RedisMessageBus
 from .session_directory import RedisSessionDirectory as RedisSessionDirectory
 from .tenant_store import RedisTenantStore as RedisTenantStore
 
-__all__ = ["RedisConnection", "RedisEventStore", "RedisMessageBus", "RedisSessionDirectory", "RedisTenantStore"]
+__all__ = [
+    "RedisConnection",
+    "RedisEventStore",
+    "RedisFleetRoster",
+    "RedisMessageBus",
+    "RedisSessionDirectory",
+    "RedisTenantStore",
+]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from ..._ports.fleet import FleetStores
+from ..._ports.fleet import DEFAULT_HEARTBEAT, FleetStores
 from .event_store import RedisEventStore
+from .fleet_roster import RedisFleetRoster
 from .message_bus import RedisMessageBus
 from .session_directory import RedisSessionDirectory
 from .tenant_store import RedisTenantStore
 
-__all__ = ["RedisTenantStore", "redis_fleet"]
+__all__ = ["RedisFleetRoster", "RedisTenantStore", "redis_fleet"]
 
 
-def redis_fleet(url: str, *, prefix: str, session_ttl: float, secret: bytes | None) -> FleetStores:
-    """Session directory, message bus and event store on the Redis at `url`, keyed under `prefix`.
+def redis_fleet(
+    url: str, *, prefix: str, session_ttl: float, secret: bytes | None, heartbeat: float = DEFAULT_HEARTBEAT
+) -> FleetStores:
+    """Session directory, message bus, event store and roster on the Redis at `url`, keyed under `prefix`.
 
     `session_ttl` is how long a session record (and a stream's events) outlive their last activity.
     """
@@ -21,5 +24,7 @@ def redis_fleet(url: str, *, prefix: str, session_ttl: float, secret: bytes | No
         bus=RedisMessageBus(url, prefix=prefix),
         event_store=RedisEventStore(url, prefix=prefix, ttl=2 * session_ttl),
         secret=secret,
+        roster=RedisFleetRoster(url, prefix=prefix),
+        heartbeat=heartbeat,
         url=url,
     )

@@ -231,6 +231,11 @@ class RedisTenantStore:
             tuple(Credential.from_json(text) for text in credentials),
         )
 
+    async def version(self) -> int:
+        with self.connection.guard(_WHAT):
+            version = await self.connection.client.get(self._keys[2])
+        return int(version) if version is not None else 0
+
     @asynccontextmanager
     async def changes(self) -> AsyncGenerator[AsyncIterator[TenantChange], None]:
         """Every write published once this is entered (SUBSCRIBE acknowledged), in version order; a
