@@ -190,13 +190,16 @@ async def _handle(stream: anyio.abc.SocketStream, state: ServerState) -> None:
         client, server = _addresses(stream)
         byte_stream: anyio.abc.ByteStream = stream
         scheme = "http"
+        # Direct writes (see `HttpConnection.write`) on a plain socket, where os.write works on one.
+        fd = stream.extra(SocketAttribute.raw_socket).fileno() if os.name == "posix" else -1
         if config.ssl_context is not None:
+            fd = -1
             scheme = "https"
             wrapped = await _tls(stream, config.ssl_context, config.tls_handshake_timeout)
             if wrapped is None:
                 return
             byte_stream = wrapped
-        connection = HttpConnection(state, byte_stream, client, server, scheme)
+        connection = HttpConnection(state, byte_stream, client, server, scheme, fd)
         state.connections.add(connection)
         try:
             await connection.run()
