@@ -100,10 +100,11 @@ class HttpConnection:
         The `last` write of a response goes straight to the socket when the socket takes it all:
         the stream's send would yield once more after it, with the app's whole call stack and the
         request's objects alive, and with every connection doing so the young objects pile up and
-        the cycle collector runs (and promotes) far more often. The connection yields anyway as it
-        reads the next request, so no connection is served twice in a row.
+        the cycle collector runs (and promotes) far more often. Only with nothing buffered: the
+        connection then yields as it reads the next request, so none is served twice in a row
+        (a pipelined request waiting in the buffer would be served without a yield).
         """
-        if last and self.fd >= 0:
+        if last and self.fd >= 0 and not self.buffer:
             try:
                 sent = os.write(self.fd, data)
             except BlockingIOError:
