@@ -54,7 +54,7 @@ class HttpConnection:
         self.client = client
         self.server = server
         self.scheme = scheme
-        self.fd = fd  # the plain socket's descriptor for direct last writes (`write`), or -1
+        self.fd = fd  # the plain socket's descriptor for direct writes (`write`), or -1
         self.trusted_peer = self.config.trusts(client[0] if client is not None else None)
         self.buffer = bytearray()
         self.eof = False
@@ -94,17 +94,18 @@ class HttpConnection:
         self.buffer += data
         return True
 
-    async def write(self, data: bytes, *, last: bool = False) -> None:
+    async def write(self, data: bytes, *, direct: bool = False) -> None:
         """Send, within the write timeout (which ends the whole connection); a lost peer is noted, not raised.
 
-        The `last` write of a response goes straight to the socket when the socket takes it all:
-        the stream's send would yield once more after it, with the app's whole call stack and the
-        request's objects alive, and with every connection doing so the young objects pile up and
-        the cycle collector runs (and promotes) far more often. Only with nothing buffered: the
-        connection then yields as it reads the next request, so none is served twice in a row
-        (a pipelined request waiting in the buffer would be served without a yield).
+        A `direct` write (a response's last, or a stream's head) goes straight to the socket when
+        the socket takes it all: the stream's send would yield once more after it, with the app's
+        whole call stack and the request's objects alive, and with every connection doing so the
+        young objects pile up and the cycle collector runs (and promotes) far more often. Only
+        with nothing buffered: the connection then yields as it reads the next request, so none is
+        served twice in a row (a pipelined request in the buffer would be served without a yield);
+        a stream's further writes yield as before.
         """
-        if last and self.fd >= 0 and not self.buffer:
+        if direct and self.fd >= 0 and not self.buffer:
             try:
                 sent = os.write(self.fd, data)
             except BlockingIOError:
