@@ -124,6 +124,15 @@ class ProbeApp:
             self.probe.sent_bytes += len(chunk)
         await send({"type": "http.response.body", "body": b""})
 
+    async def route_trickle(self, scope: Any, receive: Any, send: Any) -> None:
+        """Streams small chunks with no await but `send` (at most 64 MiB), counting what `send` accepted."""
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        chunk = b"x" * 64
+        for _ in range(1 << 20):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            self.probe.sent_bytes += len(chunk)
+        await send({"type": "http.response.body", "body": b""})
+
     async def route_hold(self, scope: Any, receive: Any, send: Any) -> None:
         await _read_body(receive)
         self.probe.started.set()

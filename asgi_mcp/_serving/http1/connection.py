@@ -31,6 +31,7 @@ __all__ = ["HttpConnection"]
 SERVER_LOGGER: Final = "asgi_mcp.server"
 _logger: Final = logging.getLogger(SERVER_LOGGER)
 _READ_SIZE: Final = 65536
+_DIRECT_WRITES: Final = 4  # direct writes in a row at most (see `write`)
 # Closing after a refusal or an unread body: read what the peer still sends for a moment, so that
 # the kernel does not reset the connection before the peer has read our answer.
 _LINGER_SECONDS: Final = 1.0
@@ -55,6 +56,8 @@ class HttpConnection:
         self.server = server
         self.scheme = scheme
         self.fd = fd  # the plain socket's descriptor for direct writes (`write`), or -1
+        self.direct_writes = 0  # since the connection last yielded
+        self.sending = False  # a send through the stream is in progress
         self.trusted_peer = self.config.trusts(client[0] if client is not None else None)
         self.buffer = bytearray()
         self.eof = False
@@ -84,6 +87,7 @@ class HttpConnection:
         """Append what arrives to the buffer; False at end of stream (or once the peer is gone)."""
         if self.eof:
             return False
+        self.direct_writes = 0  # receiving yields
         try:
             data = await self.stream.receive(_READ_SIZE)
         except _STREAM_ERRORS:
@@ -94,18 +98,18 @@ class HttpConnection:
         self.buffer += data
         return True
 
-    async def write(self, data: bytes, *, direct: bool = False) -> None:
+    async def write(self, data: bytes) -> None:
         """Send, within the write timeout (which ends the whole connection); a lost peer is noted, not raised.
 
-        A `direct` write (a response's last, or a stream's head) goes straight to the socket when
-        the socket takes it all: the stream's send would yield once more after it, with the app's
-        whole call stack and the request's objects alive, and with every connection doing so the
-        young objects pile up and the cycle collector runs (and promotes) far more often. Only
-        with nothing buffered: the connection then yields as it reads the next request, so none is
-        served twice in a row (a pipelined request in the buffer would be served without a yield);
-        a stream's further writes yield as before.
+        A write goes straight to the socket when the socket takes it all: the stream's send would
+        yield after it, with the app's whole call stack and the request's objects alive, and with
+        every connection doing so the young objects pile up and the cycle collector runs (and
+        promotes) far more often. Reading yields, so a connection that waits for its next request
+        yields anyway; one that only writes (a stream, answers to pipelined requests) goes through
+        the stream, and yields, after `_DIRECT_WRITES` direct writes in a row.
         """
-        if direct and self.fd >= 0 and not self.buffer:
+        # Never past a send in progress (another task's): its bytes are not all out yet.
+        if self.fd >= 0 and self.direct_writes < _DIRECT_WRITES and not self.sending:
             try:
                 sent = os.write(self.fd, data)
             except BlockingIOError:
@@ -114,16 +118,20 @@ class HttpConnection:
                 self.lost = True
                 return
             if sent == len(data):
+                self.direct_writes += 1
                 return
             data = data[sent:]  # the socket is full: the stream waits until it takes the rest
+        self.direct_writes = 0
         state = self.state
         self.write_expiry = state.tick + state.write_ticks
+        self.sending = True
         try:
             await self.stream.send(data)
         except _STREAM_ERRORS:
             self.lost = True
         finally:
             self.write_expiry = NEVER
+            self.sending = False
 
     async def run(self) -> None:
         try:
@@ -248,6 +256,9 @@ class HttpConnection:
             await self.write(plain_response(refusal.status, refusal.reason))
 
     async def _close(self) -> None:
+        # No direct write from here on: a task the app left running must not reach the descriptor
+        # once it is closed (and perhaps reused by the next connection); the stream refuses it.
+        self.fd = -1
         with anyio.CancelScope(shield=True):
             if self.linger and not self.lost and not self.eof:
                 with anyio.move_on_after(_LINGER_SECONDS):

@@ -178,6 +178,22 @@ async def test_a_slow_reader_blocks_the_sender(parser: str) -> None:
         assert not probe.finished.is_set()
 
 
+async def test_a_stream_that_never_waits_leaves_other_connections_their_turn(parser: str) -> None:
+    # Writes that the socket takes at once skip the stream's yield, but only a few in a row: a
+    # connection only writing must not hold the loop until its socket buffer is full.
+    async with serving(parser) as (port, probe), connect(port) as streaming, connect(port) as other:
+        streaming.expect("GET")
+        await streaming.send(get("/trickle"))
+        with anyio.fail_after(10):
+            head = await streaming.head()
+            assert head is not None and head.status == 200
+            reply = await reply_on(other, post("/echo", b"x"), "POST")
+        assert (reply.status, reply.body) == (200, b"x")
+        # Not read by the client, the stream would fill its socket buffers (megabytes on loopback)
+        # before its first yield; a few writes per turn are far less meanwhile.
+        assert probe.sent_bytes < 64 * 1024
+
+
 async def test_write_timeout_ends_a_stalled_connection(parser: str) -> None:
     async with serving(parser, write_timeout=0.3) as (port, probe), connect(port) as conn:
         await conn.send(get("/flood"))
