@@ -186,7 +186,8 @@ async def test_a_stream_that_never_waits_leaves_other_connections_their_turn(par
         await streaming.send(get("/trickle"))
         with anyio.fail_after(10):
             head = await streaming.head()
-            assert head is not None and head.status == 200
+            assert head is not None
+            assert head.status == 200
             reply = await reply_on(other, post("/echo", b"x"), "POST")
         assert (reply.status, reply.body) == (200, b"x")
         # Not read by the client, the stream would fill its socket buffers (megabytes on loopback)
