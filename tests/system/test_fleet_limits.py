@@ -74,7 +74,9 @@ async def test_a_rate_limit_admits_n_in_total_across_both_workers(shared_redis: 
             assert (await two.post(request(5, "tools/list"), session_id=on_two)).status == 200
 
 
-async def test_a_rate_limited_request_costs_one_script_call_and_an_unlimited_one_none(redis_server: RedisServer) -> None:
+async def test_a_rate_limited_request_costs_one_script_call_and_an_unlimited_one_none(
+    redis_server: RedisServer,
+) -> None:
     limits = TenantLimits(requests=Rate(100, 1.0), tool_calls=Rate(100, 1.0), tools={"whoami": Rate(100, 1.0)})
     app = worker(redis_server.url, "rt", rate_limits=RateLimits(plans={}, tenants={"alpha": limits}))
     with anyio.fail_after(GUARD):
