@@ -38,6 +38,7 @@ import anyio.abc
 
 from .._core.errors import StoreUnavailable, SubscriptionCut, TooManyRequests
 from .._core.session_table import SESSION_CAP_RETRY_AFTER, SessionEntry, SessionTable
+from .._core.states import SessionState
 from .._ports.fleet import FleetStores
 from .._ports.message_bus import BusMessage
 from .._ports.session_directory import SessionRecord
@@ -234,7 +235,7 @@ class SessionFleet:
             failures += 1
 
     async def _resync(self, tenant_id: str | None) -> None:
-        held = [entry.session_id for entry in self._table if entry.tenant_id == tenant_id]
+        held = [entry.session_id for entry in self._recorded() if entry.tenant_id == tenant_id]
         with contextlib.suppress(StoreUnavailable):  # logged by the store; the heartbeat checks again
             for session_id in held:
                 if await self.directory.lookup(session_id) is None:
@@ -270,13 +271,18 @@ class SessionFleet:
         while True:
             await anyio.sleep(self._touch_interval)
             now, wall = anyio.current_time(), time.time()
-            busy = [e for e in self._table if e.idle_since is None or e.idle_since >= since]
+            busy = [e for e in self._recorded() if e.idle_since is None or e.idle_since >= since]
             since = now
             with contextlib.suppress(StoreUnavailable):  # logged by the store; the next beat tries again
                 for entry in busy:
                     if not await self.directory.touch(entry.session_id, wall):
                         self._end_session(entry.session_id, "ended_elsewhere")  # deleted (or expired) meanwhile
                 await self._renew_slots(busy, wall)
+
+    def _recorded(self) -> list[SessionEntry[LegacySession]]:
+        """The sessions held here that have a record: an opening one has none until its `initialize`
+        answer is about to leave, and must not be taken for a session deleted meanwhile."""
+        return [entry for entry in self._table if entry.state is not SessionState.OPENING]
 
     async def _renew_slots(self, busy: list[SessionEntry[LegacySession]], wall: float) -> None:
         """The slots of the sessions whose records were just renewed: they lapse together."""

@@ -10,6 +10,7 @@ held session's request with no limit on it.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +18,18 @@ from typing import Any
 import anyio
 import pytest
 
-from asgi_mcp import InMemoryRateLimitStore, McpApp, Rate, RateLimits, TenantLimits, Tenants
+from asgi_mcp import (
+    FleetStores,
+    InMemoryMessageBus,
+    InMemoryRateLimitStore,
+    InMemorySessionDirectory,
+    InMemorySessionSlots,
+    McpApp,
+    Rate,
+    RateLimits,
+    TenantLimits,
+    Tenants,
+)
 from asgi_mcp._core.errors import RATE_LIMITED
 from asgi_mcp._stores import fleet_from_url
 from tests.kit.mcp_servers import factory_of
@@ -129,15 +141,31 @@ async def test_a_dead_workers_sessions_free_their_slots_after_their_ttl(
     with anyio.fail_after(GUARD):
         async with serving(worker(shared_redis.url, redis_prefix, **options)) as survivor:
             two = TokenClient(survivor, TOKEN)
+            opened_at = time.time()
             async with serving(worker(shared_redis.url, redis_prefix, **options)) as doomed:
                 await TokenClient(doomed, TOKEN).open_session()
             # The worker went away without ending its session for the client: the slot is still held.
-            refused_at = anyio.current_time()
             assert (await two.post(initialize(0))).status == 429
             while (answer := await two.post(initialize(0))).status == 429:
                 await let_time_pass(0.05)  # the slot lapses on Redis's side: there is no event to wait on
             assert answer.status == 200
-            assert anyio.current_time() - refused_at > ttl / 4  # not freed at once, but by its TTL
+            assert time.time() - opened_at >= ttl  # freed by its TTL, not before
+
+
+async def test_a_session_in_use_keeps_its_slot_past_the_ttl(shared_redis: RedisServer, redis_prefix: str) -> None:
+    """The heartbeat renews the slots of sessions in use with their records: only a session left
+    behind lapses."""
+    ttl = 1.0
+    options: dict[str, Any] = {"session_ttl": ttl, "idle": ttl, "max_sessions_per_tenant": 1}
+    with anyio.fail_after(GUARD):
+        async with two_workers(shared_redis.url, redis_prefix, **options) as (one, two):
+            session_id = await one.open_session()
+            used_until = anyio.current_time() + 2.5 * ttl
+            while anyio.current_time() < used_until:
+                assert (await one.post(request(1, "tools/list"), session_id=session_id)).status == 200
+                await let_time_pass(0.1)  # a client's pace, not a wait for anything
+            assert (await two.post(initialize(0))).status == 429
+            assert (await two.post(request(2, "tools/list"), session_id=session_id)).status == 200  # adoptable
 
 
 async def test_redis_down_is_503_with_retry_after_for_a_limited_request_and_nothing_for_an_unlimited_one(
@@ -221,3 +249,39 @@ class RedisStats:
 class Counts(dict[str, int]):
     def __sub__(self, other: Counts) -> dict[str, int]:
         return {name: calls - other.get(name, 0) for name, calls in self.items() if calls != other.get(name, 0)}
+
+
+class GatedSlots(InMemorySessionSlots):
+    """In-memory slots whose `reserve` waits for the test: an `initialize` held open at will."""
+
+    def __init__(self) -> None:
+        super().__init__(ttl=60.0)
+        self.entered = anyio.Event()
+        self.release_gate = anyio.Event()
+
+    async def reserve(self, tenant_id: str, session_id: str, cap: int, now: float) -> bool:
+        self.entered.set()
+        await self.release_gate.wait()
+        return await super().reserve(tenant_id, session_id, cap, now)
+
+
+async def test_an_opening_session_outlives_the_heartbeats_that_run_meanwhile() -> None:
+    """The heartbeat renews recorded sessions only: an opening one has no record yet, and must not be
+    taken for a session deleted meanwhile (it was ended, and its `initialize` answered 500)."""
+    slots = GatedSlots()
+    fleet = FleetStores(directory=InMemorySessionDirectory(), bus=InMemoryMessageBus(), session_slots=slots)
+    tenants = Tenants()
+    tenants.add(TOKEN, factory_of("alpha"), label="alpha")
+    idle = 0.2  # a heartbeat every 0.0375 s
+    app = McpApp(tenants=tenants, fleet=fleet, session_idle_timeout=idle, max_sessions_per_tenant=1)
+    with anyio.fail_after(GUARD):
+        async with serving(app) as client:
+            alpha = TokenClient(client, TOKEN)
+            opening = await alpha.client.post(
+                initialize(0), headers={"authorization": f"Bearer {TOKEN}"}, version=None, wait=False
+            )
+            await slots.entered.wait()
+            await let_time_pass(idle)  # five heartbeats, while the session is opening
+            slots.release_gate.set()
+            await opening.started()
+            assert opening.status == 200
