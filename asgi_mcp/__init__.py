@@ -53,6 +53,8 @@ from ._ports.replay import InMemoryEventStore as InMemoryEventStore
 from ._ports.session_directory import InMemorySessionDirectory as InMemorySessionDirectory
 from ._ports.session_directory import SessionDirectory as SessionDirectory
 from ._ports.session_directory import SessionRecord as SessionRecord
+from ._ports.session_slots import InMemorySessionSlots as InMemorySessionSlots
+from ._ports.session_slots import SessionSlots as SessionSlots
 from ._ports.tenant_store import Credential as Credential
 from ._ports.tenant_store import InMemoryTenantStore as InMemoryTenantStore
 from ._ports.tenant_store import TenantChange as TenantChange
@@ -91,6 +93,7 @@ __all__ = [
     "InMemoryEventStore",
     "InMemoryMessageBus",
     "InMemorySessionDirectory",
+    "InMemorySessionSlots",
     "InMemoryTenantStore",
     "InMemoryRateLimitStore",
     "IntrospectionVerifier",
@@ -115,6 +118,7 @@ __all__ = [
     "SessionEnded",
     "SessionPolicy",
     "SessionRecord",
+    "SessionSlots",
     "StaticTokenVerifier",
     "Started",
     "Stopped",

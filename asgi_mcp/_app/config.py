@@ -101,7 +101,8 @@ class AppConfig:
         self._check_side_paths()
 
     def _build_fleet(self) -> None:
-        """`redis_url`: the Redis fleet (session directory, bus and, unless one is given, event store)."""
+        """`redis_url`: the Redis fleet (session directory, bus, session slots and, unless the app has
+        its own, event store and rate-limit store)."""
         if self.fleet_secret is not None and len(self.fleet_secret) < 16:
             raise ConfigurationError("fleet_secret must be at least 16 bytes")
         if self.redis_url is not None and self.fleet is not None and getattr(self.fleet, "url", None) != self.redis_url:
@@ -116,6 +117,10 @@ class AppConfig:
             _set(self, "fleet", fleet)
         if self.fleet is not None and self.event_store is None:
             _set(self, "event_store", self.fleet.event_store)
+        # The fleet's buckets, unless the app's limits name a store of their own.
+        shared = self.fleet.rate_limits if self.fleet is not None else None
+        if shared is not None and self.rate_limits is not None and not self.rate_limits.store_given:
+            _set(self, "rate_limits", self.rate_limits.with_store(shared))
 
     def _check_sources(self) -> None:
         if (self.server is None) == (self.tenants is None):

@@ -241,7 +241,8 @@ async def stores_opened(config: AppConfig) -> AsyncGenerator[None]:
     outlives every request, and closed only once every session has ended."""
     fleet = config.fleet
     candidates: list[object] = [config.event_store, config.tenants.shared_store if config.tenants is not None else None]
-    candidates += [fleet.directory, fleet.bus, fleet.roster] if fleet is not None else []
+    candidates += [fleet.directory, fleet.bus, fleet.roster, fleet.session_slots] if fleet is not None else []
+    candidates.append(config.rate_limits.store if config.rate_limits is not None else None)
     unique: dict[int, AbstractAsyncContextManager[Any]] = {}
     for store in candidates:
         if isinstance(store, AbstractAsyncContextManager):

@@ -94,8 +94,8 @@ class LegacyEndpoint:
         entry.value.host.release()
         if self._on_ended is not None and announced:
             self._on_ended(entry, reason)
-        if self.fleet is not None and announced:
-            self.fleet.ended(entry, reason)
+        if self.fleet is not None:
+            self.fleet.ended(entry, reason, announced=announced)
         return True
 
     def wake(self, deadline: float | None = None) -> None:
@@ -359,6 +359,8 @@ class LegacyEndpoint:
         session = self._new_session(session_id, host, None)
         entry = self._admit(session, principal)
         try:
+            if self.fleet is not None:
+                await self.fleet.reserve(entry)  # the tenant's session cap, counted across the fleet
             stream = session.outbound.new_stream(json_only=True)
             metadata, transport = request_metadata(request, session, stream, can_send=False)
             await session.dispatcher.run_request(message.id, "initialize", message.params, stream, metadata, transport)

@@ -12,8 +12,13 @@ request that reached another worker than the one waiting for it. Every message c
 (the bus drops any other) and the session owner's digest, checked again on delivery: a worker never
 hands one tenant's or principal's message to another's session.
 
+With `max_sessions_per_tenant` and the fleet's session slots (`_ports.session_slots`), the cap holds
+for the fleet: `initialize` reserves a slot before the SDK runs it; the slot is released when the
+session ends for its client (DELETE on any worker, token removal, a failed initialize) and lapses
+with the record when the session is only left behind (idle here, shutdown, a dead worker).
+
 Nothing here runs on a request for a session its worker holds: a worker's own sessions cost no
-round trip. A heartbeat moves the records of busy sessions forward off the request path.
+round trip. A heartbeat moves the records (and slots) of busy sessions forward off the request path.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ from typing import Any, Final, cast
 import anyio
 import anyio.abc
 
-from .._core.errors import StoreUnavailable, SubscriptionCut
-from .._core.session_table import SessionEntry, SessionTable
+from .._core.errors import StoreUnavailable, SubscriptionCut, TooManyRequests
+from .._core.session_table import SESSION_CAP_RETRY_AFTER, SessionEntry, SessionTable
+from .._core.states import SessionState
 from .._ports.fleet import FleetStores
 from .._ports.message_bus import BusMessage
 from .._ports.session_directory import SessionRecord
@@ -63,6 +69,9 @@ class SessionFleet:
     ) -> None:
         self.directory = stores.directory
         self.bus = stores.bus
+        self.slots = stores.session_slots
+        self._cap = table.max_per_tenant
+        self._reserving: set[str] = set()  # opening sessions holding a slot, not yet joined
         self._secret = stores.secret
         self._table = table
         self._end_session = end_session
@@ -122,8 +131,21 @@ class SessionFleet:
             await self.listen(entry.tenant_id)
             await self.directory.record(record)
 
+    async def reserve(self, entry: SessionEntry[LegacySession]) -> None:
+        """A slot for an opening session of a capped tenant, or 429 as the worker's own cap answers."""
+        tenant_id = entry.tenant_id
+        if self.slots is None or self._cap is None or tenant_id is None:
+            return
+        self._reserving.add(entry.session_id)
+        with self.bounded("session slots"):
+            reserved = await self.slots.reserve(tenant_id, entry.session_id, self._cap, time.time())
+        if not reserved:
+            self._reserving.discard(entry.session_id)
+            raise TooManyRequests(SESSION_CAP_RETRY_AFTER, limit="sessions per tenant")
+
     def join(self, entry: SessionEntry[LegacySession]) -> None:
         """A session this worker now holds (opened or adopted): its copies reach each other."""
+        self._reserving.discard(entry.session_id)
         session = entry.value
         session.dispatcher.id_prefix = f"w{self.worker_id}-"
         tenant_id, owner = entry.tenant_id, self.owner_digest(entry.owner)
@@ -133,15 +155,23 @@ class SessionFleet:
 
         session.outbound.elsewhere = elsewhere
 
-    def ended(self, entry: SessionEntry[Any], reason: str) -> None:
+    def ended(self, entry: SessionEntry[Any], reason: str, *, announced: bool) -> None:
         """A copy ended here (`LegacyEndpoint.end_session`): a session that ended for the client ends
-        everywhere. Idle expiry and shutdown end this copy only (the record expires on its own)."""
-        if reason not in _LOCAL_ENDS:
+        everywhere. Idle expiry and shutdown end this copy only (the record expires on its own).
+        A session that never opened frees the slot it reserved."""
+        if not announced:
+            if entry.session_id in self._reserving:
+                self._reserving.discard(entry.session_id)
+                self._start(self._release_quietly, entry.tenant_id, entry.session_id)
+        elif reason not in _LOCAL_ENDS:
             self._start(self._end_quietly, entry.session_id, entry.owner, entry.tenant_id)
 
     async def end_everywhere(self, session_id: str, owner: str, tenant_id: str | None) -> None:
-        """Forget the record (no worker adopts it again), then tell the workers holding a copy."""
+        """Forget the record (no worker adopts it again) and free its slot, then tell the workers
+        holding a copy."""
         await self.directory.forget(session_id)
+        if self.slots is not None and self._cap is not None and tenant_id is not None:
+            await self.slots.release(tenant_id, session_id)
         await self._publish(tenant_id, {"k": "end", "s": session_id, "o": self.owner_digest(owner)})
 
     async def forward_answer(self, entry: SessionEntry[LegacySession], raw: dict[str, Any]) -> None:
@@ -153,6 +183,11 @@ class SessionFleet:
     async def _end_quietly(self, session_id: str, owner: str, tenant_id: str | None) -> None:
         with contextlib.suppress(StoreUnavailable):  # logged by the store; the record expires by its TTL
             await self.end_everywhere(session_id, owner, tenant_id)
+
+    async def _release_quietly(self, tenant_id: str | None, session_id: str) -> None:
+        if self.slots is not None and tenant_id is not None:
+            with contextlib.suppress(StoreUnavailable):  # logged by the store; the slot lapses by its TTL
+                await self.slots.release(tenant_id, session_id)
 
     async def _publish(self, tenant_id: str | None, message: dict[str, Any]) -> None:
         await self.bus.publish(tenant_id, CHANNEL, json.dumps(message, separators=(",", ":")))
@@ -200,7 +235,7 @@ class SessionFleet:
             failures += 1
 
     async def _resync(self, tenant_id: str | None) -> None:
-        held = [entry.session_id for entry in self._table if entry.tenant_id == tenant_id]
+        held = [entry.session_id for entry in self._recorded() if entry.tenant_id == tenant_id]
         with contextlib.suppress(StoreUnavailable):  # logged by the store; the heartbeat checks again
             for session_id in held:
                 if await self.directory.lookup(session_id) is None:
@@ -236,12 +271,29 @@ class SessionFleet:
         while True:
             await anyio.sleep(self._touch_interval)
             now, wall = anyio.current_time(), time.time()
-            busy = [e.session_id for e in self._table if e.idle_since is None or e.idle_since >= since]
+            busy = [e for e in self._recorded() if e.idle_since is None or e.idle_since >= since]
             since = now
             with contextlib.suppress(StoreUnavailable):  # logged by the store; the next beat tries again
-                for session_id in busy:
-                    if not await self.directory.touch(session_id, wall):
-                        self._end_session(session_id, "ended_elsewhere")  # deleted (or expired) meanwhile
+                for entry in busy:
+                    if not await self.directory.touch(entry.session_id, wall):
+                        self._end_session(entry.session_id, "ended_elsewhere")  # deleted (or expired) meanwhile
+                await self._renew_slots(busy, wall)
+
+    def _recorded(self) -> list[SessionEntry[LegacySession]]:
+        """The sessions held here that have a record: an opening one has none until its `initialize`
+        answer is about to leave, and must not be taken for a session deleted meanwhile."""
+        return [entry for entry in self._table if entry.state is not SessionState.OPENING]
+
+    async def _renew_slots(self, busy: list[SessionEntry[LegacySession]], wall: float) -> None:
+        """The slots of the sessions whose records were just renewed: they lapse together."""
+        if self.slots is None or self._cap is None:
+            return
+        by_tenant: dict[str, list[str]] = {}
+        for entry in busy:
+            if entry.tenant_id is not None and self._table.get(entry.session_id) is entry:
+                by_tenant.setdefault(entry.tenant_id, []).append(entry.session_id)
+        for tenant_id, session_ids in by_tenant.items():
+            await self.slots.renew(tenant_id, session_ids, wall)
 
 
 def _resolve(session: LegacySession, answer: object) -> None:

@@ -1,6 +1,7 @@
 """What the workers of one fleet share, as one object: the session directory, the message bus and,
-optionally, the event store and the roster of workers alive. `McpApp(fleet=...)` takes it;
-`McpApp(redis_url=...)` builds the Redis one (`asgi_mcp._stores.fleet_from_url`)."""
+optionally, the event store, the roster of workers alive, the rate-limit buckets and the per-tenant
+session slots. `McpApp(fleet=...)` takes it; `McpApp(redis_url=...)` builds the Redis one
+(`asgi_mcp._stores.fleet_from_url`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from mcp.server.streamable_http import EventStore
 from .._core.errors import ConfigurationError
 from .fleet_roster import FleetRoster
 from .message_bus import MessageBus
+from .rate_limits import RateLimitStore
 from .session_directory import SessionDirectory
+from .session_slots import SessionSlots
 
 __all__ = ["DEFAULT_HEARTBEAT", "FleetStores"]
 
@@ -32,6 +35,10 @@ class FleetStores:
             server-to-client requests).
         event_store: the events `Last-Event-ID` replays; shared too, or a replay works only on the
             worker that wrote them. None: the app's `event_store` (or none).
+        rate_limits: the token buckets of `RateLimits`, unless the app's `RateLimits` names a store
+            of its own. None: each worker's own (a limit then holds per worker).
+        session_slots: what `max_sessions_per_tenant` counts across the fleet. None: the cap holds
+            per worker.
         secret: keys the owner digests the directory keeps (HMAC-SHA256), so a copy of the directory
             cannot be checked against guessed tokens; None: a plain SHA-256 of the owner key.
         roster: where each worker beats with its id, start and sessions per tenant, for
@@ -43,6 +50,8 @@ class FleetStores:
     directory: SessionDirectory
     bus: MessageBus
     event_store: EventStore | None = None
+    rate_limits: RateLimitStore | None = None
+    session_slots: SessionSlots | None = None
     secret: bytes | None = None
     roster: FleetRoster | None = None
     heartbeat: float = DEFAULT_HEARTBEAT

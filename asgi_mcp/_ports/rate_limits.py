@@ -7,11 +7,14 @@ each see the last token. `now` is the caller's clock in seconds; a shared store 
 clock instead, as long as it is one clock for every worker.
 
 The in-memory store also offers `take_now`, a synchronous take: the limiter calls it directly, so
-a request pays no await for its limits unless the store is remote.
+a request pays no await for its limits unless the store is remote. A store may offer `take_all`
+(every bucket of a request, narrowest first, stopping at the first refusal): the limiter then makes
+one call per request instead of one per bucket, which for a remote store is one round trip.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, Protocol, runtime_checkable
 
 from .._core.token_bucket import Bucket, Rate, new_bucket, take
@@ -62,6 +65,17 @@ class InMemoryRateLimitStore:
 
     async def take(self, tenant_id: str, limit_name: str, rate: Rate, now: float) -> float:
         return self.take_now(tenant_id, limit_name, rate, now)
+
+    async def take_all(
+        self, tenant_id: str, buckets: Sequence[tuple[str, Rate]], now: float
+    ) -> tuple[str, float] | None:
+        """Take from each bucket in order, stopping at the first with no token: None when every one
+        gave a token, else the refusing bucket's limit name and its wait."""
+        for name, rate in buckets:
+            wait = self.take_now(tenant_id, name, rate, now)
+            if wait > 0.0:
+                return name, wait
+        return None
 
     async def forget(self, tenant_id: str) -> None:
         for key in [key for key in self._buckets if key[0] == tenant_id]:

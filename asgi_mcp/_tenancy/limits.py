@@ -8,16 +8,19 @@ are keyed by tenant id (a token's rotation keeps them). A tenant's limits come f
 `RateLimits.tenants[tenant_id]`, the plan it was registered with (`Tenants.add(..., plan=...)`) in
 `RateLimits.plans`, `RateLimits.default`.
 
-With the in-memory store the check is synchronous; a remote store is awaited.
+With the in-memory store the check is synchronous; a remote store is awaited, once per request when
+it offers `take_all` (the Redis store does: one script). A tenant with no limit on the request's
+method makes no call at all.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .._core.errors import TooManyRequests
 from .._core.token_bucket import Rate, retry_after_header
@@ -75,12 +78,25 @@ class RateLimits:
         self.default = default or TenantLimits()
         self.plans = dict(plans or {})
         self.tenants = dict(tenants or {})
-        self.store: RateLimitStore = store if store is not None else InMemoryRateLimitStore()
-        # A store with a synchronous take (the in-memory one) is asked without an await.
-        take_now: Callable[[str, str, Rate, float], float] | None = getattr(self.store, "take_now", None)
-        self._take_now = take_now if callable(take_now) else None
+        # Whether the store was chosen here: a fleet's shared store replaces only the default one.
+        self.store_given = store is not None
         self._clock = clock
         self._unknown_plans: set[str] = set()
+        self._use(store if store is not None else InMemoryRateLimitStore())
+
+    def _use(self, store: RateLimitStore) -> None:
+        self.store: RateLimitStore = store
+        # A store with a synchronous take (the in-memory one) is asked without an await.
+        take_now: Callable[[str, str, Rate, float], float] | None = getattr(store, "take_now", None)
+        self._take_now = take_now if callable(take_now) else None
+        take_all: _TakeAll | None = getattr(store, "take_all", None)
+        self._take_all = take_all if callable(take_all) else None
+
+    def with_store(self, store: RateLimitStore) -> RateLimits:
+        """These limits (the same default, plans and overrides, as live objects) on another store."""
+        limits = copy.copy(self)
+        limits._use(store)
+        return limits
 
     def limits_for(self, tenant_id: str | None, plan: str | None) -> TenantLimits:
         if tenant_id is not None:
@@ -114,10 +130,21 @@ class RateLimits:
         return None
 
     async def _check_remote(self, subject: str, names: list[tuple[str, Rate]], now: float, request_id: Any) -> None:
+        if self._take_all is not None:
+            refused = await self._take_all(subject, names, now)
+            if refused is not None:
+                raise TooManyRequests(retry_after_header(refused[1]), limit=refused[0], request_id=request_id)
+            return
         for name, rate in names:
             wait = await self.store.take(subject, name, rate, now)
             if wait > 0.0:
                 raise TooManyRequests(retry_after_header(wait), limit=name, request_id=request_id)
+
+
+class _TakeAll(Protocol):
+    def __call__(
+        self, tenant_id: str, buckets: Sequence[tuple[str, Rate]], now: float, /
+    ) -> Awaitable[tuple[str, float] | None]: ...
 
 
 def _buckets(limits: TenantLimits, method: str, params: Mapping[str, Any] | None) -> list[tuple[str, Rate]]:

@@ -70,3 +70,15 @@ class RateLimitStoreContract:
                 for _ in range(25):
                     tg.start_soon(one)
         assert sorted(allowed).count(0.0) == 10
+
+    async def test_take_all_takes_in_order_and_stops_at_the_first_refusal(self, store: Any) -> None:
+        narrow, broad = Rate(burst=1, per_second=0.1), Rate(burst=5, per_second=0.1)
+        buckets = [("tool:slow", narrow), ("requests", broad)]
+        assert await store.take_all("t1", buckets, T0) is None
+        refused = await store.take_all("t1", buckets, T0 + 2)
+        assert refused is not None
+        assert refused[0] == "tool:slow"
+        assert refused[1] == pytest.approx(8.0)
+        # The refusal spent nothing of the broader bucket: four of its five tokens are left.
+        assert [await store.take("t1", "requests", broad, T0 + 2) for _ in range(5)].count(0.0) == 4
+        assert await store.take_all("t1", [], T0) is None

@@ -19,9 +19,11 @@ from asgi_mcp import (
     InMemoryFleetRoster,
     InMemoryMessageBus,
     InMemorySessionDirectory,
+    InMemorySessionSlots,
     InMemoryTenantStore,
     MessageBus,
     SessionDirectory,
+    SessionSlots,
     SubscriptionCut,
     TenantRecord,
     TenantStore,
@@ -31,6 +33,7 @@ from ._contract import MAX_BUFFERED, StoreFactory, next_of
 from .fleet_roster_contract import FleetRosterContract
 from .message_bus_contract import MessageBusContract
 from .session_directory_contract import SessionDirectoryContract
+from .session_slots_contract import SLOT_TTL, SessionSlotsContract
 from .tenant_store_contract import TenantStoreContract
 
 
@@ -60,6 +63,12 @@ class TestInMemoryFleetRoster(FleetRosterContract):
         return shared(InMemoryFleetRoster())  # type: ignore[return-value]
 
 
+class TestInMemorySessionSlots(SessionSlotsContract):
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory[SessionSlots]:
+        return shared(InMemorySessionSlots(ttl=SLOT_TTL))  # type: ignore[return-value]
+
+
 class TestInMemoryMessageBus(MessageBusContract):
     @pytest.fixture
     def store_factory(self) -> StoreFactory[MessageBus]:
@@ -72,6 +81,7 @@ class TestInMemoryMessageBus(MessageBusContract):
         (TenantStore, InMemoryTenantStore),
         (SessionDirectory, InMemorySessionDirectory),
         (MessageBus, InMemoryMessageBus),
+        (SessionSlots, InMemorySessionSlots),
     ],
 )
 def test_every_method_of_the_port_is_implemented_alike(port: type, implementation: type) -> None:

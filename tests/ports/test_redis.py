@@ -13,13 +13,23 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from asgi_mcp import FleetRoster, MessageBus, SessionDirectory, StoreUnavailable, TenantStore
+from asgi_mcp import (
+    FleetRoster,
+    MessageBus,
+    RateLimitStore,
+    SessionDirectory,
+    SessionSlots,
+    StoreUnavailable,
+    TenantStore,
+)
 from tests.kit.redis_server import RedisServer
 
 from ._contract import MAX_BUFFERED, StoreFactory
 from .fleet_roster_contract import FleetRosterContract
 from .message_bus_contract import MessageBusContract
+from .rate_limit_contract import RateLimitStoreContract
 from .session_directory_contract import SessionDirectoryContract, session
+from .session_slots_contract import SLOT_TTL, SessionSlotsContract
 from .tenant_store_contract import TenantStoreContract
 
 SECRET = b"k" * 32
@@ -77,6 +87,66 @@ class TestRedisMessageBus(MessageBusContract):
                 yield bus
 
         return handle
+
+
+class TestRedisRateLimitStore(RateLimitStoreContract):
+    @pytest.fixture
+    async def store(self, shared_redis: RedisServer, redis_prefix: str) -> AsyncGenerator[RateLimitStore, None]:
+        from asgi_mcp._stores.redis import RedisRateLimitStore
+
+        async with RedisRateLimitStore(shared_redis.url, prefix=redis_prefix) as store:
+            yield store
+
+
+class TestRedisSessionSlots(SessionSlotsContract):
+    @pytest.fixture
+    def store_factory(self, shared_redis: RedisServer, redis_prefix: str) -> StoreFactory[SessionSlots]:
+        from asgi_mcp._stores.redis import RedisSessionSlots
+
+        @asynccontextmanager
+        async def handle() -> AsyncGenerator[SessionSlots, None]:
+            async with RedisSessionSlots(shared_redis.url, prefix=redis_prefix, ttl=SLOT_TTL) as slots:
+                yield slots
+
+        return handle
+
+
+@pytest.mark.anyio
+async def test_a_tenants_buckets_are_one_hash_that_expires_when_full_again_and_forget_deletes_it(
+    shared_redis: RedisServer, redis_prefix: str
+) -> None:
+    from asgi_mcp import Rate
+    from asgi_mcp._stores.redis import RedisRateLimitStore
+
+    with anyio.fail_after(10):
+        async with RedisRateLimitStore(shared_redis.url, prefix=redis_prefix) as store:
+            client = store.connection.client
+            await store.take("alpha", "requests", Rate(burst=10, per_second=1.0), 1_000.0)
+            await store.take("alpha", "tools/call", Rate(burst=2, per_second=0.01), 1_000.0)
+            key = f"{redis_prefix}:rl:alpha"
+            assert set(await client.hkeys(key)) == {"requests", "tools/call"}
+            # The slower bucket needs 100 s to be full again; the hash lives exactly that long.
+            assert 99_000 < await client.pttl(key) <= 100_000
+            await store.forget("alpha")
+            assert await client.exists([key]) == 0
+
+
+@pytest.mark.anyio
+async def test_a_rate_limit_take_is_unavailable_within_its_timeout_when_redis_stops(
+    redis_server: RedisServer,
+) -> None:
+    from asgi_mcp import Rate
+    from asgi_mcp._stores.redis import RedisRateLimitStore
+
+    async with RedisRateLimitStore(redis_server.url, timeout=1.0) as store:
+        with anyio.fail_after(10):
+            assert await store.take("alpha", "requests", Rate(1, 1.0), 1.0) == 0.0
+        redis_server.stop()
+        with anyio.fail_after(2), pytest.raises(StoreUnavailable):
+            await store.take("alpha", "requests", Rate(1, 1.0), 2.0)
+        redis_server.start()
+        with anyio.fail_after(10):
+            assert await store.take("alpha", "requests", Rate(1, 1.0), 3.0) == 0.0
 
 
 @pytest.mark.anyio

@@ -7,7 +7,9 @@ from .connection import RedisConnection as RedisConnection
 from .event_store import RedisEventStore as RedisEventStore
 from .fleet_roster import RedisFleetRoster as RedisFleetRoster
 from .message_bus import RedisMessageBus as RedisMessageBus
+from .rate_limits import RedisRateLimitStore as RedisRateLimitStore
 from .session_directory import RedisSessionDirectory as RedisSessionDirectory
+from .session_slots import RedisSessionSlots as RedisSessionSlots
 from .tenant_store import RedisTenantStore as RedisTenantStore
 
 __all__ = [
@@ -15,6 +17,8 @@ __all__ = [
     "RedisEventStore",
     "RedisFleetRoster",
     "RedisMessageBus",
+    "RedisRateLimitStore",
     "RedisSessionDirectory",
+    "RedisSessionSlots",
     "RedisTenantStore",
 ]
