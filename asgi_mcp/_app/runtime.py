@@ -34,6 +34,7 @@ from .._modern.endpoint import ModernEndpoint
 from .._ops.lifecycle import EventHub, SessionCreated, SessionEnded, ToolCalled
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics
 from .._ports.replay import EventLog
+from .._tenancy.listen_relay import ListenRelay
 from .._tenancy.mirror import TenantMirror
 from .._tenancy.servers import TenantServers
 from .config import AppConfig, touch_interval
@@ -103,6 +104,7 @@ class Runtime:
             on_ended=self._session_ended,
             wake=self.wake,
         )
+        self.relay: ListenRelay | None = None
         self.mirror, self.fleet = self._shared(config)
         self.heartbeat: Heartbeat | None = heartbeat_for(config.fleet, self.started_at, self.table.per_tenant)
         self.modern = ModernEndpoint(
@@ -126,6 +128,7 @@ class Runtime:
             end_session=self.legacy.end_session,
             touch_interval=touch_interval(config.session_idle_timeout),
         )
+        self.relay = ListenRelay(config.fleet.bus, worker_id=fleet.worker_id, timeout=fleet.timeout)
         return mirror, fleet
 
     async def get_host(self) -> ServerHost:
@@ -142,6 +145,8 @@ class Runtime:
             await self.host.start(tg)
         if self.fleet is not None:
             await tg.start(self.fleet.run)
+        if self.relay is not None:
+            await self._relay_listen_events(self.relay)
         if self.mirror is not None:
             await tg.start(self.mirror.run)
         if self.heartbeat is not None:
@@ -164,6 +169,8 @@ class Runtime:
         self.legacy.end_all("shutdown")
         if self.fleet is not None:
             self.fleet.stop()
+        if self.relay is not None:
+            self.relay.stop()
         if self.mirror is not None:
             self.mirror.stop()
         if self.heartbeat is not None:
@@ -179,6 +186,14 @@ class Runtime:
         self.wake()
         # Listeners get the events queued so far (session_ended of every session above), then stop.
         self.events.close()
+
+    async def _relay_listen_events(self, relay: ListenRelay) -> None:
+        """`subscriptions/listen` events reach the tenant's listeners on every worker of the fleet."""
+        await self.task_group.start(relay.run)
+        if self.tenant_servers is not None:
+            self.tenant_servers.relay = relay
+        if self.host is not None:
+            await relay.bridge(None, self.host.server)
 
     async def _run_services(self) -> None:
         # Under a scope of the runtime's own: a shutdown that comes before keep-alive and the watch

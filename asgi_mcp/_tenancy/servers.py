@@ -31,6 +31,7 @@ from .._ops.lifecycle import (
     TokenUpdated,
 )
 from .isolation import BusOwners, keep_results_private
+from .listen_relay import ListenRelay
 from .tenants import CredentialEnd, SessionPolicy, Tenant
 
 __all__: list[str] = []
@@ -79,6 +80,8 @@ class TenantServers:
         self.expired = 0
         self._buses = BusOwners()
         self._warned_public: set[str] = set()
+        # Set by the app's runtime while a fleet runs: each server built relays its listen events.
+        self.relay: ListenRelay | None = None
 
     def attach(self, task_group: anyio.abc.TaskGroup, sessions: TenantSessions) -> None:
         self._task_group, self._sessions = task_group, sessions
@@ -87,7 +90,7 @@ class TenantServers:
         for host in self._hosts.values():
             host.stop()
         self._hosts.clear()
-        self._task_group = self._sessions = None
+        self._task_group = self._sessions = self.relay = None
 
     @property
     def built(self) -> int:
@@ -161,6 +164,8 @@ class TenantServers:
                     registered_at=now,
                 )
             )
+            if self.relay is not None:
+                await self.relay.bridge(tenant.tenant_id, host.server)
         finally:
             if self._building.get(tenant.tenant_id, (None,))[0] == generation:
                 del self._building[tenant.tenant_id]
@@ -208,6 +213,8 @@ class TenantServers:
             host.retire()
         self._last_name.pop(tenant.tenant_id, None)
         self._buses.release(tenant.tenant_id)
+        if self.relay is not None:
+            self.relay.release(tenant.tenant_id)
 
     def tenant_updated(self, tenant: Tenant, policy: SessionPolicy, drain_timeout: float) -> None:
         self._hub.emit(TokenUpdated(tenant_id=tenant.tenant_id, policy=policy))
