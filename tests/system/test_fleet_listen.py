@@ -70,7 +70,6 @@ def announcing_server(name: str) -> MCPServer:
     return mcp
 
 
-
 @dataclass
 class Fleet:
     apps: list[McpApp]
@@ -129,7 +128,8 @@ async def listen(client: TokenClient, request_id: int, params: dict[str, Any] = 
 async def call(client: TokenClient, request_id: int, tool: str, arguments: dict[str, Any] | None = None) -> None:
     response = await client.modern(request_id, "tools/call", {"name": tool, "arguments": arguments or {}})
     answer = await final_message(response)
-    assert "result" in answer and not answer["result"].get("isError"), answer
+    assert "result" in answer, answer
+    assert not answer["result"].get("isError"), answer
 
 
 async def next_method(stream: Response) -> str:
@@ -253,7 +253,8 @@ async def test_a_listener_that_stopped_reading_is_cut_at_its_buffer(
             messages = await stalled.messages()
             events = [m for m in messages if m.get("method") == TOOLS]
             assert 0 < len(events) <= SDK_LISTEN_BUFFER + 1 < flooded
-            assert messages[-1].get("id") == 1 and "result" in messages[-1], messages[-1]
+            assert messages[-1].get("id") == 1, messages[-1]
+            assert "result" in messages[-1], messages[-1]
 
             # The worker goes on: a new listener there hears the next event.
             again = await listen(TokenClient(second, TOKEN_A), 5)
