@@ -113,6 +113,7 @@ class Runtime:
             tool_schema_ttl=config.tool_schema_ttl,
             loop=self.loop,
             watch=self.watch,
+            before_listen=self.relay.listening if self.relay is not None else None,
         )
 
     def _shared(self, config: AppConfig) -> tuple[TenantMirror | None, SessionFleet | None]:
@@ -193,7 +194,7 @@ class Runtime:
         if self.tenant_servers is not None:
             self.tenant_servers.relay = relay
         if self.host is not None:
-            await relay.bridge(None, self.host.server)
+            relay.bridge(None, self.host.server)
 
     async def _run_services(self) -> None:
         # Under a scope of the runtime's own: a shutdown that comes before keep-alive and the watch

@@ -12,6 +12,7 @@ cancels the handler.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from mcp.server.connection import Connection
@@ -47,9 +48,18 @@ class ModernEndpoint:
     """Serves 2026-07-28 POSTs for every tenant."""
 
     def __init__(
-        self, *, json_response: bool, keepalive: float, tool_schema_ttl: float, loop: Loop, watch: LateWatch
+        self,
+        *,
+        json_response: bool,
+        keepalive: float,
+        tool_schema_ttl: float,
+        loop: Loop,
+        watch: LateWatch,
+        before_listen: Callable[[ServerHost], Awaitable[None]] | None = None,
     ) -> None:
         self._loop = loop
+        # With a fleet: a listen stream starts once its tenant's events from other workers reach it.
+        self._before_listen = before_listen
         self._watch = watch
         self._json_response = json_response
         self._keepalive = keepalive
@@ -90,6 +100,8 @@ class ModernEndpoint:
             ServerMessageMetadata(request_context=request, can_send_request=False),
             progress_token_from_params(message.params),
         )
+        if self._before_listen is not None and method == "subscriptions/listen":
+            await self._before_listen(host)
         started = time.perf_counter()
         if self._json_response and method != "subscriptions/listen":
             # A listen answer *is* a stream of notifications, so it always takes the SSE path.

@@ -16,7 +16,10 @@ workers relayed to the local listeners through the bus's original publish.
   cut and subscribes again), and it hands events on without waiting, so a listener that stopped
   reading is ended by the SDK's listen handler at its buffer's cap, never the worker's memory.
 - Nothing here runs per request: a tenant's channel is followed from the moment its server is
-  built on this worker, and a publish costs one bus publish.
+  built on this worker (without waiting for Redis: building a server never needs it), and a publish
+  costs one bus publish. A `subscriptions/listen` request alone waits, once per tenant and worker,
+  for that first subscription (`listening`), so an event published once the stream is acknowledged
+  reaches it.
 
 Pub/sub is at most once (a worker cut off from Redis misses what was published meanwhile): listen
 streams have no replay either, and clients refetch after re-listening.
@@ -71,11 +74,11 @@ class _RelayedPublish:
 class _Followed:
     """A tenant's channel as this worker follows it."""
 
-    __slots__ = ("local", "ready", "scope")
+    __slots__ = ("local", "scope", "settled")
 
     def __init__(self, local: Publish) -> None:
         self.local = local  # the newest bridged bus's own delivery
-        self.ready = anyio.Event()
+        self.settled = anyio.Event()  # the first subscription holds, or failed (then it is retried)
         self.scope = anyio.CancelScope()
 
 
@@ -85,7 +88,7 @@ class ListenRelay:
     Args:
         bus: the fleet's message bus.
         worker_id: this worker's id in the fleet (on every message it publishes).
-        timeout: how long building a tenant's server waits for its channel to be followed.
+        timeout: how long a listen request waits for its tenant's channel to be followed.
     """
 
     def __init__(self, bus: MessageBus, *, worker_id: str, timeout: float) -> None:
@@ -113,9 +116,8 @@ class ListenRelay:
         self._followed.clear()
         self._scope.cancel()
 
-    async def bridge(self, tenant_id: str | None, server: Any) -> None:
-        """Relay what `server`'s subscription bus publishes, and follow the tenant's channel; returns
-        once the channel is followed (or after `timeout`: then it is followed as soon as it can be)."""
+    def bridge(self, tenant_id: str | None, server: Any) -> None:
+        """Relay what `server`'s subscription bus publishes, and follow the tenant's channel."""
         bus: Any = listen_bus(server)
         if not isinstance(bus, InMemorySubscriptionBus):
             if bus is not None:
@@ -131,8 +133,17 @@ class ListenRelay:
             if self._tg is not None:
                 self._tg.start_soon(self._follow, tenant_id, followed)
         followed.local = relayed.local
-        with anyio.move_on_after(self._timeout):
-            await followed.ready.wait()
+
+    async def listening(self, server: Any) -> None:
+        """Before a listen stream of `server` starts: its tenant's channel is followed, or the first
+        attempt failed (bounded by `timeout`); at once after the first time."""
+        relayed: Any = getattr(listen_bus(server), "publish", None)
+        if not isinstance(relayed, _RelayedPublish):
+            return
+        followed = self._followed.get(relayed.tenant_id)
+        if followed is not None and not followed.settled.is_set():
+            with anyio.move_on_after(self._timeout):
+                await followed.settled.wait()
 
     def release(self, tenant_id: str | None) -> None:
         """The tenant is gone from this worker (its token removed): stop following its channel."""
@@ -165,7 +176,7 @@ class ListenRelay:
             while True:
                 try:
                     async with self._bus.subscribe(tenant_id, LISTEN_CHANNEL) as feed:
-                        followed.ready.set()
+                        followed.settled.set()
                         failures = 0
                         async for message in feed:
                             await self._deliver(tenant_id, followed, message)
@@ -174,6 +185,7 @@ class ListenRelay:
                     logger.warning("fleet listen channel lost (%s); subscribing again", type(error).__name__)
                 except Exception:  # a bug here must not take the worker down: its own listeners go on
                     logger.exception("fleet listen channel failed; subscribing again")
+                followed.settled.set()  # a listen stream waits no longer: it serves this worker's events
                 await anyio.sleep(RESUBSCRIBE_BACKOFF[min(failures, len(RESUBSCRIBE_BACKOFF) - 1)])
                 failures += 1
 

@@ -165,7 +165,7 @@ class TenantServers:
                 )
             )
             if self.relay is not None:
-                await self.relay.bridge(tenant.tenant_id, host.server)
+                self.relay.bridge(tenant.tenant_id, host.server)
         finally:
             if self._building.get(tenant.tenant_id, (None,))[0] == generation:
                 del self._building[tenant.tenant_id]

@@ -262,3 +262,36 @@ async def test_a_listener_that_stopped_reading_is_cut_at_its_buffer(
             assert await next_method(again) == TOOLS
             for stream in (marker, again):
                 stream.disconnect()
+
+
+async def test_without_redis_events_stay_on_their_worker_and_cross_again_once_it_is_back(
+    redis_server: RedisServer, redis_prefix: str
+) -> None:
+    with anyio.fail_after(GUARD):
+        stores = [fleet_from_url(redis_server.url, prefix=redis_prefix, session_ttl=60) for _ in range(2)]
+        async with serving(worker(stores[0])) as first, serving(worker(stores[1])) as second:
+            on = [TokenClient(first, TOKEN_A), TokenClient(second, TOKEN_A)]
+            streams = [await listen(on[0], 1), await listen(on[1], 1)]
+            redis_server.stop()
+            started = anyio.current_time()
+            await call(on[0], 2, "announce_tools")  # the tool does not fail for the relay
+            assert anyio.current_time() - started < 2.0
+            assert await next_method(streams[0]) == TOOLS
+
+            redis_server.start()
+            await both_follow_again(redis_server.url, stores[0].bus.name("alpha", LISTEN_CHANNEL))  # type: ignore[attr-defined]
+            await call(on[0], 3, "announce_prompts")
+            # The second worker missed the event published during the outage (at most once), not this one.
+            assert [await next_method(stream) for stream in streams] == [PROMPTS, PROMPTS]
+            for stream in streams:
+                stream.disconnect()
+
+
+async def both_follow_again(url: str, channel: str) -> None:
+    async with coredis.Redis.from_url(url, decode_responses=True) as redis:
+        # Observable only in Redis: polled, at most 10 s.
+        for _ in range(200):
+            if (await redis.pubsub_numsub(channel)).get(channel, 0) >= 2:
+                return
+            await anyio.sleep(0.05)
+    raise AssertionError("the workers did not follow the channel again")
