@@ -98,7 +98,7 @@ class ListenRelay:
         self._tg: anyio.abc.TaskGroup | None = None
         self._scope = anyio.CancelScope()
         self._followed: dict[str | None, _Followed] = {}
-        self._bridged: list[_RelayedPublish] = []
+        self._bridged: dict[str | None, _RelayedPublish] = {}  # the newest server's, per tenant
         self._degraded = False
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -110,7 +110,7 @@ class ListenRelay:
                 await anyio.sleep_forever()
 
     def stop(self) -> None:
-        for relayed in self._bridged:
+        for relayed in self._bridged.values():
             relayed.relay = None  # the servers outlive this run: their events stay local
         self._bridged.clear()
         self._followed.clear()
@@ -124,9 +124,13 @@ class ListenRelay:
                 logger.info("a server's subscription bus is its own (not in-process): not relayed by the fleet")
             return
         relayed = bus.publish if isinstance(bus.publish, _RelayedPublish) else _RelayedPublish(bus.publish, tenant_id)
-        relayed.relay = self
+        # A bus serves one tenant at a time (`BusOwners`), but may serve another after a removal.
+        relayed.tenant_id, relayed.relay = tenant_id, self
         bus.publish = relayed  # type: ignore[method-assign]  # pyright: ignore[reportAttributeAccessIssue]
-        self._bridged.append(relayed)
+        previous = self._bridged.get(tenant_id)
+        if previous is not None and previous is not relayed:
+            previous.relay = None  # a replaced server (token updated): what it still publishes stays here
+        self._bridged[tenant_id] = relayed
         followed = self._followed.get(tenant_id)
         if followed is None:
             followed = self._followed[tenant_id] = _Followed(relayed.local)
@@ -150,9 +154,9 @@ class ListenRelay:
         followed = self._followed.pop(tenant_id, None)
         if followed is not None:
             followed.scope.cancel()
-        for relayed in [r for r in self._bridged if r.tenant_id == tenant_id]:
+        relayed = self._bridged.pop(tenant_id, None)
+        if relayed is not None:
             relayed.relay = None
-            self._bridged.remove(relayed)
 
     async def publish(self, tenant_id: str | None, event: ServerEvent) -> None:
         """To the tenant's listeners on the other workers. A fleet that cannot be reached costs the
