@@ -295,3 +295,20 @@ async def both_follow_again(url: str, channel: str) -> None:
                 return
             await anyio.sleep(0.05)
     raise AssertionError("the workers did not follow the channel again")
+
+
+async def test_a_tenant_removed_and_added_again_on_a_worker_hears_the_fleet_again(
+    fleet_kind: str, request: pytest.FixtureRequest, redis_prefix: str
+) -> None:
+    with anyio.fail_after(GUARD):
+        async with fleet_of_two(fleet_kind, request, redis_prefix, worker) as fleet:
+            a_on = [TokenClient(client, TOKEN_A) for client in fleet.clients]
+            before = await listen(a_on[1], 1)
+            registry: Any = fleet.apps[1].config.tenants
+            assert registry.remove(TOKEN_A)
+            await before.read()  # its stream ends with its token
+            registry.add(TOKEN_A, lambda: announcing_server("alpha"), label="alpha")
+            after = await listen(a_on[1], 2)  # a new server: bridged, its channel followed again
+            await call(a_on[0], 3, "announce_tools")
+            assert await next_method(after) == TOOLS
+            after.disconnect()
