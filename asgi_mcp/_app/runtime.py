@@ -104,7 +104,6 @@ class Runtime:
             on_ended=self._session_ended,
             wake=self.wake,
         )
-        self.relay: ListenRelay | None = None
         self.mirror, self.fleet = self._shared(config)
         self.heartbeat: Heartbeat | None = heartbeat_for(config.fleet, self.started_at, self.table.per_tenant)
         self.modern = ModernEndpoint(
@@ -118,6 +117,7 @@ class Runtime:
 
     def _shared(self, config: AppConfig) -> tuple[TenantMirror | None, SessionFleet | None]:
         """What the workers of a fleet share: the tenant registry's mirror, the legacy sessions."""
+        self.relay: ListenRelay | None = None  # and `subscriptions/listen` events
         tenants = config.tenants
         store = tenants.shared_store if tenants is not None else None
         mirror = TenantMirror(tenants, store) if tenants is not None and store is not None else None
