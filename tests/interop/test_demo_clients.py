@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import anyio
 import pytest
-from node_env import NodeEnv, NodeUnavailable, ensure_node_env
+from node_env import NodeEnv
 
 from asgi_mcp._serving.demo import PLANS, Plan
 from tests.kit.cli import CliRun, running_cli
@@ -30,14 +30,6 @@ CALLS: Final[dict[str, tuple[str, dict[str, Any], str]]] = {
     "pro": ("word_count", {"text": "one two three"}, "3"),
     "admin": ("list_tenants", {}, "free"),
 }
-
-
-@pytest.fixture(scope="session")
-def node_env() -> NodeEnv:
-    try:
-        return ensure_node_env()
-    except NodeUnavailable as exc:
-        pytest.fail(f"interop tests need Node.js and the pinned npm packages: {exc}", pytrace=False)
 
 
 async def node(env: NodeEnv, args: list[str], *, cwd: Path | None = None) -> tuple[int, str, str]:

@@ -25,7 +25,7 @@ import anyio.lowlevel
 import pytest
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from node_env import NodeEnv, NodeUnavailable, ensure_node_env
+from node_env import NodeEnv
 
 from asgi_mcp import McpApp
 
@@ -67,14 +67,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> Backend:
     """asyncio runs the app on uvicorn, trio on hypercorn's Trio worker; both run it on the built-in server
     and under granian (its own process, so there the backend is only the test's)."""
     return Backend(*request.param)
-
-
-@pytest.fixture(scope="session")
-def node_env() -> NodeEnv:
-    try:
-        return ensure_node_env()
-    except NodeUnavailable as exc:
-        pytest.fail(f"interop tests need Node.js and the pinned npm packages: {exc}", pytrace=False)
 
 
 # -- the server under test ------------------------------------------------------------------------

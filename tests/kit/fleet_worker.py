@@ -49,6 +49,13 @@ def tenant_server(tenant: str) -> MCPServer:
         return "announced"
 
     @mcp.tool()
+    def open_streams() -> str:
+        """This worker's name and how many SSE streams it holds open, this call's own included: the
+        TypeScript fleet test finds the worker holding its session's GET stream with it."""
+        assert app is not None  # a tool runs in a worker, which has built its app
+        return f"{os.environ.get('FLEET_WORKER', '?')} {app.stats()['open_streams']}"
+
+    @mcp.tool()
     async def ask(ctx: Context) -> str:
         result = await ctx.elicit("What is the answer?", Answer)
         return f"{result.action}:{result.data.answer if result.action == 'accept' else None}"
