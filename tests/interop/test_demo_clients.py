@@ -18,7 +18,8 @@ import pytest
 from node_env import NodeEnv
 
 from asgi_mcp._serving.demo import PLANS, Plan
-from tests.kit.cli import CliRun, running_cli
+from tests.kit.cli import running_cli
+from tests.kit.processes import ProcessRun
 
 pytestmark = [pytest.mark.node, pytest.mark.integration]
 
@@ -84,7 +85,7 @@ async def check_inspector(env: NodeEnv, url: str, plan: Plan) -> None:
     assert expected in first_text(result)
 
 
-async def demo_url(run: CliRun) -> str:
+async def demo_url(run: ProcessRun) -> str:
     await run.wait_for(lambda out: "Press Ctrl-C to stop." in out)
     return await run.url()
 

@@ -13,7 +13,6 @@ import importlib.util
 import json
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
@@ -25,8 +24,8 @@ import anyio.lowlevel
 import pytest
 
 from .builtin import PARSERS, builtin_url
-from .cli import REPO, CliRun
 from .granian_app import OPTIONS_ENV
+from .processes import ProcessRun, running_process
 
 READY_TIMEOUT: Final = 10.0
 STOP_TIMEOUT: Final = 10.0
@@ -165,34 +164,21 @@ def require_granian() -> None:
         pytest.skip(missing)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port free now on 127.0.0.1, for a server that cannot report the one port 0 picks."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 @asynccontextmanager
-async def _granian_process(port: int, options: dict[str, Any] | None) -> AsyncIterator[CliRun]:
+async def _granian_process(port: int, options: dict[str, Any] | None) -> AsyncIterator[ProcessRun]:
     """The granian command on `port`, its output (stdout and stderr) collected; killed if still running at exit."""
     args = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--workers", "1", "--no-access-log", GRANIAN_TARGET]
     env = {**os.environ, OPTIONS_ENV: json.dumps(options or {})}
-    process = await anyio.open_process(
-        args, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    run = CliRun(process)
-    try:
-        async with process, anyio.create_task_group() as tg:
-            assert process.stdout is not None
-            tg.start_soon(run.collect, process.stdout, "stdout")
-            try:
-                yield run
-            finally:
-                if process.returncode is None:
-                    process.kill()
-    except BaseException:
-        sys.stderr.write(str(run))
-        raise
+    async with running_process("granian", args, env=env, merge_stderr=True) as run:
+        yield run
 
 
 @asynccontextmanager
@@ -205,7 +191,7 @@ async def granian_server(options: dict[str, Any] | None = None) -> AsyncIterator
     """
     require_granian()
     for attempt in range(1, GRANIAN_PORT_ATTEMPTS + 1):
-        port = _free_port()
+        port = free_port()
         async with _granian_process(port, options) as run:
             ready = lambda out: "Started worker-1" in out or "Address already in use" in out  # noqa: E731
             await run.wait_for(ready, within=GRANIAN_START_TIMEOUT)
