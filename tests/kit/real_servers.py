@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any, Final
 
@@ -140,6 +140,26 @@ SERVERS: dict[str, tuple[str, Callable[[Any], AbstractAsyncContextManager[str]]]
 for _backend in ("asyncio", "trio"):
     for _parser in PARSERS:
         SERVERS[f"builtin-{_parser}-{_backend}"] = (_backend, partial(builtin_url, parser=_parser))
+
+
+# The in-process fleet tests' two workers per backend, on servers of different kinds: what crosses
+# workers crosses HTTP servers too.
+WORKER_SERVERS: Final = {
+    "asyncio": ("uvicorn", "builtin-httptools-asyncio"),
+    "trio": ("hypercorn-trio", "builtin-h11-trio"),
+}
+
+
+@asynccontextmanager
+async def serve_workers(make_app: Callable[[], Any], backend: str) -> AsyncIterator[list[tuple[Any, str]]]:
+    """Two apps of `make_app()` served on the servers WORKER_SERVERS names for `backend`: each app
+    with its MCP endpoint's URL."""
+    async with AsyncExitStack() as stack:
+        served = []
+        for name in WORKER_SERVERS[backend]:
+            app = make_app()
+            served.append((app, await stack.enter_async_context(SERVERS[name][1](app)) + "/mcp"))
+        yield served
 
 
 @asynccontextmanager
