@@ -24,7 +24,7 @@ TOKEN_B: Final = "sk-fleet-bravo-9Rz3Kd6Hv1"
 IDLE_TIMEOUT: Final = 60.0
 
 
-def tenant_server(tenant: str, open_streams: Callable[[], int]) -> MCPServer:
+def tenant_server(tenant: str, count_streams: Callable[[], int]) -> MCPServer:
     mcp = MCPServer(f"fleet-{tenant}", version="1.0.0")
 
     @mcp.tool()
@@ -54,7 +54,7 @@ def tenant_server(tenant: str, open_streams: Callable[[], int]) -> MCPServer:
     def open_streams() -> str:
         """This worker's name and how many SSE streams it holds open, this call's own included: the
         TypeScript fleet test finds the worker holding its session's GET stream with it."""
-        return f"{os.environ.get('FLEET_WORKER', '?')} {open_streams()}"
+        return f"{os.environ.get('FLEET_WORKER', '?')} {count_streams()}"
 
     @mcp.tool()
     async def ask(ctx: Context) -> str:
@@ -69,12 +69,12 @@ def worker_app(url: str, prefix: str, *, session_ttl: float, heartbeat: float = 
     `heartbeat` seconds."""
     app: McpApp  # the tenants' servers are built per session, once the app exists
 
-    def open_streams() -> int:
+    def count_streams() -> int:
         return int(app.stats()["open_streams"])
 
     tenants = Tenants()
-    tenants.add(TOKEN_A, lambda: tenant_server("alpha", open_streams), label="alpha")
-    tenants.add(TOKEN_B, lambda: tenant_server("bravo", open_streams), label="bravo")
+    tenants.add(TOKEN_A, lambda: tenant_server("alpha", count_streams), label="alpha")
+    tenants.add(TOKEN_B, lambda: tenant_server("bravo", count_streams), label="bravo")
     fleet = fleet_from_url(url, prefix=prefix, session_ttl=session_ttl, heartbeat=heartbeat)
     app = McpApp(tenants=tenants, fleet=fleet, session_idle_timeout=IDLE_TIMEOUT, **options)
     return app
