@@ -59,12 +59,14 @@ def quiet_uvicorn(config: Any) -> Any:
 
 
 @asynccontextmanager
-async def uvicorn_server(app: Any) -> AsyncIterator[str]:
+async def uvicorn_server(app: Any, *, port: int = 0, graceful: float = 2.0) -> AsyncIterator[str]:
+    """uvicorn on 127.0.0.1:`port` (0: a free one; SO_REUSEADDR, so a restart may take the same port
+    again); stopping waits at most `graceful` seconds for open connections (SSE streams) to close."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -73,7 +75,7 @@ async def uvicorn_server(app: Any) -> AsyncIterator[str]:
         ws="none",
         log_level="warning",
         access_log=False,
-        timeout_graceful_shutdown=2,
+        timeout_graceful_shutdown=graceful,
     )
     server = quiet_uvicorn(config)
     stopped = anyio.Event()
@@ -100,13 +102,14 @@ async def uvicorn_server(app: Any) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def hypercorn_trio_server(app: Any) -> AsyncIterator[str]:
+async def hypercorn_trio_server(app: Any, *, port: int = 0, graceful: float = 2.0) -> AsyncIterator[str]:
+    """hypercorn's Trio worker on 127.0.0.1:`port` (0: a free one), as `uvicorn_server`."""
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
     config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 2
+    config.bind = [f"127.0.0.1:{port}"]
+    config.graceful_timeout = graceful
     config.accesslog = None
     config.loglevel = "WARNING"
     shutdown = anyio.Event()
