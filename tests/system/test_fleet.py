@@ -52,6 +52,16 @@ async def open_session(client: httpx.AsyncClient, endpoint: str, token: str = TO
     return session_id
 
 
+@asynccontextmanager
+async def fleet_session(
+    redis: RedisServer, prefix: str, backend: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, str, str, str]]:
+    """Two workers, an HTTP client, and a session of token A opened on the first worker:
+    (client, first worker's endpoint, second worker's endpoint, session id)."""
+    async with two_workers(redis.url, prefix, backend) as (first, second), httpx.AsyncClient() as client:
+        yield client, first, second, await open_session(client, first)
+
+
 async def call(
     client: httpx.AsyncClient, endpoint: str, session_id: str, message: dict[str, Any], token: str = TOKEN_A
 ) -> httpx.Response:
@@ -72,11 +82,7 @@ async def test_a_session_opened_on_one_worker_is_served_by_the_other(
     shared_redis: RedisServer, redis_prefix: str, backend_name: str
 ) -> None:
     with anyio.fail_after(30):
-        async with (
-            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
-            httpx.AsyncClient() as client,
-        ):
-            session_id = await open_session(client, first)
+        async with fleet_session(shared_redis, redis_prefix, backend_name) as (client, first, second, session_id):
             answer = answer_of(await call(client, second, session_id, call_tool(1, "echo", {"text": "hi"})))
             assert answer["result"]["content"][0]["text"] == "alpha:hi"
             # And back: both workers now hold it, each answers.
@@ -88,11 +94,7 @@ async def test_another_principal_gets_404_never_403(
     shared_redis: RedisServer, redis_prefix: str, backend_name: str
 ) -> None:
     with anyio.fail_after(30):
-        async with (
-            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
-            httpx.AsyncClient() as client,
-        ):
-            session_id = await open_session(client, first, TOKEN_A)
+        async with fleet_session(shared_redis, redis_prefix, backend_name) as (client, first, second, session_id):
             for endpoint in (second, first):
                 response = await call(client, endpoint, session_id, call_tool(1, "echo", {"text": "x"}), token=TOKEN_B)
                 assert response.status_code == 404
@@ -107,11 +109,7 @@ async def test_delete_on_one_worker_ends_the_session_everywhere(
     shared_redis: RedisServer, redis_prefix: str, backend_name: str
 ) -> None:
     with anyio.fail_after(30):
-        async with (
-            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
-            httpx.AsyncClient() as client,
-        ):
-            session_id = await open_session(client, first)
+        async with fleet_session(shared_redis, redis_prefix, backend_name) as (client, first, second, session_id):
             answer_of(await call(client, second, session_id, call_tool(1, "echo", {"text": "adopted"})))
             async with client.stream("GET", second, headers=headers(TOKEN_A, session_id)) as stream:
                 assert stream.status_code == 200
@@ -129,11 +127,7 @@ async def test_a_get_stream_receives_what_another_worker_emits(
     shared_redis: RedisServer, redis_prefix: str, backend_name: str
 ) -> None:
     with anyio.fail_after(30):
-        async with (
-            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
-            httpx.AsyncClient() as client,
-        ):
-            session_id = await open_session(client, first)
+        async with fleet_session(shared_redis, redis_prefix, backend_name) as (client, first, second, session_id):
             async with client.stream("GET", first, headers=headers(TOKEN_A, session_id)) as stream:
                 assert stream.status_code == 200
                 answer = answer_of(
@@ -154,11 +148,7 @@ async def test_an_answer_to_a_server_request_may_reach_the_other_worker(
     shared_redis: RedisServer, redis_prefix: str, backend_name: str
 ) -> None:
     with anyio.fail_after(30):
-        async with (
-            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
-            httpx.AsyncClient() as client,
-        ):
-            session_id = await open_session(client, first)
+        async with fleet_session(shared_redis, redis_prefix, backend_name) as (client, first, second, session_id):
             answer_of(await call(client, second, session_id, call_tool(9, "echo", {"text": "adopt"})))
             body = call_tool(1, "ask")
             async with client.stream("POST", first, json=body, headers=headers(TOKEN_A, session_id)) as stream:
@@ -185,11 +175,7 @@ async def test_last_event_id_replays_on_the_other_worker(
     shared_redis: RedisServer, redis_prefix: str, backend_name: str
 ) -> None:
     with anyio.fail_after(30):
-        async with (
-            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
-            httpx.AsyncClient() as client,
-        ):
-            session_id = await open_session(client, first)
+        async with fleet_session(shared_redis, redis_prefix, backend_name) as (client, first, second, session_id):
             response = await call(client, first, session_id, call_tool(1, "progress", {"steps": 3}, progress_token="p"))
             decoder = SSEDecoder()
             events = [event for event in decoder.feed(response.content) if event.id and event.data]
