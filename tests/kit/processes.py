@@ -14,15 +14,24 @@ import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import anyio
 import anyio.abc
+import pytest
 
 REPO: Final = Path(__file__).resolve().parents[2]
 URL: Final = re.compile(r"http://127\.0\.0\.1:(\d+)(/[^\s)]*)")
 START_TIMEOUT: Final = 30.0
 STOP_TIMEOUT: Final = 15.0
+
+
+def not_installed(missing: str, *, how: str = ".ci/run installs it") -> NoReturn:
+    """A program a test needs is `missing`: skipped on a developer machine, a failure under CI (`CI` set),
+    which must have it (`how` says how it gets it)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{missing}; CI must have it ({how})")
+    pytest.skip(missing)
 
 
 class ProcessRun:

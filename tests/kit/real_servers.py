@@ -21,11 +21,10 @@ from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
-import pytest
 
 from .builtin import PARSERS, builtin_url
 from .granian_app import OPTIONS_ENV
-from .processes import ProcessRun, running_process
+from .processes import ProcessRun, not_installed, running_process
 
 READY_TIMEOUT: Final = 10.0
 STOP_TIMEOUT: Final = 10.0
@@ -182,9 +181,7 @@ def require_granian() -> None:
     """Skip without granian on a developer machine; under CI (`CI` set) its absence is a failure."""
     if importlib.util.find_spec("granian") is None:
         missing = "granian is not installed (it is in the `test` dependency group)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing}; CI must have it (.ci/run installs the test group)")
-        pytest.skip(missing)
+        not_installed(missing, how=".ci/run installs the test group")
 
 
 def free_port() -> int:

@@ -33,7 +33,7 @@ from mcp.shared.exceptions import MCPError
 from tests.kit.fleet_worker import TOKEN_A, TOKEN_B
 from tests.kit.http import headers
 from tests.kit.messages import LEGACY, call_tool, initialize, notification
-from tests.kit.processes import REPO, ProcessRun, running_process
+from tests.kit.processes import REPO, ProcessRun, not_installed, running_process
 from tests.kit.real_servers import free_port
 from tests.kit.redis_server import RedisServer
 from tests.kit.sse import SSEDecoder
@@ -80,10 +80,7 @@ STICKINESS: Final = """\
 
 def _require(binary: str, package: str) -> None:
     if shutil.which(binary) is None and not Path(binary).exists():
-        message = f"{binary} is not installed (Debian: apt-get install -y {package})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must have it (.ci/run installs it)")
-        pytest.skip(message)
+        not_installed(f"{binary} is not installed (Debian: apt-get install -y {package})")
 
 
 class Fleet:
