@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.kit.processes import not_installed
 from tests.kit.redis_server import RedisServer, RedisUnavailable, redis_server_binary
 
 
@@ -20,9 +20,7 @@ def _require_redis_server() -> None:
     try:
         redis_server_binary()
     except RedisUnavailable as missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing}; CI must have it (.ci/run installs it)")
-        pytest.skip(str(missing))
+        not_installed(str(missing))
 
 
 @pytest.fixture(scope="session")

@@ -14,66 +14,30 @@
 //   {"type":"transport_error","message":...}   (client.onerror, e.g. a failed GET stream)
 //   {"type":"error","name":...,"message":...,"code":...}   then exit 1
 //
-// The SDK is loaded from $ASGI_MCP_NODE_MODULES (set by tests/interop/node_env.py), else from
-// ${ASGI_MCP_NODE_CACHE:-~/.cache/asgi-mcp-node}/interop/node_modules, else by bare specifier.
-import { existsSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+// The SDK is loaded as tests/interop/sdk.mjs says.
+import { connect, emit, fail, load, parseOptions } from './sdk.mjs';
 
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
-
-function sdkRoot() {
-  const candidates = [];
-  if (process.env.ASGI_MCP_NODE_MODULES) candidates.push(process.env.ASGI_MCP_NODE_MODULES);
-  const cache = process.env.ASGI_MCP_NODE_CACHE || join(homedir(), '.cache', 'asgi-mcp-node');
-  candidates.push(join(cache.replace(/^~(?=$|\/)/, homedir()), 'interop', 'node_modules'));
-  for (const nm of candidates) {
-    const root = join(nm, '@modelcontextprotocol', 'sdk');
-    if (existsSync(join(root, 'package.json'))) return root;
-  }
-  return null;
-}
-
-const root = sdkRoot();
-const load = (sub) =>
-  import(root ? pathToFileURL(join(root, 'dist', 'esm', sub)).href : `@modelcontextprotocol/sdk/${sub}`);
+const USAGE = 'client.mjs URL [TOOL JSON_ARGS]... [--token TOKEN] [--timeout-ms MS]';
 
 function parseArgs(argv) {
-  const out = { url: null, token: null, timeoutMs: 30000, calls: [] };
-  const rest = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--token') out.token = argv[++i];
-    else if (a === '--timeout-ms') out.timeoutMs = Number(argv[++i]);
-    else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
-    else rest.push(a);
+  const { options, positional } = parseOptions(argv, USAGE);
+  if (positional.length === 0 || positional.length % 2 === 0) throw new Error(`usage: ${USAGE}`);
+  const calls = [];
+  for (let i = 1; i < positional.length; i += 2) {
+    const args = JSON.parse(positional[i + 1]);
+    if (args === null || typeof args !== 'object' || Array.isArray(args)) throw new Error(`arguments for ${positional[i]} must be a JSON object`);
+    calls.push({ name: positional[i], args });
   }
-  if (rest.length === 0 || rest.length % 2 === 0) {
-    throw new Error('usage: client.mjs URL [TOOL JSON_ARGS]... [--token TOKEN] [--timeout-ms MS]');
-  }
-  out.url = rest[0];
-  for (let i = 1; i < rest.length; i += 2) {
-    const args = JSON.parse(rest[i + 1]);
-    if (args === null || typeof args !== 'object' || Array.isArray(args)) throw new Error(`arguments for ${rest[i]} must be a JSON object`);
-    out.calls.push({ name: rest[i], args });
-  }
-  return out;
+  return { ...options, url: positional[0], calls };
 }
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  const { Client } = await load('client/index.js');
-  const { StreamableHTTPClientTransport } = await load('client/streamableHttp.js');
   const { LoggingMessageNotificationSchema } = await load('types.js');
-
-  const headers = opts.token ? { Authorization: `Bearer ${opts.token}` } : {};
-  const transport = new StreamableHTTPClientTransport(new URL(opts.url), { requestInit: { headers } });
-  const client = new Client({ name: 'asgi-mcp-interop-client', version: '1.0.0' }, { capabilities: {} });
-  client.onerror = (err) => emit({ type: 'transport_error', name: err?.name, message: String(err?.message ?? err), code: err?.code });
-  client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => emit({ type: 'log', params: n.params }));
-
-  await client.connect(transport);
+  const { client, transport } = await connect(opts.url, {
+    token: opts.token,
+    setup: (c) => c.setNotificationHandler(LoggingMessageNotificationSchema, (n) => emit({ type: 'log', params: n.params })),
+  });
   emit({
     type: 'connected',
     serverVersion: client.getServerVersion(),
@@ -98,7 +62,4 @@ async function main() {
   emit({ type: 'closed' });
 }
 
-main().catch((err) => {
-  emit({ type: 'error', name: err?.name ?? null, message: String(err?.message ?? err), code: err?.code ?? null });
-  process.exitCode = 1;
-});
+main().catch(fail);

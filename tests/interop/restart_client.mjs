@@ -9,58 +9,25 @@
 // the SDK requires, with a new transport and client (a transport that still holds a session id
 // skips initialize), calls `echo` ("renewed"), DELETEs that session and closes. One JSON object a
 // line on stdout, as tests/interop/client.mjs; {"type":"error",...} then exit 1 on a failure.
+// The SDK is loaded as tests/interop/sdk.mjs says.
 import { createInterface } from 'node:readline';
-import { existsSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { connect as connectTo, describe, emit, fail, parseOptions } from './sdk.mjs';
 
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
-
-function sdkRoot() {
-  const candidates = [];
-  if (process.env.ASGI_MCP_NODE_MODULES) candidates.push(process.env.ASGI_MCP_NODE_MODULES);
-  const cache = process.env.ASGI_MCP_NODE_CACHE || join(homedir(), '.cache', 'asgi-mcp-node');
-  candidates.push(join(cache.replace(/^~(?=$|\/)/, homedir()), 'interop', 'node_modules'));
-  for (const nm of candidates) {
-    const root = join(nm, '@modelcontextprotocol', 'sdk');
-    if (existsSync(join(root, 'package.json'))) return root;
-  }
-  return null;
-}
-
-const root = sdkRoot();
-const load = (sub) =>
-  import(root ? pathToFileURL(join(root, 'dist', 'esm', sub)).href : `@modelcontextprotocol/sdk/${sub}`);
+const USAGE = 'restart_client.mjs URL [--token TOKEN] [--timeout-ms MS]';
 
 function parseArgs(argv) {
-  const out = { url: null, token: null, timeoutMs: 30000 };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--token') out.token = argv[++i];
-    else if (a === '--timeout-ms') out.timeoutMs = Number(argv[++i]);
-    else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
-    else if (out.url === null) out.url = a;
-    else throw new Error('usage: restart_client.mjs URL [--token TOKEN] [--timeout-ms MS]');
-  }
-  if (out.url === null) throw new Error('usage: restart_client.mjs URL [--token TOKEN] [--timeout-ms MS]');
-  return out;
+  const { options, positional } = parseOptions(argv, USAGE);
+  if (positional.length !== 1) throw new Error(`usage: ${USAGE}`);
+  return { ...options, url: positional[0] };
 }
 
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  const { Client } = await load('client/index.js');
-  const { StreamableHTTPClientTransport } = await load('client/streamableHttp.js');
-  const headers = opts.token ? { Authorization: `Bearer ${opts.token}` } : {};
 
   async function connect(label) {
-    const transport = new StreamableHTTPClientTransport(new URL(opts.url), { requestInit: { headers } });
-    const client = new Client({ name: 'asgi-mcp-restart-client', version: '1.0.0' }, { capabilities: {} });
-    client.onerror = (err) =>
-      emit({ type: 'transport_error', connection: label, name: err?.name, message: String(err?.message ?? err), code: err?.code });
-    await client.connect(transport);
+    const { client, transport } = await connectTo(opts.url, { token: opts.token, label, name: 'asgi-mcp-restart-client' });
     emit({ type: 'connected', connection: label, sessionId: transport.sessionId ?? null });
     return { client, transport };
   }
@@ -75,7 +42,7 @@ async function main() {
   try {
     emit({ type: 'after', result: await echo(first.client, 'after') });
   } catch (err) {
-    emit({ type: 'after_error', class: err?.constructor?.name ?? null, name: err?.name ?? null, code: err?.code ?? null, message: String(err?.message ?? err), sessionId: first.transport.sessionId ?? null });
+    emit({ type: 'after_error', class: err?.constructor?.name ?? null, ...describe(err), sessionId: first.transport.sessionId ?? null });
     renew = true;
   }
   await first.client.close();
@@ -91,7 +58,6 @@ async function main() {
 }
 
 main().catch((err) => {
-  emit({ type: 'error', name: err?.name ?? null, message: String(err?.message ?? err), code: err?.code ?? null });
-  process.exitCode = 1;
+  fail(err);
   process.stdin.destroy();
 });

@@ -15,10 +15,11 @@ from typing import Any, Final
 
 import anyio
 import pytest
-from node_env import NodeEnv, NodeUnavailable, ensure_node_env
+from node_env import NodeEnv
 
 from asgi_mcp._serving.demo import PLANS, Plan
-from tests.kit.cli import CliRun, running_cli
+from tests.kit.cli import running_cli
+from tests.kit.processes import ProcessRun
 
 pytestmark = [pytest.mark.node, pytest.mark.integration]
 
@@ -30,14 +31,6 @@ CALLS: Final[dict[str, tuple[str, dict[str, Any], str]]] = {
     "pro": ("word_count", {"text": "one two three"}, "3"),
     "admin": ("list_tenants", {}, "free"),
 }
-
-
-@pytest.fixture(scope="session")
-def node_env() -> NodeEnv:
-    try:
-        return ensure_node_env()
-    except NodeUnavailable as exc:
-        pytest.fail(f"interop tests need Node.js and the pinned npm packages: {exc}", pytrace=False)
 
 
 async def node(env: NodeEnv, args: list[str], *, cwd: Path | None = None) -> tuple[int, str, str]:
@@ -92,7 +85,7 @@ async def check_inspector(env: NodeEnv, url: str, plan: Plan) -> None:
     assert expected in first_text(result)
 
 
-async def demo_url(run: CliRun) -> str:
+async def demo_url(run: ProcessRun) -> str:
     await run.wait_for(lambda out: "Press Ctrl-C to stop." in out)
     return await run.url()
 

@@ -30,11 +30,11 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 import pytest
-from anyio.streams.text import TextReceiveStream
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from node_env import NodeEnv, NodeUnavailable, ensure_node_env
+from node_env import NodeEnv
+from node_session import json_lines
 from test_ts_client import PROTOCOL, build_app, serve_app
 
 pytestmark = pytest.mark.integration
@@ -43,14 +43,6 @@ RESTART_CLIENT: Final = Path(__file__).resolve().parent / "restart_client.mjs"
 GUARD: Final = 60.0  # seconds for a whole test: two server starts, a stop, a node process
 # Open SSE streams (the clients' GET streams) are cut after this long when a server stops.
 GRACEFUL: Final = 1.0
-
-
-@pytest.fixture(scope="session")
-def node_env() -> NodeEnv:
-    try:
-        return ensure_node_env()
-    except NodeUnavailable as exc:
-        pytest.fail(f"interop tests need Node.js and the pinned npm packages: {exc}", pytrace=False)
 
 
 class RestartableServer:
@@ -129,16 +121,6 @@ async def test_python_sdk_client_gets_404_and_reinitializes(anyio_backend: str) 
                 assert text_of(await session.call_tool("echo", {"text": "renewed"})) == "renewed"
 
 
-async def _json_lines(stream: anyio.abc.ByteReceiveStream) -> AsyncIterator[dict[str, Any]]:
-    buffered = ""
-    async for chunk in TextReceiveStream(stream):
-        buffered += chunk
-        *complete, buffered = buffered.split("\n")
-        for line in complete:
-            if line.strip():
-                yield json.loads(line)
-
-
 @pytest.mark.node
 @pytest.mark.anyio
 async def test_typescript_sdk_client_gets_404_and_reinitializes(anyio_backend: str, node_env: NodeEnv) -> None:
@@ -149,7 +131,7 @@ async def test_typescript_sdk_client_gets_404_and_reinitializes(anyio_backend: s
             async with await anyio.open_process(command, env=node_env.env()) as process:
                 assert process.stdin is not None
                 assert process.stdout is not None
-                async for event in _json_lines(process.stdout):
+                async for event in json_lines(process.stdout):
                     events.append(event)
                     if event["type"] == "ready":
                         await server.restart()

@@ -12,22 +12,22 @@ client prints. The pinned npm packages are installed once by `node_env.ensure_no
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
-import anyio.lowlevel
 import pytest
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from node_env import NodeEnv, NodeUnavailable, ensure_node_env
+from node_env import NodeEnv
 
 from asgi_mcp import McpApp
+from tests.kit.builtin import builtin_url
+from tests.kit.real_servers import granian_server, hypercorn_trio_server, uvicorn_server
 
 pytestmark = [pytest.mark.node, pytest.mark.integration]
 
@@ -38,10 +38,8 @@ PROTOCOL: Final = "2025-11-25"
 TOKEN: Final = "interop-secret-token-4711"
 ECHO_TEXT: Final = 'héllo ✓ "quoted"\nline two'
 SLOW_STEPS: Final = 3
-READY_TIMEOUT: Final = 10.0  # seconds for the port to accept connections
-MAX_CONNECT_ATTEMPTS: Final = 100_000  # bounds the readiness poll besides READY_TIMEOUT
 CLIENT_TIMEOUT: Final = 60.0  # seconds for one `node client.mjs` run
-STOP_TIMEOUT: Final = 15.0  # seconds for a server to stop after the shutdown trigger
+STOP_TIMEOUT: Final = 15.0  # twice how long a server waits for open connections when it stops
 # Short, so the interop tests do not sit out the shutdown delay (see test_shutdown_is_prompt).
 APP_SHUTDOWN_TIMEOUT: Final = 1.0
 
@@ -67,14 +65,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> Backend:
     """asyncio runs the app on uvicorn, trio on hypercorn's Trio worker; both run it on the built-in server
     and under granian (its own process, so there the backend is only the test's)."""
     return Backend(*request.param)
-
-
-@pytest.fixture(scope="session")
-def node_env() -> NodeEnv:
-    try:
-        return ensure_node_env()
-    except NodeUnavailable as exc:
-        pytest.fail(f"interop tests need Node.js and the pinned npm packages: {exc}", pytrace=False)
 
 
 # -- the server under test ------------------------------------------------------------------------
@@ -120,149 +110,10 @@ class Served:
     stop_seconds: float | None = None  # set on exit: shutdown trigger -> server fully stopped
 
 
-async def wait_for_port(port: int) -> None:
-    """Poll until 127.0.0.1:port accepts a connection (bounded in time and in attempts)."""
-    with anyio.fail_after(READY_TIMEOUT):
-        for _ in range(MAX_CONNECT_ATTEMPTS):
-            try:
-                stream = await anyio.connect_tcp("127.0.0.1", port)
-            except OSError:
-                await anyio.lowlevel.checkpoint()  # let the server task run
-                continue
-            await stream.aclose()
-            return
-    raise TimeoutError(f"127.0.0.1:{port} refused {MAX_CONNECT_ATTEMPTS} connection attempts")
-
-
 @asynccontextmanager
-async def _stopping(served: Served, trigger: Any, stopped: anyio.Event, tg: Any) -> AsyncIterator[None]:
-    """On exit, pull the shutdown trigger and wait (bounded) for the server task to finish."""
-    try:
-        yield
-    finally:
-        start = time.monotonic()
-        trigger()
-        with anyio.move_on_after(STOP_TIMEOUT, shield=True):
-            await stopped.wait()
-        if stopped.is_set():
-            served.stop_seconds = time.monotonic() - start
-        else:
-            tg.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def serve_uvicorn(app: McpApp, *, port: int = 0, graceful: float = STOP_TIMEOUT / 2) -> AsyncIterator[Served]:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextmanager
-        def capture_signals(self) -> Any:  # the test process keeps its own signal handlers
-            yield
-
-    # Bound, not listening: connections are refused until uvicorn listens, after lifespan startup.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart on the same port
-    sock.bind(("127.0.0.1", port))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, lifespan="on", http="h11", ws="none", log_level="warning", timeout_graceful_shutdown=graceful
-    )
-    server = Server(config)
-    stopped = anyio.Event()
-
-    async def run() -> None:
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            stopped.set()
-
-    def trigger() -> None:
-        server.should_exit = True
-
-    served = Served(f"http://127.0.0.1:{port}/mcp")
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            async with _stopping(served, trigger, stopped, tg):
-                await wait_for_port(port)
-                yield served
-    finally:
-        sock.close()
-
-
-@asynccontextmanager
-async def serve_hypercorn_trio(
-    app: McpApp, *, port: int = 0, graceful: float = STOP_TIMEOUT / 2
-) -> AsyncIterator[Served]:
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.graceful_timeout = graceful
-    config.accesslog = None
-    config.loglevel = "WARNING"
-    shutdown = anyio.Event()
-    stopped = anyio.Event()
-
-    async def run(*, task_status: Any) -> None:
-        try:
-            await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")
-        finally:
-            stopped.set()
-
-    async with anyio.create_task_group() as tg:
-        with anyio.fail_after(READY_TIMEOUT):
-            binds: list[str] = await tg.start(run)
-        port = int(binds[0].rsplit(":", 1)[1])
-        served = Served(f"http://127.0.0.1:{port}/mcp")
-        async with _stopping(served, shutdown.set, stopped, tg):
-            await wait_for_port(port)
-            yield served
-
-
-@asynccontextmanager
-async def serve_builtin(
-    app: McpApp, parser: str, *, port: int = 0, graceful: float = STOP_TIMEOUT / 2
-) -> AsyncIterator[Served]:
-    from asgi_mcp._serving.http1 import ServerConfig, serve
-
-    config = ServerConfig(port=port, parser=parser, graceful_timeout=graceful)  # type: ignore[arg-type]
-    shutdown = anyio.Event()
-    stopped = anyio.Event()
-
-    async def run(*, task_status: Any) -> None:
-        try:
-            await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
-        finally:
-            stopped.set()
-
-    async with anyio.create_task_group() as tg:
-        with anyio.fail_after(READY_TIMEOUT):
-            address = await tg.start(run)
-        served = Served(f"{address.url}/mcp")
-        async with _stopping(served, shutdown.set, stopped, tg):
-            yield served
-
-
-def serve_app(app: McpApp, backend: str, *, port: int = 0, graceful: float = STOP_TIMEOUT / 2) -> Any:
-    """The reference server for `backend` (uvicorn for asyncio, hypercorn's Trio worker for Trio) or,
-    for a `builtin-*` backend, the built-in server, serving `app` on 127.0.0.1:`port` (0: a free one);
-    stopping waits at most `graceful` seconds for open connections (SSE streams) to close."""
-    server = getattr(backend, "server", "reference")
-    if server != "reference":
-        return serve_builtin(app, server.removeprefix("builtin-"), port=port, graceful=graceful)
-    if backend == "asyncio":
-        return serve_uvicorn(app, port=port, graceful=graceful)
-    return serve_hypercorn_trio(app, port=port, graceful=graceful)
-
-
-@asynccontextmanager
-async def serve_granian(options: dict[str, Any]) -> AsyncIterator[Served]:
-    """`build_app(**options)` under the granian command (tests/kit/granian_app.py); stopped with SIGINT."""
-    from tests.kit.real_servers import granian_server
-
-    async with granian_server({"interop": True, **options}) as base_url:
+async def _timed(server: AbstractAsyncContextManager[str]) -> AsyncIterator[Served]:
+    """`server`'s MCP endpoint; on exit, how long the server took to stop (`stop_seconds`)."""
+    async with server as base_url:
         served = Served(f"{base_url}/mcp")
         try:
             yield served
@@ -271,10 +122,24 @@ async def serve_granian(options: dict[str, Any]) -> AsyncIterator[Served]:
     served.stop_seconds = time.monotonic() - start
 
 
+def serve_app(app: McpApp, backend: str, *, port: int = 0, graceful: float = STOP_TIMEOUT / 2) -> Any:
+    """The reference server for `backend` (uvicorn for asyncio, hypercorn's Trio worker for Trio) or,
+    for a `builtin-*` backend, the built-in server, serving `app` on 127.0.0.1:`port` (0: a free one);
+    stopping waits at most `graceful` seconds for open connections (SSE streams) to close."""
+    server = getattr(backend, "server", "reference")
+    if server != "reference":
+        parser = server.removeprefix("builtin-")
+        return _timed(builtin_url(app, parser, port=port, graceful_timeout=graceful))
+    if backend == "asyncio":
+        return _timed(uvicorn_server(app, port=port, graceful=graceful))
+    return _timed(hypercorn_trio_server(app, port=port, graceful=graceful))
+
+
 def serve_test_app(backend: str, **options: Any) -> Any:
-    """`build_app(**options)` served as `backend` says: in-process by `serve_app`, or under granian."""
+    """`build_app(**options)` served as `backend` says: in-process by `serve_app`, or under granian
+    (tests/kit/granian_app.py, stopped with SIGINT)."""
     if getattr(backend, "server", "reference") == "granian":
-        return serve_granian(options)
+        return _timed(granian_server({"interop": True, **options}))
     return serve_app(build_app(**options), backend)
 
 

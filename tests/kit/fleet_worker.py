@@ -1,12 +1,14 @@
-"""One worker of the fleet test (tests/system/test_fleet_haproxy.py), run in its own process by uvicorn or
-hypercorn: `FLEET_REDIS_URL`, `FLEET_PREFIX` and `FLEET_WORKER` (its name, which `whereami` answers)
-come from the environment, and `FLEET_HEARTBEAT` (seconds between its beats in the roster), if set.
-Two tenants with fixed tokens, as every worker of a fleet has them."""
+"""The fleet tests' workers: two tenants with fixed tokens, as every worker of a fleet has them, and their
+tools. `worker_app` builds one in the test's process (tests/system/test_fleet.py); `app` is one run in a
+process of its own by uvicorn or hypercorn (tests/system/test_fleet_haproxy.py), with `FLEET_REDIS_URL`,
+`FLEET_PREFIX` and `FLEET_WORKER` (its name, which `whereami` answers) from the environment, and
+`FLEET_HEARTBEAT` (seconds between its beats in the roster), if set."""
 
 from __future__ import annotations
 
 import os
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 import mcp_types as types
 from mcp.server import MCPServer
@@ -22,7 +24,7 @@ TOKEN_B: Final = "sk-fleet-bravo-9Rz3Kd6Hv1"
 IDLE_TIMEOUT: Final = 60.0
 
 
-def tenant_server(tenant: str) -> MCPServer:
+def tenant_server(tenant: str, count_streams: Callable[[], int]) -> MCPServer:
     mcp = MCPServer(f"fleet-{tenant}", version="1.0.0")
 
     @mcp.tool()
@@ -49,6 +51,12 @@ def tenant_server(tenant: str) -> MCPServer:
         return "announced"
 
     @mcp.tool()
+    def open_streams() -> str:
+        """This worker's name and how many SSE streams it holds open, this call's own included: the
+        TypeScript fleet test finds the worker holding its session's GET stream with it."""
+        return f"{os.environ.get('FLEET_WORKER', '?')} {count_streams()}"
+
+    @mcp.tool()
     async def ask(ctx: Context) -> str:
         result = await ctx.elicit("What is the answer?", Answer)
         return f"{result.action}:{result.data.answer if result.action == 'accept' else None}"
@@ -56,16 +64,30 @@ def tenant_server(tenant: str) -> MCPServer:
     return mcp
 
 
-def build_app() -> McpApp:
+def worker_app(url: str, prefix: str, *, session_ttl: float, heartbeat: float = 5.0, **options: Any) -> McpApp:
+    """A worker of the fleet sharing the redis-server at `url` under `prefix`, beating in its roster every
+    `heartbeat` seconds."""
+    app: McpApp  # the tenants' servers are built per session, once the app exists
+
+    def count_streams() -> int:
+        return int(app.stats()["open_streams"])
+
     tenants = Tenants()
-    tenants.add(TOKEN_A, lambda: tenant_server("alpha"), label="alpha")
-    tenants.add(TOKEN_B, lambda: tenant_server("bravo"), label="bravo")
-    heartbeat = float(os.environ.get("FLEET_HEARTBEAT", "5"))
-    fleet = fleet_from_url(
-        os.environ["FLEET_REDIS_URL"], prefix=os.environ["FLEET_PREFIX"], session_ttl=90, heartbeat=heartbeat
-    )
-    return McpApp(
-        tenants=tenants, fleet=fleet, session_idle_timeout=IDLE_TIMEOUT, health_path="/health", shutdown_timeout=1
+    tenants.add(TOKEN_A, lambda: tenant_server("alpha", count_streams), label="alpha")
+    tenants.add(TOKEN_B, lambda: tenant_server("bravo", count_streams), label="bravo")
+    fleet = fleet_from_url(url, prefix=prefix, session_ttl=session_ttl, heartbeat=heartbeat)
+    app = McpApp(tenants=tenants, fleet=fleet, session_idle_timeout=IDLE_TIMEOUT, **options)
+    return app
+
+
+def build_app() -> McpApp:
+    return worker_app(
+        os.environ["FLEET_REDIS_URL"],
+        os.environ["FLEET_PREFIX"],
+        session_ttl=90,
+        heartbeat=float(os.environ.get("FLEET_HEARTBEAT", "5")),
+        health_path="/health",
+        shutdown_timeout=1,
     )
 
 

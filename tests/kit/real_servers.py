@@ -13,20 +13,18 @@ import importlib.util
 import json
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
-import pytest
 
 from .builtin import PARSERS, builtin_url
-from .cli import REPO, CliRun
 from .granian_app import OPTIONS_ENV
+from .processes import ProcessRun, not_installed, running_process
 
 READY_TIMEOUT: Final = 10.0
 STOP_TIMEOUT: Final = 10.0
@@ -60,12 +58,14 @@ def quiet_uvicorn(config: Any) -> Any:
 
 
 @asynccontextmanager
-async def uvicorn_server(app: Any) -> AsyncIterator[str]:
+async def uvicorn_server(app: Any, *, port: int = 0, graceful: float = 2.0) -> AsyncIterator[str]:
+    """uvicorn on 127.0.0.1:`port` (0: a free one; SO_REUSEADDR, so a restart may take the same port
+    again); stopping waits at most `graceful` seconds for open connections (SSE streams) to close."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -74,7 +74,7 @@ async def uvicorn_server(app: Any) -> AsyncIterator[str]:
         ws="none",
         log_level="warning",
         access_log=False,
-        timeout_graceful_shutdown=2,
+        timeout_graceful_shutdown=graceful,
     )
     server = quiet_uvicorn(config)
     stopped = anyio.Event()
@@ -101,13 +101,14 @@ async def uvicorn_server(app: Any) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def hypercorn_trio_server(app: Any) -> AsyncIterator[str]:
+async def hypercorn_trio_server(app: Any, *, port: int = 0, graceful: float = 2.0) -> AsyncIterator[str]:
+    """hypercorn's Trio worker on 127.0.0.1:`port` (0: a free one), as `uvicorn_server`."""
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
     config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.graceful_timeout = 2
+    config.bind = [f"127.0.0.1:{port}"]
+    config.graceful_timeout = graceful
     config.accesslog = None
     config.loglevel = "WARNING"
     shutdown = anyio.Event()
@@ -143,6 +144,26 @@ for _backend in ("asyncio", "trio"):
         SERVERS[f"builtin-{_parser}-{_backend}"] = (_backend, partial(builtin_url, parser=_parser))
 
 
+# The in-process fleet tests' two workers per backend, on servers of different kinds: what crosses
+# workers crosses HTTP servers too.
+WORKER_SERVERS: Final = {
+    "asyncio": ("uvicorn", "builtin-httptools-asyncio"),
+    "trio": ("hypercorn-trio", "builtin-h11-trio"),
+}
+
+
+@asynccontextmanager
+async def serve_workers(make_app: Callable[[], Any], backend: str) -> AsyncIterator[list[tuple[Any, str]]]:
+    """Two apps of `make_app()` served on the servers WORKER_SERVERS names for `backend`: each app
+    with its MCP endpoint's URL."""
+    async with AsyncExitStack() as stack:
+        served = []
+        for name in WORKER_SERVERS[backend]:
+            app = make_app()
+            served.append((app, await stack.enter_async_context(SERVERS[name][1](app)) + "/mcp"))
+        yield served
+
+
 @asynccontextmanager
 async def serve_http(app: Any, backend: str) -> AsyncIterator[str]:
     """Serve `app` on the server of `backend` (uvicorn on asyncio, hypercorn on Trio); yields the base URL."""
@@ -160,39 +181,24 @@ def require_granian() -> None:
     """Skip without granian on a developer machine; under CI (`CI` set) its absence is a failure."""
     if importlib.util.find_spec("granian") is None:
         missing = "granian is not installed (it is in the `test` dependency group)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing}; CI must have it (.ci/run installs the test group)")
-        pytest.skip(missing)
+        not_installed(missing, how=".ci/run installs the test group")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port free now on 127.0.0.1, for a server that cannot report the one port 0 picks."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 @asynccontextmanager
-async def _granian_process(port: int, options: dict[str, Any] | None) -> AsyncIterator[CliRun]:
+async def _granian_process(port: int, options: dict[str, Any] | None) -> AsyncIterator[ProcessRun]:
     """The granian command on `port`, its output (stdout and stderr) collected; killed if still running at exit."""
     args = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--workers", "1", "--no-access-log", GRANIAN_TARGET]
     env = {**os.environ, OPTIONS_ENV: json.dumps(options or {})}
-    process = await anyio.open_process(
-        args, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    run = CliRun(process)
-    try:
-        async with process, anyio.create_task_group() as tg:
-            assert process.stdout is not None
-            tg.start_soon(run.collect, process.stdout, "stdout")
-            try:
-                yield run
-            finally:
-                if process.returncode is None:
-                    process.kill()
-    except BaseException:
-        sys.stderr.write(str(run))
-        raise
+    async with running_process("granian", args, env=env, merge_stderr=True) as run:
+        yield run
 
 
 @asynccontextmanager
@@ -205,7 +211,7 @@ async def granian_server(options: dict[str, Any] | None = None) -> AsyncIterator
     """
     require_granian()
     for attempt in range(1, GRANIAN_PORT_ATTEMPTS + 1):
-        port = _free_port()
+        port = free_port()
         async with _granian_process(port, options) as run:
             ready = lambda out: "Started worker-1" in out or "Address already in use" in out  # noqa: E731
             await run.wait_for(ready, within=GRANIAN_START_TIMEOUT)

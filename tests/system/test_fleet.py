@@ -10,93 +10,30 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import coredis
 import httpx
-import mcp_types as types
 import pytest
-from mcp.server import MCPServer
-from mcp.server.mcpserver import Context
 
-from asgi_mcp import McpApp, Tenants
-from asgi_mcp._stores import fleet_from_url
-from tests.kit.mcp_servers import Answer
+from tests.kit.fleet_worker import TOKEN_A, TOKEN_B, worker_app
+from tests.kit.http import answer_of as any_answer_of
+from tests.kit.http import headers
 from tests.kit.messages import LEGACY, call_tool, initialize, notification, request
-from tests.kit.real_servers import SERVERS
+from tests.kit.real_servers import serve_workers
 from tests.kit.redis_server import RedisServer
 from tests.kit.sse import SSEDecoder
 
 pytestmark = pytest.mark.anyio
 
-TOKEN_A = "sk-fleet-alpha-5Tq8Wm2Lx7"
-TOKEN_B = "sk-fleet-bravo-9Rz3Kd6Hv1"
-# Two servers per backend, of different kinds: a session crosses HTTP servers too.
-WORKER_SERVERS = {"asyncio": ("uvicorn", "builtin-httptools-asyncio"), "trio": ("hypercorn-trio", "builtin-h11-trio")}
-
-
-def fleet_server(name: str) -> MCPServer:
-    mcp = MCPServer(name, version="1.0.0")
-
-    @mcp.tool()
-    def echo(text: str) -> str:
-        return f"{name}:{text}"
-
-    @mcp.tool()
-    async def announce(text: str, ctx: Context) -> str:
-        """A notification on the session's standalone stream (not related to this request)."""
-        message = types.LoggingMessageNotification(
-            params=types.LoggingMessageNotificationParams(level="info", data=text, logger="fleet")
-        )
-        await ctx.request_context.session.send_notification(message)
-        return "announced"
-
-    @mcp.tool()
-    async def progress(steps: int, ctx: Context) -> str:
-        for step in range(1, steps + 1):
-            await ctx.report_progress(step, steps, f"step {step}")
-        return f"done {steps}"
-
-    @mcp.tool()
-    async def ask(ctx: Context) -> str:
-        result = await ctx.elicit("What is the answer?", Answer)
-        return f"{result.action}:{result.data.answer if result.action == 'accept' else None}"
-
-    return mcp
-
-
-def worker_app(url: str, prefix: str, *, heartbeat: float = 5.0, **options: Any) -> McpApp:
-    tenants = Tenants()
-    tenants.add(TOKEN_A, lambda: fleet_server("alpha"), label="alpha")
-    tenants.add(TOKEN_B, lambda: fleet_server("bravo"), label="bravo")
-    fleet = fleet_from_url(url, prefix=prefix, session_ttl=60, heartbeat=heartbeat)
-    return McpApp(tenants=tenants, fleet=fleet, session_idle_timeout=60, **options)
-
 
 @asynccontextmanager
 async def two_workers(url: str, prefix: str, backend: str, **options: Any) -> AsyncIterator[tuple[str, str]]:
-    first, second = WORKER_SERVERS[backend]
-    async with AsyncExitStack() as stack:
-        urls = [
-            await stack.enter_async_context(SERVERS[name][1](worker_app(url, prefix, **options)))
-            for name in (first, second)
-        ]
-        yield urls[0] + "/mcp", urls[1] + "/mcp"
-
-
-def headers(token: str, session_id: str | None = None, **extra: str) -> dict[str, str]:
-    values = {
-        "authorization": f"Bearer {token}",
-        "accept": "application/json, text/event-stream",
-        "content-type": "application/json",
-        "mcp-protocol-version": LEGACY,
-    }
-    if session_id is not None:
-        values["mcp-session-id"] = session_id
-    values.update(extra)
-    return values
+    async with serve_workers(lambda: worker_app(url, prefix, session_ttl=60, **options), backend) as served:
+        (_, first), (_, second) = served
+        yield first, second
 
 
 def sse_messages(body: str) -> list[dict[str, Any]]:
@@ -115,6 +52,16 @@ async def open_session(client: httpx.AsyncClient, endpoint: str, token: str = TO
     return session_id
 
 
+@asynccontextmanager
+async def fleet_session(
+    redis: RedisServer, prefix: str, backend: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, str, str, str]]:
+    """Two workers, an HTTP client, and a session of token A opened on the first worker:
+    (client, first worker's endpoint, second worker's endpoint, session id)."""
+    async with two_workers(redis.url, prefix, backend) as (first, second), httpx.AsyncClient() as client:
+        yield client, first, second, await open_session(client, first)
+
+
 async def call(
     client: httpx.AsyncClient, endpoint: str, session_id: str, message: dict[str, Any], token: str = TOKEN_A
 ) -> httpx.Response:
@@ -123,9 +70,7 @@ async def call(
 
 def answer_of(response: httpx.Response) -> dict[str, Any]:
     assert response.status_code == 200, response.text
-    if response.headers["content-type"].startswith("application/json"):
-        return response.json()
-    return sse_messages(response.text)[-1]
+    return any_answer_of(response)
 
 
 @pytest.fixture
@@ -137,11 +82,7 @@ async def test_a_session_opened_on_one_worker_is_served_by_the_other(
     shared_redis: RedisServer, redis_prefix: str, backend_name: str
 ) -> None:
     with anyio.fail_after(30):
-        async with (
-            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
-            httpx.AsyncClient() as client,
-        ):
-            session_id = await open_session(client, first)
+        async with fleet_session(shared_redis, redis_prefix, backend_name) as (client, first, second, session_id):
             answer = answer_of(await call(client, second, session_id, call_tool(1, "echo", {"text": "hi"})))
             assert answer["result"]["content"][0]["text"] == "alpha:hi"
             # And back: both workers now hold it, each answers.
@@ -153,11 +94,7 @@ async def test_another_principal_gets_404_never_403(
     shared_redis: RedisServer, redis_prefix: str, backend_name: str
 ) -> None:
     with anyio.fail_after(30):
-        async with (
-            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
-            httpx.AsyncClient() as client,
-        ):
-            session_id = await open_session(client, first, TOKEN_A)
+        async with fleet_session(shared_redis, redis_prefix, backend_name) as (client, first, second, session_id):
             for endpoint in (second, first):
                 response = await call(client, endpoint, session_id, call_tool(1, "echo", {"text": "x"}), token=TOKEN_B)
                 assert response.status_code == 404
@@ -172,11 +109,7 @@ async def test_delete_on_one_worker_ends_the_session_everywhere(
     shared_redis: RedisServer, redis_prefix: str, backend_name: str
 ) -> None:
     with anyio.fail_after(30):
-        async with (
-            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
-            httpx.AsyncClient() as client,
-        ):
-            session_id = await open_session(client, first)
+        async with fleet_session(shared_redis, redis_prefix, backend_name) as (client, first, second, session_id):
             answer_of(await call(client, second, session_id, call_tool(1, "echo", {"text": "adopted"})))
             async with client.stream("GET", second, headers=headers(TOKEN_A, session_id)) as stream:
                 assert stream.status_code == 200
@@ -194,11 +127,7 @@ async def test_a_get_stream_receives_what_another_worker_emits(
     shared_redis: RedisServer, redis_prefix: str, backend_name: str
 ) -> None:
     with anyio.fail_after(30):
-        async with (
-            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
-            httpx.AsyncClient() as client,
-        ):
-            session_id = await open_session(client, first)
+        async with fleet_session(shared_redis, redis_prefix, backend_name) as (client, first, second, session_id):
             async with client.stream("GET", first, headers=headers(TOKEN_A, session_id)) as stream:
                 assert stream.status_code == 200
                 answer = answer_of(
@@ -212,18 +141,14 @@ async def test_a_get_stream_receives_what_another_worker_emits(
                     if received:
                         break
             assert received[0]["method"] == "notifications/message"
-            assert received[0]["params"]["data"] == "from-second"
+            assert received[0]["params"]["data"] == "alpha:from-second"
 
 
 async def test_an_answer_to_a_server_request_may_reach_the_other_worker(
     shared_redis: RedisServer, redis_prefix: str, backend_name: str
 ) -> None:
     with anyio.fail_after(30):
-        async with (
-            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
-            httpx.AsyncClient() as client,
-        ):
-            session_id = await open_session(client, first)
+        async with fleet_session(shared_redis, redis_prefix, backend_name) as (client, first, second, session_id):
             answer_of(await call(client, second, session_id, call_tool(9, "echo", {"text": "adopt"})))
             body = call_tool(1, "ask")
             async with client.stream("POST", first, json=body, headers=headers(TOKEN_A, session_id)) as stream:
@@ -250,11 +175,7 @@ async def test_last_event_id_replays_on_the_other_worker(
     shared_redis: RedisServer, redis_prefix: str, backend_name: str
 ) -> None:
     with anyio.fail_after(30):
-        async with (
-            two_workers(shared_redis.url, redis_prefix, backend_name) as (first, second),
-            httpx.AsyncClient() as client,
-        ):
-            session_id = await open_session(client, first)
+        async with fleet_session(shared_redis, redis_prefix, backend_name) as (client, first, second, session_id):
             response = await call(client, first, session_id, call_tool(1, "progress", {"steps": 3}, progress_token="p"))
             decoder = SSEDecoder()
             events = [event for event in decoder.feed(response.content) if event.id and event.data]

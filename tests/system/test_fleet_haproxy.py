@@ -10,11 +10,9 @@ skipped, or fails under CI (`CI` set). The client side runs on asyncio and on Tr
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -33,13 +31,15 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.kit.fleet_worker import TOKEN_A, TOKEN_B
+from tests.kit.http import headers
 from tests.kit.messages import LEGACY, call_tool, initialize, notification
+from tests.kit.processes import REPO, ProcessRun, not_installed, running_process
+from tests.kit.real_servers import free_port
 from tests.kit.redis_server import RedisServer
 from tests.kit.sse import SSEDecoder
 
 pytestmark = pytest.mark.anyio
 
-REPO: Final = Path(__file__).resolve().parents[2]
 HAPROXY: Final = "/usr/sbin/haproxy"
 START_TIMEOUT: Final = 30.0
 GUARD: Final = 150.0  # three interpreters start on a shared 2-core machine
@@ -80,74 +80,11 @@ STICKINESS: Final = """\
 
 def _require(binary: str, package: str) -> None:
     if shutil.which(binary) is None and not Path(binary).exists():
-        message = f"{binary} is not installed (Debian: apt-get install -y {package})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must have it (.ci/run installs it)")
-        pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Process:
-    """A child process whose output is collected as it comes; `ready` once `marker` shows in it."""
-
-    def __init__(self, name: str, process: anyio.abc.Process, marker: str) -> None:
-        self.name = name
-        self.process = process
-        self.marker = marker
-        self.output = ""
-        self.ready = anyio.Event()
-
-    async def collect(self, stream: anyio.abc.ByteReceiveStream) -> None:
-        try:
-            async for chunk in stream:
-                self.output += chunk.decode(errors="replace")
-                if self.marker in self.output:
-                    self.ready.set()
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # closed by `child` on the way out
-
-    def kill(self) -> None:
-        # The whole process group: hypercorn serves from a child process of its own, which a
-        # SIGKILL of the parent alone would leave running (and listening) after the test.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-    async def crash(self) -> None:
-        """SIGKILL, and wait until it is gone (its port refuses connections from then on)."""
-        self.kill()
-        await self.process.wait()
-
-
-@asynccontextmanager
-async def child(
-    name: str, command: list[str], marker: str, env: dict[str, str], tg: anyio.abc.TaskGroup
-) -> AsyncIterator[Process]:
-    process = await anyio.open_process(command, env=env, cwd=REPO, stdin=None, start_new_session=True)
-    running = Process(name, process, marker)
-    assert process.stdout is not None
-    assert process.stderr is not None
-    tg.start_soon(running.collect, process.stdout)
-    tg.start_soon(running.collect, process.stderr)
-    try:
-        with anyio.fail_after(START_TIMEOUT):
-            await running.ready.wait()
-        yield running
-    except TimeoutError:
-        raise AssertionError(f"{name} did not start:\n{running.output}") from None
-    finally:
-        running.kill()
-        with anyio.move_on_after(10, shield=True):
-            await process.wait()
-        await process.aclose()
+        not_installed(f"{binary} is not installed (Debian: apt-get install -y {package})")
 
 
 class Fleet:
-    def __init__(self, url: str, workers: dict[str, Process]) -> None:
+    def __init__(self, url: str, workers: dict[str, ProcessRun]) -> None:
         self.url = url
         self.workers = workers
 
@@ -168,19 +105,19 @@ def notify_socket(directory: Path) -> Iterator[tuple[socket.socket, str]]:
 async def fleet(redis: RedisServer, directory: Path, *, sticky: bool = False) -> AsyncIterator[Fleet]:
     env = dict(os.environ, FLEET_REDIS_URL=redis.url, FLEET_PREFIX="fleet", PYTHONPATH=str(REPO))
     async with AsyncExitStack() as stack:
-        tg = await stack.enter_async_context(anyio.create_task_group())
-        stack.callback(tg.cancel_scope.cancel)
-        workers: dict[str, Process] = {}
+        workers: dict[str, ProcessRun] = {}
         servers = []
         for name, arguments in WORKERS.items():
-            port = _free_port()
+            port = free_port()
             command = [sys.executable, *(a.replace("{port}", str(port)) for a in arguments)]
+            worker_env = env | {"FLEET_WORKER": name}
+            # In a process group of its own, killed as a group: hypercorn serves from a child process.
+            worker = running_process(name, command, env=worker_env, merge_stderr=True, own_group=True)
+            workers[name] = await stack.enter_async_context(worker)
             marker = "Application startup complete" if name == "uvicorn" else "Running on"
-            workers[name] = await stack.enter_async_context(
-                child(name, command, marker, env | {"FLEET_WORKER": name}, tg)
-            )
+            await workers[name].wait_for(lambda out, marker=marker: marker in out)
             servers.append(f"    server {name} 127.0.0.1:{port}")
-        port = _free_port()
+        port = free_port()
         config = directory / "haproxy.cfg"
         stickiness = STICKINESS if sticky else ""
         config.write_text(HAPROXY_CONFIG.format(port=port, servers="\n".join(servers), stickiness=stickiness))
@@ -293,34 +230,22 @@ async def test_a_session_through_haproxy_survives_a_killed_worker(
             assert all(log.startswith("alpha:") for log in alpha.logs), alpha.logs
 
 
-def _headers(token: str, session_id: str | None = None, **extra: str) -> dict[str, str]:
-    values = {
-        "authorization": f"Bearer {token}",
-        "accept": "application/json, text/event-stream",
-        "content-type": "application/json",
-        "mcp-protocol-version": LEGACY,
-    }
-    if session_id is not None:
-        values["mcp-session-id"] = session_id
-    return values | extra
-
-
 async def test_resumption_and_isolation_through_every_worker(
     fleet_redis: RedisServer, tmp_path: Path, anyio_backend: str
 ) -> None:
     with anyio.fail_after(GUARD):
         async with fleet(fleet_redis, tmp_path) as running, httpx.AsyncClient(timeout=30) as http:
-            opened = await http.post(running.url, json=initialize(0, LEGACY), headers=_headers(TOKEN_A))
+            opened = await http.post(running.url, json=initialize(0, LEGACY), headers=headers(TOKEN_A))
             assert opened.status_code == 200, opened.text
             session_id = opened.headers["mcp-session-id"]
             acked = await http.post(
-                running.url, json=notification("notifications/initialized"), headers=_headers(TOKEN_A, session_id)
+                running.url, json=notification("notifications/initialized"), headers=headers(TOKEN_A, session_id)
             )
             assert acked.status_code == 202
             answered = await http.post(
                 running.url,
                 json=call_tool(1, "progress", {"steps": 3}, progress_token="p"),
-                headers=_headers(TOKEN_A, session_id),
+                headers=headers(TOKEN_A, session_id),
             )
             events = [e for e in SSEDecoder().feed(answered.content) if e.id and e.data]
             first_progress = events[0].id
@@ -328,7 +253,7 @@ async def test_resumption_and_isolation_through_every_worker(
             # Three times in a row: round robin puts each on another worker; each replays the same.
             for _ in range(3):
                 resumed = await http.get(
-                    running.url, headers=_headers(TOKEN_A, session_id, **{"last-event-id": first_progress})
+                    running.url, headers=headers(TOKEN_A, session_id, **{"last-event-id": first_progress})
                 )
                 assert resumed.status_code == 200
                 replayed = [json.loads(e.data) for e in SSEDecoder().feed(resumed.content) if e.data]
@@ -337,19 +262,19 @@ async def test_resumption_and_isolation_through_every_worker(
             # Tenant B, with A's session id and event id: 404 on every worker, nothing replayed.
             for _ in range(3):
                 stolen = await http.post(
-                    running.url, json=call_tool(2, "echo", {"text": "x"}), headers=_headers(TOKEN_B, session_id)
+                    running.url, json=call_tool(2, "echo", {"text": "x"}), headers=headers(TOKEN_B, session_id)
                 )
                 assert stolen.status_code == 404
                 assert stolen.json()["error"]["code"] == -32600
                 replay = await http.get(
-                    running.url, headers=_headers(TOKEN_B, session_id, **{"last-event-id": first_progress})
+                    running.url, headers=headers(TOKEN_B, session_id, **{"last-event-id": first_progress})
                 )
                 assert replay.status_code == 404
             # DELETE through any worker ends it on all.
-            assert (await http.delete(running.url, headers=_headers(TOKEN_A, session_id))).status_code == 200
+            assert (await http.delete(running.url, headers=headers(TOKEN_A, session_id))).status_code == 200
             for _ in range(3):
                 gone = await http.post(
-                    running.url, json=call_tool(3, "echo", {"text": "x"}), headers=_headers(TOKEN_A, session_id)
+                    running.url, json=call_tool(3, "echo", {"text": "x"}), headers=headers(TOKEN_A, session_id)
                 )
                 assert gone.status_code == 404
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -20,16 +18,16 @@ from mcp.server import MCPServer
 from asgi_mcp import Credential, McpApp, TenantRecord, Tenants
 from asgi_mcp._stores import fleet_from_url, tenant_store_from_url
 from tests.kit.cli import command as cli_command
-from tests.kit.messages import LEGACY, call_tool, initialize, notification
+from tests.kit.http import headers
+from tests.kit.messages import call_tool, initialize, notification
 from tests.kit.polling import wait_until
-from tests.kit.real_servers import SERVERS
+from tests.kit.real_servers import serve_workers
 from tests.kit.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
 SECRET = b"s" * 32
 TOKEN = "sk-mirrored-4Fh8Kq2Zt6Wn"
-WORKER_SERVERS = {"asyncio": ("uvicorn", "builtin-httptools-asyncio"), "trio": ("hypercorn-trio", "builtin-h11-trio")}
 
 
 def gold() -> MCPServer:
@@ -48,32 +46,12 @@ def worker(url: str, prefix: str) -> McpApp:
     return McpApp(tenants=tenants, fleet=fleet, session_idle_timeout=60)
 
 
-@asynccontextmanager
-async def two_workers(url: str, prefix: str, backend: str) -> AsyncIterator[list[tuple[McpApp, str]]]:
-    async with AsyncExitStack() as stack:
-        served = []
-        for name in WORKER_SERVERS[backend]:
-            app = worker(url, prefix)
-            served.append((app, await stack.enter_async_context(SERVERS[name][1](app)) + "/mcp"))
-        yield served
-
-
-def headers(session_id: str | None = None) -> dict[str, str]:
-    values = {
-        "authorization": f"Bearer {TOKEN}",
-        "accept": "application/json, text/event-stream",
-        "content-type": "application/json",
-        "mcp-protocol-version": LEGACY,
-    }
-    return values | ({"mcp-session-id": session_id} if session_id else {})
-
-
 async def test_a_token_written_to_the_store_is_in_force_on_every_worker(
     shared_redis: RedisServer, redis_prefix: str, anyio_backend: str
 ) -> None:
     with anyio.fail_after(40):
         async with (
-            two_workers(shared_redis.url, redis_prefix, anyio_backend) as workers,
+            serve_workers(lambda: worker(shared_redis.url, redis_prefix), anyio_backend) as workers,
             tenant_store_from_url(shared_redis.url, secret=SECRET, prefix=redis_prefix) as writer,  # type: ignore[attr-defined]
             httpx.AsyncClient(timeout=10) as client,
         ):
@@ -90,7 +68,7 @@ async def test_a_token_written_to_the_store_is_in_force_on_every_worker(
                 delays.append(time.perf_counter() - started)
             assert max(delays) < 0.1, sorted(delays)
             for _, endpoint in workers:
-                assert (await client.post(endpoint, json=initialize(), headers=headers())).status_code == 401
+                assert (await client.post(endpoint, json=initialize(), headers=headers(TOKEN))).status_code == 401
             record = TenantRecord(tenant_id="acme", label="acme", plan="gold")
             started = time.perf_counter()
             await writer.add(record, Credential(digest=writer.digest(TOKEN), tenant_id="acme"))
@@ -98,18 +76,20 @@ async def test_a_token_written_to_the_store_is_in_force_on_every_worker(
             elapsed = time.perf_counter() - started
             assert elapsed < 0.1, f"in force on every worker after {elapsed * 1000:.1f} ms"
 
-            opened = await client.post(first, json=initialize(), headers=headers())
+            opened = await client.post(first, json=initialize(), headers=headers(TOKEN))
             assert opened.status_code == 200
             session_id = opened.headers["mcp-session-id"]
             acked = await client.post(
-                first, json=notification("notifications/initialized"), headers=headers(session_id)
+                first, json=notification("notifications/initialized"), headers=headers(TOKEN, session_id)
             )
             assert acked.status_code == 202
-            answer = await client.post(second, json=call_tool(1, "echo", {"text": "x"}), headers=headers(session_id))
+            answer = await client.post(
+                second, json=call_tool(1, "echo", {"text": "x"}), headers=headers(TOKEN, session_id)
+            )
             assert answer.status_code == 200
             assert "gold:x" in answer.text
 
-            async with client.stream("GET", second, headers=headers(session_id)) as stream:
+            async with client.stream("GET", second, headers=headers(TOKEN, session_id)) as stream:
                 assert stream.status_code == 200
                 await writer.remove("acme", policy="close", drain_timeout=0.0)
                 async for _ in stream.aiter_bytes():
@@ -117,7 +97,7 @@ async def test_a_token_written_to_the_store_is_in_force_on_every_worker(
             await wait_until(lambda: all(r.lookup(TOKEN) is None for r in registries), timeout=5)
             for endpoint in (first, second):
                 refused = await client.post(
-                    endpoint, json=call_tool(2, "echo", {"text": "y"}), headers=headers(session_id)
+                    endpoint, json=call_tool(2, "echo", {"text": "y"}), headers=headers(TOKEN, session_id)
                 )
                 assert refused.status_code == 401
 
@@ -144,7 +124,10 @@ async def test_asgi_mcp_tokens_manages_the_tokens_of_running_workers(
         return headers() | {"authorization": f"Bearer {token}"}
 
     with anyio.fail_after(60):
-        async with two_workers(shared_redis.url, redis_prefix, anyio_backend) as workers, httpx.AsyncClient() as client:
+        async with (
+            serve_workers(lambda: worker(shared_redis.url, redis_prefix), anyio_backend) as workers,
+            httpx.AsyncClient() as client,
+        ):
             registries: list[Any] = [app.config.tenants for app, _ in workers]
             added = await tokens_cli(
                 "add", "--label", "acme", "--plan", "gold", url=shared_redis.url, prefix=redis_prefix

@@ -4,6 +4,9 @@ sessions under both policies, in memory and over real HTTP, on asyncio and Trio.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -13,7 +16,7 @@ import pytest
 from asgi_mcp import McpApp, Tenants
 from tests.kit.http import HttpSession, answer_of
 from tests.kit.mcp_servers import TOKEN_A, TOKEN_B, UNKNOWN_TOKEN, Lifespans, Probe, factory_of, tenant_server
-from tests.kit.memory import TokenClient, final_message, serving
+from tests.kit.memory import Response, TokenClient, final_message, serving
 from tests.kit.messages import call_tool, challenge_params, initialize, request
 from tests.kit.polling import Recorder, wait_until
 from tests.kit.real_servers import serve_http
@@ -33,6 +36,39 @@ def two_tenants(**options: Any) -> McpApp:
 def text(answer: dict[str, Any]) -> str:
     assert "result" in answer, answer
     return str(answer["result"]["content"][0]["text"])
+
+
+@dataclass
+class GatedTenant:
+    """Token A's tenant "alpha" on a running app (in memory): its `block` tool waits on `gate`, its
+    server's lifespans are counted in `lifespans`, its events recorded."""
+
+    tenants: Tenants
+    tenant_id: str
+    app: McpApp
+    recorder: Recorder
+    client: TokenClient
+    gate: Probe
+    lifespans: Lifespans
+
+    async def block(self, session_id: str) -> Response:
+        """A `block` call on the session, once its handler runs: the session is busy until `gate` is released."""
+        in_flight = await self.client.post(call_tool(4, "block"), session_id=session_id)
+        await self.gate.started.wait()
+        return in_flight
+
+
+@asynccontextmanager
+async def gated_tenant(*, with_bravo: bool = False) -> AsyncIterator[GatedTenant]:
+    gate, lifespans = Probe(), Lifespans()
+    tenants = Tenants()
+    tenant_id = tenants.add(TOKEN_A, lambda: tenant_server("alpha", gate=gate, lifespans=lifespans))
+    if with_bravo:
+        tenants.add(TOKEN_B, factory_of("bravo"))
+    app = McpApp(tenants=tenants)
+    recorder = Recorder(app)
+    async with serving(app) as client:
+        yield GatedTenant(tenants, tenant_id, app, recorder, TokenClient(client, TOKEN_A), gate, lifespans)
 
 
 # -- routing and isolation ------------------------------------------------------------------------
@@ -270,39 +306,32 @@ async def test_failing_factory_gets_a_generic_500(kind: str, caplog: pytest.LogC
 
 
 async def test_remove_with_close_ends_sessions_and_streams_now() -> None:
-    gate, lifespans = Probe(), Lifespans()
-    tenants = Tenants()
-    tenant_id = tenants.add(TOKEN_A, lambda: tenant_server("alpha", gate=gate, lifespans=lifespans))
-    tenants.add(TOKEN_B, factory_of("bravo"))
-    app = McpApp(tenants=tenants)
-    recorder = Recorder(app)
     with anyio.fail_after(GUARD):
-        async with serving(app) as client:
-            a = TokenClient(client, TOKEN_A)
+        async with gated_tenant(with_bravo=True) as alpha:
+            a = alpha.client
             s1, s2 = await a.open_session(), await a.open_session()
             stream = await a.get(s1)
             assert stream.status == 200
-            in_flight = await a.post(call_tool(4, "block"), session_id=s2)
-            await gate.started.wait()
-            b = TokenClient(client, TOKEN_B)
+            in_flight = await alpha.block(s2)
+            b = TokenClient(a.client, TOKEN_B)
             sb = await b.open_session()
 
-            assert tenants.remove(TOKEN_A, policy="close")
+            assert alpha.tenants.remove(TOKEN_A, policy="close")
             # Both open streams end now (the GET stream and the in-flight tool call's stream).
             await stream.read()
             await in_flight.read()
-            await gate.cancelled.wait()
-            ended = await recorder.wait_for("session_ended", 2, tenant_id=tenant_id)
+            await alpha.gate.cancelled.wait()
+            ended = await alpha.recorder.wait_for("session_ended", 2, tenant_id=alpha.tenant_id)
             assert {e.session_id for e in ended} == {s1, s2}
             assert {e.reason for e in ended} == {"token_removed"}
             assert all(e.server_name == "alpha" and e.duration >= 0 for e in ended)
-            [removed] = await recorder.wait_for("server_removed")
-            assert removed.tenant_id == tenant_id
+            [removed] = await alpha.recorder.wait_for("server_removed")
+            assert removed.tenant_id == alpha.tenant_id
             assert removed.had_active_sessions
             assert removed.active_sessions == 2
             assert (await a.post(request(1, "ping"), session_id=s1)).status == 401
-            await wait_until(lambda: lifespans.exited == 1)
-            assert app.stats()["sessions_per_tenant"] == {"tok-" + _digest_prefix(TOKEN_B): 1}
+            await wait_until(lambda: alpha.lifespans.exited == 1)
+            assert alpha.app.stats()["sessions_per_tenant"] == {"tok-" + _digest_prefix(TOKEN_B): 1}
             assert "bravo_only" in await b.tool_names(sb)
 
 
@@ -330,35 +359,31 @@ async def test_remove_without_sessions_reports_no_active_sessions() -> None:
 
 
 async def test_update_with_close_ends_old_sessions_and_new_ones_get_the_new_factory() -> None:
-    gate, old_lifespans, new_lifespans = Probe(), Lifespans(), Lifespans()
-    tenants = Tenants()
-    tenant_id = tenants.add(TOKEN_A, lambda: tenant_server("alpha", gate=gate, lifespans=old_lifespans))
-    app = McpApp(tenants=tenants)
-    recorder = Recorder(app)
+    new_lifespans = Lifespans()
     with anyio.fail_after(GUARD):
-        async with serving(app) as client:
-            a = TokenClient(client, TOKEN_A)
+        async with gated_tenant() as alpha:
+            a = alpha.client
             s1 = await a.open_session()
             stream = await a.get(s1)
-            in_flight = await a.post(call_tool(4, "block"), session_id=s1)
-            await gate.started.wait()
+            in_flight = await alpha.block(s1)
 
-            assert tenants.update(TOKEN_A, lambda: tenant_server("alpha2", lifespans=new_lifespans), policy="close")
+            renewed = lambda: tenant_server("alpha2", lifespans=new_lifespans)  # noqa: E731
+            assert alpha.tenants.update(TOKEN_A, renewed, policy="close")
             await stream.read()
             await in_flight.read()
-            [ended] = await recorder.wait_for("session_ended", tenant_id=tenant_id)
+            [ended] = await alpha.recorder.wait_for("session_ended", tenant_id=alpha.tenant_id)
             assert ended.session_id == s1
             assert ended.reason == "token_updated"
             # The same token is still valid, but its closed session is gone.
             assert (await a.post(request(1, "tools/list"), session_id=s1)).status == 404
-            await wait_until(lambda: old_lifespans.exited == 1)
+            await wait_until(lambda: alpha.lifespans.exited == 1)
             s2 = await a.open_session()
             tools = await a.tool_names(s2)
             assert "alpha2_only" in tools
             assert "alpha_only" not in tools
-            [updated] = await recorder.wait_for("server_updated")
+            [updated] = await alpha.recorder.wait_for("server_updated")
             assert (updated.tenant_id, updated.old_server_name, updated.new_server_name) == (
-                tenant_id,
+                alpha.tenant_id,
                 "alpha",
                 "alpha2",
             )
@@ -366,18 +391,13 @@ async def test_update_with_close_ends_old_sessions_and_new_ones_get_the_new_fact
 
 
 async def test_update_with_drain_keeps_old_sessions_on_the_old_server() -> None:
-    gate, old_lifespans = Probe(), Lifespans()
-    tenants = Tenants({TOKEN_A: lambda: tenant_server("alpha", gate=gate, lifespans=old_lifespans)})
-    app = McpApp(tenants=tenants)
-    recorder = Recorder(app)
     with anyio.fail_after(GUARD):
-        async with serving(app) as client:
-            a = TokenClient(client, TOKEN_A)
+        async with gated_tenant() as alpha:
+            a = alpha.client
             busy, idle = await a.open_session(), await a.open_session()
-            in_flight = await a.post(call_tool(4, "block"), session_id=busy)
-            await gate.started.wait()
+            in_flight = await alpha.block(busy)
 
-            assert tenants.update(TOKEN_A, factory_of("alpha2"), policy="drain", drain_timeout=60)
+            assert alpha.tenants.update(TOKEN_A, factory_of("alpha2"), policy="drain", drain_timeout=60)
             # Old sessions keep working on the old server, with the same token.
             assert "alpha_only" in await a.tool_names(idle)
             assert text(await a.call(busy, call_tool(5, "whoami"))) == "alpha"
@@ -385,70 +405,59 @@ async def test_update_with_drain_keeps_old_sessions_on_the_old_server() -> None:
             fresh = await a.open_session()
             assert "alpha2_only" in await a.tool_names(fresh)
             # The in-flight call finishes on the old server.
-            gate.release.set()
+            alpha.gate.release.set()
             assert text((await in_flight.messages())[-1]) == "released by alpha"
-            assert not gate.cancelled.is_set()
+            assert not alpha.gate.cancelled.is_set()
             await anyio.wait_all_tasks_blocked()
-            assert recorder.of("session_ended") == []
-            assert old_lifespans.exited == 0
+            assert alpha.recorder.of("session_ended") == []
+            assert alpha.lifespans.exited == 0
             # The old server stops once its last session is gone.
             assert (await a.delete(busy)).status == 200
             assert (await a.delete(idle)).status == 200
-            await wait_until(lambda: old_lifespans.exited == 1)
+            await wait_until(lambda: alpha.lifespans.exited == 1)
             assert "alpha2_only" in await a.tool_names(fresh)
 
 
 async def test_update_with_drain_ends_old_sessions_at_the_deadline() -> None:
-    gate, old_lifespans = Probe(), Lifespans()
-    tenants = Tenants({TOKEN_A: lambda: tenant_server("alpha", gate=gate, lifespans=old_lifespans)})
-    app = McpApp(tenants=tenants)
-    recorder = Recorder(app)
     with anyio.fail_after(GUARD):
-        async with serving(app) as client:
-            a = TokenClient(client, TOKEN_A)
+        async with gated_tenant() as alpha:
+            a = alpha.client
             busy, idle = await a.open_session(), await a.open_session()
-            in_flight = await a.post(call_tool(4, "block"), session_id=busy)
-            await gate.started.wait()
-            assert tenants.update(TOKEN_A, factory_of("alpha2"), policy="drain", drain_timeout=0.3)
+            in_flight = await alpha.block(busy)
+            assert alpha.tenants.update(TOKEN_A, factory_of("alpha2"), policy="drain", drain_timeout=0.3)
             assert "alpha_only" in await a.tool_names(idle)  # before the deadline: still served
-            ended = await recorder.wait_for("session_ended", 2)
+            ended = await alpha.recorder.wait_for("session_ended", 2)
             assert {e.session_id for e in ended} == {busy, idle}
             assert {e.reason for e in ended} == {"drain_timeout"}
             await in_flight.read()  # the busy session's stream ended with it
-            await gate.cancelled.wait()
+            await alpha.gate.cancelled.wait()
             assert (await a.post(request(1, "ping"), session_id=idle)).status == 404
-            await wait_until(lambda: old_lifespans.exited == 1)
+            await wait_until(lambda: alpha.lifespans.exited == 1)
 
 
 async def test_remove_with_drain_ends_idle_sessions_now_and_busy_ones_when_done() -> None:
-    gate, lifespans = Probe(), Lifespans()
-    tenants = Tenants()
-    tenant_id = tenants.add(TOKEN_A, lambda: tenant_server("alpha", gate=gate, lifespans=lifespans))
-    app = McpApp(tenants=tenants)
-    recorder = Recorder(app)
     with anyio.fail_after(GUARD):
-        async with serving(app) as client:
-            a = TokenClient(client, TOKEN_A)
+        async with gated_tenant() as alpha:
+            a = alpha.client
             busy, idle = await a.open_session(), await a.open_session()
-            in_flight = await a.post(call_tool(4, "block"), session_id=busy)
-            await gate.started.wait()
+            in_flight = await alpha.block(busy)
 
-            assert tenants.remove(TOKEN_A, policy="drain", drain_timeout=60)
-            [first] = await recorder.wait_for("session_ended")
+            assert alpha.tenants.remove(TOKEN_A, policy="drain", drain_timeout=60)
+            [first] = await alpha.recorder.wait_for("session_ended")
             assert (first.session_id, first.reason) == (idle, "token_removed")
-            [removed] = await recorder.wait_for("server_removed")
+            [removed] = await alpha.recorder.wait_for("server_removed")
             assert removed.had_active_sessions
             assert removed.active_sessions == 2
             # The token itself is gone at once.
             assert (await a.post(request(1, "ping"), session_id=busy)).status == 401
-            assert lifespans.exited == 0
-            gate.release.set()
+            assert alpha.lifespans.exited == 0
+            alpha.gate.release.set()
             assert text((await in_flight.messages())[-1]) == "released by alpha"
-            ended = await recorder.wait_for("session_ended", 2, tenant_id=tenant_id)
+            ended = await alpha.recorder.wait_for("session_ended", 2, tenant_id=alpha.tenant_id)
             assert ended[1].session_id == busy
             assert ended[1].reason == "token_removed"
-            await wait_until(lambda: lifespans.exited == 1)
-            assert app.stats()["active_sessions"] == 0
+            await wait_until(lambda: alpha.lifespans.exited == 1)
+            assert alpha.app.stats()["active_sessions"] == 0
 
 
 async def test_remove_with_drain_ends_a_listening_session_at_the_deadline() -> None:
