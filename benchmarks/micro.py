@@ -14,12 +14,15 @@ Two groups of ops, so a regression shows without a network, a server or a load g
 
 Every op runs once and its result is checked before it is timed, so a broken op fails instead of
 timing fast. Each op is calibrated (1, 2, 5, 10, ... calls until one batch takes `--min-time`), then
-timed in `--repeat` batches; the table shows the min and the median per call.
+timed in `--repeat` batches; the table shows the min and the median per call. `--iterations N` skips
+the calibration: every batch is exactly N calls, so a run does a fixed amount of work (what counting
+instructions under callgrind needs; `benchmarks.instructions` does that for every `asgi.*` path).
 
     python -m benchmarks.micro                          # everything (about two minutes)
     python -m benchmarks.micro --quick                  # short batches, 3 repeats (a few seconds)
     python -m benchmarks.micro --filter core.http --filter sse --json /tmp/micro.json
     python -m benchmarks.micro --list
+    python -m benchmarks.micro --iterations 1000 --repeat 1 --filter asgi.   # fixed work (benchmarks.instructions)
     python -m benchmarks.micro --profile 2000 --filter "mcpapp-mcpserver modern-json"   # calls per request
 """
 
@@ -671,6 +674,7 @@ class Settings:
     gc_on: bool
     profile: int = 0  # > 0: instead of timing, count calls over this many requests (cProfile)
     profile_sort: str = "calls"  # or "cumulative"
+    iterations: int = 0  # > 0: every batch is exactly this many calls (no calibration; see --iterations)
 
 
 @dataclass
@@ -698,8 +702,8 @@ def _batch_sizes() -> Iterator[int]:
 def time_core(op: CoreOp, settings: Settings) -> Result:
     thunk = op.build()
     timer = timeit.Timer(thunk)  # timeit turns the garbage collector off while it times
-    number = 1
-    for number in _batch_sizes():
+    number = settings.iterations or 1
+    for number in () if settings.iterations else _batch_sizes():
         if timer.timeit(number) >= settings.min_time:
             break
     result = Result(op.name, number)
@@ -750,8 +754,8 @@ async def time_asgi(app: Any, op: AsgiOp, settings: Settings) -> Result:
         return elapsed
 
     with gc_state(settings.gc_on):
-        number = 1
-        for number in _batch_sizes():
+        number = settings.iterations or 1
+        for number in () if settings.iterations else _batch_sizes():
             if await batch(number) >= settings.min_time:
                 break
         result = Result(op.name, number)
@@ -876,6 +880,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, help="timed batches per op (min and median over them)")
     parser.add_argument("--backend", choices=("asyncio", "uvloop", "trio"), default="asyncio", help="for asgi.* ops")
     parser.add_argument("--no-gc", action="store_true", help="garbage collector off for asgi.* ops too")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every batch exactly N calls, no calibration (a fixed amount of work: for counting instructions)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results there")
     parser.add_argument("--list", action="store_true", help="list the ops (after --filter) and exit")
     parser.add_argument(
@@ -909,13 +920,17 @@ def main(argv: list[str] | None = None) -> None:
         repeat=args.repeat if args.repeat is not None else (3 if args.quick else 7),
         backend=args.backend,
         gc_on=not args.no_gc,
+        iterations=args.iterations,
     )
-    if settings.min_time <= 0 or settings.repeat < 1:
-        raise SystemExit("--min-time must be positive and --repeat at least 1")
+    if settings.min_time <= 0 or settings.repeat < 1 or settings.iterations < 0:
+        raise SystemExit("--min-time must be positive, --repeat at least 1 and --iterations not negative")
 
+    batches = f"batches of >= {settings.min_time:g} s"
+    if settings.iterations:
+        batches = f"batches of {settings.iterations} calls"
     print(
         f"python {platform.python_version()} ({platform.python_implementation()}), {platform.machine()}; "
-        f"batches of >= {settings.min_time:g} s x {settings.repeat}; asgi.* on {settings.backend}, "
+        f"{batches} x {settings.repeat}; asgi.* on {settings.backend}, "
         f"gc {'on' if settings.gc_on else 'off'}; times per call"
     )
     width = max(len(name) for name in [*(op.name for op in core), *(op.name for op in asgi)])
