@@ -18,6 +18,9 @@ weighs ~50x more per request than under wrk; the idle segment measures that rate
 
     per request = (Ir(n2) - Ir(n1) - idle_rate * (t(n2) - t(n1))) / (n2 - n1)
 
+`--cache-sim` adds callgrind's cache simulation (about twice as slow): data reads and writes and
+first- and last-level misses per request, for a difference that is not in the instruction count.
+
 `--ablate` changes one thing in the server process to size its share (all trees):
 
     gc-freeze     gc.freeze() after the app is built (the harness's --gc-freeze)
@@ -34,6 +37,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -172,6 +176,8 @@ class Measure:
     n1_seconds: float
     n2_seconds: float
     raw_per_request: float  # without the per-second correction
+    # --cache-sim: per request (n2 - n1 segments, no per-second correction), by callgrind event name
+    events: dict[str, float]
 
 
 def free_port() -> int:
@@ -180,10 +186,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def dump_totals(prefix: Path) -> list[int]:
-    from benchmarks.instructions import callgrind_segments
-
-    return callgrind_segments(prefix)
+def dump_events(prefix: Path) -> tuple[list[str], list[list[int]]]:
+    """The event names and each dump's totals, in dump order (`prefix.1`, `prefix.2`, ...)."""
+    parts = sorted(prefix.parent.glob(prefix.name + ".*"), key=lambda p: int(p.suffix[1:]))
+    names: list[str] = []
+    totals: list[list[int]] = []
+    for part in parts:
+        text = part.read_text()
+        names = re.findall(r"^events: (.*)$", text, re.MULTILINE)[-1].split()
+        totals.append([int(x) for x in re.findall(r"^(?:summary|totals): (.*)$", text, re.MULTILINE)[-1].split()])
+    return names, totals
 
 
 async def wait_for_dumps(prefix: Path, count: int) -> None:
@@ -231,6 +243,7 @@ def measure(tree: Path, args: argparse.Namespace, ablate: str) -> Measure:
         prefix = Path(scratch) / "cg.out"
         port = free_port()
         command = ["valgrind", "--tool=callgrind", "--dump-before=getppid", f"--callgrind-out-file={prefix}"]
+        command += ["--cache-sim=yes"] if args.cache_sim else []
         command += [args.python, str(Path(__file__).resolve()), "--wrapper", args.variant]
         command += ["--server", args.server, "--port", str(port)]
         env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0", "BENCH_ABLATE": ablate}
@@ -238,6 +251,9 @@ def measure(tree: Path, args: argparse.Namespace, ablate: str) -> Measure:
         proc = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
             times = asyncio.run(drive(proc, port, prefix, args))
+        except RuntimeError as error:
+            log.seek(0)
+            raise SystemExit(f"{tree}: {error}\n{log.read().decode(errors='replace')[-3000:]}") from error
         finally:
             proc.send_signal(signal.SIGINT)
             try:
@@ -250,12 +266,14 @@ def measure(tree: Path, args: argparse.Namespace, ablate: str) -> Measure:
         origin = next((x for x in stderr.splitlines() if x.startswith("asgi_mcp from ")), "")
         if not origin.removeprefix("asgi_mcp from ").startswith(str(tree)):
             raise SystemExit(f"{tree}: wrong package ({origin!r}):\n{stderr[-2000:]}")
-        segments = dump_totals(prefix)
+        names, totals = dump_events(prefix)
+    segments = [row[0] for row in totals]  # Ir first
     _, idle, n1, n2 = segments[:4]
+    events = {name: (totals[3][i] - totals[2][i]) / (args.n2 - args.n1) for i, name in enumerate(names)}
     rate = idle / times[0]
     per_request = (n2 - n1 - rate * (times[2] - times[1])) / (args.n2 - args.n1)
     raw = (n2 - n1) / (args.n2 - args.n1)
-    return Measure(per_request, rate, times[1], times[2], raw)
+    return Measure(per_request, rate, times[1], times[2], raw, events)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -281,6 +299,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n1", type=int, default=500)
     parser.add_argument("--n2", type=int, default=2500)
     parser.add_argument("--ablate", action="append", default=[], choices=("none", *ABLATIONS))
+    parser.add_argument(
+        "--cache-sim", action="store_true", help="also simulate the caches: misses per request (I1, D1, last level)"
+    )
     args = parser.parse_args(argv)
     trees = [(label, Path(path).resolve()) for label, _, path in (t.partition("=") for t in args.tree)]
     print(f"{args.variant} {args.scenario} on {args.server}, {args.connections} connections, {args.n2} - {args.n1}")
@@ -294,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{m.idle_per_second:>12,.0f} {m.n1_seconds:>8.1f} {m.n2_seconds:>8.1f}",
                 flush=True,
             )
+            if args.cache_sim:
+                print("           " + ", ".join(f"{k} {v:,.0f}" for k, v in m.events.items()), flush=True)
 
 
 if __name__ == "__main__":
