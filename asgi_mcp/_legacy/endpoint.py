@@ -268,7 +268,7 @@ class LegacyEndpoint:
         if fleet is None or self.table.get(session_id) is not None:
             raise session_not_found(request_id)  # held here, by another principal (or ending)
         with fleet.bounded("session directory"):
-            record = await fleet.directory.lookup(session_id)
+            record = await fleet.lookup(session_id)
             if record is None or not fleet.owns(record, principal.owner, principal.tenant_id):
                 raise session_not_found(request_id)
             await fleet.listen(principal.tenant_id)

@@ -80,6 +80,7 @@ class SessionFleet:
         self._touch_interval = touch_interval
         self.worker_id = secrets.token_hex(4)
         self._listening: dict[str | None, anyio.Event] = {}
+        self._lookups: dict[str, _Lookup] = {}  # directory lookups under way, by session id
         timeout = getattr(getattr(stores.bus, "connection", None), "timeout", None)
         self.timeout = float(timeout) if isinstance(timeout, (int, float)) else DEFAULT_TIMEOUT
 
@@ -130,6 +131,29 @@ class SessionFleet:
         with self.bounded("session directory"):
             await self.listen(entry.tenant_id)
             await self.directory.record(record)
+
+    async def lookup(self, session_id: str) -> SessionRecord | None:
+        """The session's record, one directory round trip for any number of concurrent adoptions of
+        it: the first asks, the others wait for its answer. A failed lookup fails them all
+        (`StoreUnavailable`); a cancelled one (its client gone) leaves them to ask again. Callers bound
+        the wait (`bounded`)."""
+        while (flight := self._lookups.get(session_id)) is not None:
+            await flight.done.wait()
+            if flight.failed:
+                raise StoreUnavailable("session directory")
+            if flight.answered:
+                return flight.record
+        flight = self._lookups[session_id] = _Lookup()
+        try:
+            flight.record = await self.directory.lookup(session_id)
+            flight.answered = True
+        except Exception:
+            flight.failed = True
+            raise
+        finally:  # however the lookup ends, no follower waits on, and no entry stays behind
+            del self._lookups[session_id]
+            flight.done.set()
+        return flight.record
 
     async def reserve(self, entry: SessionEntry[LegacySession]) -> None:
         """A slot for an opening session of a capped tenant, or 429 as the worker's own cap answers."""
@@ -294,6 +318,18 @@ class SessionFleet:
                 by_tenant.setdefault(entry.tenant_id, []).append(entry.session_id)
         for tenant_id, session_ids in by_tenant.items():
             await self.slots.renew(tenant_id, session_ids, wall)
+
+
+class _Lookup:
+    """One directory lookup that concurrent adoptions of a session share."""
+
+    __slots__ = ("answered", "done", "failed", "record")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.record: SessionRecord | None = None
+        self.answered = False
+        self.failed = False
 
 
 def _resolve(session: LegacySession, answer: object) -> None:
