@@ -191,17 +191,8 @@ async def test_redis_down_is_503_with_retry_after_for_a_limited_request_and_noth
             finally:
                 redis_server.start()
             assert (await alpha.post(call_tool(3, "whoami"), session_id=session_id)).status == 200
-            # The worker's bus subscription is back before it shuts down (as in tests/system/test_fleet.py).
-            await listening_again(redis_server.url, "down")
-
-
-async def listening_again(url: str, prefix: str) -> None:
-    import coredis
-
-    channel = f"{prefix}:bus:" + json.dumps(["alpha", "sessions"], separators=(",", ":"))
-    async with coredis.Redis.from_url(url, decode_responses=True) as redis:
-        while (await redis.pubsub_numsub(channel)).get(channel, 0) < 1:
-            await let_time_pass(0.05)  # observable only in Redis; bounded by the test's guard
+            # Shut down at once, the bus perhaps not subscribed again yet: bounded too
+            # (tests/system/test_fleet_shutdown.py).
 
 
 def test_redis_url_shares_the_limits_and_caps_and_an_explicit_store_wins(shared_redis: RedisServer) -> None:

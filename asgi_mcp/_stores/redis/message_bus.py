@@ -80,7 +80,13 @@ class RedisMessageBus:
     async def __aenter__(self) -> RedisMessageBus:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.connection)
+            # coredis's subscriber reconnects in a task of its own, with no end to its retries, and
+            # closing it stops only the connection of the moment: closed while Redis is down or
+            # between two attempts, it would wait for ever. This scope, cancelled as it closes, ends
+            # its retries too, so closing the bus is bounded whatever state Redis is in.
+            closing = stack.enter_context(anyio.CancelScope())
             self._pubsub = await stack.enter_async_context(self.connection.client.pubsub())
+            stack.callback(closing.cancel)
             reader = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(reader.cancel_scope.cancel)  # first on exit: the reader stops, then the rest closes
             stack.callback(self._fanout.close)
