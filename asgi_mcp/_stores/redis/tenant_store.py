@@ -246,7 +246,11 @@ class RedisTenantStore:
             try:
                 # Not under the connection's timeout scope: the pub/sub's task group outlives this call.
                 # Its SUBSCRIBE acknowledgement has its own bound (coredis: 1 s).
+                # Cancelled as it closes: coredis's subscriber retries without end in a task of its
+                # own, which closing it alone does not stop while Redis is down (`RedisMessageBus`).
+                closing = stack.enter_context(anyio.CancelScope())
                 pubsub = await stack.enter_async_context(self.connection.client.pubsub(channels=[self._channel]))
+                stack.callback(closing.cancel)
             except (coredis.exceptions.ConnectionError, TimeoutError, OSError):
                 raise StoreUnavailable(_WHAT) from None
             feed = await stack.enter_async_context(fanout.subscribe(None))
