@@ -162,4 +162,3 @@ async def test_every_request_cancelled_mid_lookup_leaves_nothing_behind() -> Non
             again = await TokenClient(second, TOKEN).post(request(9, "tools/list"), session_id=session_id)
             assert again.status == 200
             assert directory.lookups == 2
-

@@ -40,8 +40,8 @@ async def test_the_tenant_change_feed_closes_at_once_with_redis_down_or_restarti
     redis_server: RedisServer, restart: bool
 ) -> None:
     with anyio.fail_after(20), anyio.CancelScope() as closing:
-        async with RedisTenantStore(redis_server.url, secret=SECRET, prefix="closing") as store:
-            async with store.changes():
-                cut(redis_server, restart)
-                closing.deadline = anyio.current_time() + BOUND
+        store = RedisTenantStore(redis_server.url, secret=SECRET, prefix="closing")
+        async with store, store.changes():
+            cut(redis_server, restart)
+            closing.deadline = anyio.current_time() + BOUND
     assert not closing.cancelled_caught, f"closing took more than {BOUND} s"
