@@ -66,6 +66,30 @@ class InMemoryRateLimitStore:
     async def take(self, tenant_id: str, limit_name: str, rate: Rate, now: float) -> float:
         return self.take_now(tenant_id, limit_name, rate, now)
 
+    def take_all_now(
+        self, tenant_id: str, buckets: Sequence[tuple[str, Rate]], now: float
+    ) -> tuple[str, float] | None:
+        """`take_all`, synchronously, in one call: the per-request path of the limiter. A bucket
+        that exists and keeps its rate is refilled and taken from inline (`take`'s arithmetic)."""
+        held_buckets = self._buckets
+        for name, rate in buckets:
+            held = held_buckets.get((tenant_id, name))
+            if held is None or held[1] is not rate:
+                wait = self.take_now(tenant_id, name, rate, now)
+            else:
+                bucket = held[0]
+                if now > bucket.updated:
+                    tokens = bucket.tokens + (now - bucket.updated) * rate.per_second
+                    bucket.tokens = tokens if tokens < rate.burst else float(rate.burst)
+                    bucket.updated = now
+                if bucket.tokens >= 1.0:
+                    bucket.tokens -= 1.0
+                    continue
+                wait = (1.0 - bucket.tokens) / rate.per_second
+            if wait > 0.0:
+                return name, wait
+        return None
+
     async def take_all(
         self, tenant_id: str, buckets: Sequence[tuple[str, Rate]], now: float
     ) -> tuple[str, float] | None:
