@@ -14,7 +14,8 @@ one call per request instead of one per bucket, which for a remote store is one 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Final, Protocol, runtime_checkable
 
 from .._core.token_bucket import Bucket, Rate, new_bucket, take
@@ -45,6 +46,8 @@ class InMemoryRateLimitStore:
     """Process-local buckets. Memory stays bounded: a full bucket is dropped when buckets pile up,
     since a missing bucket starts full anyway."""
 
+    _NONE_HELD: Final[Mapping[str, tuple[Bucket, Rate]]] = MappingProxyType({})
+
     def __init__(self) -> None:
         # By tenant, then limit name: a request finds its tenant once and allocates no key per bucket.
         self._buckets: dict[str, dict[str, tuple[Bucket, Rate]]] = {}
@@ -64,17 +67,15 @@ class InMemoryRateLimitStore:
     async def take(self, tenant_id: str, limit_name: str, rate: Rate, now: float) -> float:
         return self.take_now(tenant_id, limit_name, rate, now)
 
-    def take_all_now(
-        self, tenant_id: str, buckets: Sequence[tuple[str, Rate]], now: float
-    ) -> tuple[str, float] | None:
+    def take_all_now(self, tenant_id: str, buckets: Sequence[tuple[str, Rate]], now: float) -> tuple[str, float] | None:
         """`take_all`, synchronously, in one call: the per-request path of the limiter. A bucket
         that exists and keeps its rate is refilled and taken from inline (`take`'s arithmetic)."""
-        held_buckets = self._buckets.get(tenant_id)
+        held_buckets = self._buckets.get(tenant_id) or self._NONE_HELD
         for name, rate in buckets:
-            held = held_buckets.get(name) if held_buckets is not None else None
+            held = held_buckets.get(name)
             if held is None or held[1] is not rate:
                 wait = self.take_now(tenant_id, name, rate, now)
-                held_buckets = self._buckets.get(tenant_id)
+                held_buckets = self._buckets[tenant_id]
             else:
                 bucket = held[0]
                 if now > bucket.updated:

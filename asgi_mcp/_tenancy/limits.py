@@ -62,16 +62,8 @@ class TenantLimits:
     def empty(self) -> bool:
         return self.requests is None and self.tool_calls is None and self.completions is None and not self.tools
 
-    def buckets_for(self, method: str, params: Mapping[str, Any] | None) -> tuple[tuple[str, Rate], ...]:
-        """The (limit name, rate) a request takes from, narrowest first."""
-        tool = None
-        if method == "tools/call":
-            if self.tools and params is not None:
-                name = params.get("name")
-                if isinstance(name, str) and name in self.tools:
-                    tool = name
-        elif method != "completion/complete":
-            method = ""  # any other method: the requests bucket alone
+    def buckets_for(self, method: str, tool: str | None) -> tuple[tuple[str, Rate], ...]:
+        """The (limit name, rate) a request of `method` (and limited `tool`) takes from, narrowest first."""
         key = (method, tool)
         names = self._routes.get(key)
         if names is None:
@@ -144,7 +136,17 @@ class RateLimits:
     ) -> Awaitable[None] | None:
         """Take the request's tokens. Raises `TooManyRequests` (sync store), or returns an awaitable
         that does (remote store); None when allowed without awaiting."""
-        names = limits.buckets_for(method, params)
+        # The route key (see `TenantLimits._routes`), computed inline: this runs on every request.
+        tool = None
+        if method == "tools/call":
+            if limits.tools and params is not None:
+                name = params.get("name")
+                if isinstance(name, str) and name in limits.tools:
+                    tool = name
+        elif method != "completion/complete":
+            method = ""  # any other method: the requests bucket alone
+        routes = limits._routes  # pyright: ignore[reportPrivateUsage]
+        names = routes.get((method, tool)) or limits.buckets_for(method, tool)
         if not names:
             return None
         now = self._clock()
