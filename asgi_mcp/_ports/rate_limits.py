@@ -78,18 +78,14 @@ class InMemoryRateLimitStore:
                 held_buckets = self._buckets[tenant_id]
             else:
                 bucket = held[0]
-                tokens = bucket.tokens
-                elapsed = now - bucket.updated
-                if elapsed > 0:
-                    tokens += elapsed * rate.per_second
-                    if tokens > rate.burst:
-                        tokens = float(rate.burst)
+                if now > bucket.updated:
+                    tokens = bucket.tokens + (now - bucket.updated) * rate.per_second
+                    bucket.tokens = tokens if tokens < rate.burst else float(rate.burst)
                     bucket.updated = now
-                if tokens >= 1.0:
-                    bucket.tokens = tokens - 1.0
+                if bucket.tokens >= 1.0:
+                    bucket.tokens -= 1.0
                     continue
-                bucket.tokens = tokens
-                wait = (1.0 - tokens) / rate.per_second
+                wait = (1.0 - bucket.tokens) / rate.per_second
             if wait > 0.0:
                 return name, wait
         return None
