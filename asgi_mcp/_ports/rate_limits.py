@@ -6,8 +6,9 @@ store must do the refill-and-take in one step (a Redis function or script), or t
 each see the last token. `now` is the caller's clock in seconds; a shared store may use its own
 clock instead, as long as it is one clock for every worker.
 
-The in-memory store also offers `take_now`, a synchronous take: the limiter calls it directly, so
-a request pays no await for its limits unless the store is remote. A store may offer `take_all`
+The in-memory store also offers `take_now`, a synchronous take, and `take_all_now`, every bucket of
+a request in one synchronous call: the limiter calls that directly, so a request pays no await for
+its limits unless the store is remote. A store may offer `take_all`
 (every bucket of a request, narrowest first, stopping at the first refusal): the limiter then makes
 one call per request instead of one per bucket, which for a remote store is one round trip.
 """
