@@ -8,9 +8,9 @@ are keyed by tenant id (a token's rotation keeps them). A tenant's limits come f
 `RateLimits.tenants[tenant_id]`, the plan it was registered with (`Tenants.add(..., plan=...)`) in
 `RateLimits.plans`, `RateLimits.default`.
 
-With the in-memory store the check is one synchronous call (`take_all_now`); a remote store is awaited, once per request when
-it offers `take_all` (the Redis store does: one script). A tenant with no limit on the request's
-method makes no call at all.
+With the in-memory store the check is one synchronous call (`take_all_now`); a remote store is
+awaited, once per request when it offers `take_all` (the Redis store does: one script). A tenant
+with no limit on the request's method makes no call at all.
 """
 
 from __future__ import annotations
