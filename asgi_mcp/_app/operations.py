@@ -163,12 +163,14 @@ class Operations:
         limiter = self.rate_limits
         if limiter is None or message.kind != "request" or message.method is None:
             return None
+        if tenant_id is None:  # no override, no plan: the defaults
+            return limiter.check(owner or ANONYMOUS, limiter.default, message.method, message.params, message.id)
         plan = None
-        if tenant_id is not None and self.tenants is not None:
+        if self.tenants is not None:
             tenant = self.tenants.by_id(tenant_id)
             plan = tenant.plan if tenant is not None else None
         limits: TenantLimits = limiter.limits_for(tenant_id, plan)
-        subject = tenant_id if tenant_id is not None else (owner or ANONYMOUS)
+        subject = tenant_id
         return limiter.check(subject, limits, message.method, message.params, message.id)
 
     def tool_called(

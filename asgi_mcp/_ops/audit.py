@@ -49,7 +49,7 @@ class Auditor:
 
     @property
     def active(self) -> bool:
-        return self._hub.has_listeners("audit") or audit_logger.isEnabledFor(logging.INFO)
+        return bool(self._hub.subscriptions.get("audit")) or audit_logger.isEnabledFor(logging.INFO)
 
     def tool_call(
         self,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, final
 
@@ -266,6 +266,9 @@ class EventHub:
 
     def __init__(self) -> None:
         self._subscriptions: dict[str, list[_Subscription]] = {}
+        # Read-only: the subscriptions by event name (an empty list: none), for per-request checks
+        # that cannot afford `has_listeners`'s call.
+        self.subscriptions: Mapping[str, Sequence[object]] = self._subscriptions
         self._task_group: anyio.abc.TaskGroup | None = None
         self._closed = anyio.Event()
 

@@ -6,15 +6,17 @@ store must do the refill-and-take in one step (a Redis function or script), or t
 each see the last token. `now` is the caller's clock in seconds; a shared store may use its own
 clock instead, as long as it is one clock for every worker.
 
-The in-memory store also offers `take_now`, a synchronous take: the limiter calls it directly, so
-a request pays no await for its limits unless the store is remote. A store may offer `take_all`
+The in-memory store also offers `take_now`, a synchronous take, and `take_all_now`, every bucket of
+a request in one synchronous call: the limiter calls that directly, so a request pays no await for
+its limits unless the store is remote. A store may offer `take_all`
 (every bucket of a request, narrowest first, stopping at the first refusal): the limiter then makes
 one call per request instead of one per bucket, which for a remote store is one round trip.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Final, Protocol, runtime_checkable
 
 from .._core.token_bucket import Bucket, Rate, new_bucket, take
@@ -45,47 +47,79 @@ class InMemoryRateLimitStore:
     """Process-local buckets. Memory stays bounded: a full bucket is dropped when buckets pile up,
     since a missing bucket starts full anyway."""
 
+    _NONE_HELD: Final[Mapping[str, tuple[Bucket, Rate]]] = MappingProxyType({})
+
     def __init__(self) -> None:
-        self._buckets: dict[tuple[str, str], tuple[Bucket, Rate]] = {}
+        # By tenant, then limit name: a request finds its tenant once and allocates no key per bucket.
+        self._buckets: dict[str, dict[str, tuple[Bucket, Rate]]] = {}
+        self._count = 0
         self._sweep_at = _SWEEP_AT
 
     def take_now(self, tenant_id: str, limit_name: str, rate: Rate, now: float) -> float:
-        key = (tenant_id, limit_name)
-        held = self._buckets.get(key)
+        held_buckets = self._buckets.get(tenant_id)
+        held = held_buckets.get(limit_name) if held_buckets is not None else None
         if held is None:
-            if len(self._buckets) >= self._sweep_at:
-                self._sweep(now)
-            bucket = new_bucket(rate, now)
-            self._buckets[key] = (bucket, rate)
-        else:
-            bucket = held[0]
-            if held[1] is not rate:
-                self._buckets[key] = (bucket, rate)  # the tenant's limits changed: refill at the new rate
+            return take(self._new(tenant_id, limit_name, rate, now), rate, now)
+        bucket = held[0]
+        if held[1] is not rate:  # the tenant's limits changed: refill at the new rate
+            self._buckets[tenant_id][limit_name] = (bucket, rate)
         return take(bucket, rate, now)
 
     async def take(self, tenant_id: str, limit_name: str, rate: Rate, now: float) -> float:
         return self.take_now(tenant_id, limit_name, rate, now)
+
+    def take_all_now(self, tenant_id: str, buckets: Sequence[tuple[str, Rate]], now: float) -> tuple[str, float] | None:
+        """`take_all`, synchronously, in one call: the per-request path of the limiter. A bucket
+        that exists and keeps its rate is refilled and taken from inline (`take`'s arithmetic)."""
+        held_buckets = self._buckets.get(tenant_id) or self._NONE_HELD
+        for name, rate in buckets:
+            held = held_buckets.get(name)
+            if held is None or held[1] is not rate:
+                wait = self.take_now(tenant_id, name, rate, now)
+                held_buckets = self._buckets[tenant_id]
+            else:
+                bucket = held[0]
+                if now > bucket.updated:
+                    tokens = bucket.tokens + (now - bucket.updated) * rate.per_second
+                    bucket.tokens = tokens if tokens < rate.burst else float(rate.burst)
+                    bucket.updated = now
+                if bucket.tokens >= 1.0:
+                    bucket.tokens -= 1.0
+                    continue
+                wait = (1.0 - bucket.tokens) / rate.per_second
+            if wait > 0.0:
+                return name, wait
+        return None
 
     async def take_all(
         self, tenant_id: str, buckets: Sequence[tuple[str, Rate]], now: float
     ) -> tuple[str, float] | None:
         """Take from each bucket in order, stopping at the first with no token: None when every one
         gave a token, else the refusing bucket's limit name and its wait."""
-        for name, rate in buckets:
-            wait = self.take_now(tenant_id, name, rate, now)
-            if wait > 0.0:
-                return name, wait
-        return None
+        return self.take_all_now(tenant_id, buckets, now)
 
     async def forget(self, tenant_id: str) -> None:
-        for key in [key for key in self._buckets if key[0] == tenant_id]:
-            del self._buckets[key]
+        dropped = self._buckets.pop(tenant_id, None)
+        if dropped is not None:
+            self._count -= len(dropped)
 
     def __len__(self) -> int:
-        return len(self._buckets)
+        return self._count
+
+    def _new(self, tenant_id: str, limit_name: str, rate: Rate, now: float) -> Bucket:
+        if self._count >= self._sweep_at:
+            self._sweep(now)
+        bucket = new_bucket(rate, now)
+        self._buckets.setdefault(tenant_id, {})[limit_name] = (bucket, rate)
+        self._count += 1
+        return bucket
 
     def _sweep(self, now: float) -> None:
-        for key, (bucket, rate) in list(self._buckets.items()):
-            if bucket.tokens + (now - bucket.updated) * rate.per_second >= rate.burst:
-                del self._buckets[key]
-        self._sweep_at = max(_SWEEP_AT, 2 * len(self._buckets))
+        for tenant_id, held_buckets in list(self._buckets.items()):
+            for name, (bucket, rate) in list(held_buckets.items()):
+                if bucket.tokens + (now - bucket.updated) * rate.per_second >= rate.burst:
+                    del held_buckets[name]
+            if not held_buckets:
+                del self._buckets[tenant_id]
+        self._count = sum(len(held_buckets) for held_buckets in self._buckets.values())
+        self._sweep_at = max(_SWEEP_AT, 2 * self._count)

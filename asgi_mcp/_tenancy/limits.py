@@ -8,9 +8,9 @@ are keyed by tenant id (a token's rotation keeps them). A tenant's limits come f
 `RateLimits.tenants[tenant_id]`, the plan it was registered with (`Tenants.add(..., plan=...)`) in
 `RateLimits.plans`, `RateLimits.default`.
 
-With the in-memory store the check is synchronous; a remote store is awaited, once per request when
-it offers `take_all` (the Redis store does: one script). A tenant with no limit on the request's
-method makes no call at all.
+With the in-memory store the check is one synchronous call (`take_all_now`); a remote store is
+awaited, once per request when it offers `take_all` (the Redis store does: one script). A tenant
+with no limit on the request's method makes no call at all.
 """
 
 from __future__ import annotations
@@ -49,10 +49,26 @@ class TenantLimits:
     tool_calls: Rate | None = None
     completions: Rate | None = None
     tools: Mapping[str, Rate] = field(default_factory=lambda: dict[str, Rate]())
+    # The buckets of a request, by (method, limited tool): built once, not per request. Bounded: the
+    # key's method is one of three kinds and its tool one of `tools` (others key as None).
+    _routes: dict[tuple[str, str | None], tuple[tuple[str, Rate], ...]] = field(
+        default_factory=lambda: dict[tuple[str, str | None], tuple[tuple[str, Rate], ...]](),
+        init=False,
+        repr=False,
+        compare=False,
+    )
 
     @property
     def empty(self) -> bool:
         return self.requests is None and self.tool_calls is None and self.completions is None and not self.tools
+
+    def buckets_for(self, method: str, tool: str | None) -> tuple[tuple[str, Rate], ...]:
+        """The (limit name, rate) a request of `method` (and limited `tool`) takes from, narrowest first."""
+        key = (method, tool)
+        names = self._routes.get(key)
+        if names is None:
+            names = self._routes[key] = tuple(_buckets(self, method, tool))
+        return names
 
 
 class RateLimits:
@@ -91,6 +107,9 @@ class RateLimits:
         self._take_now = take_now if callable(take_now) else None
         take_all: _TakeAll | None = getattr(store, "take_all", None)
         self._take_all = take_all if callable(take_all) else None
+        # The in-memory store takes all of a request's buckets in one synchronous call.
+        take_all_now: _TakeAllNow | None = getattr(store, "take_all_now", None)
+        self._take_all_now = take_all_now if callable(take_all_now) else None
 
     def with_store(self, store: RateLimitStore) -> RateLimits:
         """These limits (the same default, plans and overrides, as live objects) on another store."""
@@ -117,10 +136,26 @@ class RateLimits:
     ) -> Awaitable[None] | None:
         """Take the request's tokens. Raises `TooManyRequests` (sync store), or returns an awaitable
         that does (remote store); None when allowed without awaiting."""
-        names = _buckets(limits, method, params)
+        # The route key (see `TenantLimits._routes`), computed inline: this runs on every request.
+        tool = None
+        if method == "tools/call":
+            if limits.tools and params is not None:
+                name = params.get("name")
+                if isinstance(name, str) and name in limits.tools:
+                    tool = name
+        elif method != "completion/complete":
+            method = ""  # any other method: the requests bucket alone
+        routes = limits._routes  # pyright: ignore[reportPrivateUsage]
+        names = routes.get((method, tool)) or limits.buckets_for(method, tool)
         if not names:
             return None
         now = self._clock()
+        take_all_now = self._take_all_now
+        if take_all_now is not None:
+            refused = take_all_now(subject, names, now)
+            if refused is not None:
+                raise TooManyRequests(retry_after_header(refused[1]), limit=refused[0], request_id=request_id)
+            return None
         if self._take_now is None:
             return self._check_remote(subject, names, now, request_id)
         for name, rate in names:
@@ -129,7 +164,7 @@ class RateLimits:
                 raise TooManyRequests(retry_after_header(wait), limit=name, request_id=request_id)
         return None
 
-    async def _check_remote(self, subject: str, names: list[tuple[str, Rate]], now: float, request_id: Any) -> None:
+    async def _check_remote(self, subject: str, names: Sequence[tuple[str, Rate]], now: float, request_id: Any) -> None:
         if self._take_all is not None:
             refused = await self._take_all(subject, names, now)
             if refused is not None:
@@ -147,15 +182,18 @@ class _TakeAll(Protocol):
     ) -> Awaitable[tuple[str, float] | None]: ...
 
 
-def _buckets(limits: TenantLimits, method: str, params: Mapping[str, Any] | None) -> list[tuple[str, Rate]]:
+class _TakeAllNow(Protocol):
+    def __call__(
+        self, tenant_id: str, buckets: Sequence[tuple[str, Rate]], now: float, /
+    ) -> tuple[str, float] | None: ...
+
+
+def _buckets(limits: TenantLimits, method: str, tool: str | None) -> list[tuple[str, Rate]]:
     # Narrowest first: a request refused by its tool's limit has spent nothing of the broader ones.
     names: list[tuple[str, Rate]] = []
     if method == "tools/call":
-        if limits.tools and params is not None:
-            tool = params.get("name")
-            rate = limits.tools.get(tool) if isinstance(tool, str) else None
-            if rate is not None:
-                names.append((f"tool:{tool}", rate))
+        if tool is not None:
+            names.append((f"tool:{tool}", limits.tools[tool]))
         if limits.tool_calls is not None:
             names.append((method, limits.tool_calls))
     elif method == "completion/complete" and limits.completions is not None:
