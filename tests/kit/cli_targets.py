@@ -46,7 +46,7 @@ def build_loop_reporter() -> MCPServer:
     mcp = MCPServer("cli-loop", version="1.0.0")
 
     @mcp.tool()
-    async def event_loop() -> str:
+    def event_loop() -> str:
         """The module of the running event loop's class, or "trio"."""
         import sniffio
 
