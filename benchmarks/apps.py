@@ -276,11 +276,7 @@ def serve_builtin(app: Any, server: str, host: str, port: int) -> None:
     # Keep-alive idle timeout as uvicorn's default is irrelevant under load; the parser as asked.
     # Explicit, as for uvicorn: "auto" would quietly use h11 where httptools is missing.
     config = ServerConfig(host=host, port=port, parser="h11" if "-h11" in server else "httptools", lifespan="on")
-    # On asyncio the loop is uvloop, as uvicorn's here and as the CLI picks when it is installed.
-    if server.endswith("-trio"):
-        anyio.run(builtin_serve, app, config, backend="trio")
-    else:
-        anyio.run(builtin_serve, app, config, backend="asyncio", backend_options={"use_uvloop": True})
+    anyio.run(builtin_serve, app, config, backend="trio" if server.endswith("-trio") else "asyncio")
 
 
 def serve_uvicorn_workers(args: argparse.Namespace) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import inspect
 import logging
 import os
@@ -43,21 +42,6 @@ class CliError(Exception):
     """A problem the user can fix; printed without a traceback, exit status 1."""
 
 
-LOOPS = ("auto", "asyncio", "uvloop")
-LOOP_HELP = "asyncio's event loop: uvloop if installed (auto, the default; the `fast` extra has it), or as named"
-
-
-def _backend_options(backend: str, loop: str) -> dict[str, Any]:
-    """uvloop on asyncio when it is there, as uvicorn's `--loop auto` does; Trio has no such choice."""
-    if backend != "asyncio" or loop == "asyncio":
-        return {}
-    if importlib.util.find_spec("uvloop") is None:
-        if loop == "uvloop":
-            raise CliError("--loop uvloop: uvloop is not installed (pip install 'asgi-mcp[fast]')")
-        return {}
-    return {"use_uvloop": True}
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asgi-mcp", description="Serve MCP servers over Streamable HTTP.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -73,7 +57,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: 8000)")
     serve.add_argument("--path", default=None, help="endpoint path for a Server/MCPServer (default: /mcp)")
     serve.add_argument("--trio", action="store_true", help="run on Trio instead of asyncio")
-    serve.add_argument("--loop", choices=LOOPS, default="auto", help=LOOP_HELP)
     serve.add_argument("--server", choices=SERVER_CHOICES, default="builtin", help=SERVER_HELP)
     serve.add_argument(
         "--json-response", action="store_true", default=None, help="answer with JSON bodies instead of SSE streams"
@@ -89,7 +72,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     demo.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: 8000)")
     demo.add_argument("--trio", action="store_true", help="run on Trio instead of asyncio")
-    demo.add_argument("--loop", choices=LOOPS, default="auto", help=LOOP_HELP)
     demo.add_argument("--server", choices=SERVER_CHOICES, default="builtin", help=SERVER_HELP)
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     demo.add_argument("--redis", metavar="URL", default=None, help=REDIS_HELP)
@@ -107,16 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     backend = "trio" if getattr(args, "trio", False) else "asyncio"
     try:
-        options = _backend_options(backend, getattr(args, "loop", "auto"))
         if args.command == "tokens":
             anyio.run(run_tokens, args, _say)
         elif args.command == "fleet":
             anyio.run(run_fleet, args, _say)
         elif args.command == "serve":
             target = _import_target(args.target)
-            anyio.run(_serve, target, args, backend=backend, backend_options=options)
+            anyio.run(_serve, target, args, backend=backend)
         else:
-            anyio.run(_demo, args, backend=backend, backend_options=options)
+            anyio.run(_demo, args, backend=backend)
     except (CliError, ConfigurationError, OSError) as exc:
         sys.stderr.write(f"asgi-mcp: error: {exc}\n")
         return 1

@@ -40,23 +40,3 @@ def factory() -> MCPServer:
 
 async def async_app_factory() -> McpApp:
     return McpApp(build("cli-async-factory"), path="/custom")
-
-
-def build_loop_reporter() -> MCPServer:
-    mcp = MCPServer("cli-loop", version="1.0.0")
-
-    @mcp.tool()
-    def event_loop() -> str:
-        """The module of the running event loop's class, or "trio"."""
-        import sniffio
-
-        if sniffio.current_async_library() == "trio":
-            return "trio"
-        import asyncio
-
-        return type(asyncio.get_running_loop()).__module__
-
-    return mcp
-
-
-loop_reporter = build_loop_reporter()

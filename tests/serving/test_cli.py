@@ -62,28 +62,6 @@ async def test_serve_json_response_and_access_log(anyio_backend: str) -> None:
     assert "POST /mcp" in run.stderr
 
 
-@pytest.mark.anyio
-@pytest.mark.parametrize(("loop", "expected"), [("auto", "uvloop"), ("asyncio", "asyncio"), ("uvloop", "uvloop")])
-async def test_serve_loop_choice(anyio_backend: str, loop: str, expected: str) -> None:
-    """`--loop auto` runs on uvloop where the `fast` extra installed it, as uvicorn does; Trio has no loop choice."""
-    args = [
-        "serve",
-        "tests.kit.cli_targets:loop_reporter",
-        "--port",
-        "0",
-        "--loop",
-        loop,
-        *backend_flags(anyio_backend),
-    ]
-    async with running_cli(args) as run, httpx.AsyncClient() as client:
-        session = await open_session(client, await run.url(), None)
-        module = await session.call_tool("event_loop")
-        assert module == (
-            "trio" if anyio_backend == "trio" else "uvloop" if expected == "uvloop" else "asyncio.unix_events"
-        )
-        assert await run.stop() == 0, str(run)
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
