@@ -1,16 +1,15 @@
 """One HTTP/1.1 connection: requests read and answered in order, in the connection's own task.
 
-Per connection there is one task and one cancel scope (`scope`): the write timeout cancels it, and
-so does a hard stop. Waiting for a request head adds one more scope, for the keep-alive and header
-timeouts, and only when the buffer does not already hold a complete head (pipelining). Neither has
-a deadline: the connection notes the tick at which each expires and the server's timeout watch
-cancels them (see `state.py` for why).
+Per connection there is one task and one cancel scope (`scope`): its deadline is moved forward
+around each write (the write timeout) and it is what a hard stop cancels. Waiting for a request head
+adds one more scope, for the keep-alive and header timeouts, and only when the buffer does not
+already hold a complete head (pipelining).
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import math
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -21,7 +20,6 @@ from .errors import HttpRefusal
 from .head import RequestHead, find_head
 from .proxy import forwarded_client
 from .response import plain_response
-from .state import NEVER
 
 if TYPE_CHECKING:
     from .state import ServerState
@@ -31,7 +29,6 @@ __all__ = ["HttpConnection"]
 SERVER_LOGGER: Final = "asgi_mcp.server"
 _logger: Final = logging.getLogger(SERVER_LOGGER)
 _READ_SIZE: Final = 65536
-_DIRECT_WRITES: Final = 4  # direct writes in a row at most (see `write`)
 # Closing after a refusal or an unread body: read what the peer still sends for a moment, so that
 # the kernel does not reset the connection before the peer has read our answer.
 _LINGER_SECONDS: Final = 1.0
@@ -47,7 +44,6 @@ class HttpConnection:
         client: tuple[str, int] | None,
         server: tuple[str, int | None] | None,
         scheme: str,
-        fd: int = -1,
     ) -> None:
         self.state = state
         self.config = state.config
@@ -55,9 +51,6 @@ class HttpConnection:
         self.client = client
         self.server = server
         self.scheme = scheme
-        self.fd = fd  # the plain socket's descriptor for direct writes (`write`), or -1
-        self.direct_writes = 0  # since the connection last yielded
-        self.sending = False  # a send through the stream is in progress
         self.trusted_peer = self.config.trusts(client[0] if client is not None else None)
         self.buffer = bytearray()
         self.eof = False
@@ -65,8 +58,6 @@ class HttpConnection:
         self.linger = False
         self.idle = False  # waiting for the next request with nothing buffered: shutdown closes it
         self.wait_scope: anyio.CancelScope | None = None
-        self.wait_expiry = NEVER  # the tick at which waiting for a head times out
-        self.write_expiry = NEVER  # the tick at which the write in progress times out
         self.scope = anyio.CancelScope()
 
     def server_stopping(self) -> bool:
@@ -76,18 +67,10 @@ class HttpConnection:
         if self.idle and self.wait_scope is not None:
             self.wait_scope.cancel()
 
-    def expire(self, tick: int) -> None:
-        """The server's timeout watch: end a stalled write (the connection) or a wait for a head."""
-        if tick >= self.write_expiry:
-            self.scope.cancel()
-        elif tick >= self.wait_expiry and self.wait_scope is not None:
-            self.wait_scope.cancel()
-
     async def read_more(self) -> bool:
         """Append what arrives to the buffer; False at end of stream (or once the peer is gone)."""
         if self.eof:
             return False
-        self.direct_writes = 0  # receiving yields
         try:
             data = await self.stream.receive(_READ_SIZE)
         except _STREAM_ERRORS:
@@ -99,39 +82,15 @@ class HttpConnection:
         return True
 
     async def write(self, data: bytes) -> None:
-        """Send, within the write timeout (which ends the whole connection); a lost peer is noted, not raised.
-
-        A write goes straight to the socket when the socket takes it all: the stream's send would
-        yield after it, with the app's whole call stack and the request's objects alive, and with
-        every connection doing so the young objects pile up and the cycle collector runs (and
-        promotes) far more often. Reading yields, so a connection that waits for its next request
-        yields anyway; one that only writes (a stream, answers to pipelined requests) goes through
-        the stream, and yields, after `_DIRECT_WRITES` direct writes in a row.
-        """
-        # Never past a send in progress (another task's): its bytes are not all out yet.
-        if self.fd >= 0 and self.direct_writes < _DIRECT_WRITES and not self.sending:
-            try:
-                sent = os.write(self.fd, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self.lost = True
-                return
-            if sent == len(data):
-                self.direct_writes += 1
-                return
-            data = data[sent:]  # the socket is full: the stream waits until it takes the rest
-        self.direct_writes = 0
-        state = self.state
-        self.write_expiry = state.tick + state.write_ticks
-        self.sending = True
+        """Send, within the write timeout (which ends the whole connection); a lost peer is noted, not raised."""
+        scope = self.scope
+        scope.deadline = anyio.current_time() + self.config.write_timeout
         try:
             await self.stream.send(data)
         except _STREAM_ERRORS:
             self.lost = True
         finally:
-            self.write_expiry = NEVER
-            self.sending = False
+            scope.deadline = math.inf
 
     async def run(self) -> None:
         try:
@@ -147,20 +106,13 @@ class HttpConnection:
             if head is None:
                 return
             first = False
-            if not await self._exchange(head):
+            cycle = RequestCycle(self, head)
+            await self._run_app(cycle, head)
+            await cycle.release_reader()
+            if not cycle.can_continue() or self.state.stopping:
+                if not cycle.body.done or not cycle.response_complete:
+                    self.linger = True
                 return
-
-    async def _exchange(self, head: RequestHead) -> bool:
-        """One request and its response; whether the connection carries another. (A function of its
-        own so that the request's objects are gone while the connection waits for the next one.)"""
-        cycle = RequestCycle(self, head)
-        await self._run_app(cycle, head)
-        await cycle.release_reader()
-        if not cycle.can_continue() or self.state.stopping:
-            if not cycle.body.done or not cycle.response_complete:
-                self.linger = True
-            return False
-        return True
 
     async def _next_head(self, first: bool) -> RequestHead | None:
         config = self.config
@@ -178,27 +130,25 @@ class HttpConnection:
             return None
 
     async def _wait_for_head(self, first: bool) -> int | None:
-        config, state = self.config, self.state
+        config = self.config
         # Nothing of a request yet: a stop closes the connection at once (a first request too).
         self.idle = not self.buffer
-        if self.idle and state.stopping:
+        if self.idle and self.state.stopping:
             return None
-        ticks = state.keepalive_ticks if self.idle and not first else state.headers_ticks
-        with anyio.CancelScope() as wait:
+        timeout = config.keepalive_timeout if self.idle and not first else config.headers_timeout
+        with anyio.CancelScope(deadline=anyio.current_time() + timeout) as wait:
             self.wait_scope = wait
-            self.wait_expiry = state.tick + ticks
             try:
                 while await self.read_more():
                     if self.idle:
                         self.idle = False
-                        self.wait_expiry = state.tick + state.headers_ticks
+                        wait.deadline = anyio.current_time() + config.headers_timeout
                     end = find_head(self.buffer, config.max_request_line, config.max_header_bytes)
                     if end is not None:
                         return end
                 return None  # the peer closed; a partial head is dropped
             finally:
                 self.wait_scope = None
-                self.wait_expiry = NEVER
         if self.idle or not self.buffer:
             self.idle = False
             return None  # idle too long, or stopping: close quietly
@@ -256,9 +206,6 @@ class HttpConnection:
             await self.write(plain_response(refusal.status, refusal.reason))
 
     async def _close(self) -> None:
-        # No direct write from here on: a task the app left running must not reach the descriptor
-        # once it is closed (and perhaps reused by the next connection); the stream refuses it.
-        self.fd = -1
         with anyio.CancelScope(shield=True):
             if self.linger and not self.lost and not self.eof:
                 with anyio.move_on_after(_LINGER_SECONDS):

@@ -102,7 +102,6 @@ async def _serve_connections(
     task_status: anyio.abc.TaskStatus[BoundAddress],
 ) -> None:
     async with anyio.create_task_group() as connections:
-        connections.start_soon(_watch_timeouts, state)  # ends with the connections (see `_stop`)
         async with anyio.create_task_group() as accepting:
             for listener in listeners:
                 accepting.start_soon(_accept_loop, listener, state, connections)
@@ -128,13 +127,6 @@ async def _stop(state: ServerState, lifespan: Lifespan, connections: anyio.abc.T
             if state.connections:
                 await state.all_closed.wait()
     connections.cancel_scope.cancel()
-
-
-async def _watch_timeouts(state: ServerState) -> None:
-    """The clock of the connections' timeouts (see `state.py`): one wake-up per tick for the whole server."""
-    while True:
-        await anyio.sleep(state.tick_seconds)
-        state.advance()
 
 
 async def listen(config: ServerConfig) -> list[anyio.abc.SocketListener]:
@@ -190,16 +182,13 @@ async def _handle(stream: anyio.abc.SocketStream, state: ServerState) -> None:
         client, server = _addresses(stream)
         byte_stream: anyio.abc.ByteStream = stream
         scheme = "http"
-        # Direct writes (see `HttpConnection.write`) on a plain socket, where os.write works on one.
-        fd = stream.extra(SocketAttribute.raw_socket).fileno() if os.name == "posix" else -1
         if config.ssl_context is not None:
-            fd = -1
             scheme = "https"
             wrapped = await _tls(stream, config.ssl_context, config.tls_handshake_timeout)
             if wrapped is None:
                 return
             byte_stream = wrapped
-        connection = HttpConnection(state, byte_stream, client, server, scheme, fd)
+        connection = HttpConnection(state, byte_stream, client, server, scheme)
         state.connections.add(connection)
         try:
             await connection.run()
