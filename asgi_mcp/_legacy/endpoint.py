@@ -267,23 +267,23 @@ class LegacyEndpoint:
         session_id = request.headers.get("mcp-session-id") or ""
         if fleet is None or self.table.get(session_id) is not None:
             raise session_not_found(request_id)  # held here, by another principal (or ending)
-        with fleet.bounded("session directory"):
-            record = await fleet.lookup(session_id)
+        async with fleet.adoption(session_id) as record:
             if record is None or not fleet.owns(record, principal.owner, principal.tenant_id):
                 raise session_not_found(request_id)
-            await fleet.listen(principal.tenant_id)
-        host = await principal.host()
-        held = self.table.get(session_id)  # adopted meanwhile, by a concurrent request of this owner
-        if held is not None:
-            return self._session_for(request, principal, request_id) or _not_found(request_id)
-        session = self._new_session(session_id, host, record.stream_tag or None)  # its events stay its own
-        try:
-            session.restore(record.protocol_version, record.initialize_params)
-        except ValidationError:
-            raise session_not_found(request_id) from None
-        entry = self._admit(session, principal)
-        fleet.join(entry)
-        self.table.activate(entry)
+            with fleet.bounded("session directory"):
+                await fleet.listen(principal.tenant_id)
+            host = await principal.host()
+            held = self.table.get(session_id)  # adopted meanwhile, by a concurrent request of this owner
+            if held is not None:
+                return self._session_for(request, principal, request_id) or _not_found(request_id)
+            session = self._new_session(session_id, host, record.stream_tag or None)  # its events stay its own
+            try:
+                session.restore(record.protocol_version, record.initialize_params)
+            except ValidationError:
+                raise session_not_found(request_id) from None
+            entry = self._admit(session, principal)
+            fleet.join(entry)
+            self.table.activate(entry)
         if self._on_created is not None:
             self._on_created(entry)
         self.finish_exchange(entry)  # opening counted as an exchange

@@ -30,7 +30,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator
 from typing import Any, Final, cast
 
 import anyio
@@ -132,28 +132,33 @@ class SessionFleet:
             await self.listen(entry.tenant_id)
             await self.directory.record(record)
 
-    async def lookup(self, session_id: str) -> SessionRecord | None:
-        """The session's record, one directory round trip for any number of concurrent adoptions of
-        it: the first asks, the others wait for its answer. A failed lookup fails them all
-        (`StoreUnavailable`); a cancelled one (its client gone) leaves them to ask again. Callers bound
-        the wait (`bounded`)."""
+    @contextlib.asynccontextmanager
+    async def adoption(self, session_id: str) -> AsyncGenerator[SessionRecord | None]:
+        """The session's record while this request adopts it: one directory round trip for any number
+        of concurrent adoptions of one session. The first asks and holds the others until its adoption
+        ends (they then find the session held); a failed lookup fails them all (`StoreUnavailable`); a
+        lookup cancelled (its client gone) leaves them to ask again. Waits are bounded (`bounded`)."""
         while (flight := self._lookups.get(session_id)) is not None:
-            await flight.done.wait()
+            with self.bounded("session directory"):
+                await flight.done.wait()
             if flight.failed:
                 raise StoreUnavailable("session directory")
             if flight.answered:
-                return flight.record
+                yield flight.record
+                return
         flight = self._lookups[session_id] = _Lookup()
         try:
-            flight.record = await self.directory.lookup(session_id)
-            flight.answered = True
-        except Exception:
-            flight.failed = True
-            raise
-        finally:  # however the lookup ends, no follower waits on, and no entry stays behind
+            try:
+                with self.bounded("session directory"):
+                    flight.record = await self.directory.lookup(session_id)
+                flight.answered = True
+            except Exception:
+                flight.failed = True
+                raise
+            yield flight.record
+        finally:  # however the adoption ends, no follower waits on, and no entry stays behind
             del self._lookups[session_id]
             flight.done.set()
-        return flight.record
 
     async def reserve(self, entry: SessionEntry[LegacySession]) -> None:
         """A slot for an opening session of a capped tenant, or 429 as the worker's own cap answers."""
