@@ -84,3 +84,10 @@ class RedisConnection:
         if self._degraded:
             self._degraded = False
             logger.warning("Redis reachable again: %s restored", what)
+
+
+def require_prefix(store: str, prefix: str) -> None:
+    """One rule for every store's key prefix: non-empty, and without braces, which would turn it
+    into a cluster hash tag and pin all of a store's keys to one node."""
+    if not prefix or "{" in prefix or "}" in prefix:
+        raise ConfigurationError(f"{store} prefix must be non-empty, without braces")

@@ -22,7 +22,7 @@ from mcp.types import JSONRPCMessage, jsonrpc_message_adapter
 from ..._core.errors import ConfigurationError
 from ..._core.jsonrpc import dumps
 from ..._ports.replay import ReplayedEvent
-from .connection import DEFAULT_TIMEOUT, RedisConnection
+from .connection import DEFAULT_TIMEOUT, RedisConnection, require_prefix
 
 __all__ = ["RedisEventStore"]
 
@@ -70,8 +70,7 @@ class RedisEventStore(EventStore):
     ) -> None:
         if max_events_per_stream < 1 or ttl <= 0:
             raise ConfigurationError("RedisEventStore bounds must be positive")
-        if not prefix or "{" in prefix or "}" in prefix:
-            raise ConfigurationError("RedisEventStore prefix must be non-empty, without braces")
+        require_prefix("RedisEventStore", prefix)
         self.connection = RedisConnection(redis, timeout=timeout)
         self._prefix = f"{prefix}:ev:"
         self._max_events = str(max_events_per_stream)

@@ -12,9 +12,8 @@ from typing import Any, Final, cast
 
 import coredis
 
-from ..._core.errors import ConfigurationError
 from ..._ports.fleet_roster import WorkerRecord
-from .connection import DEFAULT_TIMEOUT, RedisConnection
+from .connection import DEFAULT_TIMEOUT, RedisConnection, require_prefix
 
 __all__ = ["RedisFleetRoster"]
 
@@ -54,8 +53,7 @@ class RedisFleetRoster:
     def __init__(
         self, redis: str | coredis.Redis[str], *, prefix: str = "asgi_mcp", timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        if not prefix or "{" in prefix or "}" in prefix:
-            raise ConfigurationError("RedisFleetRoster prefix must be non-empty, without braces")
+        require_prefix("RedisFleetRoster", prefix)
         self.connection = RedisConnection(redis, timeout=timeout)
         base = f"{{{prefix}}}:fl:"
         self._workers = base + "workers"

@@ -24,10 +24,9 @@ import anyio
 import coredis
 import coredis.exceptions
 
-from ..._core.errors import ConfigurationError
 from ..._ports.fanout import Fanout
 from ..._ports.message_bus import BusMessage
-from .connection import DEFAULT_TIMEOUT, RedisConnection
+from .connection import DEFAULT_TIMEOUT, RedisConnection, require_prefix
 
 __all__ = ["RedisMessageBus"]
 
@@ -68,8 +67,7 @@ class RedisMessageBus:
         max_buffered: int = 1024,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        if not prefix:
-            raise ConfigurationError("RedisMessageBus prefix must be non-empty")
+        require_prefix("RedisMessageBus", prefix)
         self._fanout = Fanout[BusMessage](max_buffered)  # refuses max_buffered < 1
         self.connection = RedisConnection(redis, timeout=timeout)
         self._prefix = f"{prefix}:bus:"

@@ -19,9 +19,8 @@ from typing import Any, Final, cast
 
 import coredis
 
-from ..._core.errors import ConfigurationError
 from ..._core.token_bucket import Rate
-from .connection import DEFAULT_TIMEOUT, RedisConnection
+from .connection import DEFAULT_TIMEOUT, RedisConnection, require_prefix
 
 __all__ = ["RedisRateLimitStore"]
 
@@ -74,8 +73,7 @@ class RedisRateLimitStore:
     def __init__(
         self, redis: str | coredis.Redis[str], *, prefix: str = "asgi_mcp", timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        if not prefix:
-            raise ConfigurationError("RedisRateLimitStore prefix must be non-empty")
+        require_prefix("RedisRateLimitStore", prefix)
         self.connection = RedisConnection(redis, timeout=timeout)
         self._prefix = f"{prefix}:rl:"
         self._take = self.connection.client.register_script(_TAKE)

@@ -17,7 +17,7 @@ import coredis
 
 from ..._core.errors import ConfigurationError
 from ..._ports.session_directory import SessionRecord
-from .connection import DEFAULT_TIMEOUT, RedisConnection
+from .connection import DEFAULT_TIMEOUT, RedisConnection, require_prefix
 
 __all__ = ["RedisSessionDirectory"]
 
@@ -86,8 +86,7 @@ class RedisSessionDirectory:
     ) -> None:
         if ttl <= 0:
             raise ConfigurationError("RedisSessionDirectory ttl must be positive")
-        if not prefix:
-            raise ConfigurationError("RedisSessionDirectory prefix must be non-empty")
+        require_prefix("RedisSessionDirectory", prefix)
         self.connection = RedisConnection(redis, timeout=timeout)
         self._session_prefix = f"{prefix}:sess:"
         self._tenant_prefix = f"{prefix}:tenant:"

@@ -14,7 +14,7 @@ from typing import Any, Final
 import coredis
 
 from ..._core.errors import ConfigurationError
-from .connection import DEFAULT_TIMEOUT, RedisConnection
+from .connection import DEFAULT_TIMEOUT, RedisConnection, require_prefix
 
 __all__ = ["RedisSessionSlots"]
 
@@ -66,8 +66,7 @@ class RedisSessionSlots:
     ) -> None:
         if ttl <= 0:
             raise ConfigurationError("RedisSessionSlots ttl must be positive")
-        if not prefix:
-            raise ConfigurationError("RedisSessionSlots prefix must be non-empty")
+        require_prefix("RedisSessionSlots", prefix)
         self.connection = RedisConnection(redis, timeout=timeout)
         self.ttl = ttl
         self._prefix = f"{prefix}:slots:"

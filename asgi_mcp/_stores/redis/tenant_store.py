@@ -28,7 +28,7 @@ import coredis.exceptions
 from ..._core.errors import ConfigurationError, StoreUnavailable, TenantConflict
 from ..._ports.fanout import Fanout
 from ..._ports.tenant_store import Credential, SessionPolicy, TenantChange, TenantRecord, TenantSnapshot
-from .connection import DEFAULT_TIMEOUT, RedisConnection
+from .connection import DEFAULT_TIMEOUT, RedisConnection, require_prefix
 
 __all__ = ["RedisTenantStore"]
 
@@ -142,8 +142,7 @@ class RedisTenantStore:
     ) -> None:
         if len(secret) < MIN_SECRET_BYTES:
             raise ConfigurationError(f"the tenant store secret must have at least {MIN_SECRET_BYTES} bytes")
-        if not prefix or "{" in prefix or "}" in prefix:
-            raise ConfigurationError("RedisTenantStore prefix must be non-empty, without braces")
+        require_prefix("RedisTenantStore", prefix)
         if max_buffered < 1:
             raise ConfigurationError("max_buffered must be positive")
         self._secret = secret
