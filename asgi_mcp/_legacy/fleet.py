@@ -180,7 +180,10 @@ class SessionFleet:
         tenant_id, owner = entry.tenant_id, self.owner_digest(entry.owner)
 
         async def elsewhere(event_id: str | None, data: str) -> None:
-            await self._publish(tenant_id, {"k": "frame", "s": entry.session_id, "o": owner, "e": event_id, "d": data})
+            frame = {"k": "frame", "s": entry.session_id, "o": owner, "e": event_id, "d": data}
+            # No GET here, and no worker reachable: dropped (logged by the bus); the handler goes on.
+            with contextlib.suppress(StoreUnavailable):
+                await self._publish(tenant_id, frame)
 
         session.outbound.elsewhere = elsewhere
 

@@ -114,12 +114,19 @@ class LegacySession:
         return self._events is not None and self.protocol_version >= FIRST_PRIMING_VERSION
 
     async def priming_frame(self, stream: OutboundStream) -> Frame | None:
-        """The SEP-1699 priming event, for resumable sessions (see `resumable`)."""
+        """The SEP-1699 priming event, for resumable sessions (see `resumable`); none while the event
+        store is out of reach: it would only be an id that no `Last-Event-ID` can resume from."""
         if not self.resumable:
             return None
         assert self._events is not None
         event_id = await self._events.store(stream.store_id, None, None)
-        return Frame(event_id, "", False, self._retry_ms)
+        return Frame(event_id, "", False, self._retry_ms) if event_id is not None else None
+
+    @property
+    def pollable(self) -> bool:
+        """Whether a stream may be closed for polling now: not while the event store is out of reach,
+        since the events it cannot store reach the client only over the open connection."""
+        return self._events is not None and not self._events.degraded
 
     async def replay(self, last_event_id: str) -> tuple[str, list[ReplayedEvent]] | None:
         if self._events is None:
@@ -139,10 +146,12 @@ def request_metadata(
         return ServerMessageMetadata(request_context=request, can_send_request=can_send), transport
 
     async def close_sse_stream() -> None:
-        await stream.close_connection()
+        if session.pollable:
+            await stream.close_connection()
 
     async def close_standalone_sse_stream() -> None:
-        session.standalone.detach()
+        if session.pollable:
+            session.standalone.detach()
 
     metadata = ServerMessageMetadata(
         request_context=request,

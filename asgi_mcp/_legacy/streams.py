@@ -3,7 +3,8 @@
 A logical stream (a POST's answer stream, or the session's standalone stream) outlives any one HTTP
 connection: the server may close the connection for polling (SEP-1699), the client may drop it, and a
 later GET with `Last-Event-ID` attaches a new connection to the same stream. Messages go first to the
-event store (when there is one) and then to whichever connection is attached:
+event store (when there is one) and then to whichever connection is attached; while the store is out of
+reach they go out without an SSE id (`_ports.replay.EventLog`: resumability degrades, not the session):
 
 - the POST that runs the request writes its frames straight to its own response (`ResponseWriter`);
 - a GET (the standalone stream, or a reconnection to a request's stream) is fed through a small
@@ -189,7 +190,8 @@ class SessionStreams:
         return stream
 
     async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None:
-        """Send one message on `stream`: stored first (for replay), then delivered if a client is attached."""
+        """Send one message on `stream`: stored first (for replay), then delivered if a client is attached
+        (without an id when it could not be stored)."""
         event = StreamInput.FINAL if final else StreamInput.MESSAGE
         if stream.state is StreamState.AWAITING:
             # A JSON answer: answered by the request that ran it (inline), once the handler returns.

@@ -4,18 +4,27 @@
 plugs in the same way. `EventLog` is what sessions use: it scopes every stream id under a secret
 per-session tag and refuses to replay a stream the session does not own, which is the guarantee
 the SDK's shared store lacks (it replays one session's events to any session presenting their id).
+
+A store that cannot reach its backend (Redis down or restarting) raises `StoreUnavailable`, within a
+bound of its own (`RedisEventStore`: its `timeout`), and logs the change itself, once; any other
+exception is a bug and is not taken for an outage. `EventLog` then degrades resumability, not the
+session: an event it could not store goes out without an SSE id (no `Last-Event-ID` could replay
+it), and the next event is offered to the store again. A replay needs the store: it raises
+`StoreUnavailable` (503 with `Retry-After`).
 """
 
 from __future__ import annotations
 
 import secrets
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.types import JSONRPCMessage, jsonrpc_message_adapter
 
+from .._core.errors import StoreUnavailable
 from .._core.jsonrpc import dumps
 
 __all__ = ["InMemoryEventStore"]
@@ -131,7 +140,8 @@ class ReplayedEvent:
 class JsonEventStore(Protocol):
     """An `EventStore` that also takes and gives JSON text, so `EventLog` skips the SDK's model round
     trip (validate on store, dump on replay). Its event ids must name their stream as
-    `<stream id>#<suffix>`, so ownership is checked before the store is asked (`RedisEventStore`)."""
+    `<stream id>#<suffix>`, so ownership is checked before the store is asked (`RedisEventStore`).
+    Both raise `StoreUnavailable` when the store cannot be reached (see the module's docstring)."""
 
     async def store_json(self, stream_id: str, data: str | None) -> str: ...
 
@@ -140,27 +150,58 @@ class JsonEventStore(Protocol):
 
 class EventLog:
     """The session-facing side of an event store: scoped stream ids, fast paths for the built-in store
-    and for stores that speak JSON text."""
+    and for stores that speak JSON text, and what an unreachable store costs (see the module's docstring).
 
-    __slots__ = ("_fast", "_json", "_store")
+    `store(stream_id, message, data)` returns the new event's id, or None when the store could not be
+    reached: the event is then sent without an id. `degraded`: the latest write failed (the store counts
+    as unreachable until one succeeds).
+    """
+
+    __slots__ = ("_fast", "_json", "_store", "degraded", "store")
+
+    # An attribute, not a method: `_store_reachable` while the store answers, `_store_degraded` after a
+    # failed write, so the usual path carries no check of its own beyond one try/except.
+    store: Callable[[str, dict[str, Any] | None, str | None], Awaitable[str | None]]
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
         self._fast = store if type(store) is InMemoryEventStore else None
         self._json = store if self._fast is None and isinstance(store, JsonEventStore) else None
+        self.degraded = False
+        self.store = self._store_reachable
 
     @staticmethod
     def new_tag() -> str:
         """A per-session secret prefix for stream ids."""
         return secrets.token_urlsafe(12)
 
-    async def store(self, stream_id: str, message: dict[str, Any] | None, data: str | None) -> str:
+    async def _store_reachable(self, stream_id: str, message: dict[str, Any] | None, data: str | None) -> str | None:
         if self._fast is not None:
             return self._fast.append_raw(stream_id, data if message is not None else None)
-        if self._json is not None:
-            return await self._json.store_json(stream_id, data if message is not None else None)
-        model = None if message is None else jsonrpc_message_adapter.validate_python(message, by_name=False)
-        return await self._store.store_event(stream_id, model)
+        try:
+            if self._json is not None:
+                return await self._json.store_json(stream_id, data if message is not None else None)
+            model = None if message is None else jsonrpc_message_adapter.validate_python(message, by_name=False)
+            return await self._store.store_event(stream_id, model)
+        except StoreUnavailable:  # logged by the store, once
+            self.degraded = True
+            self.store = self._store_degraded
+            return None
+
+    async def _store_degraded(self, stream_id: str, message: dict[str, Any] | None, data: str | None) -> str | None:
+        """`store` after a failed write: each event is offered again (a store that fails fast costs
+        little); the first one stored ends the degradation."""
+        try:
+            if self._json is not None:
+                event_id = await self._json.store_json(stream_id, data if message is not None else None)
+            else:
+                model = None if message is None else jsonrpc_message_adapter.validate_python(message, by_name=False)
+                event_id = await self._store.store_event(stream_id, model)
+        except StoreUnavailable:
+            return None
+        self.degraded = False
+        self.store = self._store_reachable
+        return event_id
 
     async def replay(self, last_event_id: str, tag: str) -> tuple[str, list[ReplayedEvent]] | None:
         """Events after `last_event_id`, only if its stream belongs to the session with `tag`."""

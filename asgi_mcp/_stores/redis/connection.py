@@ -33,9 +33,12 @@ class RedisConnection:
     Args:
         target: a URL, or a `coredis.Redis` the caller configured (TLS context, credentials provider).
         timeout: seconds a command may take, connecting included, before it fails as unavailable.
+        while_down: what the store's users get while Redis is out of reach, for the log.
     """
 
-    def __init__(self, target: str | coredis.Redis[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, target: str | coredis.Redis[str], *, timeout: float = DEFAULT_TIMEOUT, while_down: str = "answers 503"
+    ) -> None:
         if timeout <= 0:
             raise ConfigurationError("the Redis timeout must be positive")
         if isinstance(target, str):
@@ -45,6 +48,7 @@ class RedisConnection:
         else:
             self.client = target
         self.timeout = timeout
+        self.while_down = while_down
         self._entered = 0
         self._degraded = False
 
@@ -79,7 +83,9 @@ class RedisConnection:
         except (coredis.exceptions.ConnectionError, TimeoutError, OSError) as error:
             if not self._degraded:
                 self._degraded = True
-                logger.warning("Redis unreachable (%s): %s answers 503 until it is back", type(error).__name__, what)
+                logger.warning(
+                    "Redis unreachable (%s): %s %s until it is back", type(error).__name__, what, self.while_down
+                )
             raise StoreUnavailable(what) from None
         if self._degraded:
             self._degraded = False

@@ -8,6 +8,10 @@ an exact MAXLEN, then PEXPIRE), each replay one (EXISTS, PEXPIRE, XRANGE after t
 Event ids are `<stream id>#<stream entry id>`, like the in-memory store's `<stream id>#<seq>`: they
 name their stream, so a replay reads that one stream and nothing else, and `EventLog` refuses an id
 whose stream another session owns before asking the store at all.
+
+Redis out of reach: each call fails as `StoreUnavailable` within `timeout` (at once when the port
+refuses connections, as while redis-server is down or restarting). `EventLog` then sends events
+without ids and answers a resumption with 503; the connection logs both changes, once each.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ __all__ = ["RedisEventStore"]
 
 _SEPARATOR: Final = "#"
 _ENTRY_ID: Final = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+# What an outage costs, as the log says it (`EventLog`: resumability degrades, not the session).
+_WHILE_DOWN: Final = "out of use: SSE events go out without ids (not resumable) and resumptions get 503"
 
 # KEYS[1] stream key; ARGV: max events, JSON text ("" for a priming event), TTL in ms.
 _APPEND: Final = """
@@ -54,7 +60,8 @@ class RedisEventStore(EventStore):
         max_events_per_stream: events kept per stream; the oldest are trimmed first (exactly).
         ttl: seconds a stream lives after its last write or replay. Keep it at least twice the
             app's `session_idle_timeout`, so an idle session's events outlive the session.
-        timeout: seconds a Redis call may take before the request gets 503 with `Retry-After`.
+        timeout: seconds a Redis call may take before it counts as unreachable: an event then goes
+            out without an id, a resumption gets 503 with `Retry-After`.
 
     Open it before use: `McpApp` does so in its lifespan; elsewhere `async with store:`.
     """
@@ -71,7 +78,7 @@ class RedisEventStore(EventStore):
         if max_events_per_stream < 1 or ttl <= 0:
             raise ConfigurationError("RedisEventStore bounds must be positive")
         require_prefix("RedisEventStore", prefix)
-        self.connection = RedisConnection(redis, timeout=timeout)
+        self.connection = RedisConnection(redis, timeout=timeout, while_down=_WHILE_DOWN)
         self._prefix = f"{prefix}:ev:"
         self._max_events = str(max_events_per_stream)
         self.ttl = ttl
