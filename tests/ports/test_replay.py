@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import pytest
-from mcp.server.streamable_http import EventMessage, EventStore
+from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.types import JSONRPCMessage, jsonrpc_message_adapter
 
-from asgi_mcp import InMemoryEventStore
+from asgi_mcp import InMemoryEventStore, StoreUnavailable
 from asgi_mcp._ports.replay import EventLog
 
 pytestmark = pytest.mark.anyio
@@ -100,6 +100,25 @@ class TestInMemoryEventStore:
             InMemoryEventStore(max_events_per_stream=events, max_streams=streams)
 
 
+class OutageStore(PlainStore):
+    """A user's store whose backend can fail, with what `failure` says: `StoreUnavailable` is how the
+    port says "unreachable"; anything else is a bug."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failure: Exception | None = None
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        if self.failure is not None:
+            raise self.failure
+        return await super().store_event(stream_id, message)
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        if self.failure is not None:
+            raise self.failure
+        return await super().replay_events_after(last_event_id, send_callback)
+
+
 @pytest.fixture(params=["builtin", "custom"])
 def store(request: pytest.FixtureRequest) -> InMemoryEventStore:
     """The built-in store (EventLog's fast path) and a user store seen only through the SDK ABC."""
@@ -149,3 +168,35 @@ class TestEventLog:
         tags = {EventLog.new_tag() for _ in range(1000)}
         assert len(tags) == 1000
         assert all(len(tag) >= 16 and "/" not in tag and "#" not in tag for tag in tags)
+
+    async def test_an_unreachable_store_degrades_resumability_not_delivery(self) -> None:
+        """Events written while the store is out of reach get no id (they go out without one), a replay
+        needs the store (`StoreUnavailable`: 503), and the first write that works ends the degradation."""
+        store = OutageStore()
+        log = EventLog(store)
+        tag = EventLog.new_tag()
+        stream = f"{tag}/req"
+        before = await log.store(stream, note(1), json.dumps(note(1)))
+        assert before is not None
+        assert not log.degraded
+        store.failure = StoreUnavailable("event store")
+        assert await log.store(stream, note(2), json.dumps(note(2))) is None
+        assert await log.store(stream, None, None) is None
+        assert log.degraded
+        with pytest.raises(StoreUnavailable):
+            await log.replay(before, tag)
+        store.failure = None
+        after = await log.store(stream, note(3), json.dumps(note(3)))
+        assert after is not None
+        assert not log.degraded
+        found = await log.replay(before, tag)
+        assert found is not None
+        assert [(event.event_id, json.loads(event.data)) for event in found[1]] == [(after, note(3))]
+
+    async def test_only_store_unavailable_counts_as_an_outage(self) -> None:
+        store = OutageStore()
+        log = EventLog(store)
+        store.failure = RuntimeError("a bug in the store")
+        with pytest.raises(RuntimeError):
+            await log.store("tag/req", note(1), json.dumps(note(1)))
+        assert not log.degraded

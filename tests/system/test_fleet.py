@@ -274,3 +274,73 @@ async def test_redis_stopped_and_restarted_mid_run(
             assert deleted.status_code == 200
             gone = await call(client, first, fresh, call_tool(5, "echo", {"text": "x"}))
             assert gone.status_code == 404
+
+
+def id_fields(body: bytes) -> list[str]:
+    """The `id:` fields of an SSE body, as sent (a decoder would carry the last one over to later events)."""
+    return [line[3:].strip().decode() for line in body.split(b"\n") if line.startswith(b"id:")]
+
+
+async def read_until(chunks: AsyncIterator[bytes], marker: bytes) -> bytes:
+    """What a streaming response sends up to and including the first chunk that completes `marker`."""
+    received = b""
+    while marker not in received:
+        received += await chunks.__anext__()
+    return received
+
+
+async def test_sse_answers_and_the_get_stream_of_a_held_session_go_on_while_redis_is_down(
+    redis_server_factory: Callable[..., RedisServer], redis_prefix: str, backend_name: str
+) -> None:
+    """Issue 13's "sessions a worker holds keep working", on SSE: while redis-server is down, the answers
+    and the GET stream of a session the worker holds go on, their events without ids (not stored, so
+    nothing a `Last-Event-ID` could point at); a resumption gets 503 with Retry-After within 2 s. Once
+    Redis is back with its data, events carry ids again and replay on either worker, those stored
+    before the outage included."""
+    redis = redis_server_factory(persistent=True)
+    with anyio.fail_after(60):
+        async with fleet_session(redis, redis_prefix, backend_name) as (client, first, second, held):
+            before = await call(client, first, held, call_tool(1, "progress", {"steps": 1}, progress_token="p"))
+            stored = id_fields(before.content)
+            assert len(stored) == 3  # priming, progress, answer
+            async with client.stream("GET", first, headers=headers(TOKEN_A, held)) as listening:
+                assert listening.status_code == 200
+                chunks = listening.aiter_bytes()
+                redis.stop()
+
+                started = anyio.current_time()
+                during = await call(client, first, held, call_tool(2, "progress", {"steps": 2}, progress_token="p"))
+                assert anyio.current_time() - started < 2.0
+                assert during.headers["content-type"].startswith("text/event-stream")
+                answered = sse_messages(during.text)
+                assert [m["params"]["progress"] for m in answered[:-1]] == [1, 2]
+                assert answered[-1]["result"]["content"][0]["text"] == "done 2"
+                assert id_fields(during.content) == []
+
+                answer_of(await call(client, first, held, call_tool(3, "announce", {"text": "down"})))
+                received = await read_until(chunks, b"alpha:down")
+                assert len(id_fields(received)) == 1  # the priming event's, sent before the outage
+
+                started = anyio.current_time()
+                refused = await client.get(first, headers=headers(TOKEN_A, held, **{"last-event-id": stored[0]}))
+                assert anyio.current_time() - started < 2.0
+                assert (refused.status_code, refused.headers["retry-after"]) == (503, "1")
+                assert refused.json()["error"]["code"] == -32000
+
+                redis.start()
+                after = await call(client, first, held, call_tool(4, "progress", {"steps": 1}, progress_token="p"))
+                assert len(set(id_fields(after.content))) == 3
+                answer_of(await call(client, first, held, call_tool(5, "announce", {"text": "back"})))
+                assert len(id_fields(await read_until(chunks, b"alpha:back"))) == 1
+
+            # Stored before the outage, and kept by Redis: replayed by the worker holding the session.
+            resumed = await client.get(first, headers=headers(TOKEN_A, held, **{"last-event-id": stored[0]}))
+            assert [m.get("id") for m in sse_messages(resumed.text)] == [None, 1]
+            # Stored once it was back: replayed by the other worker too, which adopts the session (a 503
+            # while it subscribes again is retried, as a client does).
+            since = id_fields(after.content)[0]
+            resumed = await as_a_client_retries(
+                lambda: client.get(second, headers=headers(TOKEN_A, held, **{"last-event-id": since}))
+            )
+            assert resumed.status_code == 200
+            assert [m.get("id") for m in sse_messages(resumed.text)] == [None, 4]

@@ -303,8 +303,9 @@ async def test_with_the_documented_stick_table_a_session_stays_on_one_worker(
 async def test_the_fleet_recovers_when_redis_server_restarts(
     redis_server_factory: Any, tmp_path: Path, anyio_backend: str
 ) -> None:
-    """redis-server (with its append-only file) stopped and started again mid-session: meanwhile what
-    needs Redis gets 503, never a hang; once it is back the same session goes on through every worker."""
+    """redis-server (with its append-only file) stopped and started again mid-session: meanwhile the
+    session, which every worker holds, goes on (its SSE events without ids: resumability waits for
+    Redis), never a hang; once it is back the same session goes on through every worker."""
     _require(HAPROXY, "haproxy")
     redis: RedisServer = redis_server_factory(persistent=True)
     alpha = Client()
@@ -313,11 +314,13 @@ async def test_the_fleet_recovers_when_redis_server_restarts(
             # Every worker holds the session now.
             assert {_text(await session.call_tool("whereami", {})) for _ in range(6)} == set(WORKERS)
             redis.stop()
-            # SSE answers go to the event store (resumability): without Redis, 503 within 2 s, no hang.
-            started = anyio.current_time()
-            with pytest.raises(MCPError, match="temporarily unavailable"):
-                await session.call_tool("whereami", {})
-            assert anyio.current_time() - started < 2.0
+            # Held everywhere: answered on SSE without the event store (events without ids), no hang.
+            answered_by: set[str] = set()
+            for _ in range(6):
+                started = anyio.current_time()
+                answered_by.add(_text(await session.call_tool("whereami", {})))
+                assert anyio.current_time() - started < 2.0
+            assert answered_by == set(WORKERS)
             redis.start()
             for _ in range(10):  # as a client does after the Retry-After (1 s) of a 503
                 try:

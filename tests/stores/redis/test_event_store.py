@@ -15,7 +15,10 @@ from typing import Any
 
 import anyio
 import httpx
+import mcp_types as types
 import pytest
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 
 import asgi_mcp
 from asgi_mcp import ConfigurationError, McpApp, StoreUnavailable
@@ -269,23 +272,93 @@ async def test_persistent_redis_keeps_every_acknowledged_event_across_a_restart(
         assert [event.event_id for event in found[1]] == [*before, after]
 
 
-async def test_app_answers_503_with_retry_after_while_redis_is_down(redis_server: RedisServer) -> None:
-    """A request that needs the store gets 503 + Retry-After (no 500, no hang); the session lives on."""
-    app = McpApp(build_server(Probe()), event_store=RedisEventStore(redis_server.url, timeout=1.0))
-    with anyio.fail_after(20):
+def announcing_server(probe: Probe) -> MCPServer:
+    """`build_server`, and a tool that notifies on the session's standalone (GET) stream."""
+    server = build_server(probe)
+
+    @server.tool()
+    async def announce(text: str, ctx: Context) -> str:
+        params = types.LoggingMessageNotificationParams(level="info", data=text, logger="tests")
+        await ctx.request_context.session.send_notification(types.LoggingMessageNotification(params=params))
+        return "announced"
+
+    return server
+
+
+def id_lines(body: bytes) -> list[str]:
+    """The `id:` fields of an SSE body, as sent (a decoder would carry the last one over)."""
+    return [line[3:].strip().decode() for line in body.split(b"\n") if line.startswith(b"id:")]
+
+
+async def test_while_redis_is_down_a_held_session_goes_on_with_events_that_carry_no_id(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13's "sessions a worker holds keep working": SSE answers and the GET stream go on without
+    the event store, their events sent without an id (not stored: nothing for a `Last-Event-ID` to
+    point at); a resumption, which needs the store, gets 503 with Retry-After within 2 s; a stream is
+    not closed for polling meanwhile. Once Redis is back, events carry ids and replay again."""
+    probe = Probe()
+    app = McpApp(announcing_server(probe), event_store=RedisEventStore(redis_server.url, timeout=1.0))
+    with anyio.fail_after(30):
         async with serving(app) as client:
             session_id = await open_session(client)
+            listening = await client.get(session_id)
+            assert listening.status == 200
+            assert (await listening.next_event(timeout=10)).data == ""  # the priming event, stored
+            before = await client.post(call_tool(1, "progress", {"steps": 1}), session_id=session_id)
+            stored = [event.id for event in await before.events(timeout=10)]
             redis_server.stop()
+
+            with anyio.fail_after(2):  # the issue's bound for a 503; every failed write here is far quicker
+                during = await client.post(call_tool(2, "progress", {"steps": 2}), session_id=session_id)
+                answered = [json.loads(event.data) for event in await during.events()]
+            assert (during.status, during.content_type) == (200, "text/event-stream")
+            assert [message["params"]["data"] for message in answered[:-1]] == ["log 1", "log 2"]
+            assert text_of(answered[-1]["result"]) == "done 2"
+            assert id_lines(during.body) == []  # no priming event either: its id could not be resumed from
+
+            # The held session's GET stream keeps delivering, without ids.
+            announced = await client.post(call_tool(3, "announce", {"text": "while down"}), session_id=session_id)
+            assert text_of((await announced.messages())[-1]["result"]) == "announced"
+            seen = len(listening.body)
+            assert json.loads((await listening.next_event()).data)["params"]["data"] == "while down"
+            assert id_lines(listening.body[seen:]) == []
+
+            # Resuming needs the store: 503 with Retry-After, within 2 s.
             with anyio.fail_after(2):
-                refused = await client.post(call_tool(5, "echo", {"text": "hi"}), session_id=session_id)
-            assert refused.status == 503
-            assert refused.header("retry-after") == "1"
-            body = json.loads(await refused.read())
-            assert body["error"]["code"] == -32000
+                refused = await client.get(session_id, last_event_id=stored[-1])
+                body = await refused.json()
+            assert (refused.status, refused.header("retry-after"), body["error"]["code"]) == (503, "1", -32000)
+
+            # Closing a stream for polling would lose what follows: it stays open.
+            polled = await client.post(call_tool(4, "poll"), session_id=session_id)
+            assert (await polled.next_message())["params"]["data"] == "before close"
+            await probe.closed_stream.wait()
+            probe.release.set()
+            rest = await polled.messages()
+            assert rest[0]["params"]["data"] == "after close"
+            assert text_of(rest[-1]["result"]) == "polled"
+            assert id_lines(polled.body) == []
+
             redis_server.start()
-            answered = await client.post(call_tool(6, "echo", {"text": "back"}), session_id=session_id)
-            messages = await answered.messages()
-            assert text_of(messages[-1]["result"]) == "back"
+            after = await client.post(call_tool(5, "progress", {"steps": 1}), session_id=session_id)
+            events = await after.events(timeout=10)
+            # The priming event, the log and the answer: each with its own id again.
+            assert id_lines(after.body) == [event.id for event in events]
+            assert len(set(id_lines(after.body))) == 3
+            resumed = await client.get(session_id, last_event_id=events[0].id)
+            assert resumed.status == 200
+            replayed = await resumed.events()
+            assert [(event.id, event.data) for event in replayed] == [(event.id, event.data) for event in events[1:]]
+            seen = len(listening.body)
+            await client.post(call_tool(6, "announce", {"text": "back"}), session_id=session_id)
+            assert json.loads((await listening.next_event()).data)["params"]["data"] == "back"
+            assert len(id_lines(listening.body[seen:])) == 1
+            listening.disconnect()
+    logged = [record.getMessage() for record in caplog.records if record.name == "asgi_mcp.redis"]
+    assert len(logged) == 2, logged
+    assert "event store out of use: SSE events go out without ids" in logged[0]
+    assert logged[1] == "Redis reachable again: event store restored"
 
 
 async def test_degradation_is_logged_once_per_transition_without_secrets(
