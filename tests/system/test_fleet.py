@@ -250,6 +250,9 @@ async def test_redis_stopped_and_restarted_mid_run(
             redis_server.stop()
             answer = answer_of(await call(client, first, held, call_tool(1, "echo", {"text": "held"})))
             assert answer["result"]["content"][0]["text"] == "alpha:held"
+            # A message for the session's GET stream, which no worker can be asked to carry: dropped.
+            answer = answer_of(await call(client, first, held, call_tool(6, "announce", {"text": "lost"})))
+            assert (answer["result"]["content"][0]["text"], answer["result"]["isError"]) == ("announced", False)
             for attempt in (
                 client.post(second, json=call_tool(2, "echo", {"text": "x"}), headers=headers(TOKEN_A, held)),
                 client.post(second, json=initialize(0, LEGACY), headers=headers(TOKEN_A)),
