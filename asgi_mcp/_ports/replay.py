@@ -179,10 +179,7 @@ class EventLog:
         if self._fast is not None:
             return self._fast.append_raw(stream_id, data if message is not None else None)
         try:
-            if self._json is not None:
-                return await self._json.store_json(stream_id, data if message is not None else None)
-            model = None if message is None else jsonrpc_message_adapter.validate_python(message, by_name=False)
-            return await self._store.store_event(stream_id, model)
+            return await self._write(stream_id, message, data)
         except StoreUnavailable:  # logged by the store, once
             self.degraded = True
             self.store = self._store_degraded
@@ -192,16 +189,18 @@ class EventLog:
         """`store` after a failed write: each event is offered again (a store that fails fast costs
         little); the first one stored ends the degradation."""
         try:
-            if self._json is not None:
-                event_id = await self._json.store_json(stream_id, data if message is not None else None)
-            else:
-                model = None if message is None else jsonrpc_message_adapter.validate_python(message, by_name=False)
-                event_id = await self._store.store_event(stream_id, model)
+            event_id = await self._write(stream_id, message, data)
         except StoreUnavailable:
             return None
         self.degraded = False
         self.store = self._store_reachable
         return event_id
+
+    async def _write(self, stream_id: str, message: dict[str, Any] | None, data: str | None) -> str:
+        if self._json is not None:
+            return await self._json.store_json(stream_id, data if message is not None else None)
+        model = None if message is None else jsonrpc_message_adapter.validate_python(message, by_name=False)
+        return await self._store.store_event(stream_id, model)
 
     async def replay(self, last_event_id: str, tag: str) -> tuple[str, list[ReplayedEvent]] | None:
         """Events after `last_event_id`, only if its stream belongs to the session with `tag`."""
