@@ -123,6 +123,36 @@ async def test_slow_headers_get_408_and_close(parser: str) -> None:
         assert probe.requests == []
 
 
+async def test_a_burst_of_connections_is_accepted_up_to_the_limit(parser: str) -> None:
+    # Connections waiting together are accepted together: the limit holds inside one batch too.
+    probe = Probe()
+    async with (
+        serving(parser, probe, max_connections=2) as (port, _),
+        connect(port) as first,
+        connect(port) as second,
+        connect(port) as third,
+    ):
+        for conn in (first, second, third):
+            conn.expect("POST")
+        await first.send(post("/hold", b""))
+        await second.send(post("/hold", b""))
+        await third.send(post("/echo", b"third"))
+        with anyio.move_on_after(0.2):
+            await anyio.wait_all_tasks_blocked()
+        assert probe.requests == ["/hold", "/hold"], "a connection was served over the limit"
+        probe.gate.set()
+        with anyio.fail_after(10):
+            for conn in (first, second):
+                held = await conn.reply()
+                assert held is not None
+                assert held.body == b"held"
+        await first.aclose()  # a slot frees: the third connection gets in
+        with anyio.fail_after(10):
+            reply = await third.reply()
+        assert reply is not None
+        assert reply.body == b"third"
+
+
 async def test_idle_keep_alive_connections_are_closed(parser: str) -> None:
     async with serving(parser, keepalive_timeout=0.3) as (port, _), connect(port) as conn:
         assert (await reply_on(conn, post("/echo", b"x"), "POST")).status == 200
