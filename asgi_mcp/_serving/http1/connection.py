@@ -1,15 +1,15 @@
 """One HTTP/1.1 connection: requests read and answered in order, in the connection's own task.
 
-Per connection there is one task and one cancel scope (`scope`): its deadline is moved forward
-around each write (the write timeout) and it is what a hard stop cancels. Waiting for a request head
-adds one more scope, for the keep-alive and header timeouts, and only when the buffer does not
-already hold a complete head (pipelining).
+Per connection there is one task and one cancel scope (`scope`): the write timeout cancels it, and
+so does a hard stop. Waiting for a request head adds one more scope, for the keep-alive and header
+timeouts, and only when the buffer does not already hold a complete head (pipelining). Neither has
+a deadline: the connection notes the tick at which each expires and the server's timeout watch
+cancels them (see `state.py` for why).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -20,6 +20,7 @@ from .errors import HttpRefusal
 from .head import RequestHead, find_head
 from .proxy import forwarded_client
 from .response import plain_response
+from .state import NEVER
 
 if TYPE_CHECKING:
     from .state import ServerState
@@ -58,6 +59,8 @@ class HttpConnection:
         self.linger = False
         self.idle = False  # waiting for the next request with nothing buffered: shutdown closes it
         self.wait_scope: anyio.CancelScope | None = None
+        self.wait_expiry = NEVER  # the tick at which waiting for a head times out
+        self.write_expiry = NEVER  # the tick at which the write in progress times out
         self.scope = anyio.CancelScope()
 
     def server_stopping(self) -> bool:
@@ -65,6 +68,13 @@ class HttpConnection:
 
     def stop_if_idle(self) -> None:
         if self.idle and self.wait_scope is not None:
+            self.wait_scope.cancel()
+
+    def expire(self, tick: int) -> None:
+        """The server's timeout watch: end a stalled write (the connection) or a wait for a head."""
+        if tick >= self.write_expiry:
+            self.scope.cancel()
+        elif tick >= self.wait_expiry and self.wait_scope is not None:
             self.wait_scope.cancel()
 
     async def read_more(self) -> bool:
@@ -83,14 +93,14 @@ class HttpConnection:
 
     async def write(self, data: bytes) -> None:
         """Send, within the write timeout (which ends the whole connection); a lost peer is noted, not raised."""
-        scope = self.scope
-        scope.deadline = anyio.current_time() + self.config.write_timeout
+        state = self.state
+        self.write_expiry = state.tick + state.write_ticks
         try:
             await self.stream.send(data)
         except _STREAM_ERRORS:
             self.lost = True
         finally:
-            scope.deadline = math.inf
+            self.write_expiry = NEVER
 
     async def run(self) -> None:
         try:
@@ -130,25 +140,27 @@ class HttpConnection:
             return None
 
     async def _wait_for_head(self, first: bool) -> int | None:
-        config = self.config
+        config, state = self.config, self.state
         # Nothing of a request yet: a stop closes the connection at once (a first request too).
         self.idle = not self.buffer
-        if self.idle and self.state.stopping:
+        if self.idle and state.stopping:
             return None
-        timeout = config.keepalive_timeout if self.idle and not first else config.headers_timeout
-        with anyio.CancelScope(deadline=anyio.current_time() + timeout) as wait:
+        ticks = state.keepalive_ticks if self.idle and not first else state.headers_ticks
+        with anyio.CancelScope() as wait:
             self.wait_scope = wait
+            self.wait_expiry = state.tick + ticks
             try:
                 while await self.read_more():
                     if self.idle:
                         self.idle = False
-                        wait.deadline = anyio.current_time() + config.headers_timeout
+                        self.wait_expiry = state.tick + state.headers_ticks
                     end = find_head(self.buffer, config.max_request_line, config.max_header_bytes)
                     if end is not None:
                         return end
                 return None  # the peer closed; a partial head is dropped
             finally:
                 self.wait_scope = None
+                self.wait_expiry = NEVER
         if self.idle or not self.buffer:
             self.idle = False
             return None  # idle too long, or stopping: close quietly

@@ -102,6 +102,7 @@ async def _serve_connections(
     task_status: anyio.abc.TaskStatus[BoundAddress],
 ) -> None:
     async with anyio.create_task_group() as connections:
+        connections.start_soon(_watch_timeouts, state)  # ends with the connections (see `_stop`)
         async with anyio.create_task_group() as accepting:
             for listener in listeners:
                 accepting.start_soon(_accept_loop, listener, state, connections)
@@ -127,6 +128,13 @@ async def _stop(state: ServerState, lifespan: Lifespan, connections: anyio.abc.T
             if state.connections:
                 await state.all_closed.wait()
     connections.cancel_scope.cancel()
+
+
+async def _watch_timeouts(state: ServerState) -> None:
+    """The clock of the connections' timeouts (see `state.py`): one wake-up per tick for the whole server."""
+    while True:
+        await anyio.sleep(state.tick_seconds)
+        state.advance()
 
 
 async def listen(config: ServerConfig) -> list[anyio.abc.SocketListener]:
