@@ -11,6 +11,7 @@ at most `graceful_timeout` more. No signal handler is ever installed.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -27,6 +28,7 @@ from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from ..._core.errors import ConfigurationError
+from .asyncio_stream import open_asyncio_stream
 from .config import ServerConfig
 from .connection import SERVER_LOGGER, HttpConnection
 from .lifespan import Lifespan
@@ -174,7 +176,7 @@ async def _accept_loop(
     get in while the earlier ones were served, and their first requests waited that long.
     """
     listening = listener.extra(SocketAttribute.raw_socket)
-    unix = listening.family == socket.AF_UNIX
+    open_stream = _stream_opener(listening.family == socket.AF_UNIX)
     while True:
         await state.slots.acquire()  # over the limit, connections wait in the listen backlog
         try:
@@ -195,7 +197,7 @@ async def _accept_loop(
                 _logger.warning("accept failed (%s); retrying", os.strerror(exc.errno or 0))
                 await anyio.sleep(0.1)  # the process is out of descriptors: give others a moment
                 break
-            connections.start_soon(_handle, sock, unix, state)
+            connections.start_soon(_handle, sock, open_stream, state)
             try:
                 state.slots.acquire_nowait()
             except anyio.WouldBlock:
@@ -205,11 +207,22 @@ async def _accept_loop(
 _OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
-async def _handle(sock: socket.socket, unix: bool, state: ServerState) -> None:
+_StreamOpener = Callable[[socket.socket], Awaitable[anyio.abc.SocketStream]]
+
+
+def _stream_opener(unix: bool) -> _StreamOpener:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # Trio
+        return anyio.abc.UNIXSocketStream.from_socket if unix else anyio.abc.SocketStream.from_socket
+    return open_asyncio_stream
+
+
+async def _handle(sock: socket.socket, open_stream: _StreamOpener, state: ServerState) -> None:
     config = state.config
     try:
         sock.setblocking(False)
-        stream = await (anyio.abc.UNIXSocketStream if unix else anyio.abc.SocketStream).from_socket(sock)
+        stream = await open_stream(sock)
     except BaseException as exc:
         state.slots.release()
         sock.close()

@@ -1,0 +1,91 @@
+"""The stream each connection of the built-in server reads and writes, on both backends (on asyncio
+our own read-ahead protocol, on Trio anyio's stream), over a real socket pair."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.abc
+import pytest
+
+from asgi_mcp._serving.http1.server import _stream_opener
+
+pytestmark = pytest.mark.anyio
+
+CHUNK = 64 * 1024
+
+
+@asynccontextmanager
+async def stream_and_peer() -> AsyncIterator[tuple[anyio.abc.SocketStream, socket.socket]]:
+    ours, peer = socket.socketpair()
+    peer.setblocking(False)
+    stream = await _stream_opener(unix=True)(ours)
+    try:
+        yield stream, peer
+    finally:
+        await anyio.aclose_forcefully(stream)
+        peer.close()
+
+
+def flood(peer: socket.socket) -> int:
+    """Send until the socket would block; the bytes it took."""
+    sent = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sent += peer.send(b"x" * CHUNK)
+    return sent
+
+
+async def test_bytes_arrive_in_order_and_the_end_is_end_of_stream() -> None:
+    async with stream_and_peer() as (stream, peer):
+        peer.send(b"abc")
+        peer.send(b"defgh")
+        received = b""
+        with anyio.fail_after(10):
+            while len(received) < 8:
+                received += await stream.receive(3)
+        assert received == b"abcdefgh"
+        peer.shutdown(socket.SHUT_WR)
+        with anyio.fail_after(10), pytest.raises(anyio.EndOfStream):
+            await stream.receive()
+        await stream.send(b"answer after a half-close")
+        assert peer.recv(100) == b"answer after a half-close"
+
+
+async def test_a_peer_that_floods_an_unread_connection_is_held_back() -> None:
+    # What is not read stays in TCP's hands past a bounded read-ahead: the peer's sends block.
+    async with stream_and_peer() as (stream, peer):
+        total = 0
+        for _ in range(50):
+            total += flood(peer)
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()  # the loop reads what it will
+        assert total < 8 * 1024 * 1024, f"{total} bytes went into an unread connection"
+        received = 0
+        with anyio.fail_after(10):
+            while received < total:
+                received += len(await stream.receive())
+        assert received == total
+
+
+async def test_writing_to_a_peer_that_left_is_a_broken_resource() -> None:
+    async with stream_and_peer() as (stream, peer):
+        peer.close()
+
+        async def send_until_refused() -> None:
+            for _ in range(100):
+                await stream.send(b"y" * CHUNK)
+
+        with anyio.fail_after(10), pytest.raises(anyio.BrokenResourceError):
+            await send_until_refused()
+
+
+async def test_a_closed_stream_refuses_to_be_used() -> None:
+    async with stream_and_peer() as (stream, _):
+        await stream.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await stream.send(b"z")
