@@ -1,10 +1,11 @@
 """One HTTP/1.1 connection: requests read and answered in order, in the connection's own task.
 
-Per connection there is one task and one cancel scope (`scope`): the write timeout cancels it, and
-so does a hard stop. Waiting for a request head adds one more scope, for the keep-alive and header
-timeouts, and only when the buffer does not already hold a complete head (pipelining). Neither has
-a deadline: the connection notes the tick at which each expires and the server's timeout watch
-cancels them (see `state.py` for why).
+Per connection there is one task and one cancel scope (`scope`), with no deadline: the connection
+notes the tick at which its write or its wait for the next head expires, and the server's timeout
+watch cancels the scope then (see `state.py` for why); so does a graceful stop for an idle
+connection, and a hard stop. An expired wait ends the connection: quietly when idle, with a 408 when
+part of a head had come. As with any keep-alive timeout, a request that arrives in the same instant
+may find the connection closing; a client retries it on a new one.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ class HttpConnection:
         self.lost = False  # a write failed: the peer is gone
         self.linger = False
         self.idle = False  # waiting for the next request with nothing buffered: shutdown closes it
-        self.wait_scope: anyio.CancelScope | None = None
-        self.wait_expiry = NEVER  # the tick at which waiting for a head times out
+        self.wait_expiry = NEVER  # the tick at which waiting for a head times out (NEVER: not waiting)
+        self.wait_timed_out = False
         self.write_expiry = NEVER  # the tick at which the write in progress times out
         self.scope = anyio.CancelScope()
 
@@ -67,15 +68,17 @@ class HttpConnection:
         return self.state.stopping
 
     def stop_if_idle(self) -> None:
-        if self.idle and self.wait_scope is not None:
-            self.wait_scope.cancel()
+        if self.idle and self.wait_expiry != NEVER:
+            self.scope.cancel()
 
     def expire(self, tick: int) -> None:
-        """The server's timeout watch: end a stalled write (the connection) or a wait for a head."""
+        """The server's timeout watch: a stalled write or a wait for a head ends the connection (a
+        partial head is answered 408 on the way out, in `_close`)."""
         if tick >= self.write_expiry:
             self.scope.cancel()
-        elif tick >= self.wait_expiry and self.wait_scope is not None:
-            self.wait_scope.cancel()
+        elif tick >= self.wait_expiry:
+            self.wait_timed_out = True
+            self.scope.cancel()
 
     async def read_more(self) -> bool:
         """Append what arrives to the buffer; False at end of stream (or once the peer is gone)."""
@@ -145,26 +148,20 @@ class HttpConnection:
         self.idle = not self.buffer
         if self.idle and state.stopping:
             return None
-        ticks = state.keepalive_ticks if self.idle and not first else state.headers_ticks
-        with anyio.CancelScope() as wait:
-            self.wait_scope = wait
-            self.wait_expiry = state.tick + ticks
-            try:
-                while await self.read_more():
-                    if self.idle:
-                        self.idle = False
-                        self.wait_expiry = state.tick + state.headers_ticks
-                    end = find_head(self.buffer, config.max_request_line, config.max_header_bytes)
-                    if end is not None:
-                        return end
-                return None  # the peer closed; a partial head is dropped
-            finally:
-                self.wait_scope = None
-                self.wait_expiry = NEVER
-        if self.idle or not self.buffer:
-            self.idle = False
-            return None  # idle too long, or stopping: close quietly
-        raise HttpRefusal(408, "request header timeout")
+        # No cancel scope of its own (one per request costs more than the rest of the wait): a
+        # timeout or a stop cancels the connection's scope (`expire`, `stop_if_idle`).
+        self.wait_expiry = state.tick + (state.keepalive_ticks if self.idle and not first else state.headers_ticks)
+        try:
+            while await self.read_more():
+                if self.idle:
+                    self.idle = False
+                    self.wait_expiry = state.tick + state.headers_ticks
+                end = find_head(self.buffer, config.max_request_line, config.max_header_bytes)
+                if end is not None:
+                    return end
+            return None  # the peer closed; a partial head is dropped
+        finally:
+            self.wait_expiry = NEVER
 
     def _scope_of(self, head: RequestHead) -> dict[str, Any]:
         client, scheme = self.client, self.scheme
@@ -219,6 +216,14 @@ class HttpConnection:
 
     async def _close(self) -> None:
         with anyio.CancelScope(shield=True):
+            if self.wait_timed_out and self.buffer and not self.idle and not self.lost:
+                # Part of a head, then nothing for `headers_timeout` (idle connections close quietly).
+                self.linger = True
+                with anyio.move_on_after(_LINGER_SECONDS):
+                    try:
+                        await self.stream.send(plain_response(408, "request header timeout"))
+                    except _STREAM_ERRORS:
+                        self.lost = True
             if self.linger and not self.lost and not self.eof:
                 with anyio.move_on_after(_LINGER_SECONDS):
                     try:
