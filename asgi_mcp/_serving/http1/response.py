@@ -16,6 +16,10 @@ _STATUS_LINES: Final = {
 # A token (RFC 9110 §5.6.2) and a field value without CR, LF or other control characters but HTAB.
 _NAME: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Checked header lines, by (name, value), for every header but the framing ones the server reads
+# itself; bounded (cleared when full), so varied values cost their check, not memory.
+_checked_lines: dict[tuple[bytes, bytes], bytes] = {}
+_CHECKED_LINES_MAX: Final = 1024
 _date_second = -1
 _date_line = b""
 
@@ -55,6 +59,11 @@ def encode_response_head(status: object, headers: Iterable[tuple[bytes, bytes]])
     content_length: int | None = None
     close = False
     for name, value in headers:
+        cacheable = type(name) is bytes and type(value) is bytes
+        line = _checked_lines.get((name, value)) if cacheable else None
+        if line is not None:  # a header already checked (an app sends the same ones over and over)
+            lines += line
+            continue
         if not _NAME.fullmatch(name) or _BAD_VALUE.search(value):
             raise ValueError("invalid response header")
         lower = name.lower()
@@ -62,12 +71,18 @@ def encode_response_head(status: object, headers: Iterable[tuple[bytes, bytes]])
             if not value.strip().isdigit():
                 raise ValueError("invalid Content-Length in the response")
             content_length = int(value)
+            cacheable = False  # the server reads its value
         elif lower == b"transfer-encoding":
             continue  # the server frames the body itself
         elif lower == b"connection" and b"close" in value.lower():
             close = True
             continue  # said again by the server when it closes
-        lines += name + b": " + value + b"\r\n"
+        line = name + b": " + value + b"\r\n"
+        if cacheable:
+            if len(_checked_lines) >= _CHECKED_LINES_MAX:
+                _checked_lines.clear()
+            _checked_lines[(name, value)] = line
+        lines += line
     return ResponseHead(status, bytes(lines), content_length, close)
 
 
