@@ -1,9 +1,10 @@
 """The modern-era (2026-07-28) wire: one POST is one exchange, no session.
 
 Validation follows the spec's ladder (and the SDK's helpers for it, so both agree to the letter):
-routing headers against the body (-32020), the per-request `_meta` envelope, the version (-32022),
-`Mcp-Param-*` headers against the tool's schema (`param_headers`); then the request runs through the
-SDK kernel's single-exchange driver (`_kernel.serve_one`) with an `ExchangeContext` (`exchange`).
+routing headers against the body (-32020), the per-request `_meta` envelope, the version (-32022)
+(`admission`), `Mcp-Param-*` headers against the tool's schema (`param_headers`); then the request
+runs through the SDK kernel's single-exchange driver (`_kernel.serve_one`) with an `ExchangeContext`
+(`exchange`) and the connection its envelope describes (`_kernel.envelope`, validated only if read).
 The answer is JSON unless the handler streams notifications or runs past the keep-alive interval,
 in which case the response commits to SSE. Closing the response is cancellation: a disconnect
 cancels the handler.
@@ -17,27 +18,23 @@ from typing import Any, cast
 
 from mcp.server.connection import Connection
 from mcp.server.runner import modern_error_data
-from mcp.shared.inbound import (
-    ERROR_CODE_HTTP_STATUS,
-    InboundLadderRejection,
-    InboundModernRoute,
-    classify_inbound_request,
-    find_duplicated_routing_header,
-)
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 
 from .._core.asgi import HttpRequest, Receive, Send, send_empty, send_json
-from .._core.errors import HEADER_MISMATCH, ProtocolError
-from .._core.jsonrpc import Message, RequestId, dumps, error_message, result_message
+from .._core.errors import ProtocolError
+from .._core.jsonrpc import Message, dumps, error_message, result_message
 from .._core.sse import encode_event
 from .._io.loop import Loop
 from .._io.response import ResponseWriter
 from .._io.watch import LateWatch
 from .._kernel.context import RequestObserver
+from .._kernel.envelope import EnvelopeConnection, ReadyEvent
 from .._kernel.hosting import ServerHost
 from .._kernel.runner import serve_one
+from .admission import admit, rejection
 from .exchange import ExchangeContext, InlineExchange
 from .param_headers import ParamHeaderCheck
 
@@ -64,6 +61,7 @@ class ModernEndpoint:
         self._json_response = json_response
         self._keepalive = keepalive
         self._param_headers = ParamHeaderCheck(ttl=tool_schema_ttl, clock=loop.clock)
+        self._ready = ReadyEvent()  # every exchange's connection is born ready
 
     async def post(
         self,
@@ -84,16 +82,14 @@ class ModernEndpoint:
             # the response); they are acknowledged and dropped, as the SDK does.
             await send_empty(send, 202)
             return
-        verdict = _admit(request, message, accepts_sse=accepts_sse)
+        version, client_info, client_capabilities = admit(request, message, accepts_sse=accepts_sse)
         assert message.id is not None and message.method is not None
         request_id, method = message.id, message.method
         if method == "tools/call":
-            rejection = await self._param_headers.check(request, message, host, verdict.protocol_version)
-            if rejection is not None:
-                raise _rejection(rejection, request_id)
-        connection = Connection.from_envelope(
-            verdict.protocol_version, verdict.client_info, verdict.client_capabilities
-        )
+            refused = await self._param_headers.check(request, message, host, version)
+            if refused is not None:
+                raise rejection(refused, request_id)
+        connection = EnvelopeConnection(version, client_info, client_capabilities, self._ready.get())
         dctx = ExchangeContext(
             TransportContext(kind="streamable-http", can_send_request=False, headers=request.headers),
             request_id,
@@ -155,35 +151,6 @@ class ModernEndpoint:
         return answer
 
 
-def _admit(request: HttpRequest, message: Message, *, accepts_sse: bool) -> InboundModernRoute:
-    """The spec's validation ladder for a request, up to `Mcp-Param-*`: its route (version, client
-    envelope), or a refusal raised."""
-    if message.kind != "request":
-        raise ProtocolError(
-            400,
-            "Invalid Request: clients do not send responses on this protocol version",
-            reason="response POSTed on the modern wire",
-        )
-    assert message.id is not None and message.method is not None
-    request_id, method = message.id, message.method
-    if method == "subscriptions/listen" and not accepts_sse:
-        raise ProtocolError(
-            406,
-            "Not Acceptable: subscriptions/listen answers with text/event-stream",
-            request_id=request_id,
-            reason="listen without text/event-stream",
-        )
-    duplicated = find_duplicated_routing_header(request.headers.raw_items())
-    if duplicated is not None:
-        raise ProtocolError(
-            400, f"{duplicated} header appears more than once", code=HEADER_MISMATCH, request_id=request_id
-        )
-    verdict = classify_inbound_request(message.raw, headers=request.headers)
-    if isinstance(verdict, InboundLadderRejection):
-        raise _rejection(verdict, request_id)
-    return verdict
-
-
 async def _run(
     host: ServerHost, dctx: ExchangeContext, method: str, params: dict[str, Any] | None, connection: Connection
 ) -> dict[str, Any]:
@@ -201,14 +168,3 @@ async def _send_answer(send: Send, answer: dict[str, Any]) -> None:
     code = cast("dict[str, Any]", error).get("code") if isinstance(error, dict) else None
     status = ERROR_CODE_HTTP_STATUS.get(code, 200) if isinstance(code, int) else 200
     await send_json(send, status, answer)
-
-
-def _rejection(rejection: InboundLadderRejection, request_id: RequestId) -> ProtocolError:
-    return ProtocolError(
-        ERROR_CODE_HTTP_STATUS.get(rejection.code, 400),
-        rejection.message,
-        code=rejection.code,
-        request_id=request_id,
-        data=rejection.data,
-        reason=rejection.message,
-    )
