@@ -5,7 +5,9 @@ in the runner's own `__dict__`, a runner -> method -> runner cycle. The SDK's `s
 runner per modern request, so every request left about ten objects for the cycle collector; under
 load that meant a young collection every few dozen requests, live requests promoted on each, and
 full collections (tens of ms over the SDK's import-time heap) every couple of seconds: the p99.
-Here the cached copies are dropped as soon as they are read, so a runner dies by reference count.
+Here the cached copies are dropped as soon as they are read (a session's runner), or the handler
+behind the property is read without caching it (a modern request's), so a runner dies by
+reference count.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def kernel_handlers(runner: ServerRunner[Any]) -> tuple[OnRequest, OnNotify]:
     return handlers
 
 
+def runner_request_handler(runner: ServerRunner[Any]) -> OnRequest:
+    """What `runner.on_request` returns (`tests/kernel/test_runner.py` checks it still is), uncached."""
+    return runner._on_request  # pyright: ignore[reportPrivateUsage]
+
+
 def has_teardown(connection: Connection) -> bool:
     """Whether a handler registered per-connection cleanup on `connection.exit_stack`.
 
@@ -51,9 +58,9 @@ async def serve_one(
     connection: Connection,
 ) -> dict[str, Any]:
     """One request on a born-ready connection: `mcp.server.runner.serve_one`, garbage-free."""
-    runner = ServerRunner(host.server, connection, host.state)
-    on_request = runner.on_request
-    vars(runner).pop("on_request", None)  # the cached copy (see the module docstring)
+    # Not `runner.on_request`: a `cached_property`, whose first read takes a lock (Python 3.11) and
+    # leaves a copy to drop again; the method behind it is the same handler without either.
+    on_request = runner_request_handler(ServerRunner(host.server, connection, host.state))
     try:
         return await on_request(dctx, method, params)
     finally:

@@ -19,9 +19,7 @@ from typing import Any, cast
 from mcp.server.connection import Connection
 from mcp.server.runner import modern_error_data
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
-from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp.shared.message import ServerMessageMetadata
-from mcp.shared.transport_context import TransportContext
 
 from .._core.asgi import HttpRequest, Receive, Send, send_empty, send_json
 from .._core.errors import ProtocolError
@@ -35,7 +33,7 @@ from .._kernel.envelope import EnvelopeConnection, ReadyEvent
 from .._kernel.hosting import ServerHost
 from .._kernel.runner import serve_one
 from .admission import admit, rejection
-from .exchange import ExchangeContext, InlineExchange
+from .exchange import ExchangeContext, InlineExchange, progress_token
 from .param_headers import ParamHeaderCheck
 
 __all__: list[str] = []
@@ -91,10 +89,10 @@ class ModernEndpoint:
                 raise rejection(refused, request_id)
         connection = EnvelopeConnection(version, client_info, client_capabilities, self._ready.get())
         dctx = ExchangeContext(
-            TransportContext(kind="streamable-http", can_send_request=False, headers=request.headers),
+            request.headers,
             request_id,
             ServerMessageMetadata(request_context=request, can_send_request=False),
-            progress_token_from_params(message.params),
+            progress_token(message.params),
         )
         if self._before_listen is not None and method == "subscriptions/listen":
             await self._before_listen(host)

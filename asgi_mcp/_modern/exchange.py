@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from mcp.shared.dispatcher import CallOptions
@@ -20,6 +20,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 
 from .._core.asgi import Receive
+from .._core.http import Headers
 from .._core.jsonrpc import RequestId, dumps
 from .._core.sse import KEEPALIVE, SSE_HEADERS, encode_event
 from .._io.response import ResponseWriter, wait_for_disconnect
@@ -32,15 +33,26 @@ __all__: list[str] = []
 class ExchangeContext(PeerCancellation):
     """`DispatchContext` of one modern exchange: notifications go to the response, requests are refused."""
 
-    transport: TransportContext
+    headers: Headers  # the request's: `transport` carries them, made only when a handler asks for it
     request_id: RequestId
     message_metadata: ServerMessageMetadata
     progress_token: str | int | None = None
+    _transport: TransportContext | None = None
     # The response, for an exchange that may stream (None: a JSON answer, nowhere to notify).
     writer: ResponseWriter | None = None
     committed: bool = False  # the response's SSE headers went out
     clock: Callable[[], float] | None = None
     last_write: float = 0.0  # by `clock`: when the response last took a chunk
+
+    @property
+    def transport(self) -> TransportContext:
+        # Read only by handlers (`ctx.transport`, `ctx.headers`), so not made for every request.
+        transport = self._transport
+        if transport is None:
+            transport = self._transport = TransportContext(
+                kind="streamable-http", can_send_request=False, headers=self.headers
+            )
+        return transport
 
     @property
     def can_send_request(self) -> bool:
@@ -79,6 +91,17 @@ class ExchangeContext(PeerCancellation):
         if message is not None:
             params["message"] = message
         await self.notify("notifications/progress", params)
+
+
+def progress_token(params: dict[str, Any] | None) -> str | int | None:
+    """`params._meta.progressToken` when it is a string or an integer, as the SDK's
+    `progress_token_from_params` reads it (whose mapping pattern costs four times as much) from a
+    decoded JSON body, where every object is a `dict`."""
+    meta = params.get("_meta") if params is not None else None
+    if not isinstance(meta, dict):
+        return None
+    token = cast("dict[str, Any]", meta).get("progressToken")
+    return token if isinstance(token, str | int) and not isinstance(token, bool) else None
 
 
 class InlineExchange:

@@ -24,7 +24,6 @@ from mcp.shared.inbound import (
     x_mcp_header_map,
 )
 from mcp.shared.message import ServerMessageMetadata
-from mcp.shared.transport_context import TransportContext
 
 from .._core.asgi import HttpRequest
 from .._core.jsonrpc import Message
@@ -159,7 +158,7 @@ async def _list_schemas(
             meta.get("io.modelcontextprotocol/clientCapabilities"),
         )
         dctx = ExchangeContext(
-            TransportContext(kind="streamable-http", can_send_request=False, headers=request.headers),
+            request.headers,
             "asgi-mcp-schema-lookup",
             ServerMessageMetadata(request_context=request, can_send_request=False),
         )

@@ -127,7 +127,8 @@ def test_setting_before_reading_behaves_as_the_sdk_connection() -> None:
 async def test_the_ready_event_is_made_once_and_set() -> None:
     ready = ReadyEvent()
     event = ready.get()
-    assert event.is_set() and ready.get() is event
+    assert event.is_set()
+    assert ready.get() is event
     with anyio.fail_after(5):
         await event.wait()
 

@@ -22,11 +22,12 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.runner import ServerRunner
 
 from asgi_mcp import McpApp
+from asgi_mcp._kernel.runner import runner_request_handler
 from asgi_mcp._legacy.dispatcher import SessionDispatcher
 from asgi_mcp._legacy.session import LegacySession
 from tests.kit.mcp_servers import Probe, build_server, text_of
 from tests.kit.memory import final_message, modern_post, open_session, serving, session_call
-from tests.kit.messages import call_tool
+from tests.kit.messages import MODERN, call_tool
 from tests.kit.polling import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -132,3 +133,10 @@ async def test_connection_cleanup_runs_when_a_session_ends() -> None:
         assert cleaned == []  # the session is still open
         assert (await client.delete(session_id)).status == 200
         await wait_until(lambda: cleaned == [tag])
+
+
+def test_the_runners_request_handler_is_the_one_it_publishes() -> None:
+    """`serve_one` reads the method behind `ServerRunner.on_request` (uncached): while that property
+    hands back that very method, the two are the same handler."""
+    runner = ServerRunner(build_server(), Connection.from_envelope(MODERN, None, {}), None)
+    assert runner_request_handler(runner) == runner.on_request
