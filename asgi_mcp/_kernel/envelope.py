@@ -71,7 +71,7 @@ class EnvelopeConnection(Connection):
             self._params, self._capabilities = built.client_params, built.client_capabilities
 
     @property
-    def client_params(self) -> InitializeRequestParams | None:  # pyright: ignore[reportIncompatibleVariableOverride]
+    def client_params(self) -> InitializeRequestParams | None:
         self._resolve()
         return self._params
 
@@ -84,12 +84,12 @@ class EnvelopeConnection(Connection):
             self._capabilities = value.capabilities
 
     @property
-    def client_capabilities(self) -> ClientCapabilities | None:  # pyright: ignore[reportIncompatibleVariableOverride]
+    def client_capabilities(self) -> ClientCapabilities | None:
         self._resolve()
         return self._capabilities
 
     @client_capabilities.setter
-    def client_capabilities(self, value: ClientCapabilities | None) -> None:
+    def client_capabilities(self, value: ClientCapabilities | None) -> None:  # pyright: ignore[reportIncompatibleVariableOverride]
         self._resolve()
         self._capabilities = value
 

@@ -9,7 +9,7 @@ test_admission.py` holds the two to the same verdicts over generated requests.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
@@ -78,10 +78,13 @@ def _passing_route(headers: Headers, method: str, params: dict[str, Any] | None)
     None when any might not (the classifier then gives the verdict, and the refusal's words)."""
     if params is None:
         return None
-    meta = params.get("_meta")
-    if type(meta) is not dict or CLIENT_CAPABILITIES_META_KEY not in meta:
+    raw_meta: Any = params.get("_meta")
+    if type(raw_meta) is not dict:
         return None
-    version = meta.get(PROTOCOL_VERSION_META_KEY)
+    meta = cast("dict[str, Any]", raw_meta)
+    if CLIENT_CAPABILITIES_META_KEY not in meta:
+        return None
+    version: Any = meta.get(PROTOCOL_VERSION_META_KEY)
     if version not in MODERN_PROTOCOL_VERSIONS:
         return None
     if headers.get(MCP_PROTOCOL_VERSION_HEADER) != version or headers.get(MCP_METHOD_HEADER) != method:
