@@ -218,10 +218,19 @@ def _stream_opener(unix: bool) -> _StreamOpener:
     return open_asyncio_stream
 
 
+def prepare_accepted(sock: socket.socket) -> None:
+    """Non-blocking, and for TCP no Nagle: an SSE head and its first event are separate small writes,
+    and with Nagle the second waits for the peer's delayed ACK (40 ms). (Neither wrapper sets it on
+    a socket accepted outside a listener: the accepted socket's protocol number reads 0.)"""
+    sock.setblocking(False)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 async def _handle(sock: socket.socket, open_stream: _StreamOpener, state: ServerState) -> None:
     config = state.config
     try:
-        sock.setblocking(False)
+        prepare_accepted(sock)
         stream = await open_stream(sock)
     except BaseException as exc:
         state.slots.release()

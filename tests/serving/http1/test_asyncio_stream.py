@@ -12,7 +12,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from asgi_mcp._serving.http1.server import _stream_opener
+from asgi_mcp._serving.http1.server import _stream_opener, prepare_accepted
 
 pytestmark = pytest.mark.anyio
 
@@ -89,3 +89,16 @@ async def test_a_closed_stream_refuses_to_be_used() -> None:
         await stream.aclose()
         with pytest.raises(anyio.ClosedResourceError):
             await stream.send(b"z")
+
+
+async def test_an_accepted_tcp_connection_does_not_wait_for_acks() -> None:
+    # No Nagle: an SSE head and its events are separate small writes.
+    with socket.create_server(("127.0.0.1", 0)) as listening, socket.create_connection(listening.getsockname()):
+        accepted, _ = listening.accept()
+        prepare_accepted(accepted)
+        stream = await _stream_opener(unix=False)(accepted)
+        try:
+            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            await anyio.aclose_forcefully(stream)
