@@ -9,7 +9,7 @@ request-scoped messages, the session's standalone stream for the rest. Same sema
 dispatcher (concurrent requests, peer cancellation, server-to-client requests with timeouts, the
 exception-to-wire boundary), one hop instead of four.
 
-Requests in flight are keyed by an internal id (`_core.exchanges.InFlight`), each one's lifecycle is the
+Requests in flight are held by identity (`_core.exchanges.InFlight`), each one's lifecycle is the
 exchange table there; the client's id stays on every message bound to the request.
 """
 
@@ -65,7 +65,6 @@ class RequestContext(PeerCancellation):
     # Its place among the session's requests in flight (see `_core.exchanges`); unused by notifications.
     state: ExchangeState = ExchangeState.ADMITTED
     scope: anyio.CancelScope | None = None
-    exchange_id: int = 0
     client_key: RequestId = 0
     shadowed: RequestContext | None = None
 
@@ -223,9 +222,14 @@ class SessionDispatcher:
         if self._streams.state is _CLOSED:
             raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
         dctx = RequestContext(
-            transport, request_id, metadata, self, stream, _progress_token=progress_token_from_params(params)
+            transport,
+            request_id,
+            metadata,
+            self,
+            stream,
+            _progress_token=progress_token_from_params(params),
+            scope=self._backend.create_cancel_scope(shield=shield),
         )
-        dctx.scope = self._backend.create_cancel_scope(shield=shield)
         self._in_flight.admit(dctx, request_id)
         return dctx
 

@@ -323,7 +323,7 @@ class LegacyEndpoint:
             await answer_json(stream.answer, send, message.id)
             return
         priming = await session.priming_frame(stream)
-        if session.outbound.step(LiveInput.EXCHANGE) is _REFUSE_GONE:
+        if priming is not None and session.outbound.step(LiveInput.EXCHANGE) is _REFUSE_GONE:
             # Ended while the priming event was stored (DELETE, expiry, token removal): gone now.
             raise session_not_found(message.id)
         # The handler runs here, in the request's task, writing its frames straight to this response.

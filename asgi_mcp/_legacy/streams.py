@@ -116,8 +116,13 @@ class OutboundStream:
     async def deliver(self, frame: Frame) -> None:
         writer = self.writer
         if writer is not None:
-            delivered = await writer.write(frame.encode())
-            if (frame.final or not delivered) and self.writer is writer:
+            if frame.final:
+                # The answer is the last thing its POST's response carries: it goes out with the end
+                # of the body, in one send (the POST's own `end` then finds the response ended).
+                await writer.end(frame.encode())
+            elif await writer.write(frame.encode()):
+                return
+            if self.writer is writer:
                 self._lost()
             return
         consumer = self.consumer
