@@ -233,10 +233,6 @@ class SessionDispatcher:
         self._in_flight.admit(dctx, request_id)
         return dctx
 
-    async def run_admitted(self, method: str, params: dict[str, Any] | None, dctx: RequestContext) -> None:
-        """Run an admitted request; its answer lands on its stream before this returns."""
-        await self._handle_request(method, params, dctx)
-
     def close(self) -> None:
         """The session is ending: cancel every request and notification handler still running, and
         fail the server-to-client requests still waiting for an answer. Idempotent; never awaits.
@@ -339,7 +335,8 @@ class SessionDispatcher:
                 },
             )
 
-    async def _handle_request(self, method: str, params: dict[str, Any] | None, dctx: RequestContext) -> None:
+    async def run_admitted(self, method: str, params: dict[str, Any] | None, dctx: RequestContext) -> None:
+        """Run an admitted request; its answer lands on its stream before this returns."""
         on_request = self._on_request
         started = time.perf_counter()
         outcome: dict[str, Any] | None = None
@@ -376,7 +373,8 @@ class SessionDispatcher:
         assert outcome is not None
         if self.observer is not None:
             self.observer(method, params, started, outcome)
-        await self._streams.emit(dctx.stream, outcome, final=True)
+        if not self._streams.record_answer(dctx.stream, outcome):
+            await self._streams.emit(dctx.stream, outcome, final=True)
 
     async def _handle_notification(
         self, method: str, params: dict[str, Any] | None, dctx: RequestContext, scope: anyio.CancelScope
