@@ -151,6 +151,8 @@ def is_json_content_type(content_type: str | None) -> bool:
     """`application/json` with any parameters (`charset=utf-8`), case-insensitive."""
     if content_type is None:
         return False
+    if content_type == "application/json":  # as nearly every client sends it
+        return True
     return content_type.partition(";")[0].strip().lower() == "application/json"
 
 

@@ -35,7 +35,7 @@ from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT, ErrorData
 from .._core.errors import INTERNAL_ERROR, REQUEST_CANCELLED
 from .._core.exchanges import TRANSITIONS as EXCHANGES
 from .._core.exchanges import ExchangeAction, ExchangeInput, ExchangeState, InFlight, advance
-from .._core.jsonrpc import INTERNAL_ERROR_MESSAGE, RequestId, error_message, result_message
+from .._core.jsonrpc import INTERNAL_ERROR_MESSAGE, RequestId, error_message
 from .._core.live_session import LiveAction, LiveInput, LiveState
 from .._kernel.context import PeerCancellation, RequestObserver
 from .streams import OutboundStream, SessionStreams
@@ -348,7 +348,8 @@ class SessionDispatcher:
                 try:
                     # None: admitted, then its session ended before it started; answered as closed below.
                     if on_request is not None:
-                        outcome = result_message(dctx.request_id, await on_request(dctx, method, params))
+                        result = await on_request(dctx, method, params)
+                        outcome = {"jsonrpc": "2.0", "id": dctx.request_id, "result": result}  # `result_message`
                 finally:
                     self._in_flight.release(dctx)
         except anyio.get_cancelled_exc_class():

@@ -257,8 +257,8 @@ class LegacyEndpoint:
         raw = request.headers.get("mcp-session-id")
         if raw is None:
             raise missing_session()
-        entry = self.table.lookup(check_session_id(raw), principal.owner)
-        if entry is None and self.fleet is None:
+        entry = self.table.lookup(raw, principal.owner)  # found: an id issued here, so only a miss is checked
+        if entry is None and check_session_id(raw) and self.fleet is None:  # (malformed: 400, not 404)
             raise session_not_found(request_id)
         return entry
 
