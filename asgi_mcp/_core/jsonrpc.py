@@ -23,8 +23,9 @@ Kind = Literal["request", "notification", "response", "error"]
 # not a function around it: every answer of both eras goes through it.
 dumps: Final[Callable[[Any], str]] = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 # What `json.loads` runs for a `str` once its wrappers are done (the C scanner where there is one): called
-# directly, the body is decoded without three Python calls and two whitespace matches per request.
-_scan_once: Final[Callable[[str, int], tuple[Any, int]]] = json.JSONDecoder().scan_once
+# directly, the body is decoded without three Python calls and two whitespace matches per request. (An
+# instance attribute the decoder sets up, which typeshed does not declare.)
+_scan_once: Final[Callable[[str, int], tuple[Any, int]]] = vars(json.JSONDecoder())["scan_once"]
 # JSON's whitespace (RFC 8259 §2), all that `json.loads` skips around the value.
 _JSON_WHITESPACE: Final = " \t\n\r"
 _ID_TYPES: Final = (str, int)
