@@ -170,7 +170,7 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("SDK kernel: OpenTelemetry span", "otel_span"),
     ("SDK kernel: other (context, middleware chain)", "ServerRunner._on_request"),
     ("McpApp: answer serialization + delivery (emit, dumps, Frame)", "SessionStreams.emit"),
-    ("McpApp: request task bookkeeping (_handle_request)", "SessionDispatcher._handle_request"),
+    ("McpApp: request task bookkeeping (run_admitted)", "SessionDispatcher.run_admitted"),
     ("McpApp: SSE response writes (ResponseWriter, encode_event)", "ResponseWriter."),
     ("McpApp: Host/Origin check (ipaddress parsing)", "OriginPolicy.check"),
     ("McpApp: Headers() decoding", "Headers.__init__"),

@@ -1,5 +1,5 @@
 """The requests in flight on a legacy session: each one's lifecycle as a transition table, and the
-registry that keys them by an internal id.
+registry that holds them by client id, duplicates chained.
 
     ADMITTED --start--> RUNNING --returned | aborted--> SETTLED
        |                   |
@@ -11,10 +11,11 @@ handler runs, CANCELLED when the client's `notifications/cancelled` reached it, 
 ended under it, SETTLED once its answer is decided. Each transition returns what the shell must do:
 cancel the handler's scope, or which answer to write. Anything not in the table is a bug and raises.
 
-The client's id is not a key: some clients send `"id": 1` on every request and pool one session, so two
-calls with the same id may run at once. Each exchange gets an internal id; a cancellation by client id
-reaches the newest live exchange with that id, and the older ones stay registered (the session's end
-still cancels them, and each becomes the newest again once the newer ones settle).
+The client's id alone does not name an exchange: some clients send `"id": 1` on every request and pool one
+session, so two calls with the same id may run at once. The registry keeps the newest live exchange per
+id, chained to the older ones; a cancellation by client id reaches the newest, and the older ones stay
+registered (the session's end still cancels them, and each becomes the newest again once the newer ones
+settle).
 """
 
 from __future__ import annotations
@@ -102,7 +103,6 @@ class Exchange(Protocol):
     """What the registry needs of the shell's per-request object (its own slots, no extra allocation)."""
 
     state: ExchangeState
-    exchange_id: int
     client_key: RequestId
     # The older live exchange with the same client id, if any: a chain per id, newest first.
     shadowed: Self | None
@@ -129,30 +129,36 @@ def client_key(request_id: RequestId) -> RequestId:
 
 
 class InFlight(Generic[E]):
-    """The exchanges of one session that are admitted and not yet released, by internal id."""
+    """The exchanges of one session that are admitted and not yet released: per client id, the newest
+    one, which chains to the older live ones with the same id (duplicates only). An exchange is known by
+    its identity, so two with the same client id never mix; one dict entry per live id is all the
+    per-request bookkeeping."""
 
-    __slots__ = ("_by_id", "_newest", "_next_id")
+    __slots__ = ("_newest",)
 
     def __init__(self) -> None:
-        self._by_id: dict[int, E] = {}
         self._newest: dict[RequestId, E] = {}
-        self._next_id = 0
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return sum(1 for _ in self._live())
 
     def __iter__(self) -> Iterator[E]:
-        return iter(list(self._by_id.values()))
+        return iter(list(self._live()))
+
+    def _live(self) -> Iterator[E]:
+        for exchange in self._newest.values():
+            live: E | None = exchange
+            while live is not None:
+                yield live
+                live = live.shadowed
 
     def admit(self, exchange: E, request_id: RequestId) -> None:
         """Register `exchange` (in state ADMITTED) for the client's `request_id`."""
-        self._next_id += 1
-        exchange.exchange_id = self._next_id
         # Most ids are ints, which are their own key: no call for them on the per-request path.
         key = exchange.client_key = client_key(request_id) if isinstance(request_id, str) else request_id
-        exchange.shadowed = self._newest.get(key)
-        self._newest[key] = exchange
-        self._by_id[self._next_id] = exchange
+        newest = self._newest
+        exchange.shadowed = newest.get(key)
+        newest[key] = exchange
 
     def newest(self, request_id: RequestId) -> E | None:
         """The newest live exchange the client's `request_id` names (what a cancellation reaches)."""
@@ -160,20 +166,20 @@ class InFlight(Generic[E]):
 
     def release(self, exchange: E) -> None:
         """The exchange's handler is done: take it out. Idempotent."""
-        if self._by_id.pop(exchange.exchange_id, None) is None:
-            return
         key = exchange.client_key
+        newer = self._newest.get(key)
         shadowed = exchange.shadowed
-        exchange.shadowed = None
-        newer = self._newest[key]
         if newer is exchange:
             if shadowed is None:
                 del self._newest[key]
             else:
                 self._newest[key] = shadowed
+                exchange.shadowed = None
             return
-        # A newer call with the same id is still running (duplicate ids only): unlink from the chain.
-        while newer.shadowed is not exchange:
-            assert newer.shadowed is not None
+        # Not the newest with its id (duplicate ids only): unlink it from the chain, if still in it.
+        while newer is not None:
+            if newer.shadowed is exchange:
+                newer.shadowed = shadowed
+                exchange.shadowed = None
+                return
             newer = newer.shadowed
-        newer.shadowed = shadowed

@@ -42,7 +42,10 @@ class Headers(Mapping[str, str]):
     __slots__ = ("_first", "_raw")
 
     def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
-        self._raw = [(name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t")) for name, value in raw]
+        names = _NAMES
+        self._raw = [
+            (names.get(name) or _header_name(name), value.decode("latin-1").strip(" \t")) for name, value in raw
+        ]
         first: dict[str, str] = {}
         for name, value in self._raw:
             first.setdefault(name, value)
@@ -74,6 +77,19 @@ class Headers(Mapping[str, str]):
     def __repr__(self) -> str:
         # Never show values: the Authorization header is among them.
         return f"Headers({sorted(self._first)!r})"
+
+
+# Header names decoded and lowercased once: a server sends the same few names on every request. Bounded:
+# names past the bound (a client may invent any) are decoded each time, as all were before.
+_NAMES: Final[dict[bytes, str]] = {}
+_NAMES_KEPT: Final = 256
+
+
+def _header_name(raw: bytes) -> str:
+    name = raw.decode("latin-1").lower()
+    if len(_NAMES) < _NAMES_KEPT:
+        _NAMES[raw] = name
+    return name
 
 
 def era_of(version_header: str | None) -> tuple[Era, str]:
@@ -135,6 +151,8 @@ def is_json_content_type(content_type: str | None) -> bool:
     """`application/json` with any parameters (`charset=utf-8`), case-insensitive."""
     if content_type is None:
         return False
+    if content_type == "application/json":  # as nearly every client sends it
+        return True
     return content_type.partition(";")[0].strip().lower() == "application/json"
 
 

@@ -35,6 +35,12 @@ def _is_loopback_host(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1024)
+def _names_loopback(host_header: str) -> bool:
+    """Whether a `Host` header (`host[:port]`) names a loopback host; cached as `_is_loopback_host`."""
+    return _is_loopback_host(_split_host(host_header)[0])
+
+
 def _split_host(value: str) -> tuple[str, str | None]:
     """`host[:port]` (IPv6 in brackets) into its parts.
 
@@ -108,7 +114,7 @@ class OriginPolicy:
         if self.allowed_hosts is not None:
             if host is None or not _matches(host, self.allowed_hosts):
                 raise _refused(421, "Invalid Host header", "Host header not in allowed_hosts")
-        elif loopback_bind and (host is None or not _is_loopback_host(_split_host(host)[0])):
+        elif loopback_bind and (host is None or not _names_loopback(host)):
             raise _refused(421, "Invalid Host header", "non-loopback Host on a loopback-bound server")
         if origin is None:
             return  # not a browser request (or a same-origin GET): nothing to validate

@@ -24,11 +24,16 @@ class SessionState(enum.Enum):
     DRAINING = "draining"
     CLOSED = "closed"
 
+    # Members are singletons: identity hashing keeps a lookup (`ADDRESSABLE`, per request) C-level.
+    __hash__ = object.__hash__
+
 
 class SessionInput(enum.Enum):
     INITIALIZED = "initialized"
     DRAIN = "drain"
     CLOSE = "close"
+
+    __hash__ = object.__hash__
 
 
 TRANSITIONS: Final[dict[tuple[SessionState, SessionInput], SessionState]] = {

@@ -9,7 +9,7 @@ request-scoped messages, the session's standalone stream for the rest. Same sema
 dispatcher (concurrent requests, peer cancellation, server-to-client requests with timeouts, the
 exception-to-wire boundary), one hop instead of four.
 
-Requests in flight are keyed by an internal id (`_core.exchanges.InFlight`), each one's lifecycle is the
+Requests in flight are held by identity (`_core.exchanges.InFlight`), each one's lifecycle is the
 exchange table there; the client's id stays on every message bound to the request.
 """
 
@@ -35,7 +35,7 @@ from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT, ErrorData
 from .._core.errors import INTERNAL_ERROR, REQUEST_CANCELLED
 from .._core.exchanges import TRANSITIONS as EXCHANGES
 from .._core.exchanges import ExchangeAction, ExchangeInput, ExchangeState, InFlight, advance
-from .._core.jsonrpc import INTERNAL_ERROR_MESSAGE, RequestId, error_message, result_message
+from .._core.jsonrpc import INTERNAL_ERROR_MESSAGE, RequestId, error_message
 from .._core.live_session import LiveAction, LiveInput, LiveState
 from .._kernel.context import PeerCancellation, RequestObserver
 from .streams import OutboundStream, SessionStreams
@@ -65,7 +65,6 @@ class RequestContext(PeerCancellation):
     # Its place among the session's requests in flight (see `_core.exchanges`); unused by notifications.
     state: ExchangeState = ExchangeState.ADMITTED
     scope: anyio.CancelScope | None = None
-    exchange_id: int = 0
     client_key: RequestId = 0
     shadowed: RequestContext | None = None
 
@@ -223,15 +222,16 @@ class SessionDispatcher:
         if self._streams.state is _CLOSED:
             raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
         dctx = RequestContext(
-            transport, request_id, metadata, self, stream, _progress_token=progress_token_from_params(params)
+            transport,
+            request_id,
+            metadata,
+            self,
+            stream,
+            _progress_token=progress_token_from_params(params),
+            scope=self._backend.create_cancel_scope(shield=shield),
         )
-        dctx.scope = self._backend.create_cancel_scope(shield=shield)
         self._in_flight.admit(dctx, request_id)
         return dctx
-
-    async def run_admitted(self, method: str, params: dict[str, Any] | None, dctx: RequestContext) -> None:
-        """Run an admitted request; its answer lands on its stream before this returns."""
-        await self._handle_request(method, params, dctx)
 
     def close(self) -> None:
         """The session is ending: cancel every request and notification handler still running, and
@@ -335,7 +335,8 @@ class SessionDispatcher:
                 },
             )
 
-    async def _handle_request(self, method: str, params: dict[str, Any] | None, dctx: RequestContext) -> None:
+    async def run_admitted(self, method: str, params: dict[str, Any] | None, dctx: RequestContext) -> None:
+        """Run an admitted request; its answer lands on its stream before this returns."""
         on_request = self._on_request
         started = time.perf_counter()
         outcome: dict[str, Any] | None = None
@@ -347,7 +348,8 @@ class SessionDispatcher:
                 try:
                     # None: admitted, then its session ended before it started; answered as closed below.
                     if on_request is not None:
-                        outcome = result_message(dctx.request_id, await on_request(dctx, method, params))
+                        result = await on_request(dctx, method, params)
+                        outcome = {"jsonrpc": "2.0", "id": dctx.request_id, "result": result}  # `result_message`
                 finally:
                     self._in_flight.release(dctx)
         except anyio.get_cancelled_exc_class():
@@ -372,7 +374,8 @@ class SessionDispatcher:
         assert outcome is not None
         if self.observer is not None:
             self.observer(method, params, started, outcome)
-        await self._streams.emit(dctx.stream, outcome, final=True)
+        if not self._streams.record_answer(dctx.stream, outcome):
+            await self._streams.emit(dctx.stream, outcome, final=True)
 
     async def _handle_notification(
         self, method: str, params: dict[str, Any] | None, dctx: RequestContext, scope: anyio.CancelScope

@@ -104,10 +104,12 @@ class LegacyEndpoint:
             self._wake(deadline)
 
     def finish_exchange(self, entry: SessionEntry[LegacySession]) -> None:
-        """An exchange of the session ended; a session draining for a removed tenant may end with it."""
+        """An exchange ended (a session draining for a removed tenant may end with it); the reaper hears
+        of a deadline queued now, never again of one it already knows."""
+        queued = entry.queued_deadline
         if self.table.end(entry, self._loop.clock()):
             self.end_session(entry.session_id, "token_removed")
-        elif entry.queued_deadline is not None:
+        elif entry.queued_deadline != queued:
             self.wake(entry.queued_deadline)
 
     def count_for(self, tenant_id: str) -> int:
@@ -255,8 +257,8 @@ class LegacyEndpoint:
         raw = request.headers.get("mcp-session-id")
         if raw is None:
             raise missing_session()
-        entry = self.table.lookup(check_session_id(raw), principal.owner)
-        if entry is None and self.fleet is None:
+        entry = self.table.lookup(raw, principal.owner)  # found: an id issued here, so only a miss is checked
+        if entry is None and check_session_id(raw) and self.fleet is None:  # (malformed: 400, not 404)
             raise session_not_found(request_id)
         return entry
 
@@ -315,15 +317,14 @@ class LegacyEndpoint:
             # Shielded: in this era a dropped connection is not a cancellation (the handler still
             # finishes); `notifications/cancelled` and the session's end cancel it from inside. The
             # request's scope is the shield: a JSON answer is only recorded, with no await to guard.
-            await session.dispatcher.run_request(
-                message.id, message.method, message.params, stream, metadata, transport, shield=True
-            )
+            admitted = session.dispatcher.admit(message.id, message.params, stream, metadata, transport, shield=True)
+            await session.dispatcher.run_admitted(message.method, message.params, admitted)
             # A request cancelled meanwhile (its server is cancelling it) writes nothing more.
             await self._loop.backend.checkpoint_if_cancelled()
             await answer_json(stream.answer, send, message.id)
             return
         priming = await session.priming_frame(stream)
-        if session.outbound.step(LiveInput.EXCHANGE) is _REFUSE_GONE:
+        if priming is not None and session.outbound.step(LiveInput.EXCHANGE) is _REFUSE_GONE:
             # Ended while the priming event was stored (DELETE, expiry, token removal): gone now.
             raise session_not_found(message.id)
         # The handler runs here, in the request's task, writing its frames straight to this response.
@@ -364,8 +365,8 @@ class LegacyEndpoint:
             stream = session.outbound.new_stream(json_only=True)
             metadata, transport = request_metadata(request, session, stream, can_send=False)
             await session.dispatcher.run_request(message.id, "initialize", message.params, stream, metadata, transport)
-            frame = stream.answer
-            answer = json.loads(frame.data) if frame is not None else None
+            text = stream.answer
+            answer = json.loads(text) if text is not None else None
             if session.closed:
                 # Ended while opening (its token was removed or updated): an answer may have come
                 # first, but there is no session left to activate.
@@ -385,10 +386,7 @@ class LegacyEndpoint:
             if self._on_created is not None:
                 self._on_created(entry)
             headers = [(SESSION_HEADER, session_id.encode())]
-            if json_mode:
-                await send_json_text(send, frame.data if frame is not None else "", headers)
-            else:
-                await send_sse_once(send, frame.data if frame is not None else "", headers)
+            await (send_json_text if json_mode else send_sse_once)(send, text or "", headers)
         except BaseException:
             self.end_session(session_id, "initialize_failed")
             raise

@@ -41,6 +41,9 @@ STREAM_BUFFER: Final = 16
 
 _DELIVER: Final = StreamAction.DELIVER
 _RELEASE: Final = StreamAction.RELEASE
+_RECORD: Final = StreamAction.RECORD
+_AWAITING: Final = StreamState.AWAITING
+_FINAL: Final = StreamInput.FINAL
 
 
 class Frame(NamedTuple):
@@ -69,8 +72,9 @@ class OutboundStream:
         self.state = StreamState.AWAITING if json_only else StreamState.DETACHED
         self.consumer: MemoryObjectSendStream[Frame] | None = None
         self.writer: ResponseWriter | None = None
-        # A JSON exchange's answer, kept here for the request that runs it: no connection to feed.
-        self.answer: Frame | None = None
+        # A JSON exchange's answer (its JSON text), kept here for the request that runs it: no connection
+        # to feed.
+        self.answer: str | None = None
 
     def step(self, event: StreamInput) -> StreamAction:
         self.state, action = STREAMS[self.state, event]
@@ -116,8 +120,13 @@ class OutboundStream:
     async def deliver(self, frame: Frame) -> None:
         writer = self.writer
         if writer is not None:
-            delivered = await writer.write(frame.encode())
-            if (frame.final or not delivered) and self.writer is writer:
+            if frame.final:
+                # The answer is the last thing its POST's response carries: it goes out with the end
+                # of the body, in one send (the POST's own `end` then finds the response ended).
+                await writer.end(frame.encode())
+            elif await writer.write(frame.encode()):
+                return
+            if self.writer is writer:
                 self._lost()
             return
         consumer = self.consumer
@@ -189,14 +198,26 @@ class SessionStreams:
         self.by_id[stream.store_id] = stream
         return stream
 
+    def record_answer(self, stream: OutboundStream, message: dict[str, Any]) -> bool:
+        """A request's answer on a JSON answer's stream, kept for the request that ran it (it answers
+        inline, once the handler returns): no await. False for any other stream (see `emit`)."""
+        if stream.state is not _AWAITING:
+            return False
+        stream.state, action = STREAMS[_AWAITING, _FINAL]
+        if action is _RECORD:
+            stream.answer = dumps(message)
+        return True
+
     async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None:
         """Send one message on `stream`: stored first (for replay), then delivered if a client is attached
         (without an id when it could not be stored)."""
         event = StreamInput.FINAL if final else StreamInput.MESSAGE
-        if stream.state is StreamState.AWAITING:
-            # A JSON answer: answered by the request that ran it (inline), once the handler returns.
-            if stream.step(event) is StreamAction.RECORD:
-                stream.answer = Frame(None, dumps(message), True)
+        if stream.state is _AWAITING:
+            # A JSON answer carries nothing but its answer (`record_answer`): the rest has nowhere to go.
+            if final:
+                self.record_answer(stream, message)
+            else:
+                stream.step(event)
             return
         data = dumps(message)
         event_id = None

@@ -1,5 +1,5 @@
 """The exchange table and the in-flight registry (`_core.exchanges`): every (state, input) pair is either
-in the table or a bug, and the registry keys requests by an internal id while cancellations by the
+in the table or a bug, and the registry tells requests apart by identity while cancellations by the
 client's id reach the newest live one."""
 
 from __future__ import annotations
@@ -104,7 +104,6 @@ def _first(events: list[ExchangeInput], a: ExchangeInput, b: ExchangeInput) -> b
 @dataclass(eq=False)
 class _Record:
     state: ExchangeState = S.ADMITTED
-    exchange_id: int = 0
     client_key: RequestId = 0
     shadowed: _Record | None = None
 
@@ -115,12 +114,12 @@ def test_client_key_correlates_as_the_sdk_does() -> None:
     assert client_key(" 7 ") == 7  # int() is lenient; so is the SDK's coerce_request_id
 
 
-def test_duplicate_ids_each_get_an_internal_id_and_the_newest_is_cancelled() -> None:
+def test_duplicate_ids_stay_distinct_and_the_newest_is_cancelled() -> None:
     in_flight: InFlight[_Record] = InFlight()
     older, newer = _Record(), _Record()
     in_flight.admit(older, 1)
     in_flight.admit(newer, "1")
-    assert older.exchange_id != newer.exchange_id
+    assert set(in_flight) == {older, newer}
     assert len(in_flight) == 2
     assert in_flight.newest(1) is newer
     in_flight.release(newer)
@@ -157,8 +156,9 @@ def test_registry_matches_a_model(operations: list[tuple[bool, int, int]]) -> No
         else:
             _, record = live.pop(pick % len(live))
             in_flight.release(record)
+            in_flight.release(record)  # idempotent, whatever else is live with its id
         for key in range(4):
             same = [record for rid, record in live if rid == key]
             assert in_flight.newest(key) is (same[-1] if same else None)
         assert set(in_flight) == {record for _, record in live}
-        assert len({record.exchange_id for _, record in live}) == len(live)
+        assert len(in_flight) == len(live)

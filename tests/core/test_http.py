@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from asgi_mcp import Headers, ProtocolError
+from asgi_mcp._core import http
 from asgi_mcp._core.errors import UNSUPPORTED_PROTOCOL_VERSION
 from asgi_mcp._core.http import (
     LEGACY_VERSIONS,
@@ -123,6 +124,17 @@ class TestHeaders:
         assert headers["mcp-protocol-version"] == "2025-11-25"
         assert headers.getlist("x-list") == ["a, b"]
         assert headers.raw_items() == [("mcp-protocol-version", "2025-11-25"), ("x-list", "a, b")]
+
+    def test_names_read_the_same_once_the_decoded_ones_are_kept_and_past_their_bound(self) -> None:
+        # Decoded names are kept for the next request, up to a bound: past it, invented names are
+        # decoded each time, never kept, and read the same.
+        invented = [(f"X-Invented-{n}".encode(), b"v") for n in range(2 * http._NAMES_KEPT)]
+        for _ in range(2):
+            headers = Headers([(b"Content-Type", b"application/json"), *invented])
+            assert headers["content-type"] == "application/json"
+            assert headers.get(f"x-invented-{2 * http._NAMES_KEPT - 1}") == "v"
+            assert len(headers) == 1 + len(invented)
+        assert len(http._NAMES) == http._NAMES_KEPT
 
     def test_repr_never_shows_values(self) -> None:
         headers = Headers([(b"authorization", b"Bearer top-secret")])

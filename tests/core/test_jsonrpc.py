@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from asgi_mcp import ProtocolError
 from asgi_mcp._core.errors import INVALID_REQUEST, PARSE_ERROR
-from asgi_mcp._core.jsonrpc import classify, dumps, error_message, parse_body
+from asgi_mcp._core.jsonrpc import _loads, classify, dumps, error_message, parse_body
 
 
 def parse(obj: Any) -> Any:
@@ -118,6 +118,37 @@ def test_arbitrary_bytes_never_escape_as_anything_but_protocol_errors(body: byte
     except ProtocolError as error:
         outcome = (error.status, error.code)
     assert outcome in {"request", "notification", "response", "error", (400, PARSE_ERROR), (400, INVALID_REQUEST)}
+
+
+_JSON_TEXT = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=8,
+).map(json.dumps)
+
+
+@given(
+    st.one_of(
+        _JSON_TEXT,
+        st.tuples(
+            st.sampled_from(["", " ", "\t\n", "\r ", "\ufeff", "\x0c", "\xa0"]), _JSON_TEXT, st.text(max_size=3)
+        ).map("".join),
+        st.text(max_size=12),
+    )
+)
+def test_decoding_accepts_and_refuses_exactly_what_json_loads_does(text: str) -> None:
+    """The body is decoded by the scanner `json.loads` uses, without its wrappers: the same values,
+    the same refusals, whatever surrounds the value (JSON whitespace, other spaces, trailing data)."""
+    try:
+        expected: object = json.loads(text)
+    except ValueError:
+        expected = ValueError
+    try:
+        decoded: object = _loads(text)
+    except ValueError:
+        decoded = ValueError
+    # NaN is the one value unequal to itself: compare the texts they encode to.
+    assert json.dumps(decoded, default=repr) == json.dumps(expected, default=repr)
 
 
 def test_dumps_is_compact_and_keeps_unicode() -> None:

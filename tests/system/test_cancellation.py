@@ -355,7 +355,7 @@ async def test_cancelled_while_initialize_runs(monkeypatch: pytest.MonkeyPatch) 
     """initialize's handler is still running (the session is OPENING) when the request is cancelled:
     the session was never announced, so it ends silently, and its slot is free again."""
     entered = anyio.Event()
-    original = SessionDispatcher._handle_request
+    original = SessionDispatcher.run_admitted
 
     async def slow_initialize(self: SessionDispatcher, method: str, *args: Any) -> None:
         if method == "initialize":
@@ -363,7 +363,7 @@ async def test_cancelled_while_initialize_runs(monkeypatch: pytest.MonkeyPatch) 
             await anyio.sleep_forever()
         await original(self, method, *args)
 
-    monkeypatch.setattr(SessionDispatcher, "_handle_request", slow_initialize)
+    monkeypatch.setattr(SessionDispatcher, "run_admitted", slow_initialize)
     lifespans = Lifespans()
     app = simple_app(lifespans=lifespans, max_sessions=1)
     async with serving(app, lifespans) as h:
@@ -371,7 +371,7 @@ async def test_cancelled_while_initialize_runs(monkeypatch: pytest.MonkeyPatch) 
         await h.check(live=0)
         assert h.recorder.of("session_created") == []
         assert h.recorder.of("session_ended") == []
-        monkeypatch.setattr(SessionDispatcher, "_handle_request", original)
+        monkeypatch.setattr(SessionDispatcher, "run_admitted", original)
         await h.open_session()  # the one slot (max_sessions=1) was given back
         await h.check(live=1)
 
