@@ -95,12 +95,15 @@ class InMemoryRateLimitStore:
         except KeyError:
             held = self._resolve(tenant_id, route, now)
         for bucket in held:  # `_take_in_order`, inline: this runs on every limited request
-            tokens = bucket.tokens
-            if now > bucket.updated:
-                tokens += (now - bucket.updated) * bucket.per_second
-                if tokens > bucket.burst:
-                    tokens = bucket.burst
+            updated = bucket.updated
+            if now > updated:
+                tokens = bucket.tokens + (now - updated) * bucket.per_second
                 bucket.updated = now
+                if tokens >= bucket.burst:  # full again: take from a full bucket
+                    bucket.tokens = bucket.burst - 1.0
+                    continue
+            else:
+                tokens = bucket.tokens
             if tokens >= 1.0:
                 bucket.tokens = tokens - 1.0
                 continue
@@ -180,12 +183,15 @@ def _take_in_order(held: Sequence[HeldBucket], now: float) -> tuple[str, float] 
     one gave a token, else the refusing bucket's limit name and its wait. `_core.token_bucket.take`'s
     arithmetic, inline, on floats only (`take_route_now` has the same loop)."""
     for bucket in held:
-        tokens = bucket.tokens
-        if now > bucket.updated:
-            tokens += (now - bucket.updated) * bucket.per_second
-            if tokens > bucket.burst:
-                tokens = bucket.burst
+        updated = bucket.updated
+        if now > updated:
+            tokens = bucket.tokens + (now - updated) * bucket.per_second
             bucket.updated = now
+            if tokens >= bucket.burst:  # full again: take from a full bucket
+                bucket.tokens = bucket.burst - 1.0
+                continue
+        else:
+            tokens = bucket.tokens
         if tokens >= 1.0:
             bucket.tokens = tokens - 1.0
             continue
