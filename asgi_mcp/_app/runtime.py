@@ -285,9 +285,10 @@ def tool_observer(
     def observe(method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
         if method != "tools/call":
             return
-        # `Auditor.active`, inline (this runs per tool call); the client info is read only for a record.
+        # `Auditor.active` (the operations' hub is this one), inline: this runs per tool call. The
+        # client info is read only for a record.
         if operations is not None and (
-            operations.hub.subscriptions.get("audit") or audit_logger.isEnabledFor(logging.INFO)
+            hub.subscriptions.get("audit") or audit_logger.isEnabledFor(logging.INFO)
         ):
             info = client() if client is not None else _modern_client(params)
             operations.tool_called(tenant_id, session_id, info, params, outcome, time.perf_counter() - started)

@@ -17,10 +17,9 @@ one method and tool, `_tenancy.limits`) once and then takes from the same object
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
-from .._core.token_bucket import Bucket, Rate, take
+from .._core.token_bucket import Rate
 
 __all__ = ["InMemoryRateLimitStore", "RateLimitStore"]
 
@@ -54,18 +53,46 @@ class BucketRoute(Hashable, Protocol):
     def buckets(self) -> tuple[tuple[str, Rate], ...]: ...
 
 
-@dataclass(slots=True, eq=False)
-class HeldBucket(Bucket):
-    """A bucket in memory, with what taking from it needs at hand: its rate's figures as floats (the
-    per-request arithmetic then compares no int with a float) and its limit name for a refusal."""
+class HeldBucket:
+    """A bucket in memory: `_core.token_bucket`'s state (`tokens` left at `updated`, same arithmetic)
+    and, kept with it, `full_at`, when it is full again: taking from a full bucket, the usual state
+    of a generous limit, is then one comparison and three stores. The rate's figures are at hand as
+    floats (no int meets a float in the arithmetic), and the limit name for a refusal."""
 
-    limit_name: str
-    rate: Rate
-    burst: float
-    per_second: float
+    __slots__ = ("after_full", "burst", "full_at", "interval", "limit_name", "per_second", "rate", "tokens", "updated")
+
+    def __init__(self, limit_name: str, rate: Rate, now: float) -> None:
+        self.limit_name = limit_name
+        self.tokens, self.updated = float(rate.burst), now
+        self.use_rate(rate)
 
     def use_rate(self, rate: Rate) -> None:
+        """Refill at `rate` from now on (the tenant's limits changed); a fuller bucket than its new
+        burst is full."""
         self.rate, self.burst, self.per_second = rate, float(rate.burst), rate.per_second
+        self.after_full = self.burst - 1.0  # what a take from a full bucket leaves
+        self.interval = 1.0 / rate.per_second  # one token's refill
+        self.tokens = min(self.tokens, self.burst)
+        self.full_at = self.updated + (self.burst - self.tokens) / self.per_second
+
+    def take(self, now: float) -> float:
+        """`_core.token_bucket.take`: 0.0 when a token was taken, else the seconds to wait (nothing
+        taken). `InMemoryRateLimitStore.take_route_now` has the first lines inline."""
+        if now >= self.full_at:
+            self.tokens, self.updated, self.full_at = self.after_full, now, now + self.interval
+            return 0.0
+        tokens = self.tokens
+        if now > self.updated:
+            tokens += (now - self.updated) * self.per_second
+            if tokens > self.burst:  # `full_at` rounded the other way
+                tokens = self.burst
+            self.updated = now
+        if tokens >= 1.0:
+            self.tokens = tokens = tokens - 1.0
+            self.full_at = self.updated + (self.burst - tokens) / self.per_second
+            return 0.0
+        self.tokens = tokens
+        return (1.0 - tokens) / self.per_second
 
 
 class InMemoryRateLimitStore:
@@ -83,7 +110,7 @@ class InMemoryRateLimitStore:
         self._sweeps = 0
 
     def take_now(self, tenant_id: str, limit_name: str, rate: Rate, now: float) -> float:
-        return take(self._held(tenant_id, limit_name, rate, now), rate, now)
+        return self._held(tenant_id, limit_name, rate, now).take(now)
 
     async def take(self, tenant_id: str, limit_name: str, rate: Rate, now: float) -> float:
         return self.take_now(tenant_id, limit_name, rate, now)
@@ -94,21 +121,13 @@ class InMemoryRateLimitStore:
             held = self._routes[tenant_id][route]
         except KeyError:
             held = self._resolve(tenant_id, route, now)
-        for bucket in held:  # `_take_in_order`, inline: this runs on every limited request
-            updated = bucket.updated
-            if now > updated:
-                tokens = bucket.tokens + (now - updated) * bucket.per_second
-                bucket.updated = now
-                if tokens >= bucket.burst:  # full again: take from a full bucket
-                    bucket.tokens = bucket.burst - 1.0
-                    continue
-            else:
-                tokens = bucket.tokens
-            if tokens >= 1.0:
-                bucket.tokens = tokens - 1.0
+        for bucket in held:  # `HeldBucket.take`, inline: this runs on every limited request
+            if now >= bucket.full_at:
+                bucket.tokens, bucket.updated, bucket.full_at = bucket.after_full, now, now + bucket.interval
                 continue
-            bucket.tokens = tokens
-            return bucket.limit_name, (1.0 - tokens) / bucket.per_second
+            wait = bucket.take(now)
+            if wait > 0.0:
+                return bucket.limit_name, wait
         return None
 
     def take_all_now(self, tenant_id: str, buckets: Sequence[tuple[str, Rate]], now: float) -> tuple[str, float] | None:
@@ -159,8 +178,7 @@ class InMemoryRateLimitStore:
     def _new(self, tenant_id: str, limit_name: str, rate: Rate, now: float) -> HeldBucket:
         if self._count >= self._sweep_at:
             self._sweep(now)
-        burst = float(rate.burst)
-        bucket = HeldBucket(burst, now, limit_name, rate, burst, rate.per_second)
+        bucket = HeldBucket(limit_name, rate, now)
         self._buckets.setdefault(tenant_id, {})[limit_name] = bucket
         self._count += 1
         return bucket
@@ -170,7 +188,7 @@ class InMemoryRateLimitStore:
         self._routes.clear()  # they may hold dropped buckets
         for tenant_id, held_buckets in list(self._buckets.items()):
             for name, bucket in list(held_buckets.items()):
-                if bucket.tokens + (now - bucket.updated) * bucket.per_second >= bucket.burst:
+                if now >= bucket.full_at:
                     del held_buckets[name]
             if not held_buckets:
                 del self._buckets[tenant_id]
@@ -180,21 +198,9 @@ class InMemoryRateLimitStore:
 
 def _take_in_order(held: Sequence[HeldBucket], now: float) -> tuple[str, float] | None:
     """Take one token from each bucket in order, stopping at the first with none: None when every
-    one gave a token, else the refusing bucket's limit name and its wait. `_core.token_bucket.take`'s
-    arithmetic, inline, on floats only (`take_route_now` has the same loop)."""
+    one gave a token, else the refusing bucket's limit name and its wait."""
     for bucket in held:
-        updated = bucket.updated
-        if now > updated:
-            tokens = bucket.tokens + (now - updated) * bucket.per_second
-            bucket.updated = now
-            if tokens >= bucket.burst:  # full again: take from a full bucket
-                bucket.tokens = bucket.burst - 1.0
-                continue
-        else:
-            tokens = bucket.tokens
-        if tokens >= 1.0:
-            bucket.tokens = tokens - 1.0
-            continue
-        bucket.tokens = tokens
-        return bucket.limit_name, (1.0 - tokens) / bucket.per_second
+        wait = bucket.take(now)
+        if wait > 0.0:
+            return bucket.limit_name, wait
     return None
