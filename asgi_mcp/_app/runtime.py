@@ -287,9 +287,7 @@ def tool_observer(
             return
         # `Auditor.active` (the operations' hub is this one), inline: this runs per tool call. The
         # client info is read only for a record.
-        if operations is not None and (
-            hub.subscriptions.get("audit") or audit_logger.isEnabledFor(logging.INFO)
-        ):
+        if operations is not None and (hub.subscriptions.get("audit") or audit_logger.isEnabledFor(logging.INFO)):
             info = client() if client is not None else _modern_client(params)
             operations.tool_called(tenant_id, session_id, info, params, outcome, time.perf_counter() - started)
         if not hub.has_listeners("tool_called"):
