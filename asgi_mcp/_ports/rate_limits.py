@@ -9,14 +9,15 @@ clock instead, as long as it is one clock for every worker.
 A store may offer `take_all` (every bucket of a request, narrowest first, stopping at the first
 refusal): the limiter then makes one call per request instead of one per bucket, which for a remote
 store is one round trip. The in-memory store also takes synchronously, so a request pays no await
-for its limits: `take_now` (one bucket), `take_all_now` (a request's buckets) and `take_route_now`,
-the limiter's per-request call, which finds a request's buckets by its route (a tenant's limits for
-one method and tool, `_tenancy.limits`) once and then takes from the same objects every time.
+for its limits: `take_now` (one bucket), `take_all_now` (a request's buckets) and `take_route_now`.
+A route (a tenant's limits for one method and tool, `_tenancy.limits`) names a request's buckets:
+the store finds a tenant's buckets of a route once (`route_buckets`, then `routes`), and the
+limiter takes from those same objects on every request of that kind, with no call into the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Final, Protocol, runtime_checkable
 
 from .._core.token_bucket import Rate
@@ -77,7 +78,7 @@ class HeldBucket:
 
     def take(self, now: float) -> float:
         """`_core.token_bucket.take`: 0.0 when a token was taken, else the seconds to wait (nothing
-        taken). `InMemoryRateLimitStore.take_route_now` has the first lines inline."""
+        taken). `_tenancy.limits.Limiter.limit` has the first lines inline."""
         if now >= self.full_at:
             self.tokens, self.updated, self.full_at = self.after_full, now, now + self.interval
             return 0.0
@@ -105,6 +106,8 @@ class InMemoryRateLimitStore:
         # By tenant, then route: the route's buckets, resolved. An entry holds live buckets only:
         # a tenant's entries go when one of its buckets is dropped or changes rate.
         self._routes: dict[str, dict[BucketRoute, tuple[HeldBucket, ...]]] = {}
+        # Read-only: the limiter looks a request's buckets up here and takes from them itself.
+        self.routes: Mapping[str, Mapping[BucketRoute, tuple[HeldBucket, ...]]] = self._routes
         self._count = 0
         self._sweep_at = _SWEEP_AT
         self._sweeps = 0
@@ -116,19 +119,21 @@ class InMemoryRateLimitStore:
         return self.take_now(tenant_id, limit_name, rate, now)
 
     def take_route_now(self, tenant_id: str, route: BucketRoute, now: float) -> tuple[str, float] | None:
-        """`take_all_now` of the route's buckets: the limiter's call, once per limited request."""
-        try:
-            held = self._routes[tenant_id][route]
-        except KeyError:
-            held = self._resolve(tenant_id, route, now)
-        for bucket in held:  # `HeldBucket.take`, inline: this runs on every limited request
-            if now >= bucket.full_at:
-                bucket.tokens, bucket.updated, bucket.full_at = bucket.after_full, now, now + bucket.interval
-                continue
-            wait = bucket.take(now)
-            if wait > 0.0:
-                return bucket.limit_name, wait
-        return None
+        """`take_all_now` of the route's buckets (`route_buckets`)."""
+        return _take_in_order(self.route_buckets(tenant_id, route, now), now)
+
+    def route_buckets(self, tenant_id: str, route: BucketRoute, now: float) -> tuple[HeldBucket, ...]:
+        """The tenant's buckets of `route`, in its order (made full where missing): found once, then
+        kept in `routes` until one of them is dropped or changes rate."""
+        routes = self._routes.get(tenant_id)
+        held = routes.get(route) if routes is not None else None
+        if held is None:
+            held = self._held_all(tenant_id, route.buckets, now)
+            routes = self._routes.setdefault(tenant_id, {})
+            if len(routes) >= _ROUTES_PER_TENANT:
+                routes.clear()
+            routes[route] = held
+        return held
 
     def take_all_now(self, tenant_id: str, buckets: Sequence[tuple[str, Rate]], now: float) -> tuple[str, float] | None:
         """`take_all`, synchronously."""
@@ -166,14 +171,6 @@ class InMemoryRateLimitStore:
             held = tuple(self._held(tenant_id, name, rate, now) for name, rate in buckets)
             if self._sweeps == sweeps:  # else a sweep (making room for a new one) may have dropped one
                 return held
-
-    def _resolve(self, tenant_id: str, route: BucketRoute, now: float) -> tuple[HeldBucket, ...]:
-        held = self._held_all(tenant_id, route.buckets, now)
-        routes = self._routes.setdefault(tenant_id, {})
-        if len(routes) >= _ROUTES_PER_TENANT:
-            routes.clear()
-        routes[route] = held
-        return held
 
     def _new(self, tenant_id: str, limit_name: str, rate: Rate, now: float) -> HeldBucket:
         if self._count >= self._sweep_at:

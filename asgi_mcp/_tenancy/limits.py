@@ -8,9 +8,11 @@ are keyed by tenant id (a token's rotation keeps them). A tenant's limits come f
 `RateLimits.tenants[tenant_id]`, the plan it was registered with (`Tenants.add(..., plan=...)`) in
 `RateLimits.plans`, `RateLimits.default`.
 
-With the in-memory store the check is one synchronous call (`take_all_now`); a remote store is
-awaited, once per request when it offers `take_all` (the Redis store does: one script). A tenant
-with no limit on the request's method makes no call at all.
+Per request the app calls `Limiter.limit` (one per app, `RateLimits.limiter`). Which buckets a
+request takes from is worked out once per limits, method and limited tool (a `LimitRoute`). With the
+in-memory store the take is one synchronous call (`take_route_now`, which finds the tenant's buckets
+for a route once); a remote store is awaited, once per request when it offers `take_all` (the Redis
+store does: one script). A tenant with no limit on the request's method makes no call at all.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .._auth.principal import Principal
 from .._core.errors import TooManyRequests
 from .._core.jsonrpc import Message
 from .._core.token_bucket import Rate, retry_after_header
-from .._ports.rate_limits import InMemoryRateLimitStore, RateLimitStore
+from .._ports.rate_limits import HeldBucket, InMemoryRateLimitStore, RateLimitStore
 
 if TYPE_CHECKING:
     from .tenants import Tenants
@@ -135,10 +137,9 @@ class RateLimits:
 
     def _use(self, store: RateLimitStore) -> None:
         self.store: RateLimitStore = store
-        # A store with a synchronous take (the in-memory one) is asked without an await; its
-        # `take_route_now` takes all of a request's buckets in one call.
-        take_route_now: _TakeRouteNow | None = getattr(store, "take_route_now", None)
-        self._take_route_now = take_route_now if callable(take_route_now) else None
+        # The in-memory store is asked without an await, and the limiter takes from its buckets itself.
+        self._memory = store if isinstance(store, InMemoryRateLimitStore) else None
+        # So is any store with a synchronous take (all of a request's buckets in one call, or one).
         take_all_now: _TakeAllNow | None = getattr(store, "take_all_now", None)
         self._take_all_now = take_all_now if callable(take_all_now) else None
         take_now: Callable[[str, str, Rate, float], float] | None = getattr(store, "take_now", None)
@@ -154,7 +155,7 @@ class RateLimits:
 
     def limiter(self, tenants: Tenants | None) -> Limiter:
         """What an app with these limits and `tenants` calls per request."""
-        return Limiter(self, tenants, self._clock, self._take_route_now)
+        return Limiter(self, tenants, self._clock, self._memory)
 
     def limits_for(self, tenant_id: str | None, plan: str | None) -> TenantLimits:
         if tenant_id is not None:
@@ -182,8 +183,8 @@ class RateLimits:
 
     def take(self, subject: str, route: LimitRoute, now: float, request_id: Any) -> Awaitable[None] | None:
         """`check` once the route is known."""
-        if self._take_route_now is not None:
-            refused = self._take_route_now(subject, route, now)
+        if self._memory is not None:
+            refused = self._memory.take_route_now(subject, route, now)
         elif self._take_all_now is not None:
             refused = self._take_all_now(subject, route.buckets, now)
         elif self._take_now is not None:
@@ -216,19 +217,21 @@ class Limiter:
     path calls. The limits' `default`, `plans` and `tenants` are read live; the tenants' plans
     select limits."""
 
-    __slots__ = ("_clock", "_rate_limits", "_take_route_now", "_tenants")
+    __slots__ = ("_clock", "_rate_limits", "_route_buckets", "_routes", "_tenants")
 
     def __init__(
         self,
         rate_limits: RateLimits,
         tenants: Tenants | None,
         clock: Callable[[], float],
-        take_route_now: _TakeRouteNow | None,
+        memory: InMemoryRateLimitStore | None,
     ) -> None:
         self._rate_limits = rate_limits
         self._tenants = tenants
         self._clock = clock
-        self._take_route_now = take_route_now
+        # With the in-memory store: the buckets of each tenant's routes, and how to find them.
+        self._routes = memory.routes if memory is not None else None
+        self._route_buckets = memory.route_buckets if memory is not None else _no_buckets
 
     def limit(self, principal: Principal, message: Message) -> Awaitable[None] | None:
         """Take the request's tokens: raises `TooManyRequests`, or returns an awaitable that does
@@ -245,28 +248,39 @@ class Limiter:
                 plan = tenant.plan if tenant is not None else None
             subject, limits = tenant_id, self._rate_limits.limits_for(tenant_id, plan)
         # `Routes.route_for`, inline: this runs on every request.
-        routes = limits._routes  # pyright: ignore[reportPrivateUsage]
+        kinds = limits._routes  # pyright: ignore[reportPrivateUsage]
         method = message.method
         if method == "tools/call":
-            route = routes.tool_call
-            if routes.tools:
+            route = kinds.tool_call
+            if kinds.tools:
                 params = message.params
                 if params is not None:
                     name = params.get("name")
                     if isinstance(name, str):
-                        route = routes.tools.get(name, route)
+                        route = kinds.tools.get(name, route)
         elif method == "completion/complete":
-            route = routes.completion
+            route = kinds.completion
         else:
-            route = routes.other
+            route = kinds.other
         if route is None:
             return None
-        take_route_now = self._take_route_now
-        if take_route_now is None:
+        resolved = self._routes
+        if resolved is None:  # another store than the in-memory one
             return self._rate_limits.take(subject, route, self._clock(), message.id)
-        refused = take_route_now(subject, route, self._clock())
-        if refused is not None:
-            raise TooManyRequests(retry_after_header(refused[1]), limit=refused[0], request_id=message.id)
+        now = self._clock()
+        try:
+            held = resolved[subject][route]
+        except KeyError:  # the first request of its kind (since its buckets last changed)
+            held = self._route_buckets(subject, route, now)
+        for bucket in held:
+            # `HeldBucket.take`, its first lines inline: a take from a full bucket, the usual state
+            # of a generous limit, is one comparison and three stores.
+            if now >= bucket.full_at:
+                bucket.tokens, bucket.updated, bucket.full_at = bucket.after_full, now, now + bucket.interval
+                continue
+            wait = bucket.take(now)
+            if wait > 0.0:
+                raise TooManyRequests(retry_after_header(wait), limit=bucket.limit_name, request_id=message.id)
         return None
 
 
@@ -282,8 +296,8 @@ class _TakeAllNow(Protocol):
     ) -> tuple[str, float] | None: ...
 
 
-class _TakeRouteNow(Protocol):
-    def __call__(self, tenant_id: str, route: LimitRoute, now: float, /) -> tuple[str, float] | None: ...
+def _no_buckets(tenant_id: str, route: LimitRoute, now: float) -> tuple[HeldBucket, ...]:
+    raise AssertionError("only the in-memory store has routes")
 
 
 def _route(limits: TenantLimits, method: str, tool: str | None) -> LimitRoute | None:
