@@ -25,7 +25,7 @@ from .._core.jsonrpc import Message
 from .._ops.audit import Auditor, AuditPolicy
 from .._ops.lifecycle import EventHub, TokenExpired
 from .._tenancy.grants import Grants, Hold
-from .._tenancy.limits import ANONYMOUS, RateLimits, TenantLimits
+from .._tenancy.limits import RateLimits
 from .._tenancy.servers import TenantServers
 from .._tenancy.tenants import CredentialEnd, Tenant, Tenants
 
@@ -57,6 +57,11 @@ class Operations:
         self.tenants = tenants
         self.tenant_servers = tenant_servers
         self.rate_limits = rate_limits
+        # Take the request's rate-limit tokens; raises (or returns an awaitable raising) 429. The
+        # limiter's own method: one call per request.
+        self.limit: Callable[[Principal, Message], Awaitable[None] | None] = (
+            rate_limits.limiter(tenants).limit if rate_limits is not None else _unlimited
+        )
         self.auditor = Auditor(hub, audit)
         self.grants = Grants()
         self.verified_expired = 0
@@ -157,22 +162,6 @@ class Operations:
     def session_ended(self, session_id: str) -> None:
         self.grants.forget_session(session_id)
 
-    def limit(self, principal: Principal, message: Message) -> Awaitable[None] | None:
-        """Take the request's rate-limit tokens; raises (or returns an awaitable raising) 429."""
-        tenant_id, owner = principal.tenant_id, principal.owner
-        limiter = self.rate_limits
-        if limiter is None or message.kind != "request" or message.method is None:
-            return None
-        if tenant_id is None:  # no override, no plan: the defaults
-            return limiter.check(owner or ANONYMOUS, limiter.default, message.method, message.params, message.id)
-        plan = None
-        if self.tenants is not None:
-            tenant = self.tenants.by_id(tenant_id)
-            plan = tenant.plan if tenant is not None else None
-        limits: TenantLimits = limiter.limits_for(tenant_id, plan)
-        subject = tenant_id
-        return limiter.check(subject, limits, message.method, message.params, message.id)
-
     def tool_called(
         self,
         tenant_id: str | None,
@@ -207,3 +196,7 @@ class Operations:
             "tokens_rotated": servers.rotated if servers is not None else 0,
             "tokens_expired": (servers.expired if servers is not None else 0) + self.verified_expired,
         }
+
+
+def _unlimited(principal: Principal, message: Message) -> None:
+    return None

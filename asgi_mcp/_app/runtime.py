@@ -31,6 +31,7 @@ from .._kernel.hosting import ServerHost
 from .._legacy.endpoint import LegacyEndpoint, LegacySession
 from .._legacy.fleet import SessionFleet
 from .._modern.endpoint import ModernEndpoint
+from .._ops.audit import audit_logger
 from .._ops.lifecycle import EventHub, SessionCreated, SessionEnded, ToolCalled
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics
 from .._ports.replay import EventLog
@@ -284,7 +285,9 @@ def tool_observer(
     def observe(method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
         if method != "tools/call":
             return
-        if operations is not None and operations.auditor.active:  # the client info is read only for a record
+        # `Auditor.active` (the operations' hub is this one), inline: this runs per tool call. The
+        # client info is read only for a record.
+        if operations is not None and (hub.subscriptions.get("audit") or audit_logger.isEnabledFor(logging.INFO)):
             info = client() if client is not None else _modern_client(params)
             operations.tool_called(tenant_id, session_id, info, params, outcome, time.perf_counter() - started)
         if not hub.has_listeners("tool_called"):

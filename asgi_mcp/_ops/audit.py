@@ -49,6 +49,7 @@ class Auditor:
 
     @property
     def active(self) -> bool:
+        # `runtime.tool_observer` has the same test inline.
         return bool(self._hub.subscriptions.get("audit")) or audit_logger.isEnabledFor(logging.INFO)
 
     def tool_call(

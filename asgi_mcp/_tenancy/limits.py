@@ -8,9 +8,11 @@ are keyed by tenant id (a token's rotation keeps them). A tenant's limits come f
 `RateLimits.tenants[tenant_id]`, the plan it was registered with (`Tenants.add(..., plan=...)`) in
 `RateLimits.plans`, `RateLimits.default`.
 
-With the in-memory store the check is one synchronous call (`take_all_now`); a remote store is
-awaited, once per request when it offers `take_all` (the Redis store does: one script). A tenant
-with no limit on the request's method makes no call at all.
+Per request the app calls `Limiter.limit` (one per app, `RateLimits.limiter`). Which buckets a
+request takes from is worked out once per limits, method and limited tool (a `LimitRoute`). With the
+in-memory store the take is one synchronous call (`take_route_now`, which finds the tenant's buckets
+for a route once); a remote store is awaited, once per request when it offers `take_all` (the Redis
+store does: one script). A tenant with no limit on the request's method makes no call at all.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from .._auth.principal import Principal
 from .._core.errors import TooManyRequests
+from .._core.jsonrpc import Message
 from .._core.token_bucket import Rate, retry_after_header
-from .._ports.rate_limits import InMemoryRateLimitStore, RateLimitStore
+from .._ports.rate_limits import HeldBucket, InMemoryRateLimitStore, RateLimitStore
+
+if TYPE_CHECKING:
+    from .tenants import Tenants
 
 __all__ = ["RateLimits", "TenantLimits"]
 
@@ -42,33 +49,61 @@ class TenantLimits:
         requests: every JSON-RPC request (notifications and responses are never limited).
         tool_calls: `tools/call`.
         completions: `completion/complete` (the spec asks servers to limit them).
-        tools: per tool name, on top of `tool_calls`.
+        tools: per tool name, on top of `tool_calls` (read when the limits are made).
     """
 
     requests: Rate | None = None
     tool_calls: Rate | None = None
     completions: Rate | None = None
     tools: Mapping[str, Rate] = field(default_factory=lambda: dict[str, Rate]())
-    # The buckets of a request, by (method, limited tool): built once, not per request. Bounded: the
-    # key's method is one of three kinds and its tool one of `tools` (others key as None).
-    _routes: dict[tuple[str, str | None], tuple[tuple[str, Rate], ...]] = field(
-        default_factory=lambda: dict[tuple[str, str | None], tuple[tuple[str, Rate], ...]](),
-        init=False,
-        repr=False,
-        compare=False,
-    )
+    # What each kind of request takes from, worked out once, not per request.
+    _routes: Routes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_routes", Routes(self))
 
     @property
     def empty(self) -> bool:
         return self.requests is None and self.tool_calls is None and self.completions is None and not self.tools
 
-    def buckets_for(self, method: str, tool: str | None) -> tuple[tuple[str, Rate], ...]:
-        """The (limit name, rate) a request of `method` (and limited `tool`) takes from, narrowest first."""
-        key = (method, tool)
-        names = self._routes.get(key)
-        if names is None:
-            names = self._routes[key] = tuple(_buckets(self, method, tool))
-        return names
+    def route_for(self, method: str, params: Mapping[str, Any] | None) -> LimitRoute | None:
+        """The buckets a request takes from (None: no limit applies to it)."""
+        return self._routes.route_for(method, params)
+
+
+class LimitRoute:
+    """The buckets one kind of request takes from under one `TenantLimits`, as (limit name, rate),
+    narrowest first. Hashed by identity: the in-memory store finds a tenant's buckets by it."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self, buckets: tuple[tuple[str, Rate], ...]) -> None:
+        self.buckets = buckets
+
+
+class Routes:
+    """A `TenantLimits`' routes by method (and limited tool); None where no limit applies."""
+
+    __slots__ = ("completion", "other", "tool_call", "tools")
+
+    def __init__(self, limits: TenantLimits) -> None:
+        self.tool_call = _route(limits, "tools/call", None)
+        self.tools = {tool: LimitRoute(_buckets(limits, "tools/call", tool)) for tool in limits.tools}
+        self.completion = _route(limits, "completion/complete", None)
+        self.other = _route(limits, "", None)
+
+    def route_for(self, method: str, params: Mapping[str, Any] | None) -> LimitRoute | None:
+        # `Limiter.limit` has the same lines inline.
+        if method == "tools/call":
+            route = self.tool_call
+            if self.tools and params is not None:
+                name = params.get("name")
+                if isinstance(name, str):
+                    route = self.tools.get(name, route)
+            return route
+        if method == "completion/complete":
+            return self.completion
+        return self.other
 
 
 class RateLimits:
@@ -102,20 +137,25 @@ class RateLimits:
 
     def _use(self, store: RateLimitStore) -> None:
         self.store: RateLimitStore = store
-        # A store with a synchronous take (the in-memory one) is asked without an await.
+        # The in-memory store is asked without an await, and the limiter takes from its buckets itself.
+        self._memory = store if isinstance(store, InMemoryRateLimitStore) else None
+        # So is any store with a synchronous take (all of a request's buckets in one call, or one).
+        take_all_now: _TakeAllNow | None = getattr(store, "take_all_now", None)
+        self._take_all_now = take_all_now if callable(take_all_now) else None
         take_now: Callable[[str, str, Rate, float], float] | None = getattr(store, "take_now", None)
         self._take_now = take_now if callable(take_now) else None
         take_all: _TakeAll | None = getattr(store, "take_all", None)
         self._take_all = take_all if callable(take_all) else None
-        # The in-memory store takes all of a request's buckets in one synchronous call.
-        take_all_now: _TakeAllNow | None = getattr(store, "take_all_now", None)
-        self._take_all_now = take_all_now if callable(take_all_now) else None
 
     def with_store(self, store: RateLimitStore) -> RateLimits:
         """These limits (the same default, plans and overrides, as live objects) on another store."""
         limits = copy.copy(self)
         limits._use(store)
         return limits
+
+    def limiter(self, tenants: Tenants | None) -> Limiter:
+        """What an app with these limits and `tenants` calls per request."""
+        return Limiter(self, tenants, self._clock, self._memory)
 
     def limits_for(self, tenant_id: str | None, plan: str | None) -> TenantLimits:
         if tenant_id is not None:
@@ -136,35 +176,31 @@ class RateLimits:
     ) -> Awaitable[None] | None:
         """Take the request's tokens. Raises `TooManyRequests` (sync store), or returns an awaitable
         that does (remote store); None when allowed without awaiting."""
-        # The route key (see `TenantLimits._routes`), computed inline: this runs on every request.
-        tool = None
-        if method == "tools/call":
-            if limits.tools and params is not None:
-                name = params.get("name")
-                if isinstance(name, str) and name in limits.tools:
-                    tool = name
-        elif method != "completion/complete":
-            method = ""  # any other method: the requests bucket alone
-        routes = limits._routes  # pyright: ignore[reportPrivateUsage]
-        names = routes.get((method, tool)) or limits.buckets_for(method, tool)
-        if not names:
+        route = limits.route_for(method, params)
+        if route is None:
             return None
-        now = self._clock()
-        take_all_now = self._take_all_now
-        if take_all_now is not None:
-            refused = take_all_now(subject, names, now)
-            if refused is not None:
-                raise TooManyRequests(retry_after_header(refused[1]), limit=refused[0], request_id=request_id)
-            return None
-        if self._take_now is None:
-            return self._check_remote(subject, names, now, request_id)
-        for name, rate in names:
-            wait = self._take_now(subject, name, rate, now)
-            if wait > 0.0:
-                raise TooManyRequests(retry_after_header(wait), limit=name, request_id=request_id)
+        return self.take(subject, route, self._clock(), request_id)
+
+    def take(self, subject: str, route: LimitRoute, now: float, request_id: Any) -> Awaitable[None] | None:
+        """`check` once the route is known."""
+        if self._memory is not None:
+            refused = self._memory.take_route_now(subject, route, now)
+        elif self._take_all_now is not None:
+            refused = self._take_all_now(subject, route.buckets, now)
+        elif self._take_now is not None:
+            refused = None
+            for name, rate in route.buckets:
+                wait = self._take_now(subject, name, rate, now)
+                if wait > 0.0:
+                    refused = name, wait
+                    break
+        else:
+            return self._take_remote(subject, route.buckets, now, request_id)
+        if refused is not None:
+            raise TooManyRequests(retry_after_header(refused[1]), limit=refused[0], request_id=request_id)
         return None
 
-    async def _check_remote(self, subject: str, names: Sequence[tuple[str, Rate]], now: float, request_id: Any) -> None:
+    async def _take_remote(self, subject: str, names: Sequence[tuple[str, Rate]], now: float, request_id: Any) -> None:
         if self._take_all is not None:
             refused = await self._take_all(subject, names, now)
             if refused is not None:
@@ -174,6 +210,78 @@ class RateLimits:
             wait = await self.store.take(subject, name, rate, now)
             if wait > 0.0:
                 raise TooManyRequests(retry_after_header(wait), limit=name, request_id=request_id)
+
+
+class Limiter:
+    """One app's rate limiting, per request (`RateLimits.limiter`): `limit` is what the request
+    path calls. The limits' `default`, `plans` and `tenants` are read live; the tenants' plans
+    select limits."""
+
+    __slots__ = ("_clock", "_rate_limits", "_route_buckets", "_routes", "_tenants")
+
+    def __init__(
+        self,
+        rate_limits: RateLimits,
+        tenants: Tenants | None,
+        clock: Callable[[], float],
+        memory: InMemoryRateLimitStore | None,
+    ) -> None:
+        self._rate_limits = rate_limits
+        self._tenants = tenants
+        self._clock = clock
+        # With the in-memory store: the buckets of each tenant's routes, and how to find them.
+        self._routes = memory.routes if memory is not None else None
+        self._route_buckets = memory.route_buckets if memory is not None else _no_buckets
+
+    def limit(self, principal: Principal, message: Message) -> Awaitable[None] | None:
+        """Take the request's tokens: raises `TooManyRequests`, or returns an awaitable that does
+        (a remote store); None when allowed without awaiting."""
+        if message.kind != "request":
+            return None
+        tenant_id = principal.tenant_id
+        if tenant_id is None:  # no override, no plan: the defaults
+            subject, limits = principal.owner or ANONYMOUS, self._rate_limits.default
+        else:
+            plan = None
+            if self._tenants is not None:
+                tenant = self._tenants.by_id(tenant_id)
+                plan = tenant.plan if tenant is not None else None
+            subject, limits = tenant_id, self._rate_limits.limits_for(tenant_id, plan)
+        # `Routes.route_for`, inline: this runs on every request.
+        kinds = limits._routes  # pyright: ignore[reportPrivateUsage]
+        method = message.method
+        if method == "tools/call":
+            route = kinds.tool_call
+            if kinds.tools:
+                params = message.params
+                if params is not None:
+                    name = params.get("name")
+                    if isinstance(name, str):
+                        route = kinds.tools.get(name, route)
+        elif method == "completion/complete":
+            route = kinds.completion
+        else:
+            route = kinds.other
+        if route is None:
+            return None
+        resolved = self._routes
+        if resolved is None:  # another store than the in-memory one
+            return self._rate_limits.take(subject, route, self._clock(), message.id)
+        now = self._clock()
+        try:
+            held = resolved[subject][route]
+        except KeyError:  # the first request of its kind (since its buckets last changed)
+            held = self._route_buckets(subject, route, now)
+        for bucket in held:
+            # `HeldBucket.take`, its first lines inline: a take from a full bucket, the usual state
+            # of a generous limit, is one comparison and three stores.
+            if now >= bucket.full_at:
+                bucket.tokens, bucket.updated, bucket.full_at = bucket.after_full, now, now + bucket.interval
+                continue
+            wait = bucket.take(now)
+            if wait > 0.0:
+                raise TooManyRequests(retry_after_header(wait), limit=bucket.limit_name, request_id=message.id)
+        return None
 
 
 class _TakeAll(Protocol):
@@ -188,7 +296,16 @@ class _TakeAllNow(Protocol):
     ) -> tuple[str, float] | None: ...
 
 
-def _buckets(limits: TenantLimits, method: str, tool: str | None) -> list[tuple[str, Rate]]:
+def _no_buckets(tenant_id: str, route: LimitRoute, now: float) -> tuple[HeldBucket, ...]:
+    raise AssertionError("only the in-memory store has routes")
+
+
+def _route(limits: TenantLimits, method: str, tool: str | None) -> LimitRoute | None:
+    buckets = _buckets(limits, method, tool)
+    return LimitRoute(buckets) if buckets else None
+
+
+def _buckets(limits: TenantLimits, method: str, tool: str | None) -> tuple[tuple[str, Rate], ...]:
     # Narrowest first: a request refused by its tool's limit has spent nothing of the broader ones.
     names: list[tuple[str, Rate]] = []
     if method == "tools/call":
@@ -200,4 +317,4 @@ def _buckets(limits: TenantLimits, method: str, tool: str | None) -> list[tuple[
         names.append((method, limits.completions))
     if limits.requests is not None:
         names.append((REQUESTS, limits.requests))
-    return names
+    return tuple(names)
