@@ -76,15 +76,15 @@ class _Reader(asyncio.Protocol):
 
 
 class AsyncioSocketStream(anyio.abc.SocketStream):
-    def __init__(self, transport: asyncio.Transport, reader: _Reader) -> None:
+    def __init__(self, sock: socket.socket, transport: asyncio.Transport, reader: _Reader) -> None:
+        self._socket = sock  # the socket itself (the transport's `socket` is a restricted view)
         self._transport = transport
         self._reader = reader
         self._closed = False
 
     @property
     def _raw_socket(self) -> socket.socket:
-        sock: socket.socket = self._transport.get_extra_info("socket")
-        return sock
+        return self._socket
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         reader = self._reader
@@ -144,4 +144,4 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
 async def open_asyncio_stream(sock: socket.socket) -> anyio.abc.SocketStream:
     """A connected socket as a stream on the running asyncio loop."""
     transport, reader = await asyncio.get_running_loop().connect_accepted_socket(_Reader, sock)
-    return AsyncioSocketStream(transport, reader)
+    return AsyncioSocketStream(sock, transport, reader)

@@ -11,10 +11,12 @@ may find the connection closing; a client retries it on a new one.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
+from anyio.abc import SocketAttribute
 
 from .cycle import RequestCycle
 from .errors import HttpRefusal
@@ -54,6 +56,9 @@ class HttpConnection:
         self.server = server
         self.scheme = scheme
         self.trusted_peer = self.config.trusts(client[0] if client is not None else None)
+        # A plain socket's (not TLS): for direct last writes (`write`).
+        raw = stream.extra(SocketAttribute.raw_socket) if isinstance(stream, anyio.abc.SocketStream) else None
+        self.raw_socket = raw if isinstance(raw, socket.socket) else None
         self.buffer = bytearray()
         self.eof = False
         self.lost = False  # a write failed: the peer is gone
@@ -94,8 +99,25 @@ class HttpConnection:
         self.buffer += data
         return True
 
-    async def write(self, data: bytes) -> None:
-        """Send, within the write timeout (which ends the whole connection); a lost peer is noted, not raised."""
+    async def write(self, data: bytes, *, last: bool = False) -> None:
+        """Send, within the write timeout (which ends the whole connection); a lost peer is noted, not raised.
+
+        The `last` write of a response, with nothing pipelined behind it, goes straight to the socket
+        when the socket takes it all: the stream would yield once more, with the request's objects
+        alive, and the connection yields anyway as it waits for its next request. (The stream has no
+        write in progress: each send returns only once the kernel has taken all of it.)
+        """
+        if last and self.raw_socket is not None and not self.buffer:
+            try:
+                sent = self.raw_socket.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self.lost = True
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]  # the socket is full: the stream waits until it takes the rest
         state = self.state
         self.write_expiry = state.tick + state.write_ticks
         try:

@@ -32,7 +32,7 @@ class Connection(Protocol):
 
     async def read_more(self) -> bool: ...
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, data: bytes, *, last: bool = False) -> None: ...
 
 
 __all__ = ["RequestCycle"]
@@ -215,16 +215,16 @@ class RequestCycle:
         if framing != "none":
             self.sent_bytes += len(body)
         if data:
-            await self._write(data)
+            await self._write(data, last=not more)
         if not more:
             self.response_complete = True
             if self.reader_scope is not None:
                 self.reader_scope.cancel()
             self._log(self.sent_bytes)
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, *, last: bool = False) -> None:
         if not self.conn.lost:
-            await self.conn.write(data)
+            await self.conn.write(data, last=last)
 
     def _log(self, size: int) -> None:
         if self.conn.config.access_log:
