@@ -10,14 +10,14 @@ import pytest
 
 from asgi_mcp._core.token_bucket import Rate
 
-pytestmark = pytest.mark.anyio
-
 PER_MINUTE_3 = Rate.per_minute(3)  # burst 3, one token every 20 s
 T0 = 1_000_000.0
 
 
 class RateLimitStoreContract:
     """Behaviour over the port's async interface only."""
+
+    pytestmark = pytest.mark.anyio  # on the class: a subclass in another module keeps it
 
     async def test_a_new_bucket_starts_full_and_refuses_past_its_burst(self, store: Any) -> None:
         waits = [await store.take("t1", "requests", PER_MINUTE_3, T0) for _ in range(4)]
