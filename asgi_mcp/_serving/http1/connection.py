@@ -56,7 +56,7 @@ class HttpConnection:
         self.server = server
         self.scheme = scheme
         self.trusted_peer = self.config.trusts(client[0] if client is not None else None)
-        # A plain socket's (not TLS): for direct last writes (`write`).
+        # A plain socket's (not TLS): for direct writes (`write`).
         raw = stream.extra(SocketAttribute.raw_socket) if isinstance(stream, anyio.abc.SocketStream) else None
         self.raw_socket = raw if isinstance(raw, socket.socket) else None
         self.buffer = bytearray()
@@ -99,15 +99,17 @@ class HttpConnection:
         self.buffer += data
         return True
 
-    async def write(self, data: bytes, *, last: bool = False) -> None:
+    async def write(self, data: bytes, *, direct: bool = False) -> None:
         """Send, within the write timeout (which ends the whole connection); a lost peer is noted, not raised.
 
-        The `last` write of a response, with nothing pipelined behind it, goes straight to the socket
-        when the socket takes it all: the stream would yield once more, with the request's objects
-        alive, and the connection yields anyway as it waits for its next request. (The stream has no
-        write in progress: each send returns only once the kernel has taken all of it.)
+        A `direct` write (a response's head before its body is streamed, or its last write), with
+        nothing pipelined behind it, goes straight to the socket when the socket takes it all: the
+        stream would yield, with the request's objects alive, and a yield there is what drives the
+        cycle collector under load. The connection yields anyway as it waits for its next request,
+        and a streamed body's other writes yield. (The stream has no write in progress: each send
+        returns only once the kernel has taken all of it.)
         """
-        if last and self.raw_socket is not None and not self.buffer:
+        if direct and self.raw_socket is not None and not self.buffer:
             try:
                 sent = self.raw_socket.send(data)
             except BlockingIOError:

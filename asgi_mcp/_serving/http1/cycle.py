@@ -32,7 +32,7 @@ class Connection(Protocol):
 
     async def read_more(self) -> bool: ...
 
-    async def write(self, data: bytes, *, last: bool = False) -> None: ...
+    async def write(self, data: bytes, *, direct: bool = False) -> None: ...
 
 
 __all__ = ["RequestCycle"]
@@ -190,7 +190,7 @@ class RequestCycle:
         self.pending_head = status_line(status) + head.lines + extra + close + date_header() + b"\r\n"
         if self.framing in ("chunked", "close"):
             # A streamed response (SSE): its head goes out at once, the client may wait for it.
-            await self._write(self.pending_head)
+            await self._write(self.pending_head, direct=True)
             self.pending_head = b""
 
     async def _body(self, body: bytes, more: bool) -> None:
@@ -215,16 +215,16 @@ class RequestCycle:
         if framing != "none":
             self.sent_bytes += len(body)
         if data:
-            await self._write(data, last=not more)
+            await self._write(data, direct=not more)
         if not more:
             self.response_complete = True
             if self.reader_scope is not None:
                 self.reader_scope.cancel()
             self._log(self.sent_bytes)
 
-    async def _write(self, data: bytes, *, last: bool = False) -> None:
+    async def _write(self, data: bytes, *, direct: bool = False) -> None:
         if not self.conn.lost:
-            await self.conn.write(data, last=last)
+            await self.conn.write(data, direct=direct)
 
     def _log(self, size: int) -> None:
         if self.conn.config.access_log:
