@@ -78,7 +78,7 @@ class HeldBucket:
 
     def take(self, now: float) -> float:
         """`_core.token_bucket.take`: 0.0 when a token was taken, else the seconds to wait (nothing
-        taken). `_tenancy.limits.Limiter.limit` has the first lines inline."""
+        taken)."""
         if now >= self.full_at:
             self.tokens, self.updated, self.full_at = self.after_full, now, now + self.interval
             return 0.0
@@ -120,7 +120,7 @@ class InMemoryRateLimitStore:
 
     def take_route_now(self, tenant_id: str, route: BucketRoute, now: float) -> tuple[str, float] | None:
         """`take_all_now` of the route's buckets (`route_buckets`)."""
-        return _take_in_order(self.route_buckets(tenant_id, route, now), now)
+        return take_in_order(self.route_buckets(tenant_id, route, now), now)
 
     def route_buckets(self, tenant_id: str, route: BucketRoute, now: float) -> tuple[HeldBucket, ...]:
         """The tenant's buckets of `route`, in its order (made full where missing): found once, then
@@ -137,7 +137,7 @@ class InMemoryRateLimitStore:
 
     def take_all_now(self, tenant_id: str, buckets: Sequence[tuple[str, Rate]], now: float) -> tuple[str, float] | None:
         """`take_all`, synchronously."""
-        return _take_in_order(self._held_all(tenant_id, buckets, now), now)
+        return take_in_order(self._held_all(tenant_id, buckets, now), now)
 
     async def take_all(
         self, tenant_id: str, buckets: Sequence[tuple[str, Rate]], now: float
@@ -193,7 +193,7 @@ class InMemoryRateLimitStore:
         self._sweep_at = max(_SWEEP_AT, 2 * self._count)
 
 
-def _take_in_order(held: Sequence[HeldBucket], now: float) -> tuple[str, float] | None:
+def take_in_order(held: Sequence[HeldBucket], now: float) -> tuple[str, float] | None:
     """Take one token from each bucket in order, stopping at the first with none: None when every
     one gave a token, else the refusing bucket's limit name and its wait."""
     for bucket in held:

@@ -28,7 +28,7 @@ from .._auth.principal import Principal
 from .._core.errors import TooManyRequests
 from .._core.jsonrpc import Message
 from .._core.token_bucket import Rate, retry_after_header
-from .._ports.rate_limits import HeldBucket, InMemoryRateLimitStore, RateLimitStore
+from .._ports.rate_limits import HeldBucket, InMemoryRateLimitStore, RateLimitStore, take_in_order
 
 if TYPE_CHECKING:
     from .tenants import Tenants
@@ -66,7 +66,7 @@ class TenantLimits:
     def empty(self) -> bool:
         return self.requests is None and self.tool_calls is None and self.completions is None and not self.tools
 
-    def route_for(self, method: str, params: Mapping[str, Any] | None) -> LimitRoute | None:
+    def route_for(self, method: str | None, params: Mapping[str, Any] | None) -> LimitRoute | None:
         """The buckets a request takes from (None: no limit applies to it)."""
         return self._routes.route_for(method, params)
 
@@ -92,8 +92,7 @@ class Routes:
         self.completion = _route(limits, "completion/complete", None)
         self.other = _route(limits, "", None)
 
-    def route_for(self, method: str, params: Mapping[str, Any] | None) -> LimitRoute | None:
-        # `Limiter.limit` has the same lines inline.
+    def route_for(self, method: str | None, params: Mapping[str, Any] | None) -> LimitRoute | None:
         if method == "tools/call":
             route = self.tool_call
             if self.tools and params is not None:
@@ -247,40 +246,20 @@ class Limiter:
                 tenant = self._tenants.by_id(tenant_id)
                 plan = tenant.plan if tenant is not None else None
             subject, limits = tenant_id, self._rate_limits.limits_for(tenant_id, plan)
-        # `Routes.route_for`, inline: this runs on every request.
-        kinds = limits._routes  # pyright: ignore[reportPrivateUsage]
-        method = message.method
-        if method == "tools/call":
-            route = kinds.tool_call
-            if kinds.tools:
-                params = message.params
-                if params is not None:
-                    name = params.get("name")
-                    if isinstance(name, str):
-                        route = kinds.tools.get(name, route)
-        elif method == "completion/complete":
-            route = kinds.completion
-        else:
-            route = kinds.other
+        route = limits.route_for(message.method, message.params)
         if route is None:
             return None
+        now = self._clock()
         resolved = self._routes
         if resolved is None:  # another store than the in-memory one
-            return self._rate_limits.take(subject, route, self._clock(), message.id)
-        now = self._clock()
+            return self._rate_limits.take(subject, route, now, message.id)
         try:
             held = resolved[subject][route]
         except KeyError:  # the first request of its kind (since its buckets last changed)
             held = self._route_buckets(subject, route, now)
-        for bucket in held:
-            # `HeldBucket.take`, its first lines inline: a take from a full bucket, the usual state
-            # of a generous limit, is one comparison and three stores.
-            if now >= bucket.full_at:
-                bucket.tokens, bucket.updated, bucket.full_at = bucket.after_full, now, now + bucket.interval
-                continue
-            wait = bucket.take(now)
-            if wait > 0.0:
-                raise TooManyRequests(retry_after_header(wait), limit=bucket.limit_name, request_id=message.id)
+        refused = take_in_order(held, now)
+        if refused is not None:
+            raise TooManyRequests(retry_after_header(refused[1]), limit=refused[0], request_id=message.id)
         return None
 
 
