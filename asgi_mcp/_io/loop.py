@@ -30,6 +30,9 @@ class Loop:
         try:
             clock = asyncio.get_running_loop().time
         except RuntimeError:
-            # Not asyncio: Trio, whose clock may be a test's mock clock; anyio's function reads it.
-            clock = anyio.current_time
+            # Not asyncio: Trio, whose own clock function reads a test's mock clock too (anyio's
+            # looks the backend up on every call).
+            import trio
+
+            clock = trio.current_time
         return cls(backend, clock)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -59,6 +60,8 @@ class HttpConnection:
         # A plain socket's (not TLS): for direct writes (`write`).
         raw = stream.extra(SocketAttribute.raw_socket) if isinstance(stream, anyio.abc.SocketStream) else None
         self.raw_socket = raw if isinstance(raw, socket.socket) else None
+        # The wait for a request after an answer, when the stream has one of its own (see `trio_stream.py`).
+        self.receive_next: Callable[[int], Awaitable[bytes]] = getattr(stream, "receive_next", stream.receive)
         self.buffer = bytearray()
         self.eof = False
         self.lost = False  # a write failed: the peer is gone
@@ -85,12 +88,13 @@ class HttpConnection:
             self.wait_timed_out = True
             self.scope.cancel()
 
-    async def read_more(self) -> bool:
-        """Append what arrives to the buffer; False at end of stream (or once the peer is gone)."""
+    async def read_more(self, *, answered: bool = False) -> bool:
+        """Append what arrives to the buffer; False at end of stream (or once the peer is gone).
+        `answered`: the buffer is empty after an answer, so the peer has not sent anything yet."""
         if self.eof:
             return False
         try:
-            data = await self.stream.receive(_READ_SIZE)
+            data = await (self.receive_next if answered else self.stream.receive)(_READ_SIZE)
         except _STREAM_ERRORS:
             data = b""
         if not data:
@@ -176,7 +180,7 @@ class HttpConnection:
         # timeout or a stop cancels the connection's scope (`expire`, `stop_if_idle`).
         self.wait_expiry = state.tick + (state.keepalive_ticks if self.idle and not first else state.headers_ticks)
         try:
-            while await self.read_more():
+            while await self.read_more(answered=self.idle and not first):
                 if self.idle:
                     self.idle = False
                     self.wait_expiry = state.tick + state.headers_ticks

@@ -176,7 +176,7 @@ async def _accept_loop(
     get in while the earlier ones were served, and their first requests waited that long.
     """
     listening = listener.extra(SocketAttribute.raw_socket)
-    open_stream = _stream_opener(listening.family == socket.AF_UNIX)
+    open_stream = _stream_opener()
     while True:
         await state.slots.acquire()  # over the limit, connections wait in the listen backlog
         try:
@@ -210,11 +210,13 @@ _OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 _StreamOpener = Callable[[socket.socket], Awaitable[anyio.abc.SocketStream]]
 
 
-def _stream_opener(unix: bool) -> _StreamOpener:
+def _stream_opener() -> _StreamOpener:
     try:
         asyncio.get_running_loop()
-    except RuntimeError:  # Trio
-        return anyio.abc.UNIXSocketStream.from_socket if unix else anyio.abc.SocketStream.from_socket
+    except RuntimeError:  # Trio (imported here: Trio is optional)
+        from .trio_stream import open_trio_stream
+
+        return open_trio_stream
     return open_asyncio_stream
 
 

@@ -1,9 +1,11 @@
 """The stream each connection of the built-in server reads and writes, on both backends (on asyncio
-our own read-ahead protocol, on Trio anyio's stream), over a real socket pair."""
+a read-ahead protocol, `asyncio_stream.py`; on Trio the socket's own calls, `trio_stream.py`), over
+a real socket pair."""
 
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +16,9 @@ import pytest
 
 from asgi_mcp._serving.http1.server import _stream_opener, prepare_accepted
 
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
 pytestmark = pytest.mark.anyio
 
 CHUNK = 64 * 1024
@@ -23,7 +28,7 @@ CHUNK = 64 * 1024
 async def stream_and_peer() -> AsyncIterator[tuple[anyio.abc.SocketStream, socket.socket]]:
     ours, peer = socket.socketpair()
     peer.setblocking(False)
-    stream = await _stream_opener(unix=True)(ours)
+    stream = await _stream_opener()(ours)
     try:
         yield stream, peer
     finally:
@@ -96,9 +101,77 @@ async def test_an_accepted_tcp_connection_does_not_wait_for_acks() -> None:
     with socket.create_server(("127.0.0.1", 0)) as listening, socket.create_connection(listening.getsockname()):
         accepted, _ = listening.accept()
         prepare_accepted(accepted)
-        stream = await _stream_opener(unix=False)(accepted)
+        stream = await _stream_opener()(accepted)
         try:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
             assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         finally:
             await anyio.aclose_forcefully(stream)
+
+
+def receive_next(stream: anyio.abc.SocketStream) -> Callable[[int], Awaitable[bytes]]:
+    """What the connection calls to wait for a request after an answer (see `HttpConnection.read_more`)."""
+    method: Callable[[int], Awaitable[bytes]] = getattr(stream, "receive_next", stream.receive)
+    return method
+
+
+async def test_the_wait_after_an_answer_gets_what_the_peer_sends_then_the_end() -> None:
+    async with stream_and_peer() as (stream, peer):
+        async with anyio.create_task_group() as tasks:
+            got: list[bytes] = []
+
+            async def wait() -> None:
+                got.append(await receive_next(stream)(100))
+
+            tasks.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            assert got == []  # nothing sent yet: it waits
+            peer.send(b"next request")
+        assert got == [b"next request"]
+        peer.send(b"already here")  # and data already waiting is read too
+        with anyio.fail_after(10):
+            assert await receive_next(stream)(100) == b"already here"
+        peer.shutdown(socket.SHUT_WR)
+        with anyio.fail_after(10), pytest.raises(anyio.EndOfStream):
+            await receive_next(stream)(100)
+
+
+async def test_closing_a_stream_ends_a_wait_on_it_and_a_cancelled_wait_loses_nothing() -> None:
+    async with stream_and_peer() as (stream, peer):
+        with anyio.move_on_after(0) as waited:
+            await receive_next(stream)(100)
+        assert waited.cancelled_caught
+        peer.send(b"kept")
+        with anyio.fail_after(10):
+            assert await stream.receive(100) == b"kept"
+        ended: list[BaseException] = []
+
+        async def wait() -> None:
+            try:
+                await receive_next(stream)(100)
+            except anyio.ClosedResourceError as exc:
+                ended.append(exc)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(wait)
+                await anyio.wait_all_tasks_blocked()
+                await stream.aclose()
+        assert len(ended) == 1
+
+
+async def test_a_receive_with_data_waiting_still_lets_other_tasks_run() -> None:
+    # A client that keeps its connection full must not starve the other connections.
+    async with stream_and_peer() as (stream, peer):
+        peer.send(b"x" * 1000)
+        ran = False
+
+        async def other() -> None:
+            nonlocal ran
+            ran = True
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(other)
+            with anyio.fail_after(10):
+                await stream.receive(10)
+            assert ran

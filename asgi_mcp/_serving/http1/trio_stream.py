@@ -1,0 +1,120 @@
+"""The built-in server's byte stream on Trio: the socket's own calls, with Trio's waits only when needed.
+
+anyio's Trio stream goes through Trio's socket wrapper, which tries each call inside an async
+context manager (a cancellation check, the call, a shielded checkpoint) and falls back to waiting
+for readiness. A keep-alive connection that has just answered always finds its socket empty, so
+each request paid a failed `recv` (a system call) and the wrapper's layers before the wait. Here
+`receive_next` (the wait for a request after an answer) waits for readiness first; `receive` tries
+the socket first and, when data is already there, still yields once (a checkpoint), as anyio's
+stream does, so a client that keeps its connection full cannot starve the others. `send` returns
+once the kernel has taken every byte. Errors are anyio's (`EndOfStream`, `BrokenResourceError`,
+`ClosedResourceError`).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import anyio
+import anyio.abc
+import trio
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, wait_readable, wait_writable
+
+__all__ = ["TrioSocketStream"]
+
+# Errors that mean the socket was closed under us rather than that the peer went away.
+_CLOSED_ERRNOS = frozenset((errno.EBADF, errno.ENOTSOCK))
+
+
+class TrioSocketStream(anyio.abc.SocketStream):
+    def __init__(self, sock: socket.socket) -> None:
+        self._socket = sock  # non-blocking (`prepare_accepted`)
+        self._closed = False
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        return self._socket
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        self._check_open()
+        try:
+            data = self._socket.recv(max_bytes)
+        except BlockingIOError:
+            return await self.receive_next(max_bytes)
+        except OSError as exc:
+            await checkpoint()
+            raise self._converted(exc) from exc
+        await checkpoint()  # data was waiting: still a turn for the others (and a cancellation point)
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def receive_next(self, max_bytes: int = 65536) -> bytes:
+        """Wait until the peer sends, then read: for a connection that has just answered, whose
+        socket is empty (the peer cannot have sent its next request yet)."""
+        self._check_open()
+        sock = self._socket
+        while True:
+            try:
+                await wait_readable(sock)
+            except trio.ClosedResourceError as exc:
+                raise anyio.ClosedResourceError from exc
+            try:
+                data = sock.recv(max_bytes)
+            except BlockingIOError:
+                continue  # woken without data (e.g. a spurious readiness)
+            except OSError as exc:
+                raise self._converted(exc) from exc
+            if not data:
+                raise anyio.EndOfStream
+            return data
+
+    async def send(self, item: bytes) -> None:
+        self._check_open()
+        await checkpoint_if_cancelled()
+        sock = self._socket
+        view = memoryview(item)
+        blocked = False
+        while view:
+            try:
+                sent = sock.send(view)
+            except BlockingIOError:
+                blocked = True
+                try:
+                    await wait_writable(sock)
+                except trio.ClosedResourceError as exc:
+                    raise anyio.ClosedResourceError from exc
+                continue
+            except OSError as exc:
+                raise self._converted(exc) from exc
+            view = view[sent:]
+        if not blocked:
+            await cancel_shielded_checkpoint()  # every send yields once, as anyio's does
+
+    async def send_eof(self) -> None:
+        try:
+            self._socket.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise self._converted(exc) from exc
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            trio.lowlevel.notify_closing(self._socket)  # a task waiting on it gets ClosedResourceError
+            self._socket.close()
+        await checkpoint()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+
+    def _converted(self, exc: OSError) -> Exception:
+        if self._closed or exc.errno in _CLOSED_ERRNOS:
+            return anyio.ClosedResourceError()
+        return anyio.BrokenResourceError(exc)
+
+
+async def open_trio_stream(sock: socket.socket) -> anyio.abc.SocketStream:
+    """A connected, non-blocking socket as a stream on the running Trio loop."""
+    return TrioSocketStream(sock)
