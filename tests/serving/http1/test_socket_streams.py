@@ -5,10 +5,10 @@ a real socket pair."""
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
