@@ -20,6 +20,13 @@ Targets of issue 14 (McpApp everywhere; each for every SDK server kind measured,
 
 A target whose cells the run did not measure (or measured with errors) reads "not measured".
 
+Every ratio (the req/s targets, McpApp over the SDK, the table's McpApp/SDK and McpApp/floor
+columns, the chart) is paired per round (`benchmarks.paired`): the median over rounds of the two
+cells' quotient within each round, which `benchmarks.run` measures close together in time, not the
+quotient of the cells' medians, which the machine's drift between rounds would move. The p99 target
+stays on the cells' medians (p99 over the rounds, ours vs uvicorn's). A results file without the
+per-run records (`runs`) falls back to the quotient of the medians.
+
 With `--fleet` (`benchmarks.fleet`), the targets of issue 13 join the table (legacy JSON on Redis over
 in-memory on one worker >= 0.9x; two workers over one >= 1.6x; Redis round trips: none per request on
 the worker holding the session, at most one for an adopted session's first request), and the "Fleet
@@ -37,6 +44,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from .apps import SERVER_KINDS
+from .paired import cell_ratio
 from .run import KIND_LABEL, ROOT, SERVER_LABEL, impl_name, table
 
 BEGIN_MARKER = "<!-- bench:begin -->"
@@ -90,32 +98,25 @@ def _mcpapp(summary: dict[str, Any], server: str, scenario: str, kind: str, impl
     return cell if cell.get("status") == "ok" else {}
 
 
-def _rate(cell: dict[str, Any]) -> float | None:
-    value = cell.get("churns_per_s", cell.get("rps"))
-    return float(value) if value else None
-
-
-def _quotient(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
 def _kinds(summary: dict[str, Any]) -> list[str]:
     present = {impl for scenarios in summary.values() for cells in scenarios.values() for impl in cells}
     return [kind for kind in SERVER_KINDS if impl_name("mcpapp", kind) in present]
 
 
-def verdicts(summary: dict[str, Any]) -> list[Verdict]:
-    """Every target against the run's summary (server -> scenario -> implementation -> cell)."""
+def verdicts(summary: dict[str, Any], runs: dict[str, Any] | None = None) -> list[Verdict]:
+    """Every target against the run's summary (server -> scenario -> implementation -> cell).
+
+    `runs` (same keys, then one record per round) pairs the ratios per round; without it they are
+    quotients of the summary's medians.
+    """
     kinds = _kinds(summary)
     found: list[Verdict] = []
     for target in SERVER_TARGETS:
         name = f"McpApp req/s, {SERVER_LABEL[target.server]} / {SERVER_LABEL[target.versus]}"
         for scenario in target.scenarios:
             for kind in kinds:
-                ratio = _quotient(
-                    _rate(_mcpapp(summary, target.server, scenario, kind)),
-                    _rate(_mcpapp(summary, target.versus, scenario, kind)),
-                )
+                mcpapp = impl_name("mcpapp", kind)
+                ratio = cell_ratio(summary, runs, (target.server, scenario, mcpapp), (target.versus, scenario, mcpapp))
                 met = None if ratio is None else ratio >= target.minimum
                 found.append(Verdict(name, scenario, kind, f">= {target.minimum:g}x", ratio, met))
     for server in P99_SERVERS:
@@ -127,8 +128,8 @@ def verdicts(summary: dict[str, Any]) -> list[Verdict]:
                 name = f"McpApp p99 ms, {SERVER_LABEL[server]} vs {SERVER_LABEL[REFERENCE_SERVER]}"
                 found.append(Verdict(name, scenario, kind, "<= uvicorn's", ours, met, theirs))
     for server, scenario, kind, minimum in SDK_TARGETS:
-        ratio = _quotient(
-            _rate(_mcpapp(summary, server, scenario, kind)), _rate(_mcpapp(summary, server, scenario, kind, "sdk"))
+        ratio = cell_ratio(
+            summary, runs, (server, scenario, impl_name("mcpapp", kind)), (server, scenario, impl_name("sdk", kind))
         )
         met = None if ratio is None else ratio >= minimum
         found.append(Verdict(f"McpApp / SDK, {SERVER_LABEL[server]}", scenario, kind, f">= {minimum:g}x", ratio, met))
@@ -179,9 +180,10 @@ def render_markdown(document: dict[str, Any]) -> str:
     """Throughput, targets and memory tables of one run (what `benchmarks.run` prints)."""
     summary: dict[str, Any] = document.get("summary") or {}
     fleet: dict[str, Any] = document.get("fleet") or {}
-    found = verdicts(summary) if summary else []
+    runs: dict[str, Any] | None = document.get("runs")
+    found = verdicts(summary, runs) if summary else []
     found += [Verdict(**verdict) for verdict in fleet.get("verdicts", ())]  # issue 13's (`benchmarks.fleet`)
-    parts: list[str] = [table(summary)] if summary else []
+    parts: list[str] = [table(summary, runs)] if summary else []
     if found:
         parts.append(targets_table(found))
     for key in ("fleet", "footprint", "connections"):
@@ -243,7 +245,7 @@ def write_docs(document: dict[str, Any] | None, root: Path = ROOT) -> list[Path]
     if not main:
         return [page_path]
     chart_path.parent.mkdir(parents=True, exist_ok=True)
-    chart_path.write_text(chart_svg((document or {}).get("summary") or {}))
+    chart_path.write_text(chart_svg((document or {}).get("summary") or {}, (document or {}).get("runs")))
     return [page_path, chart_path]
 
 
@@ -291,8 +293,13 @@ def _panel(title: str, groups: Iterable[tuple[str, list[Bar]]], top: float) -> t
     return out, y + 10
 
 
-def _server_panels(summary: dict[str, Any]) -> list[tuple[str, list[tuple[str, list[Bar]]]]]:
-    """Per SDK server kind: McpApp's rate on each server over its rate on the reference server, per scenario."""
+def _server_panels(
+    summary: dict[str, Any], runs: dict[str, Any] | None
+) -> list[tuple[str, list[tuple[str, list[Bar]]]]]:
+    """Per SDK server kind: McpApp's rate on each server over its rate on the reference server, per scenario.
+
+    Each bar is a paired ratio (`cell_ratio`); the reference server's own bar is 1 by definition.
+    """
     servers = list(summary)
     reference = REFERENCE_SERVER if REFERENCE_SERVER in summary else (servers[0] if servers else "")
     color = {server: PALETTE[i % len(PALETTE)] for i, server in enumerate(servers)}
@@ -300,16 +307,16 @@ def _server_panels(summary: dict[str, Any]) -> list[tuple[str, list[tuple[str, l
     panels: list[tuple[str, list[tuple[str, list[Bar]]]]] = []
     for kind in SERVER_KINDS:
         groups: list[tuple[str, list[Bar]]] = []
+        mcpapp = impl_name("mcpapp", kind)
         for scenario in scenarios:
-            base = _rate(_mcpapp(summary, reference, scenario, kind))
             bars = [
                 Bar(
                     SERVER_LABEL[server],
-                    _quotient(_rate(_mcpapp(summary, server, scenario, kind)), base),
+                    cell_ratio(summary, runs, (server, scenario, mcpapp), (reference, scenario, mcpapp)),
                     color[server],
                 )
                 for server in servers
-                if impl_name("mcpapp", kind) in summary[server].get(scenario, {})
+                if mcpapp in summary[server].get(scenario, {})
             ]
             groups.append((scenario, bars))
         if any(bars for _, bars in groups):
@@ -323,15 +330,16 @@ def _server_panels(summary: dict[str, Any]) -> list[tuple[str, list[tuple[str, l
                 ours, theirs = _mcpapp(summary, server, scenario, kind), _mcpapp(summary, server, scenario, kind, "sdk")
                 if ours and theirs:
                     label = f"{SERVER_LABEL[server]}, {KIND_LABEL[kind]}"
-                    bars.append(Bar(label, _quotient(_rate(ours), _rate(theirs)), PALETTE[index]))
+                    pair = (server, scenario, impl_name("mcpapp", kind)), (server, scenario, impl_name("sdk", kind))
+                    bars.append(Bar(label, cell_ratio(summary, runs, *pair), PALETTE[index]))
         sdk_groups.append((scenario, bars))
     if any(bars for _, bars in sdk_groups):
         panels.append(("McpApp / the SDK's own transport, same server and SDK server", sdk_groups))
     return panels
 
 
-def chart_svg(summary: dict[str, Any]) -> str:
-    """The chart of a run's summary; with nothing measured, a placeholder saying so."""
+def chart_svg(summary: dict[str, Any], runs: dict[str, Any] | None = None) -> str:
+    """The chart of a run's summary (ratios paired per round with `runs`); with nothing measured, a placeholder."""
     style = (
         "<style>text{font-family:system-ui,sans-serif;font-size:11px;fill:#222}"
         ".title{font-size:13px;font-weight:600}.group{font-weight:600}.label{text-anchor:end}"
@@ -339,7 +347,7 @@ def chart_svg(summary: dict[str, Any]) -> str:
     )
     body: list[str] = []
     y = 0.0
-    for title, groups in _server_panels(summary):
+    for title, groups in _server_panels(summary, runs):
         elements, y = _panel(title, groups, y)
         body += elements
     if not body:

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from benchmarks import report
+from benchmarks.run import FLEET_PORT_OFFSET
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 
 def _free_base_port() -> int:
-    """A `--base-port` whose four fleet ports (base + 110 ...) were free a moment ago.
+    """A `--base-port` whose four fleet ports (base + FLEET_PORT_OFFSET ...) were free a moment ago.
 
     Below Linux's ephemeral range (32768 up), where other tests' port-0 listeners and every outgoing
     connection take their ports: only an explicit bind takes one here.
@@ -41,7 +42,7 @@ def _free_base_port() -> int:
                     probes.enter_context(socket.socket()).bind(("127.0.0.1", port))
             except OSError:
                 continue
-        return first - 110
+        return first - FLEET_PORT_OFFSET
     raise RuntimeError("no four free ports in a row")
 
 
