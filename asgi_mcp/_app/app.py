@@ -351,7 +351,8 @@ class McpApp:
                 return
             if runtime.closing:
                 raise ProtocolError(503, "Server is shutting down", code=SERVER_BUSY)
-            self._origin_policy.check(headers.get("host"), headers.get("origin"), scope.get("server"))
+            raw = headers.raw
+            self._origin_policy.check_raw(raw.get(b"host"), raw.get(b"origin"), scope.get("server"))
             # Authentication comes before the body is read: unauthenticated callers cost nothing.
             if self._auth is None:
                 principal = runtime.anonymous

@@ -23,31 +23,45 @@ from mcp.server.auth.provider import AccessToken
 from .._auth.principal import Principal
 from .._core.asgi import ClientGone, HttpRequest, Receive, Send, read_body, send_error
 from .._core.errors import ProtocolError
-from .._core.http import accepts, era_of, is_json_content_type, method_not_allowed
+from .._core.http import (
+    ERA_OF_RAW,
+    JSON_CONTENT_TYPE,
+    accepts_raw,
+    era_of_raw,
+    is_json_content_type_raw,
+    method_not_allowed,
+)
 from .._core.jsonrpc import parse_body
 from .boundary import Responder
-from .runtime import Runtime, tool_observer
+from .runtime import Runtime
 
 __all__ = ["get_or_delete", "held", "post"]
 
 
 async def post(runtime: Runtime, request: HttpRequest, principal: Principal, receive: Receive, send: Send) -> None:
     """A JSON-RPC message: to the modern endpoint, or to the legacy one (which needs JSON accepted)."""
-    headers = request.headers
+    # The header lines as sent, compared as bytes: the values clients send need no decoding.
+    raw = request.headers.raw
     # The version is checked after the body is read, so the error names the request's id.
-    try:
-        era, _ = era_of(headers.get("mcp-protocol-version"))
-        version_error = None
-    except ProtocolError as error:
-        era, version_error = "modern", error
-    json_ok, sse_ok = accepts(headers.get("accept"))
-    if not is_json_content_type(headers.get("content-type")):
+    version_error = None
+    version_line = raw.get(b"mcp-protocol-version")
+    known = ERA_OF_RAW.get(version_line)  # `era_of_raw`, inline for the versions clients send
+    if known is not None:
+        era = known[0]
+    else:
+        try:
+            era, _ = era_of_raw(version_line)
+        except ProtocolError as error:
+            era, version_error = "modern", error
+    json_ok, sse_ok = accepts_raw(raw.get(b"accept"))
+    content_type = raw.get(b"content-type")
+    if content_type != JSON_CONTENT_TYPE and not is_json_content_type_raw(content_type):
         raise ProtocolError(
             415,
             "Unsupported Media Type: Content-Type must be application/json",
             reason="Content-Type is not application/json",
         )
-    body = await read_body(receive, runtime.max_body_size, headers.get("content-length"))
+    body = await read_body(receive, runtime.max_body_size, raw.get(b"content-length"))
     message = parse_body(body)
     if version_error is not None:
         version_error.request_id = message.id
@@ -57,6 +71,8 @@ async def post(runtime: Runtime, request: HttpRequest, principal: Principal, rec
         await pending
     if era == "modern":
         host = await principal.host()
+        observers, tenant_id = runtime.tool_observers, principal.tenant_id
+        observe = observers.anonymous if tenant_id is None else observers.of_tenant(tenant_id)  # made once
         await runtime.modern.post(
             request,
             message,
@@ -65,7 +81,7 @@ async def post(runtime: Runtime, request: HttpRequest, principal: Principal, rec
             send,
             accepts_json=json_ok,
             accepts_sse=sse_ok,
-            observe=tool_observer(runtime.events, principal.tenant_id, None, operations),
+            observe=observe,
         )
         return
     if not json_ok:
@@ -81,11 +97,12 @@ async def get_or_delete(
     """A legacy session's stream (GET) or its end (DELETE); 405 for the modern era and other methods
     (a malformed version is reported first, as for any request)."""
     method = request.method
-    era, _ = era_of(request.headers.get("mcp-protocol-version"))
+    raw = request.headers.raw
+    era, _ = era_of_raw(raw.get(b"mcp-protocol-version"))
     if method == "GET":
         if era == "modern":
             raise method_not_allowed("POST")
-        if not accepts(request.headers.get("accept"))[1]:
+        if not accepts_raw(raw.get(b"accept"))[1]:
             raise ProtocolError(
                 406,
                 "Not Acceptable: GET requires Accept: text/event-stream",

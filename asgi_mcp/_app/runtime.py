@@ -13,7 +13,7 @@ import gc
 import logging
 import time
 import weakref
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, Final, cast
 
@@ -26,13 +26,11 @@ from .._core.session_table import SessionEntry, SessionTable
 from .._io.loop import Loop
 from .._io.response import KeepAlive
 from .._io.watch import LateWatch
-from .._kernel.context import RequestObserver
 from .._kernel.hosting import ServerHost
 from .._legacy.endpoint import LegacyEndpoint, LegacySession
 from .._legacy.fleet import SessionFleet
 from .._modern.endpoint import ModernEndpoint
-from .._ops.audit import audit_logger
-from .._ops.lifecycle import EventHub, SessionCreated, SessionEnded, ToolCalled
+from .._ops.lifecycle import EventHub, SessionCreated, SessionEnded
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics
 from .._ports.replay import EventLog
 from .._tenancy.listen_relay import ListenRelay
@@ -40,9 +38,10 @@ from .._tenancy.mirror import TenantMirror
 from .._tenancy.servers import TenantServers
 from .config import AppConfig, touch_interval
 from .fleet_health import Heartbeat, heartbeat_for
+from .observers import ModernObservers, legacy_client, tool_observer
 from .operations import Operations
 
-__all__ = ["Runtime", "run_lifespan_protocol", "stores_opened", "tool_observer"]
+__all__ = ["Runtime", "run_lifespan_protocol", "stores_opened"]
 
 logger = logging.getLogger("asgi_mcp")
 
@@ -99,7 +98,7 @@ class Runtime:
             keepalive=self.keepalive,
             loop=self.loop,
             observer_for=lambda entry: tool_observer(
-                events, entry.tenant_id, entry.session_id, operations, _legacy_client(weakref.ref(entry.value))
+                events, entry.tenant_id, entry.session_id, operations, legacy_client(weakref.ref(entry.value))
             ),
             on_created=self._session_created,
             on_ended=self._session_ended,
@@ -107,6 +106,7 @@ class Runtime:
         )
         self.mirror, self.fleet = self._shared(config)
         self.heartbeat: Heartbeat | None = heartbeat_for(config.fleet, self.started_at, self.table.per_tenant)
+        self.tool_observers = ModernObservers(events, operations)
         self.modern = ModernEndpoint(
             json_response=config.json_response,
             keepalive=config.keepalive_interval,
@@ -269,64 +269,6 @@ async def stores_opened(config: AppConfig) -> AsyncGenerator[None]:
         for opened in unique.values():
             await stack.enter_async_context(opened)
         yield
-
-
-def tool_observer(
-    hub: EventHub,
-    tenant_id: str | None,
-    session_id: str | None,
-    operations: Operations | None,
-    client: Callable[[], Mapping[str, Any] | None] | None = None,
-) -> RequestObserver:
-    """Per `tools/call` the kernel finishes: the audit record (when audit is on) and `tool_called`
-    (when anyone listens). `client` reads the session's client info (legacy); without it, a
-    2026-07-28 request carries its own in `_meta`."""
-
-    def observe(method: str, params: Mapping[str, Any] | None, started: float, outcome: dict[str, Any]) -> None:
-        if method != "tools/call":
-            return
-        # `Auditor.active` (the operations' hub is this one), inline: this runs per tool call. The
-        # client info is read only for a record.
-        if operations is not None and (hub.subscriptions.get("audit") or audit_logger.isEnabledFor(logging.INFO)):
-            info = client() if client is not None else _modern_client(params)
-            operations.tool_called(tenant_id, session_id, info, params, outcome, time.perf_counter() - started)
-        if not hub.has_listeners("tool_called"):
-            return
-        error: dict[str, Any] | None = outcome.get("error")
-        result: dict[str, Any] | None = outcome.get("result")
-        tool_failed = result is not None and bool(result.get("isError"))
-        hub.emit(
-            ToolCalled(
-                tool_name=str((params or {}).get("name", "")),
-                tenant_id=tenant_id,
-                session_id=session_id,
-                duration=time.perf_counter() - started,
-                success=error is None and not tool_failed,
-                error=str(error.get("message")) if error is not None else ("tool_error" if tool_failed else None),
-            )
-        )
-
-    return observe
-
-
-def _legacy_client(session_ref: weakref.ref[LegacySession]) -> Callable[[], Mapping[str, Any] | None]:
-    """Reads the session's client info from `initialize`. Weakly: the session's dispatcher holds the
-    observer, and an ended session must leave no reference cycle behind."""
-
-    def client() -> Mapping[str, Any] | None:
-        session = session_ref()
-        params = session.connection.client_params if session is not None else None
-        return params.client_info.model_dump() if params is not None else None
-
-    return client
-
-
-def _modern_client(params: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    meta: Any = params.get("_meta") if params is not None else None
-    if not isinstance(meta, dict):
-        return None
-    info: Any = cast("dict[str, Any]", meta).get("io.modelcontextprotocol/clientInfo")
-    return cast("dict[str, Any]", info) if isinstance(info, dict) else None
 
 
 async def run_lifespan_protocol(

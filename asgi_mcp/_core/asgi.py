@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .errors import ProtocolError
-from .http import Headers
+from .http import Headers, text
 from .jsonrpc import dumps
 
 __all__ = ["HttpRequest"]
@@ -44,7 +44,7 @@ class BodyTooLarge(ProtocolError):
         super().__init__(413, f"Request body exceeds {limit} bytes", reason=f"request body over the {limit}-byte limit")
 
 
-async def read_body(receive: Receive, limit: int, content_length: str | None) -> bytes:
+async def read_body(receive: Receive, limit: int, content_length: bytes | None) -> bytes:
     """The whole request body, refusing with 413 as soon as more than `limit` bytes arrive.
 
     A declared Content-Length over the limit is refused before reading; chunked bodies are counted
@@ -55,7 +55,7 @@ async def read_body(receive: Receive, limit: int, content_length: str | None) ->
         try:
             declared = int(content_length)
         except ValueError:
-            raise ProtocolError(400, "Invalid Content-Length header", code=None) from None
+            declared = _declared_length(content_length)
         if declared > limit:
             raise BodyTooLarge(limit)
     first = await receive()
@@ -79,6 +79,15 @@ async def read_body(receive: Receive, limit: int, content_length: str | None) ->
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _declared_length(content_length: bytes) -> int:
+    """A Content-Length line `int()` refused as bytes, read as its text (`Headers`: latin-1, trimmed):
+    the same integers the header's text gives (`int` of text also skips Unicode spaces)."""
+    try:
+        return int(text(content_length))
+    except ValueError:
+        raise ProtocolError(400, "Invalid Content-Length header", code=None) from None
 
 
 class ClientGone(Exception):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 from .errors import INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION, ProtocolError
 
@@ -37,58 +37,92 @@ class Headers(Mapping[str, str]):
     repeated header keeps its first value; `getlist` returns them all. Values lose the optional
     whitespace around them (RFC 9110 5.5): h11 strips it, httptools does not, and the answer must
     not depend on the server.
+
+    Built for the cost of one dict of the lines as the server sent them (`raw`): a value is decoded
+    when it is read, so the headers nobody reads cost nothing. The transport's own reads go straight
+    to `raw` and compare bytes (`accepts_raw`, `era_of_raw`, ...); `repeats` says whether some name
+    came more than once.
     """
 
-    __slots__ = ("_first", "_raw")
+    __slots__ = ("_lines", "raw", "repeats")
 
-    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
-        names = _NAMES
-        self._raw = [
-            (names.get(name) or _header_name(name), value.decode("latin-1").strip(" \t")) for name, value in raw
-        ]
-        first: dict[str, str] = {}
-        for name, value in self._raw:
-            first.setdefault(name, value)
-        self._first = first
+    def __init__(self, lines: Iterable[tuple[bytes, bytes]]) -> None:
+        lines = lines if type(lines) is list else list(lines)
+        raw: dict[bytes, bytes] = dict(lines)  # the last value of each name; the first is kept below
+        names = b"".join(raw)
+        # ASGI servers send lowercase names (and distinct ones nearly always): then this is all.
+        if len(raw) != len(lines) or not (names.islower() and names.isascii()):
+            raw = {}
+            lowered: list[tuple[bytes, bytes]] = []
+            for name, value in lines:
+                name = _lowercase(name)
+                lowered.append((name, value))
+                raw.setdefault(name, value)
+            lines = lowered
+        self.repeats = len(raw) != len(lines)
+        self._lines = lines
+        self.raw = raw  # each name's first value as the server sent it (untrimmed), by lowercase name
 
     def __getitem__(self, key: str) -> str:
-        return self._first[key.lower()]
+        value = self.raw.get(_key(key))
+        if value is None:
+            raise KeyError(key)
+        return text(value)
 
     def get(self, key: str, default: Any = None) -> Any:  # the Mapping mixin's is slower: hot path
-        return self._first.get(key.lower(), default)
+        value = self.raw.get(_key(key))
+        return default if value is None else value.decode("latin-1").strip(" \t")
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.lower() in self._first
+        return isinstance(key, str) and _key(key) in self.raw
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._first)
+        return (name.decode("latin-1") for name in self.raw)
 
     def __len__(self) -> int:
-        return len(self._first)
+        return len(self.raw)
 
     def getlist(self, key: str) -> list[str]:
-        key = key.lower()
-        return [value for name, value in self._raw if name == key]
+        name = _key(key)
+        return [text(value) for line, value in self._lines if line == name]
 
     def raw_items(self) -> list[tuple[str, str]]:
         """Every header line in arrival order, repeats included."""
-        return list(self._raw)
+        return [(name.decode("latin-1"), text(value)) for name, value in self._lines]
 
     def __repr__(self) -> str:
         # Never show values: the Authorization header is among them.
-        return f"Headers({sorted(self._first)!r})"
+        return f"Headers({sorted(self)!r})"
 
 
-# Header names decoded and lowercased once: a server sends the same few names on every request. Bounded:
-# names past the bound (a client may invent any) are decoded each time, as all were before.
-_NAMES: Final[dict[bytes, str]] = {}
-_NAMES_KEPT: Final = 256
+def text(value: bytes) -> str:
+    """A header value as `Headers` reads it: latin-1, without the optional whitespace around it."""
+    return value.decode("latin-1").strip(" \t")
 
 
-def _header_name(raw: bytes) -> str:
-    name = raw.decode("latin-1").lower()
-    if len(_NAMES) < _NAMES_KEPT:
-        _NAMES[raw] = name
+def _lowercase(name: bytes) -> bytes:
+    """A header name lowercased as its latin-1 text is (a server that sends uppercase names)."""
+    return name.decode("latin-1").lower().encode("latin-1")
+
+
+# Lookup keys as the names they address, kept: callers ask for the same few names on every request.
+# Bounded: keys past the bound (a handler may ask for any) are converted each time.
+_KEYS: Final[dict[str, bytes]] = {}
+_KEYS_KEPT: Final = 256
+# What a key outside latin-1 addresses: nothing (no name a server sends decodes to it). Not bytes, so
+# it equals no name.
+_NO_NAME: Final = cast(bytes, object())
+
+
+def _key(key: str) -> bytes:
+    name = _KEYS.get(key)
+    if name is None:
+        try:
+            name = key.lower().encode("latin-1")
+        except UnicodeEncodeError:
+            name = _NO_NAME
+        if len(_KEYS) < _KEYS_KEPT:
+            _KEYS[key] = name
     return name
 
 
@@ -112,6 +146,27 @@ def era_of(version_header: str | None) -> tuple[Era, str]:
         data={"supported": list(MODERN_VERSIONS), "requested": version_header[:64]},
         reason="unsupported MCP-Protocol-Version",
     )
+
+
+# `era_of` of an `MCP-Protocol-Version` line as sent (`Headers.raw`; None: absent), for the values
+# clients send; `era_of_raw` falls back on `era_of` for anything else (padded, unknown).
+ERA_OF_RAW: Final[dict[bytes | None, tuple[Era, str]]] = {
+    None: ("legacy", DEFAULT_LEGACY_VERSION),
+    **{version.encode(): ("legacy", version) for version in LEGACY_VERSIONS},
+    **{version.encode(): ("modern", version) for version in MODERN_VERSIONS},
+}
+
+
+def era_of_raw(value: bytes | None) -> tuple[Era, str]:
+    """`era_of` of the header line as the server sent it (`Headers.raw`)."""
+    known = ERA_OF_RAW.get(value)
+    return known if known is not None else era_of(text(value) if value is not None else None)
+
+
+@functools.lru_cache(maxsize=256)
+def accepts_raw(accept_line: bytes | None) -> tuple[bool, bool]:
+    """`accepts` of the header line as the server sent it (`Headers.raw`), cached as sent."""
+    return accepts(text(accept_line) if accept_line is not None else None)
 
 
 @functools.lru_cache(maxsize=256)
@@ -145,6 +200,13 @@ def _is_zero_q(params: str) -> bool:
             except ValueError:
                 return False
     return False
+
+
+def is_json_content_type_raw(content_type: bytes | None) -> bool:
+    """`is_json_content_type` of the header line as the server sent it (`Headers.raw`)."""
+    if content_type == JSON_CONTENT_TYPE:  # as nearly every client sends it
+        return True
+    return is_json_content_type(text(content_type) if content_type is not None else None)
 
 
 def is_json_content_type(content_type: str | None) -> bool:

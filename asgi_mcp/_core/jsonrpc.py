@@ -19,9 +19,31 @@ __all__: list[str] = []
 RequestId = str | int
 Kind = Literal["request", "notification", "response", "error"]
 
-# Compact JSON; non-ASCII stays as UTF-8 text (smaller frames, same meaning). The encoder's own method,
-# not a function around it: every answer of both eras goes through it.
-dumps: Final[Callable[[Any], str]] = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+# Compact JSON; non-ASCII stays as UTF-8 text (smaller frames, same meaning). Every answer of both eras
+# goes through `dumps`.
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# The C encoder `_ENCODER.encode` ends up calling, made once instead of per call, and without the
+# circular-reference bookkeeping (a dict of ids per call): a cycle then exhausts the recursion limit
+# instead, and `dumps` hands such a value to `_ENCODER.encode`, which raises what it always raised.
+# Where the interpreter has no C encoder, `_ENCODER.encode` itself. (`c_make_encoder` is not in typeshed.)
+_make_encoder: Callable[..., Callable[[Any, int], list[str]]] | None = getattr(json.encoder, "c_make_encoder", None)
+_encode_string: Any = getattr(json.encoder, "c_encode_basestring", None)
+_c_encode: Final = (
+    _make_encoder(None, _ENCODER.default, _encode_string, None, ":", ",", False, False, False)
+    if _make_encoder is not None and _encode_string is not None
+    else None
+)
+
+
+def _dumps_c(value: Any) -> str:
+    """`_ENCODER.encode(value)`: the same text, the same exceptions."""
+    try:
+        return "".join(_c_encode(value, 0))  # type: ignore[misc]  # only installed with the C encoder
+    except RecursionError:
+        return _ENCODER.encode(value)  # a cycle (its ValueError) or nesting too deep (RecursionError)
+
+
+dumps: Final[Callable[[Any], str]] = _dumps_c if _c_encode is not None else _ENCODER.encode
 # What `json.loads` runs for a `str` once its wrappers are done (the C scanner where there is one): called
 # directly, the body is decoded without three Python calls and two whitespace matches per request. (An
 # instance attribute the decoder sets up, which typeshed does not declare.)

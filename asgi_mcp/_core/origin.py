@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import SecurityRefusal
+from .http import text
 
 __all__: list[str] = []
 
@@ -107,6 +108,18 @@ class OriginPolicy:
         # default or explicit list: the two settings never contradict each other. Spelled as
         # `CorsPolicy` reads them (a trailing slash is not part of an origin).
         self.cors_origins = tuple(origin.rstrip("/") for origin in cors_origins)
+        # (Host line, Origin line, the server's host) as sent, for those that passed: every request
+        # of a client sends the same. Bounded: past the bound, new ones are checked each time.
+        self._passed: set[tuple[bytes | None, bytes | None, object]] = set()
+
+    def check_raw(self, host: bytes | None, origin: bytes | None, server: Any) -> None:
+        """`check` of the header lines as the server sent them (`Headers.raw`), its passes kept."""
+        seen = (host, origin, server[0] if server else None)
+        if seen in self._passed:
+            return
+        self.check(_text(host), _text(origin), server)
+        if len(self._passed) < _PASSED_KEPT:
+            self._passed.add(seen)
 
     def check(self, host: str | None, origin: str | None, server: Any) -> None:
         """Raise 421 for a Host nobody serves here, 403 for an Origin not allowed."""
@@ -137,6 +150,13 @@ class OriginPolicy:
             return
         if host is None or parts.netloc.lower() != host.lower():
             raise _refused(403, "Forbidden: invalid Origin header", "cross-origin request without allowed_origins")
+
+
+_PASSED_KEPT = 1024
+
+
+def _text(value: bytes | None) -> str | None:
+    return text(value) if value is not None else None
 
 
 def _refused(status: int, message: str, reason: str) -> SecurityRefusal:

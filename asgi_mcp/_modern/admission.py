@@ -57,9 +57,8 @@ def admit(request: HttpRequest, message: Message, *, accepts_sse: bool) -> Route
             reason="listen without text/event-stream",
         )
     headers = request.headers
-    lines = headers.raw_items()
-    # With as many header lines as names (names are lowercase already), no header is repeated.
-    duplicated = find_duplicated_routing_header(lines) if len(lines) != len(headers) else None
+    # Only a request where some header name repeats can repeat a routing header.
+    duplicated = find_duplicated_routing_header(headers.raw_items()) if headers.repeats else None
     if duplicated is not None:
         raise ProtocolError(
             400, f"{duplicated} header appears more than once", code=HEADER_MISMATCH, request_id=request_id

@@ -125,16 +125,35 @@ class TestHeaders:
         assert headers.getlist("x-list") == ["a, b"]
         assert headers.raw_items() == [("mcp-protocol-version", "2025-11-25"), ("x-list", "a, b")]
 
-    def test_names_read_the_same_once_the_decoded_ones_are_kept_and_past_their_bound(self) -> None:
-        # Decoded names are kept for the next request, up to a bound: past it, invented names are
-        # decoded each time, never kept, and read the same.
-        invented = [(f"X-Invented-{n}".encode(), b"v") for n in range(2 * http._NAMES_KEPT)]
+    def test_keys_read_the_same_once_the_converted_ones_are_kept_and_past_their_bound(self) -> None:
+        # Lookup keys are kept converted for the next request, up to a bound: past it, new keys are
+        # converted each time, never kept, and read the same.
+        invented = [(f"x-invented-{n}".encode(), b"v") for n in range(2 * http._KEYS_KEPT)]
         for _ in range(2):
-            headers = Headers([(b"Content-Type", b"application/json"), *invented])
-            assert headers["content-type"] == "application/json"
-            assert headers.get(f"x-invented-{2 * http._NAMES_KEPT - 1}") == "v"
+            headers = Headers([(b"content-type", b"application/json"), *invented])
+            assert headers["Content-Type"] == "application/json"
+            for n in range(2 * http._KEYS_KEPT):
+                assert headers.get(f"X-Invented-{n}") == "v"
             assert len(headers) == 1 + len(invented)
-        assert len(http._NAMES) == http._NAMES_KEPT
+        assert len(http._KEYS) == http._KEYS_KEPT
+
+    def test_keys_outside_latin1_find_nothing(self) -> None:
+        headers = Headers([(b"x-caf\xe9", b"1"), (b"k", b"2")])
+        assert headers["X-CAF\xc9"] == "1"  # latin-1 names lowercase as their text does
+        assert "x-caf\u20ac" not in headers
+        assert headers.get("\u20ac", "none") == "none"
+        assert headers.getlist("\u20ac") == []
+        assert headers["\u212a"] == "2"  # the Kelvin sign lowercases to "k", as str.lower() says
+
+    def test_uppercase_and_repeated_names_from_a_server(self) -> None:
+        # ASGI servers send lowercase names; one that does not still gets a case-insensitive view, and
+        # `raw` (the transport's reads) has lowercase names too.
+        headers = Headers([(b"Content-Type", b" application/json "), (b"X-A", b"1"), (b"x-a", b"2")])
+        assert headers.raw == {b"content-type": b" application/json ", b"x-a": b"1"}
+        assert headers.repeats
+        assert not Headers([(b"content-type", b"application/json")]).repeats
+        assert headers["content-type"] == "application/json"
+        assert Headers(iter([(b"a", b"1")]))["A"] == "1"  # any iterable of lines
 
     def test_repr_never_shows_values(self) -> None:
         headers = Headers([(b"authorization", b"Bearer top-secret")])
