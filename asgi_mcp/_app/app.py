@@ -337,7 +337,7 @@ class McpApp:
                     await self._routes.preflight(origin, headers, send)
                     return
                 send = cors.wrap(send, origin)
-        if not endpoint_matches(path, root_path, self._path):
+        if (path != self._path or root_path) and not endpoint_matches(path, root_path, self._path):
             await self._routes.answer(scope, send, ready=self.running)
             return
         responder = Responder(send)

@@ -17,7 +17,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-JSON_HEADERS: Final = [(b"content-type", b"application/json")]
+JSON_CONTENT_TYPE_LINE: Final = (b"content-type", b"application/json")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -96,7 +96,7 @@ class ClientGone(Exception):
 
 async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = dumps(payload).encode()
-    response_headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    response_headers = [JSON_CONTENT_TYPE_LINE, (b"content-length", b"%d" % len(body))]
     if headers:
         response_headers.extend(headers)
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
