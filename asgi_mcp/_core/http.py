@@ -70,7 +70,7 @@ class Headers(Mapping[str, str]):
         return text(value)
 
     def get(self, key: str, default: Any = None) -> Any:  # the Mapping mixin's is slower: hot path
-        value = self.raw.get(_key(key))
+        value = self.raw.get(_KEYS.get(key) or _key(key))  # `_key`, its kept keys inline
         return default if value is None else value.decode("latin-1").strip(" \t")
 
     def __contains__(self, key: object) -> bool:
