@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asgi_mcp import Headers, ProtocolError
 from asgi_mcp._core import http
@@ -184,3 +188,47 @@ class TestMisc:
     def test_visible_ascii_session_id_passes(self) -> None:
         value = "".join(chr(c) for c in range(0x21, 0x7F))
         assert check_session_id(value) == value
+
+
+# -- the transport's reads of the lines as sent (`Headers.raw`) mirror the reads of their text ----------
+
+_PADDING = st.sampled_from([b"", b" ", b"\t", b" \t "])
+_VERSION_LINES = st.sampled_from([v.encode() for v in (*LEGACY_VERSIONS, *MODERN_VERSIONS)]) | st.binary(max_size=12)
+_ACCEPT_LINES = st.sampled_from(
+    [b"application/json, text/event-stream", b"*/*", b"text/event-stream;q=0", b"application/*;Q=0, text/*", b""]
+)
+_CONTENT_TYPE_LINES = st.sampled_from(
+    [b"application/json", b"Application/JSON; charset=utf-8", b"application/json-seq", b"text/plain", b""]
+)
+
+
+def _padded(lines: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes | None]:
+    return st.none() | st.tuples(_PADDING, lines | st.binary(max_size=12), _PADDING).map(b"".join)
+
+
+def _outcome(read: Callable[[], object]) -> object:
+    try:
+        return read()
+    except ProtocolError as error:
+        return (error.status, error.code, error.error_body())
+
+
+@given(_padded(_VERSION_LINES))
+def test_era_of_raw_is_era_of_the_text(line: bytes | None) -> None:
+    as_text = http.text(line) if line is not None else None
+    assert _outcome(lambda: http.era_of_raw(line)) == _outcome(lambda: era_of(as_text))
+    if line in http.ERA_OF_RAW:  # what the app reads inline
+        assert http.ERA_OF_RAW[line] == era_of(as_text)
+
+
+@given(_padded(_ACCEPT_LINES))
+def test_accepts_raw_is_accepts_of_the_text(line: bytes | None) -> None:
+    assert http.accepts_raw(line) == accepts_header(http.text(line) if line is not None else None)
+
+
+@given(_padded(_CONTENT_TYPE_LINES))
+def test_is_json_content_type_raw_is_that_of_the_text(line: bytes | None) -> None:
+    expected = is_json_content_type(http.text(line) if line is not None else None)
+    assert http.is_json_content_type_raw(line) is expected
+    if line == http.JSON_CONTENT_TYPE:  # what the app compares inline
+        assert expected

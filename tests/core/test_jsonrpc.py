@@ -162,3 +162,44 @@ def test_dumps_is_compact_and_keeps_unicode() -> None:
 def test_error_message_shape() -> None:
     assert error_message(1, -32000, "m") == {"jsonrpc": "2.0", "id": 1, "error": {"code": -32000, "message": "m"}}
     assert error_message(None, -1, "m", {"d": 1})["error"]["data"] == {"d": 1}
+
+
+_STANDARD_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_ANSWER_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.builds(object),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=6) | st.integers() | st.none() | st.booleans(), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _encoded(encode: Any, value: Any) -> object:
+    try:
+        return encode(value)
+    except (ValueError, TypeError, RecursionError) as error:
+        return (type(error), str(error))
+
+
+@given(_ANSWER_VALUES)
+def test_dumps_is_the_standard_encoder(value: Any) -> None:
+    """`dumps` calls the C encoder directly: the same text as the encoder it replaces, the same
+    refusals (NaN, objects JSON cannot hold), and the text reads back as the value."""
+    text = _encoded(dumps, value)
+    assert text == _encoded(_STANDARD_ENCODER.encode, value)
+    if isinstance(text, str) and "NaN" not in text and "Infinity" not in text:
+        assert json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":")) == text
+
+
+def test_dumps_refuses_cycles_and_deep_nesting_as_the_standard_encoder_does() -> None:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    loop: dict[str, Any] = {}
+    loop["self"] = {"up": loop}
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    for value in (cycle, loop, deep):
+        assert _encoded(dumps, value) == _encoded(_STANDARD_ENCODER.encode, value)
+    assert _encoded(dumps, cycle) == (ValueError, "Circular reference detected")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asgi_mcp import SecurityRefusal
+from asgi_mcp._core import origin as origin_module
+from asgi_mcp._core.http import text
 from asgi_mcp._core.origin import OriginPolicy
 
 LOOPBACK_V4 = ("127.0.0.1", 8000)
@@ -105,3 +109,51 @@ class TestAllowLists:
         body = caught.value.error_body()
         assert body is not None
         assert body["id"] is None
+
+
+_HOSTS = st.sampled_from(
+    [b"127.0.0.1:8000", b"localhost", b" localhost:1 ", b"[::1]:8000", b"evil.example.com", b"Example.COM:443", b""]
+)
+_ORIGINS = st.sampled_from(
+    [b"http://127.0.0.1:8000", b"http://localhost:3000", b"https://evil.example", b"https://example.com:443", b"\t"]
+)
+_POLICIES = [
+    DEFAULT,
+    OriginPolicy(["example.com:*"], ["https://example.com:443"]),
+    OriginPolicy(None, None, cors_origins=["https://evil.example"]),
+]
+
+
+@given(
+    st.sampled_from(range(len(_POLICIES))),
+    st.none() | _HOSTS | st.binary(max_size=12),
+    st.none() | _ORIGINS | st.binary(max_size=12),
+    st.sampled_from([LOOPBACK_V4, PUBLIC, PUBLIC_IP, None, ("/tmp/mcp.sock", None)]),
+)
+def test_check_raw_gives_check_verdict_on_the_lines_as_sent(
+    policy_index: int, host: bytes | None, origin: bytes | None, server: object
+) -> None:
+    """`check_raw` (what the app calls, its passes kept) agrees with `check` on the decoded lines, asked
+    once or again."""
+    policy = _POLICIES[policy_index]
+    expected = refused(
+        policy, text(host) if host is not None else None, text(origin) if origin is not None else None, server
+    )
+    for _ in range(2):
+        try:
+            policy.check_raw(host, origin, server)
+            verdict = None
+        except SecurityRefusal as refusal:
+            verdict = refusal.status
+        assert verdict == expected
+
+
+def test_check_raw_keeps_a_bounded_number_of_passes() -> None:
+    policy = OriginPolicy(["*"], None)
+    for n in range(2 * origin_module._PASSED_KEPT):
+        policy.check_raw(b"host-%d" % n, None, PUBLIC)
+    assert len(policy._passed) == origin_module._PASSED_KEPT
+    policy.check_raw(b"host-0", None, PUBLIC)  # kept: passes
+    policy.check_raw(b"host-%d" % (2 * origin_module._PASSED_KEPT - 1), None, PUBLIC)  # not kept: checked, passes
+    with pytest.raises(SecurityRefusal):
+        OriginPolicy(["a.example"], None).check_raw(b"b.example", None, PUBLIC)

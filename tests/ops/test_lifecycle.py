@@ -157,6 +157,27 @@ async def test_tool_called_payloads() -> None:
     assert all(call.duration >= 0 for call in calls)
 
 
+async def test_modern_tool_called_names_each_callers_tenant() -> None:
+    # The modern era's observer is made once per tenant and kept: each call still names its own.
+    app, _ = tenants_app()
+    calls: list[ToolCalled] = []
+    app.on("tool_called", calls.append)
+    with anyio.fail_after(GUARD):
+        async with serving(app) as client:
+            for index, token in enumerate((TOKEN_A, TOKEN_B, TOKEN_A, TOKEN_B)):
+                modern = await TokenClient(client, token).modern(
+                    index, "tools/call", {"name": "whoami", "arguments": {}}
+                )
+                assert (await final_message(modern))["result"]["isError"] is False
+            await wait_until(lambda: len(calls) == 4)
+    assert [(call.tenant_id, call.session_id, call.success) for call in calls] == [
+        ("alpha", None, True),
+        ("bravo", None, True),
+        ("alpha", None, True),
+        ("bravo", None, True),
+    ]
+
+
 async def test_tool_called_duration_covers_the_call() -> None:
     gate = Probe()
     app = McpApp(tenants=Tenants({TOKEN_A: lambda: tenant_server("alpha", gate=gate)}))

@@ -1,0 +1,59 @@
+"""ASGI plumbing shared by both eras: the request view handlers see, and reading a body under its limit."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import anyio
+import pytest
+
+from asgi_mcp import Headers, ProtocolError
+from asgi_mcp._core.asgi import BodyTooLarge, HttpRequest, read_body
+
+pytestmark = pytest.mark.anyio
+
+
+def test_http_request_is_a_frozen_view() -> None:
+    scope: dict[str, Any] = {"type": "http", "client": ("10.0.0.1", 1234)}
+    headers = Headers([(b"x-a", b"1")])
+    request = HttpRequest("POST", "/mcp", headers, scope)
+    assert (request.method, request.path, request.headers, request.scope) == ("POST", "/mcp", headers, scope)
+    assert request.client == ("10.0.0.1", 1234)
+    assert [field.name for field in dataclasses.fields(request)] == ["method", "path", "headers", "scope"]
+    assert repr(request) == "HttpRequest(method='POST', path='/mcp', headers=Headers(['x-a']))"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        request.method = "GET"  # type: ignore[misc]
+    assert request != HttpRequest("POST", "/mcp", headers, scope)  # identity, as before
+
+
+def _receiving(*chunks: bytes) -> Any:
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1} for i, chunk in enumerate(chunks)
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    return receive
+
+
+@pytest.mark.parametrize(
+    ("line", "declared"),
+    [(b"5", 5), (b" 5\t", 5), (b"+5", 5), (b"0_5", 5), (b"\xa05", 5), (b"5\x85", 5)],
+)
+async def test_content_length_reads_as_its_text_does(line: bytes, declared: int) -> None:
+    # The line as sent (`Headers.raw`): `int` of the bytes where it reads them, else of the text
+    # (latin-1, which `int` also trims of Unicode spaces such as NBSP and NEL).
+    assert int(Headers([(b"content-length", line)])["content-length"]) == declared
+    with anyio.fail_after(5):
+        assert await read_body(_receiving(b"12345"), 10, line) == b"12345"
+        with pytest.raises(BodyTooLarge):
+            await read_body(_receiving(b"12345"), declared - 1, line)
+
+
+@pytest.mark.parametrize("line", [b"", b"five", b"5.0", b"\xff", b"0x5"])
+async def test_a_content_length_that_is_no_integer_is_400(line: bytes) -> None:
+    with anyio.fail_after(5), pytest.raises(ProtocolError) as caught:
+        await read_body(_receiving(b"12345"), 10, line)
+    assert (caught.value.status, caught.value.message) == (400, "Invalid Content-Length header")
