@@ -318,25 +318,17 @@ class McpApp:
     # -- ASGI -------------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await run_lifespan_protocol(self.lifespan_context, receive, send)
-        elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1000})
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # An HTTP request is served right here: no coroutine of its own, one call level less per request.
+        if scope["type"] != "http":
+            await self._not_http(scope, receive, send)
+            return
         path, root_path = scope["path"], scope.get("root_path", "")
         headers = Headers(scope["headers"])
-        cors = self._cors
-        if cors is not None:
-            origin = headers.get("origin")
-            if origin is not None and cors.allows(origin):
-                if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-                    await self._routes.preflight(origin, headers, send)
-                    return
-                send = cors.wrap(send, origin)
+        if self._cors is not None:
+            with_cors = await self._routes.cors_send(scope, headers, send)
+            if with_cors is None:
+                return  # a preflight, answered
+            send = with_cors
         if (path != self._path or root_path) and not endpoint_matches(path, root_path, self._path):
             await self._routes.answer(scope, send, ready=self.running)
             return
@@ -385,6 +377,12 @@ class McpApp:
                 current_tenant.reset(tenant_token)
             attributes["http.response.status_code"] = responder.status
             self._metrics.requests.add(1, attributes)
+
+    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await run_lifespan_protocol(self.lifespan_context, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
 
     async def _internal_error(self, request: HttpRequest, responder: Responder) -> None:
         # The app's one catch-all: a bug, never the client's fault. Nothing internal leaves.

@@ -57,6 +57,17 @@ class SideRoutes:
         self.urls = urls
         self.cors = cors
 
+    async def cors_send(self, scope: Scope, headers: Headers, send: Send) -> Send | None:
+        """The `send` that adds CORS headers for an allowed origin (any path); None once a preflight
+        is answered."""
+        cors, origin = self.cors, headers.get("origin")
+        if cors is None or origin is None or not cors.allows(origin):
+            return send
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            await self.preflight(origin, headers, send)
+            return None
+        return cors.wrap(send, origin)
+
     async def preflight(self, origin: str, headers: Headers, send: Send) -> None:
         """Answer a CORS preflight from an allowed origin: 204 with the grant, or 403."""
         assert self.cors is not None

@@ -46,8 +46,8 @@ class Headers(Mapping[str, str]):
 
     __slots__ = ("_lines", "raw", "repeats")
 
-    def __init__(self, lines: Iterable[tuple[bytes, bytes]]) -> None:
-        lines = lines if type(lines) is list else list(lines)
+    def __init__(self, sent: Iterable[tuple[bytes, bytes]]) -> None:
+        lines = cast("list[tuple[bytes, bytes]]", sent) if type(sent) is list else list(sent)
         raw: dict[bytes, bytes] = dict(lines)  # the last value of each name; the first is kept below
         names = b"".join(raw)
         # ASGI servers send lowercase names (and distinct ones nearly always): then this is all.
