@@ -15,6 +15,7 @@ from mcp.server import Server
 
 from .._core.errors import ConfigurationError
 from .._ops.telemetry import instrument
+from .results import plain_copy
 
 __all__: list[str] = []
 
@@ -39,6 +40,7 @@ class ServerHost:
         "_failed",
         "_ready",
         "_started",
+        "_stamp",
         "_stop",
         "label",
         "retired",
@@ -59,6 +61,16 @@ class ServerHost:
         # Live sessions served by this server; a retired server stops when the last one ends.
         self.sessions = 0
         self.retired = False
+        self._stamp: dict[str, Any] | None = None
+
+    def server_info_stamp(self) -> dict[str, Any]:
+        """`Server.server_info_stamp` (a fresh copy of the server's identity, as each 2026-era answer
+        carries it) without its `copy.deepcopy`: the SDK's value, taken on first use (the SDK fixes it
+        then too), copied as the plain JSON data it is."""
+        stamp = self._stamp
+        if stamp is None:
+            stamp = self._stamp = self.server.server_info_stamp
+        return plain_copy(stamp)
 
     @property
     def name(self) -> str:
