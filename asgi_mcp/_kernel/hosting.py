@@ -39,8 +39,8 @@ class ServerHost:
         "__weakref__",  # per-server caches elsewhere (the modern era's tool schemas) hold hosts weakly
         "_failed",
         "_ready",
-        "_started",
         "_stamp",
+        "_started",
         "_stop",
         "label",
         "retired",
@@ -70,7 +70,8 @@ class ServerHost:
         stamp = self._stamp
         if stamp is None:
             stamp = self._stamp = self.server.server_info_stamp
-        return plain_copy(stamp)
+        copied: dict[str, Any] = plain_copy(stamp)
+        return copied
 
     @property
     def name(self) -> str:

@@ -32,7 +32,7 @@ class NotPlain(Exception):
 def plain_copy(value: Any) -> Any:
     """A fresh copy of JSON-native data (dicts with string keys, lists, strings, numbers, booleans,
     None) equal to what a pydantic JSON-mode dump makes of it; raises `NotPlain` for anything else."""
-    kind = type(value)
+    kind: Any = type(value)  # exact: a subclass of dict or str may dump otherwise
     if kind is str or kind is int or kind is bool or value is None:
         return value
     if kind is float:
@@ -60,20 +60,19 @@ def _probe_layout(version: str) -> tuple[tuple[str, ...], tuple[str, ...]] | Non
         "structuredContent": {"k": 1},
         "resultType": "complete",
     }
-    try:
-        sieved = sdk_methods.serialize_server_result("tools/call", version, probe)
-    except Exception:  # a surface this module does not know: never served here
-        return None
     expected = {"content", "isError", "structuredContent"}
     if version in MODERN_PROTOCOL_VERSIONS:
         expected.add("resultType")
-    blocks = sieved.get("content")
-    if set(sieved) != expected or not isinstance(blocks, list) or len(blocks) != 1:  # pyright: ignore[reportUnknownArgumentType]
+    try:
+        sieved = sdk_methods.serialize_server_result("tools/call", version, probe)
+        blocks: list[Any] = sieved["content"]
+        block: dict[str, Any] = blocks[0]
+        block_keys = tuple(block)
+    except Exception:  # a surface this module does not know: never served here
         return None
-    block: Any = blocks[0]
-    if not isinstance(block, dict) or set(block) != {"type", "text"}:  # pyright: ignore[reportUnknownArgumentType]
+    if set(sieved) != expected or len(blocks) != 1 or set(block_keys) != {"type", "text"}:
         return None
-    return tuple(sieved), tuple(block)  # pyright: ignore[reportUnknownArgumentType]
+    return tuple(sieved), block_keys
 
 
 _LAYOUTS: Final = {
@@ -96,8 +95,8 @@ def plain_tool_result(result: Any, version: str) -> dict[str, Any] | None:
     if type(is_error) is not bool or result.result_type != "complete":
         return None
     keys, block_keys = layout
-    content: Any = result.content
-    if type(content) is not list:
+    content: list[Any] = result.content
+    if type(content) is not list:  # pyright: ignore[reportUnnecessaryComparison]  # assigned unvalidated
         return None
     blocks: list[dict[str, Any]] = []
     for block in content:

@@ -96,7 +96,9 @@ def test_every_result_is_shaped_as_the_sdk_shapes_it(result: types.CallToolResul
     assert sdk_or_error(kernel, version, result) == sdk_or_error(sdk, version, result)
 
 
-@pytest.mark.parametrize("odd", [(1, 2), math.nan, -math.inf, {1: "one"}, {"a": {2: "two"}}, {"a": frozenset()}, b"raw"])
+@pytest.mark.parametrize(
+    "odd", [(1, 2), math.nan, -math.inf, {1: "one"}, {"a": {2: "two"}}, {"a": frozenset()}, b"raw"]
+)
 @pytest.mark.parametrize("version", [VERSIONS[-2], MODERN])
 def test_values_a_json_dump_changes_are_left_to_the_sdk(odd: Any, version: str) -> None:
     result = types.CallToolResult(content=[types.TextContent(type="text", text="t")], structured_content={"v": [odd]})
@@ -121,7 +123,13 @@ def test_plain_results_take_the_short_path(version: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "meta", [None, {"other": 1}, {"io.modelcontextprotocol/serverInfo": None}, {"io.modelcontextprotocol/serverInfo": {"name": "mine"}}]
+    "meta",
+    [
+        None,
+        {"other": 1},
+        {"io.modelcontextprotocol/serverInfo": None},
+        {"io.modelcontextprotocol/serverInfo": {"name": "mine"}},
+    ],
 )
 def test_the_stamp_is_the_sdks_and_never_shared(meta: dict[str, Any] | None) -> None:
     sdk, kernel = runners(SERVER, MODERN)
@@ -202,7 +210,10 @@ async def test_each_tenants_answers_carry_its_own_server_and_a_replaced_one_its_
         body, headers = modern(request_id, "tools/call", {"name": "whoami", "arguments": {}})
         response = await client.post(body, headers={**headers, **auth})
         answer = await final_message(response)
-        assert answer["result"]["content"][0]["text"] == answer["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"]
+        assert (
+            answer["result"]["content"][0]["text"]
+            == answer["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"]
+        )
         return answer["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]
 
     with anyio.fail_after(GUARD):
