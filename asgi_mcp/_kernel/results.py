@@ -32,7 +32,7 @@ class NotPlain(Exception):
 def plain_copy(value: Any) -> Any:
     """A fresh copy of JSON-native data (dicts with string keys, lists, strings, numbers, booleans,
     None) equal to what a pydantic JSON-mode dump makes of it; raises `NotPlain` for anything else."""
-    kind: Any = type(value)  # exact: a subclass of dict or str may dump otherwise
+    kind = type(value)  # pyright: ignore[reportUnknownVariableType]  # exact: a subclass may dump otherwise
     if kind is str or kind is int or kind is bool or value is None:
         return value
     if kind is float:
