@@ -21,6 +21,8 @@ __all__: list[str] = []
 
 logger = logging.getLogger("asgi_mcp.hosting")
 
+_SCALARS = (str, int, float, bool, type(None))
+
 
 def as_lowlevel_server(server: Any) -> Server[Any]:
     """Accept an SDK low-level `Server` or an `MCPServer` (whose low-level server is the one served)."""
@@ -61,16 +63,19 @@ class ServerHost:
         # Live sessions served by this server; a retired server stops when the last one ends.
         self.sessions = 0
         self.retired = False
-        self._stamp: dict[str, Any] | None = None
+        self._stamp: tuple[dict[str, Any], bool] | None = None  # the server's stamp, and whether it is flat
 
     def server_info_stamp(self) -> dict[str, Any]:
         """`Server.server_info_stamp` (a fresh copy of the server's identity, as each 2026-era answer
         carries it) without its `copy.deepcopy`: the SDK's value, taken on first use (the SDK fixes it
         then too), copied as the plain JSON data it is."""
-        stamp = self._stamp
-        if stamp is None:
-            stamp = self._stamp = self.server.server_info_stamp
-        copied: dict[str, Any] = plain_copy(stamp)
+        if self._stamp is None:
+            source = self.server.server_info_stamp
+            self._stamp = source, all(type(value) in _SCALARS for value in source.values())
+        source, flat = self._stamp
+        if flat:
+            return source.copy()  # nothing in it to share
+        copied: dict[str, Any] = plain_copy(source)
         return copied
 
     @property

@@ -51,34 +51,32 @@ def plain_copy(value: Any) -> Any:
     raise NotPlain
 
 
-def _probe_layout(version: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-    """(result keys, text block keys) in the order the SDK's sieve writes them at `version`, when the
-    sieve keeps exactly the fields this module writes; None otherwise."""
+def _written_as_here(version: str) -> bool:
+    """Whether the SDK's sieve writes a tool result at `version` as `plain_tool_result` does: the
+    same fields in the same order (`content`, `isError`, `resultType` on the 2026 surface,
+    `structuredContent`), text blocks as `text`, `type`."""
     probe = {
         "content": [{"type": "text", "text": "t"}],
         "isError": False,
         "structuredContent": {"k": 1},
         "resultType": "complete",
     }
-    expected = {"content", "isError", "structuredContent"}
-    if version in MODERN_PROTOCOL_VERSIONS:
-        expected.add("resultType")
+    modern = version in MODERN_PROTOCOL_VERSIONS
+    expected = ("content", "isError", "resultType", "structuredContent") if modern else _LEGACY_KEYS
     try:
         sieved = sdk_methods.serialize_server_result("tools/call", version, probe)
         blocks: list[Any] = sieved["content"]
-        block: dict[str, Any] = blocks[0]
-        block_keys = tuple(block)
     except Exception:  # a surface this module does not know: never served here
-        return None
-    if set(sieved) != expected or len(blocks) != 1 or set(block_keys) != {"type", "text"}:
-        return None
-    return tuple(sieved), block_keys
+        return False
+    return tuple(sieved) == expected and len(blocks) == 1 and tuple(blocks[0]) == ("text", "type")
 
 
-_LAYOUTS: Final = {
-    version: layout
+_LEGACY_KEYS: Final = ("content", "isError", "structuredContent")
+# The versions served here, each with whether its surface writes `resultType`.
+_SERVED: Final = {
+    version: version in MODERN_PROTOCOL_VERSIONS
     for version in (*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS)
-    if (layout := _probe_layout(version)) is not None
+    if _written_as_here(version)
 }
 
 
@@ -88,13 +86,12 @@ def plain_tool_result(result: Any, version: str) -> dict[str, Any] | None:
     nothing the surface could drop, reorder inside a value or refuse; None when not sure."""
     if type(result) is not CallToolResult:
         return None
-    layout = _LAYOUTS.get(version)
-    if layout is None or result.meta is not None or result.__pydantic_extra__:
+    with_result_type = _SERVED.get(version)
+    if with_result_type is None or result.meta is not None or result.__pydantic_extra__:
         return None
     is_error, structured = result.is_error, result.structured_content
     if type(is_error) is not bool or result.result_type != "complete":
         return None
-    keys, block_keys = layout
     content: list[Any] = result.content
     if type(content) is not list:  # pyright: ignore[reportUnnecessaryComparison]  # assigned unvalidated
         return None
@@ -105,13 +102,15 @@ def plain_tool_result(result: Any, version: str) -> dict[str, Any] | None:
         text = block.text
         if type(text) is not str or block.type != "text" or block.__pydantic_extra__:
             return None
-        blocks.append({"text": text, "type": "text"} if block_keys[0] == "text" else {"type": "text", "text": text})
+        blocks.append({"text": text, "type": "text"})
+    shaped: dict[str, Any] = {"content": blocks, "isError": is_error}
+    if with_result_type:
+        shaped["resultType"] = "complete"
     if structured is not None:
         if type(structured) is not dict:
             return None  # the surfaces differ on anything but an object
         try:
-            structured = plain_copy(structured)
+            shaped["structuredContent"] = plain_copy(structured)
         except NotPlain:
             return None
-    values = {"content": blocks, "isError": is_error, "structuredContent": structured, "resultType": "complete"}
-    return {key: values[key] for key in keys if values[key] is not None}
+    return shaped

@@ -144,6 +144,13 @@ def test_the_stamp_is_the_sdks_and_never_shared(meta: dict[str, Any] | None) -> 
     assert fresh["_meta"]["io.modelcontextprotocol/serverInfo"] == SERVER.server_info_stamp
 
 
+def test_a_flat_stamp_is_copied_too() -> None:
+    host = ServerHost(Server("flat", version="1"))
+    first, second = host.server_info_stamp(), host.server_info_stamp()
+    assert first == second == host.server.server_info_stamp == {"name": "flat", "version": "1"}
+    assert first is not second
+
+
 # -- over the ASGI interface ------------------------------------------------------------------------
 
 
