@@ -15,10 +15,13 @@ from mcp.server import Server
 
 from .._core.errors import ConfigurationError
 from .._ops.telemetry import instrument
+from .results import plain_copy
 
 __all__: list[str] = []
 
 logger = logging.getLogger("asgi_mcp.hosting")
+
+_SCALARS = (str, int, float, bool, type(None))
 
 
 def as_lowlevel_server(server: Any) -> Server[Any]:
@@ -38,6 +41,7 @@ class ServerHost:
         "__weakref__",  # per-server caches elsewhere (the modern era's tool schemas) hold hosts weakly
         "_failed",
         "_ready",
+        "_stamp",
         "_started",
         "_stop",
         "label",
@@ -59,6 +63,20 @@ class ServerHost:
         # Live sessions served by this server; a retired server stops when the last one ends.
         self.sessions = 0
         self.retired = False
+        self._stamp: tuple[dict[str, Any], bool] | None = None  # the server's stamp, and whether it is flat
+
+    def server_info_stamp(self) -> dict[str, Any]:
+        """`Server.server_info_stamp` (a fresh copy of the server's identity, as each 2026-era answer
+        carries it) without its `copy.deepcopy`: the SDK's value, taken on first use (the SDK fixes it
+        then too), copied as the plain JSON data it is."""
+        if self._stamp is None:
+            source = self.server.server_info_stamp
+            self._stamp = source, all(type(value) in _SCALARS for value in source.values())
+        source, flat = self._stamp
+        if flat:
+            return source.copy()  # nothing in it to share
+        copied: dict[str, Any] = plain_copy(source)
+        return copied
 
     @property
     def name(self) -> str:

@@ -13,16 +13,54 @@ reference count.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from mcp.server.connection import Connection
+from mcp.server.context import HandlerResult
 from mcp.server.runner import ServerRunner, aclose_shielded
 from mcp.shared.dispatcher import DispatchContext, OnNotify, OnRequest
 from mcp.shared.transport_context import TransportContext
+from mcp_types import SERVER_INFO_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from .hosting import ServerHost
+from .results import plain_tool_result
 
 __all__: list[str] = []
+
+
+@dataclass
+class KernelRunner(ServerRunner[Any]):
+    """The SDK's `ServerRunner`, shaping results at less cost and to the same wire form.
+
+    A plain tool result skips the dump-validate-dump round (`results.plain_tool_result`); the
+    `serverInfo` stamp of a 2026-era answer is the host's copy (`ServerHost.server_info_stamp`)
+    rather than a `copy.deepcopy` per answer. Everything else is `ServerRunner`'s.
+    """
+
+    host: ServerHost | None = None  # keyword-only (after the SDK's `KW_ONLY`); the server's host
+
+    def _serialize(self, method: str, version: str, result: HandlerResult) -> dict[str, Any]:
+        # With a cache hint for the method the SDK merges it into the result first: its path then.
+        if method == "tools/call" and method not in self.server.cache_hints:
+            shaped = plain_tool_result(result, version)
+            if shaped is not None:
+                return self._stamp_server_info(version, shaped)
+        return super()._serialize(method, version, result)
+
+    def _stamp_server_info(self, version: str, result: dict[str, Any]) -> dict[str, Any]:
+        # `ServerRunner._stamp_server_info`, stamping a fresh copy of the host's stamp.
+        if self.host is None or version not in MODERN_PROTOCOL_VERSIONS:
+            return super()._stamp_server_info(version, result)
+        raw_meta = result.get("_meta")
+        if raw_meta is None:
+            result["_meta"] = {SERVER_INFO_META_KEY: self.host.server_info_stamp()}
+        elif isinstance(raw_meta, dict):
+            meta = cast("dict[str, Any]", raw_meta)
+            if meta.get(SERVER_INFO_META_KEY) is None:
+                result["_meta"] = {**meta, SERVER_INFO_META_KEY: self.host.server_info_stamp()}
+        return result
 
 
 def kernel_handlers(runner: ServerRunner[Any]) -> tuple[OnRequest, OnNotify]:
@@ -60,7 +98,7 @@ async def serve_one(
     """One request on a born-ready connection: `mcp.server.runner.serve_one`, garbage-free."""
     # Not `runner.on_request`: a `cached_property`, whose first read takes a lock (Python 3.11) and
     # leaves a copy to drop again; the method behind it is the same handler without either.
-    on_request = runner_request_handler(ServerRunner(host.server, connection, host.state))
+    on_request = runner_request_handler(KernelRunner(host.server, connection, host.state, host=host))
     try:
         return await on_request(dctx, method, params)
     finally:

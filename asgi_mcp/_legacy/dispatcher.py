@@ -27,7 +27,7 @@ import anyio
 import anyio.abc
 from mcp.shared.dispatcher import CallOptions, OnNotify, OnNotifyIntercept, OnRequest, coerce_request_id
 from mcp.shared.exceptions import MCPError, NoBackChannelError
-from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data, progress_token_from_params
+from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 from mcp.types import CONNECTION_CLOSED, REQUEST_TIMEOUT, ErrorData
@@ -37,7 +37,7 @@ from .._core.exchanges import TRANSITIONS as EXCHANGES
 from .._core.exchanges import ExchangeAction, ExchangeInput, ExchangeState, InFlight, advance
 from .._core.jsonrpc import INTERNAL_ERROR_MESSAGE, RequestId, error_message
 from .._core.live_session import LiveAction, LiveInput, LiveState
-from .._kernel.context import PeerCancellation, RequestObserver
+from .._kernel.context import PeerCancellation, RequestObserver, progress_token
 from .streams import OutboundStream, SessionStreams
 
 __all__: list[str] = []
@@ -227,7 +227,7 @@ class SessionDispatcher:
             metadata,
             self,
             stream,
-            _progress_token=progress_token_from_params(params),
+            _progress_token=progress_token(params),
             scope=self._backend.create_cancel_scope(shield=shield),
         )
         self._in_flight.admit(dctx, request_id)

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio.abc
 from mcp.server.connection import Connection
-from mcp.server.runner import ServerRunner, aclose_shielded
+from mcp.server.runner import aclose_shielded
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
 from mcp.types import InitializeRequestParams
@@ -23,7 +23,7 @@ from .._core.live_session import LiveAction, LiveInput, LiveState
 from .._io.loop import Loop
 from .._kernel.context import RequestObserver
 from .._kernel.hosting import ServerHost
-from .._kernel.runner import has_teardown, kernel_handlers
+from .._kernel.runner import KernelRunner, has_teardown, kernel_handlers
 from .._ports.replay import EventLog, ReplayedEvent
 from .dispatcher import SessionDispatcher
 from .streams import Frame, OutboundStream, SessionStreams
@@ -68,7 +68,7 @@ class LegacySession:
         self.outbound = SessionStreams(events, tag)
         self.dispatcher = SessionDispatcher(self.outbound, task_group, loop.backend, observer=observer)
         self.connection = Connection.for_loop(self.dispatcher, session_id=session_id)
-        self.dispatcher.bind(*kernel_handlers(ServerRunner(host.server, self.connection, host.state)))
+        self.dispatcher.bind(*kernel_handlers(KernelRunner(host.server, self.connection, host.state, host=host)))
 
     @property
     def protocol_version(self) -> str:

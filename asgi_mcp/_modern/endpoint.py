@@ -28,12 +28,12 @@ from .._core.sse import encode_event
 from .._io.loop import Loop
 from .._io.response import ResponseWriter
 from .._io.watch import LateWatch
-from .._kernel.context import RequestObserver
+from .._kernel.context import RequestObserver, progress_token
 from .._kernel.envelope import EnvelopeConnection, ReadyEvent
 from .._kernel.hosting import ServerHost
 from .._kernel.runner import serve_one
 from .admission import admit, rejection
-from .exchange import ExchangeContext, InlineExchange, progress_token
+from .exchange import ExchangeContext, InlineExchange
 from .param_headers import ParamHeaderCheck
 
 __all__: list[str] = []

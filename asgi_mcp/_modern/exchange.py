@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import anyio
 from mcp.shared.dispatcher import CallOptions
@@ -91,17 +91,6 @@ class ExchangeContext(PeerCancellation):
         if message is not None:
             params["message"] = message
         await self.notify("notifications/progress", params)
-
-
-def progress_token(params: dict[str, Any] | None) -> str | int | None:
-    """`params._meta.progressToken` when it is a string or an integer, as the SDK's
-    `progress_token_from_params` reads it (whose mapping pattern costs four times as much) from a
-    decoded JSON body, where every object is a `dict`."""
-    meta = params.get("_meta") if params is not None else None
-    if not isinstance(meta, dict):
-        return None
-    token = cast("dict[str, Any]", meta).get("progressToken")
-    return token if isinstance(token, str | int) and not isinstance(token, bool) else None
 
 
 class InlineExchange:

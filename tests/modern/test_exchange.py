@@ -12,7 +12,8 @@ from mcp.shared.transport_context import TransportContext
 
 from asgi_mcp._core.asgi import HttpRequest
 from asgi_mcp._core.http import Headers
-from asgi_mcp._modern.exchange import ExchangeContext, progress_token
+from asgi_mcp._kernel.context import progress_token
+from asgi_mcp._modern.exchange import ExchangeContext
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
