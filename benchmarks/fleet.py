@@ -11,7 +11,8 @@ serves on uvicorn (uvloop, httptools) four processes of `benchmarks.apps`:
 
 and runs the legacy-json scenario (`benchmarks.load`: one 2025-11-25 session per cell, opened before
 its first run and kept for all, `tools/call` of `echo` on every keep-alive connection, JSON answers)
-on each, rounds interleaved.
+on each, rounds interleaved (every other round backwards); its two ratios are paired per round
+(`benchmarks.paired`), as in the main runs.
 
 Fairness. `memory` and `redis` compare like with like as the other benchmarks do: the server alone on
 its core, the load generator on the other. Two workers cannot be pinned to one core, and a 2-core
@@ -71,6 +72,7 @@ from typing import Any
 import httpx
 
 from .load import INITIALIZED_BODY, LEGACY_VERSION, LoadSpec, close_session, initialize_body, make_spec, run_load
+from .paired import paired_ratio
 from .report import Verdict
 
 SCENARIO = "legacy-json"
@@ -536,7 +538,8 @@ def run_rounds(workers: Workers, redis_port: int, plan: Rounds) -> dict[str, lis
         for cell in CELLS:
             specs[cell.name] = make_spec(workers.url(cell), SCENARIO)[0]
         for round_no in range(0 if plan.warmup > 0 else 1, plan.rounds + 1):
-            for cell in CELLS:
+            # Every other round backwards, so a drift of the machine's speed falls on both sides of a ratio.
+            for cell in CELLS if round_no % 2 else CELLS[::-1]:
                 if round_no and plan.max_other_load > 0:
                     wait_quiet(list(range(os.cpu_count() or 1)), plan.max_other_load, plan.quiet_timeout)
                 result = measure_cell(
@@ -591,7 +594,7 @@ def run_fleet(
         finally:
             redis.close()
     cells = {name: summarize_cell(runs) for name, runs in raw.items()}
-    found = fleet_verdicts(cells, counts)
+    found = fleet_verdicts(cells, counts, raw)
     document: dict[str, Any] = {
         "server": SERVER,
         "scenario": SCENARIO,
@@ -614,14 +617,21 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def fleet_verdicts(cells: dict[str, Any], counts: list[Count]) -> list[Verdict]:
-    """Issue 13's benchmark targets: the two throughput ratios and the two round-trip counts."""
+def fleet_verdicts(
+    cells: dict[str, Any], counts: list[Count], runs: dict[str, list[dict[str, Any]]] | None = None
+) -> list[Verdict]:
+    """Issue 13's benchmark targets: the two throughput ratios and the two round-trip counts.
+
+    With the per-round `runs`, a ratio is paired per round (`benchmarks.paired`), as in the main
+    runs; without them (an older results file), the quotient of the cells' medians."""
     found = []
     for name, over, under, minimum in (
         ("McpApp req/s, Redis / in-memory, one uvicorn worker", "redis", "memory", REDIS_OVER_MEMORY),
         ("McpApp req/s on Redis, two uvicorn workers / one (unpinned)", "redis-2w", "redis-1w", TWO_OVER_ONE),
     ):
         ratio = _ratio(_rate(cells, over), _rate(cells, under))
+        if runs is not None and ratio is not None:
+            ratio = paired_ratio(runs.get(over, []), runs.get(under, []))
         found.append(
             Verdict(name, SCENARIO, "lowlevel", f">= {minimum:g}x", ratio, None if ratio is None else ratio >= minimum)
         )

@@ -179,3 +179,23 @@ def test_a_short_run_interleaves_the_servers_and_pairs_its_ratios(tmp_path: Path
         expected
     )
     assert report.render_markdown(document) == document["table_markdown"]  # a saved run renders the same
+
+
+def test_the_fleet_ratios_are_paired_per_round_too() -> None:
+    from benchmarks import fleet
+
+    fleet_fields = {"load_cpu_pct": 50.0, "redis_commands": 0, "worker_cpu_shares": None}
+    runs = {
+        "memory": _drifted(1000),
+        "redis": _drifted(950, transient={3: 0.5}),
+        "redis-1w": _drifted(1000),
+        "redis-2w": _drifted(1000 * TRUE_RATIO),
+    }
+    runs = {name: [{**fleet_fields, **record} for record in records] for name, records in runs.items()}
+    cells = {name: fleet.summarize_cell(records) for name, records in runs.items()}
+    paired_verdicts = {v.target: v.value for v in fleet.fleet_verdicts(cells, [], runs)}
+    assert paired_verdicts["McpApp req/s, Redis / in-memory, one uvicorn worker"] == pytest.approx(0.95)
+    assert paired_verdicts["McpApp req/s on Redis, two uvicorn workers / one (unpinned)"] == pytest.approx(TRUE_RATIO)
+    # Without the runs (an older results file): the quotient of the medians, which the transient moves.
+    medians = {v.target: v.value for v in fleet.fleet_verdicts(cells, [])}
+    assert medians["McpApp req/s, Redis / in-memory, one uvicorn worker"] != pytest.approx(0.95)
