@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -24,6 +25,7 @@ from .._core.errors import ConfigurationError
 from .._kernel.hosting import as_lowlevel_server
 from .fleet import add_fleet_parser, run_fleet
 from .hypercorn import url_host
+from .plain import is_asgi_app, serve_plain
 from .runs import require_server
 from .tokens import add_tokens_parser, run_tokens
 
@@ -48,9 +50,9 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="serve an McpApp, an SDK Server or MCPServer, or a zero-argument factory of one",
-        description="Serve MODULE:ATTR: an McpApp, an mcp Server or MCPServer, or a zero-argument "
-        "function (sync or async) returning one. MODULE is imported from the current directory.",
+        help="serve an McpApp, an SDK Server or MCPServer, any ASGI app, or a zero-argument factory of one",
+        description="Serve MODULE:ATTR: an McpApp, an mcp Server or MCPServer, any other ASGI 3 app, or a "
+        "zero-argument function (sync or async) returning one. MODULE is imported from the current directory.",
     )
     serve.add_argument("target", metavar="MODULE:ATTR")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
@@ -140,22 +142,24 @@ def _is_server(obj: Any) -> bool:
     return True
 
 
-async def _resolve_app(target: Any, args: argparse.Namespace) -> McpApp:
-    """The McpApp to serve: the target itself, one wrapping its server, or what its factory returns."""
+async def _resolve_app(target: Any, args: argparse.Namespace) -> Any:
+    """The app to serve: the target itself (an McpApp or any ASGI app), an McpApp wrapping its
+    server, or what its factory returns."""
     obj = target
-    if not isinstance(obj, McpApp) and not _is_server(obj) and callable(obj):
+    if not isinstance(obj, McpApp) and not _is_server(obj) and not is_asgi_app(obj) and callable(obj):
         # Called inside the event loop: async factories, and objects bound to the running loop.
         obj = obj()
         if inspect.isawaitable(obj):
             obj = await obj
-    if isinstance(obj, McpApp):
+    if isinstance(obj, McpApp) or (not _is_server(obj) and is_asgi_app(obj)):
         if args.path is not None or args.json_response is not None or args.redis is not None:
-            raise CliError("--path, --json-response and --redis apply to a Server or MCPServer; set them on the McpApp")
+            where = "the McpApp" if isinstance(obj, McpApp) else "the app"
+            raise CliError(f"--path, --json-response and --redis apply to a Server or MCPServer; set them on {where}")
         return obj
     if not _is_server(obj):
         raise CliError(
             f"{args.target} is a {type(obj).__name__}: expected an McpApp, an mcp Server or MCPServer, "
-            "or a zero-argument factory returning one"
+            "an ASGI app, or a zero-argument factory returning one"
         )
     return McpApp(obj, path=args.path or "/mcp", json_response=bool(args.json_response), **_fleet_options(args))
 
@@ -168,6 +172,9 @@ def _fleet_options(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _serve(target: Any, args: argparse.Namespace) -> None:
     app = await _resolve_app(target, args)
+    if not isinstance(app, McpApp):
+        await _serve_plain(app, args)
+        return
     runner_class = require_server(args.server, "trio" if args.trio else "asyncio")
     runner = runner_class(app, host=args.host, port=args.port, access_log=True)
     async with anyio.create_task_group() as tg:
@@ -176,6 +183,17 @@ async def _serve(target: Any, args: argparse.Namespace) -> None:
         _say(f"asgi-mcp: serving MCP at http://{url_host(args.host)}:{port}{suffix} (Ctrl-C to stop)")
         await _until_signalled()
         runner.shutdown()
+
+
+async def _serve_plain(app: Any, args: argparse.Namespace) -> None:
+    """Any other ASGI app, its lifespan run by the server (see `plain.py`)."""
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        serving = partial(serve_plain, app, server=args.server, host=args.host, port=args.port, access_log=True)
+        port = await tg.start(partial(serving, stop=stop))
+        _say(f"asgi-mcp: serving {args.target} at http://{url_host(args.host)}:{port}/ (Ctrl-C to stop)")
+        await _until_signalled()
+        stop.set()
 
 
 async def _demo(args: argparse.Namespace) -> None:

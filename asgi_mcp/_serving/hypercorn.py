@@ -191,27 +191,13 @@ class HypercornServer:
             await stop.wait()
 
     def _config(self, sock: socket.socket) -> Config:
-        from hypercorn.config import Config
-
-        from .access_log import ACCESS_LOG_FORMAT, SanitisedAccessLogger
-
-        config = Config()
-        # hypercorn owns (and closes) this duplicate descriptor; `run` closes the original.
-        config.bind = [f"fd://{os.dup(sock.fileno())}"]
-        config.graceful_timeout = self.app.config.shutdown_timeout
-        # Loggers, never hypercorn's defaults: those attach stderr handlers to global loggers.
-        config.errorlog = logging.getLogger(SERVER_LOGGER)
-        config.accesslog = logging.getLogger(ACCESS_LOGGER) if self.access_log else None
-        # No header, query string or environment in the line nor in the record (see access_log).
-        config.logger_class = SanitisedAccessLogger
-        config.access_log_format = ACCESS_LOG_FORMAT
-        return config
+        return hypercorn_config(sock, graceful_timeout=self.app.config.shutdown_timeout, access_log=self.access_log)
 
     async def _serve_trio(
         self, sock: socket.socket, stop: anyio.Event, *, task_status: anyio.abc.TaskStatus[Any]
     ) -> None:
         # Under Trio, anyio hands over Trio's own task status; hypercorn reports readiness on it.
-        await _serve("trio")(self.shell, self._config(sock), shutdown_trigger=stop.wait, task_status=task_status)
+        await serve_with("trio")(self.shell, self._config(sock), shutdown_trigger=stop.wait, task_status=task_status)
 
     async def _serve_asyncio(
         self, sock: socket.socket, stop: anyio.Event, *, task_status: anyio.abc.TaskStatus[Any]
@@ -220,10 +206,29 @@ class HypercornServer:
         # hypercorn's asyncio serve has no readiness signal; the socket already listens, so
         # connections made before it accepts wait in the backlog.
         task_status.started()
-        await _serve("asyncio")(self.shell, config, shutdown_trigger=stop.wait)
+        await serve_with("asyncio")(self.shell, config, shutdown_trigger=stop.wait)
 
 
-def _serve(backend: Backend) -> Callable[..., Awaitable[None]]:
+def hypercorn_config(sock: socket.socket, *, graceful_timeout: float, access_log: bool) -> Config:
+    """hypercorn's configuration for serving on `sock` (a listening socket the caller closes)."""
+    from hypercorn.config import Config
+
+    from .access_log import ACCESS_LOG_FORMAT, SanitisedAccessLogger
+
+    config = Config()
+    # hypercorn owns (and closes) this duplicate descriptor; the caller closes the original.
+    config.bind = [f"fd://{os.dup(sock.fileno())}"]
+    config.graceful_timeout = graceful_timeout
+    # Loggers, never hypercorn's defaults: those attach stderr handlers to global loggers.
+    config.errorlog = logging.getLogger(SERVER_LOGGER)
+    config.accesslog = logging.getLogger(ACCESS_LOGGER) if access_log else None
+    # No header, query string or environment in the line nor in the record (see access_log).
+    config.logger_class = SanitisedAccessLogger
+    config.access_log_format = ACCESS_LOG_FORMAT
+    return config
+
+
+def serve_with(backend: Backend) -> Callable[..., Awaitable[None]]:
     """`hypercorn.asyncio.serve` or `hypercorn.trio.serve` (typed loosely: its ASGI types are its own)."""
     module = importlib.import_module(f"hypercorn.{backend}")
     return cast("Callable[..., Awaitable[None]]", module.serve)

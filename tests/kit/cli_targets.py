@@ -40,3 +40,47 @@ def factory() -> MCPServer:
 
 async def async_app_factory() -> McpApp:
     return McpApp(build("cli-async-factory"), path="/custom")
+
+
+# Not MCP: `asgi-mcp serve` takes any ASGI 3 app, its lifespan run by the server.
+async def plain(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers every request with what its lifespan set up; says so on stdout when it shuts down."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                scope["state"]["greeting"] = "started by the lifespan"
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                print("plain app: lifespan shutdown", flush=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = f"{scope['state']['greeting']} {scope['method']} {scope['path']}".encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def plain_factory() -> Any:
+    return plain
+
+
+def starlette_app() -> Any:
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        yield {"greeting": "started by the lifespan"}
+        print("plain app: lifespan shutdown", flush=True)
+
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(f"{request.state.greeting} {request.method} {request.url.path}")
+
+    return Starlette(routes=[Route("/{rest:path}", hello)], lifespan=lifespan)
+
+
+starlette = starlette_app()

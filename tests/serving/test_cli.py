@@ -62,6 +62,27 @@ async def test_serve_json_response_and_access_log(anyio_backend: str) -> None:
     assert "POST /mcp" in run.stderr
 
 
+PLAIN_TARGETS: Final = [
+    "tests.kit.cli_targets:plain",
+    "tests.kit.cli_targets:plain_factory",
+    "tests.kit.cli_targets:starlette",
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("server", ["builtin", "hypercorn"])
+@pytest.mark.parametrize("target", PLAIN_TARGETS, ids=[t.split(":")[1] for t in PLAIN_TARGETS])
+async def test_serve_any_asgi_app_with_its_lifespan(anyio_backend: str, target: str, server: str) -> None:
+    args = ["serve", target, "--port", "0", "--server", server, "--log-level", "warning", *backend_flags(anyio_backend)]
+    async with running_cli(args) as run, httpx.AsyncClient() as client:
+        url = await run.url()
+        response = await client.get(url + "some/path")
+        assert response.status_code == 200
+        assert response.text == "started by the lifespan GET /some/path"
+        assert await run.stop() == 0, str(run)
+    assert "plain app: lifespan shutdown" in run.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -70,6 +91,7 @@ async def test_serve_json_response_and_access_log(anyio_backend: str) -> None:
         (["serve", "tests.no_such_module:app"], "cannot import"),
         (["serve", "no-colon"], "MODULE:ATTR"),
         (["serve", "tests.kit.cli_targets:app", "--path", "/x"], "set them on the McpApp"),
+        (["serve", "tests.kit.cli_targets:plain", "--json-response"], "set them on the app"),
     ],
 )
 def test_serve_usage_errors(args: list[str], message: str) -> None:
