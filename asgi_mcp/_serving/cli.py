@@ -16,9 +16,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import anyio
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio brings the backport there
+    from exceptiongroup import BaseExceptionGroup
 
 from .._app.app import McpApp
 from .._core.errors import ConfigurationError
@@ -100,12 +103,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             anyio.run(_serve, target, args, backend=backend)
         else:
             anyio.run(_demo, args, backend=backend)
-    except (CliError, ConfigurationError, OSError) as exc:
-        sys.stderr.write(f"asgi-mcp: error: {exc}\n")
-        return 1
     except KeyboardInterrupt:  # Ctrl-C before the signal receiver was listening
         return 130
+    except Exception as exc:
+        problem = _user_error(exc)
+        if problem is None:
+            raise
+        sys.stderr.write(f"asgi-mcp: error: {problem}\n")
+        return 1
     return 0
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The problem a user can fix (a taken port, a bad target, a missing extra), also when it comes
+    out of a task group wrapped in an exception group of one; None for anything else."""
+    while isinstance(exc, BaseExceptionGroup):
+        members: tuple[BaseException, ...] = cast("BaseExceptionGroup[BaseException]", exc).exceptions
+        if len(members) != 1:
+            return None
+        exc = members[0]
+    return exc if isinstance(exc, (CliError, ConfigurationError, OSError)) else None
 
 
 def _import_target(spec: str) -> Any:

@@ -6,6 +6,7 @@ read the real URL from its output and stop it with SIGINT, as Ctrl-C does.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from typing import Final
 
@@ -81,6 +82,21 @@ async def test_serve_any_asgi_app_with_its_lifespan(anyio_backend: str, target: 
         assert response.text == "started by the lifespan GET /some/path"
         assert await run.stop() == 0, str(run)
     assert "plain app: lifespan shutdown" in run.stdout
+
+
+@pytest.mark.parametrize("target", ["tests.kit.cli_targets:mcp", "tests.kit.cli_targets:plain"])
+@pytest.mark.parametrize("flags", [[], ["--trio"], ["--server", "hypercorn"]], ids=["builtin", "trio", "hypercorn"])
+def test_serve_on_a_taken_port_is_an_error_not_a_traceback(target: str, flags: list[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        proc = subprocess.run(
+            [*command(), "serve", target, "--port", port, *flags], cwd=REPO, capture_output=True, text=True, timeout=60
+        )
+    assert proc.returncode == 1, proc
+    assert proc.stderr.startswith("asgi-mcp: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize(
