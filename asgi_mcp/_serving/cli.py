@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import inspect
 import logging
 import os
@@ -36,6 +37,8 @@ __all__ = ["main"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 SERVER_CHOICES = ("builtin", "hypercorn")
+LOOP_CHOICES = ("auto", "asyncio", "uvloop")
+LOOP_HELP = "on asyncio, the event loop: uvloop when installed (auto, as uvicorn does), the standard one, or uvloop"
 SERVER_HELP = "the HTTP server: the built-in HTTP/1.1 one (default) or hypercorn (HTTP/2, ...)"
 REDIS_HELP = (
     "share sessions, streams and events with every worker using this Redis/Valkey URL (redis://, rediss://); "
@@ -62,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: 8000)")
     serve.add_argument("--path", default=None, help="endpoint path for a Server/MCPServer (default: /mcp)")
     serve.add_argument("--trio", action="store_true", help="run on Trio instead of asyncio")
+    serve.add_argument("--loop", choices=LOOP_CHOICES, default="auto", help=LOOP_HELP)
     serve.add_argument("--server", choices=SERVER_CHOICES, default="builtin", help=SERVER_HELP)
     serve.add_argument(
         "--json-response", action="store_true", default=None, help="answer with JSON bodies instead of SSE streams"
@@ -77,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     demo.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: 8000)")
     demo.add_argument("--trio", action="store_true", help="run on Trio instead of asyncio")
+    demo.add_argument("--loop", choices=LOOP_CHOICES, default="auto", help=LOOP_HELP)
     demo.add_argument("--server", choices=SERVER_CHOICES, default="builtin", help=SERVER_HELP)
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     demo.add_argument("--redis", metavar="URL", default=None, help=REDIS_HELP)
@@ -100,9 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             anyio.run(run_fleet, args, _say)
         elif args.command == "serve":
             target = _import_target(args.target)
-            anyio.run(_serve, target, args, backend=backend)
+            anyio.run(_serve, target, args, backend=backend, backend_options=_loop_options(args))
         else:
-            anyio.run(_demo, args, backend=backend)
+            anyio.run(_demo, args, backend=backend, backend_options=_loop_options(args))
     except KeyboardInterrupt:  # Ctrl-C before the signal receiver was listening
         return 130
     except Exception as exc:
@@ -123,6 +128,21 @@ def _user_error(exc: BaseException) -> BaseException | None:
             return None
         exc = members[0]
     return exc if isinstance(exc, (CliError, ConfigurationError, OSError)) else None
+
+
+def _loop_options(args: argparse.Namespace) -> dict[str, Any]:
+    """anyio's options for `--loop`: uvloop on asyncio when asked for, or (auto) when installed."""
+    if args.trio:
+        if args.loop == "uvloop":
+            raise CliError("--loop uvloop is an asyncio event loop; it does not go with --trio")
+        return {}
+    if args.loop == "asyncio":
+        return {}
+    if importlib.util.find_spec("uvloop") is None:
+        if args.loop == "uvloop":
+            raise CliError("--loop uvloop needs uvloop: pip install uvloop")
+        return {}
+    return {"use_uvloop": True}
 
 
 def _import_target(spec: str) -> Any:

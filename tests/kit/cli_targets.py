@@ -84,3 +84,14 @@ def starlette_app() -> Any:
 
 
 starlette = starlette_app()
+
+
+async def loop_report(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers with the module of the running asyncio event loop (`uvloop` or `asyncio...`)."""
+    if scope["type"] != "http":
+        return
+    import asyncio
+
+    body = type(asyncio.get_running_loop()).__module__.encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})

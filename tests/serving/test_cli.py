@@ -84,6 +84,19 @@ async def test_serve_any_asgi_app_with_its_lifespan(anyio_backend: str, target: 
     assert "plain app: lifespan shutdown" in run.stdout
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(("loop", "expected"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")])
+async def test_serve_runs_on_uvloop_when_installed_unless_told_otherwise(
+    anyio_backend: str, loop: str, expected: str
+) -> None:
+    # uvloop is installed with the test dependencies; the command runs on asyncio (no --trio).
+    args = ["serve", "tests.kit.cli_targets:loop_report", "--port", "0", "--loop", loop, "--log-level", "warning"]
+    async with running_cli(args) as run, httpx.AsyncClient() as client:
+        response = await client.get(await run.url())
+        assert response.text.split(".")[0] == expected
+        assert await run.stop() == 0, str(run)
+
+
 @pytest.mark.parametrize("target", ["tests.kit.cli_targets:mcp", "tests.kit.cli_targets:plain"])
 @pytest.mark.parametrize("flags", [[], ["--trio"], ["--server", "hypercorn"]], ids=["builtin", "trio", "hypercorn"])
 def test_serve_on_a_taken_port_is_an_error_not_a_traceback(target: str, flags: list[str]) -> None:
@@ -108,6 +121,7 @@ def test_serve_on_a_taken_port_is_an_error_not_a_traceback(target: str, flags: l
         (["serve", "no-colon"], "MODULE:ATTR"),
         (["serve", "tests.kit.cli_targets:app", "--path", "/x"], "set them on the McpApp"),
         (["serve", "tests.kit.cli_targets:plain", "--json-response"], "set them on the app"),
+        (["serve", "tests.kit.cli_targets:plain", "--trio", "--loop", "uvloop"], "does not go with --trio"),
     ],
 )
 def test_serve_usage_errors(args: list[str], message: str) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
-from typing import Final
+from typing import Final, cast
 
 import anyio
 import anyio.abc
@@ -38,9 +38,10 @@ class _Reader(asyncio.Protocol):
         self.writable: asyncio.Future[None] | None = None  # set while the transport's buffer is not empty
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(0)
+        # A stream transport; uvloop's are not `asyncio.Transport` subclasses, so no isinstance test.
+        stream = cast("asyncio.Transport", transport)
+        self.transport = stream
+        stream.set_write_buffer_limits(0)
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
