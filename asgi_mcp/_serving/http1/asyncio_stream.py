@@ -108,7 +108,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             reader.chunks.appendleft(chunk[max_bytes:])
             chunk = chunk[:max_bytes]
         reader.buffered -= len(chunk)
-        if reader.reading_paused and reader.buffered <= _READ_AHEAD // 2:
+        if reader.reading_paused and reader.buffered <= _READ_AHEAD // 2 and not self._transport.is_closing():
             reader.reading_paused = False
             self._transport.resume_reading()
         return chunk
@@ -127,7 +127,9 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             await asyncio.sleep(0)
 
     async def send_eof(self) -> None:
-        with contextlib.suppress(OSError):
+        if self._transport.is_closing():
+            return  # the peer is gone (uvloop raises rather than ignore a write_eof then)
+        with contextlib.suppress(OSError, RuntimeError):
             self._transport.write_eof()
 
     async def aclose(self) -> None:
