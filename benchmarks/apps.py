@@ -26,7 +26,7 @@ Both transports keep their default DNS-rebinding protection: bound to 127.0.0.1,
 default), so both pay for the same check.
 
     python -m benchmarks.apps VARIANT[-mcpserver] --port PORT
-        --server uvicorn|hypercorn|hypercorn-trio|builtin[-h11][-trio] [--gc-freeze]
+        --server uvicorn|hypercorn|hypercorn-trio|builtin[-h11][-trio]|builtin-uvloop [--gc-freeze]
         [--max-sessions N] [--tenants N] [--redis-url URL] [--workers N]
 
 `--workers N` (uvicorn only) serves the variant from N worker processes sharing the listening socket
@@ -66,8 +66,18 @@ SERVER_KINDS = ("lowlevel", "mcpserver")
 MCPSERVER_SUFFIX = "-mcpserver"
 # The variants that also exist with `MCPSERVER_SUFFIX` (the floor serves no SDK server).
 MCPSERVER_VARIANTS = tuple(v + MCPSERVER_SUFFIX for v in ("mcpapp-sse", "mcpapp-json", "sdk-sse", "sdk-json"))
-# builtin*: asgi_mcp's own HTTP/1.1 server (asgi_mcp._serving.http1); "-h11" forces h11 over httptools.
-SERVERS = ("uvicorn", "hypercorn", "hypercorn-trio", "builtin", "builtin-trio", "builtin-h11", "builtin-h11-trio")
+# builtin*: asgi_mcp's own HTTP/1.1 server (asgi_mcp._serving.http1); "-h11" forces h11 over httptools;
+# "builtin" runs on asyncio's own loop, "builtin-uvloop" on uvloop (what `asgi-mcp serve` uses when installed).
+SERVERS = (
+    "uvicorn",
+    "hypercorn",
+    "hypercorn-trio",
+    "builtin",
+    "builtin-uvloop",
+    "builtin-trio",
+    "builtin-h11",
+    "builtin-h11-trio",
+)
 ECHO_TOOL = "echo"
 MCP_PATH = "/mcp"
 DEFAULT_TENANTS = 1000
@@ -276,7 +286,11 @@ def serve_builtin(app: Any, server: str, host: str, port: int) -> None:
     # Keep-alive idle timeout as uvicorn's default is irrelevant under load; the parser as asked.
     # Explicit, as for uvicorn: "auto" would quietly use h11 where httptools is missing.
     config = ServerConfig(host=host, port=port, parser="h11" if "-h11" in server else "httptools", lifespan="on")
-    anyio.run(builtin_serve, app, config, backend="trio" if server.endswith("-trio") else "asyncio")
+    if server.endswith("-trio"):
+        anyio.run(builtin_serve, app, config, backend="trio")
+    else:
+        options = {"use_uvloop": server.endswith("-uvloop")}
+        anyio.run(builtin_serve, app, config, backend="asyncio", backend_options=options)
 
 
 def serve_uvicorn_workers(args: argparse.Namespace) -> None:

@@ -12,9 +12,9 @@ Targets of issue 14 (McpApp everywhere; each for every SDK server kind measured,
 * cross-server, in the scenarios legacy-sse, legacy-json and modern-json, McpApp's req/s on one server
   over McpApp's on another: built-in Trio (httptools) >= 4x hypercorn's Trio worker and >= 0.9x uvicorn
   (uvloop + httptools); built-in Trio with h11 only >= 2.5x hypercorn's Trio worker; built-in asyncio
-  (httptools) >= 0.8x uvicorn;
-* McpApp's p99 at the run's connection count (32 by default) on the built-in server (asyncio and
-  Trio) no worse than on uvicorn;
+  (httptools), on asyncio's own loop and on uvloop, >= 0.8x uvicorn;
+* McpApp's p99 at the run's connection count (32 by default) on the built-in server (asyncio, uvloop
+  and Trio) no worse than on uvicorn;
 * McpApp over the SDK's own transport on uvicorn: >= 3x on legacy JSON (low-level `Server`), >= 2x on
   modern JSON (`MCPServer`).
 
@@ -73,8 +73,9 @@ SERVER_TARGETS = (
     ServerTarget("builtin-trio", "uvicorn", 0.9),
     ServerTarget("builtin-h11-trio", "hypercorn-trio", 2.5),
     ServerTarget("builtin", "uvicorn", 0.8),
+    ServerTarget("builtin-uvloop", "uvicorn", 0.8),
 )
-P99_SERVERS = ("builtin-trio", "builtin")  # McpApp's p99 on these no worse than on uvicorn
+P99_SERVERS = ("builtin-trio", "builtin", "builtin-uvloop")  # McpApp's p99 on these no worse than on uvicorn
 # (server, scenario, SDK server kind, McpApp/SDK at least)
 SDK_TARGETS = (("uvicorn", "legacy-json", "lowlevel", 3.0), ("uvicorn", "modern-json", "mcpserver", 2.0))
 

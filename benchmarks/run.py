@@ -66,7 +66,7 @@ cells' medians), and McpApp over the SDK on uvicorn (paired), each met / not met
 
 Issue 14's acceptance run (about 10-11 minutes on a quiet 2-core machine):
 
-    python -m benchmarks.run --servers builtin-trio,builtin-h11-trio,hypercorn-trio,uvicorn,builtin \\
+    python -m benchmarks.run --servers builtin-trio,builtin-h11-trio,hypercorn-trio,uvicorn,builtin,builtin-uvloop \\
         --scenarios legacy-sse,legacy-json,modern-json --mcp-server both --sdk-servers uvicorn \\
         --floor-servers none --duration 2.5 --rounds 3 --warmup 0.5 --retries 1 --conn-footprint 1000 --docs
 
@@ -188,6 +188,7 @@ SERVER_LABEL = {
     "hypercorn": "hypercorn asyncio",
     "hypercorn-trio": "hypercorn trio",
     "builtin": "built-in asyncio",
+    "builtin-uvloop": "built-in uvloop",
     "builtin-trio": "built-in trio",
     "builtin-h11": "built-in asyncio (h11)",
     "builtin-h11-trio": "built-in trio (h11)",

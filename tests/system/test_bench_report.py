@@ -71,7 +71,7 @@ def test_markdown_reports_both_server_kinds_targets_and_memory(document: dict[st
         "| not measured |" in rendered
     )
     assert "| McpApp p99 ms, built-in trio vs uvicorn | MCPServer | <= uvicorn's | not measured " in rendered
-    assert "- Targets met: 11 of 13 measured (25 not measured in this run)." in rendered
+    assert "- Targets met: 11 of 13 measured (37 not measured in this run)." in rendered
     assert "| built-in trio | 4 100 | 15 300 |" in rendered
 
 
