@@ -158,7 +158,8 @@ class HttpConnection:
     async def _next_head(self, first: bool) -> RequestHead | None:
         config = self.config
         try:
-            end = find_head(self.buffer, config.max_request_line, config.max_header_bytes)
+            # After an answer the buffer is usually empty (nothing pipelined): go straight to the wait.
+            end = find_head(self.buffer, config.max_request_line, config.max_header_bytes) if self.buffer else None
             if end is None:
                 end = await self._wait_for_head(first)
                 if end is None:
