@@ -2,16 +2,14 @@
 
 anyio's Trio stream goes through Trio's socket wrapper, which tries each call inside an async
 context manager (a cancellation check, the call, a shielded checkpoint) and falls back to waiting
-for readiness. A keep-alive connection that has just answered always finds its socket empty, so
-each request paid a failed `recv` (a system call) and the wrapper's layers before the wait. Here
-`receive_next` (the wait for a request after an answer) first lets the other tasks run: under load,
-by the time this one runs again its peer has sent the next request, so it is read without waiting
-for readiness (a readiness wait costs two `epoll_ctl` calls and a trip through the I/O manager);
-only when the socket is still empty does it wait. `receive` tries the socket first and, when data is
-already there, still yields once (a checkpoint), as anyio's stream does, so a client that keeps its
-connection full cannot starve the others. `send` returns
-once the kernel has taken every byte. Errors are anyio's (`EndOfStream`, `BrokenResourceError`,
-`ClosedResourceError`).
+for readiness. Here the calls are the socket's own. `receive_next` (the read for a connection that
+has just answered, whose socket was empty then) first lets the other tasks run: under load its peer
+has sent the next request by the time it runs again, so that is read without a readiness wait (which
+costs two `epoll_ctl` calls and a trip through the I/O manager); only a socket still empty waits.
+`receive` tries the socket first and, when data is already there, still yields once (a checkpoint),
+as anyio's stream does, so a client that keeps its connection full cannot starve the others. `send`
+returns once the kernel has taken every byte. Errors are anyio's (`EndOfStream`,
+`BrokenResourceError`, `ClosedResourceError`).
 """
 
 from __future__ import annotations
