@@ -8,7 +8,8 @@ requests in flight, every answer checked; then lifespan shutdown. Prints µs per
     py-spy record --format raw -r 2000 -o /tmp/stacks.txt -- python -m benchmarks.profile_legacy -n 20000
     python -m benchmarks.profile_legacy --summarize /tmp/stacks.txt      # self/inclusive time by function
 
-Variants as in `benchmarks.apps` (mcpapp-sse, mcpapp-json, sdk-sse, sdk-json); modern era with
+Variants as in `benchmarks.apps` (mcpapp-sse, mcpapp-json, sdk-sse, sdk-json, each also with
+`-mcpserver`: an `MCPServer` with decorated tools instead of the low-level `Server`); modern era with
 `--modern` (json variants: no session).
 
 `--ablate NAME` (repeatable) monkeypatches one cost away, in this process only, to size an
@@ -34,7 +35,7 @@ from typing import Any
 
 import anyio
 
-from .apps import build_app
+from .apps import MCPSERVER_SUFFIX, build_app
 from .load import LEGACY_VERSION, MODERN_VERSION, PAYLOAD
 
 HOST = (b"host", b"127.0.0.1:8000")
@@ -256,7 +257,8 @@ def _sdk_server(app: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_legacy", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", default="mcpapp-sse", choices=("mcpapp-sse", "mcpapp-json", "sdk-sse", "sdk-json"))
+    base = ("mcpapp-sse", "mcpapp-json", "sdk-sse", "sdk-json")
+    parser.add_argument("--variant", default="mcpapp-sse", choices=base + tuple(v + MCPSERVER_SUFFIX for v in base))
     parser.add_argument("-n", type=int, default=5000, help="tools/call requests")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--modern", action="store_true", help="2026-07-28 requests (no session)")
