@@ -64,7 +64,7 @@ cells' medians), and McpApp over the SDK on uvicorn (paired), each met / not met
         [--mcp-server lowlevel|mcpserver|both] [--sdk-servers all|none|S,...] [--floor-servers all|none|S,...]
         [--conn-footprint N] [--fleet [--count-sessions 50] [--count-requests 200]] [--docs]
 
-Issue 14's acceptance run (about 10-11 minutes on a quiet 2-core machine):
+Issue 14's acceptance run (about 9 minutes on a quiet 2-core machine):
 
     python -m benchmarks.run --servers builtin-trio,builtin-h11-trio,hypercorn-trio,uvicorn,builtin,builtin-uvloop \\
         --scenarios legacy-sse,legacy-json,modern-json --mcp-server both --sdk-servers uvicorn \\
