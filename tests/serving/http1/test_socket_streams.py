@@ -216,8 +216,9 @@ async def test_the_wait_after_an_answer_reads_what_came_during_its_yield_without
             assert await receive_next(stream)(100) == b"next request"
         assert fd not in fds_polled_for_this_process()
         # With nothing sent, it waits for readiness (so the probe above sees a registration).
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(receive_next(stream), 100)
-            await anyio.wait_all_tasks_blocked()
-            assert fd in fds_polled_for_this_process()
-            peer.send(b"later")
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(receive_next(stream), 100)
+                await anyio.wait_all_tasks_blocked()
+                assert fd in fds_polled_for_this_process()
+                peer.send(b"later")
