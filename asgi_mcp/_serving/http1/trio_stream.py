@@ -5,7 +5,7 @@ context manager (a cancellation check, the call, a shielded checkpoint) and fall
 for readiness. Here the calls are the socket's own. `receive_next` (the read for a connection that
 has just answered, whose socket was empty then) first lets the other tasks run: under load its peer
 has sent the next request by the time it runs again, so that is read without a readiness wait (which
-costs two `epoll_ctl` calls and a trip through the I/O manager); only a socket still empty waits.
+costs an `epoll_ctl` call and a trip through the I/O manager); only a socket still empty waits.
 `receive` tries the socket first and, when data is already there, still yields once (a checkpoint),
 as anyio's stream does, so a client that keeps its connection full cannot starve the others. `send`
 returns once the kernel has taken every byte. Errors are anyio's (`EndOfStream`,

@@ -206,7 +206,7 @@ async def test_the_wait_after_an_answer_reads_what_came_during_its_yield_without
 ) -> None:
     # Under load the peer's next request arrives while the other connections take their turns: the
     # wait after an answer yields first and reads it then, without registering the socket with the
-    # I/O manager (two epoll_ctl calls a request). Trio's stream only: on asyncio the loop reads.
+    # I/O manager (an epoll_ctl call a request). Trio's stream only: on asyncio the loop reads.
     if anyio_backend_name != "trio":
         pytest.skip("asyncio's stream is a protocol: the loop reads for it")
     async with stream_and_peer() as (stream, peer):
