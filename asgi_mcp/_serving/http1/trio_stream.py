@@ -42,7 +42,8 @@ class TrioSocketStream(anyio.abc.SocketStream):
         try:
             data = self._socket.recv(max_bytes)
         except BlockingIOError:
-            return await self.receive_next(max_bytes)
+            await self._wait_readable()
+            return await self._read(max_bytes)
         except OSError as exc:
             await checkpoint()
             raise self._converted(exc) from exc
@@ -55,32 +56,29 @@ class TrioSocketStream(anyio.abc.SocketStream):
         """Read what the peer sends next, for a connection that has just answered: its socket was
         empty then, so yield first and try the socket after the others' turns; wait if still empty."""
         self._check_open()
-        sock = self._socket
         await checkpoint()
-        try:
-            data = sock.recv(max_bytes)
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            raise self._converted(exc) from exc
-        else:
-            if not data:
-                raise anyio.EndOfStream
-            return data
+        return await self._read(max_bytes)
+
+    async def _read(self, max_bytes: int) -> bytes:
+        """What the socket holds, waiting for readiness while it holds nothing (a wake-up may be spurious)."""
+        sock = self._socket
         while True:
-            try:
-                await wait_readable(sock)
-            except trio.ClosedResourceError as exc:
-                raise anyio.ClosedResourceError from exc
             try:
                 data = sock.recv(max_bytes)
             except BlockingIOError:
-                continue  # woken without data (e.g. a spurious readiness)
+                await self._wait_readable()
+                continue
             except OSError as exc:
                 raise self._converted(exc) from exc
             if not data:
                 raise anyio.EndOfStream
             return data
+
+    async def _wait_readable(self) -> None:
+        try:
+            await wait_readable(self._socket)
+        except trio.ClosedResourceError as exc:
+            raise anyio.ClosedResourceError from exc
 
     async def send(self, item: bytes) -> None:
         self._check_open()
