@@ -2,8 +2,8 @@
 
 A handler writes its frames straight to its own response (`ResponseWriter`): no task, buffer or pump per
 request, and a slow client slows only its own response. One app-wide `KeepAlive` ticker keeps silent
-responses alive and abandons sends that make no progress. `wait_for_disconnect` is how a watcher learns
-that the client left.
+responses alive, sends the heads that no chunk took in time, and abandons sends that make no progress.
+`wait_for_disconnect` is how a watcher learns that the client left.
 """
 
 from __future__ import annotations
@@ -20,12 +20,20 @@ from .._core.sse import KEEPALIVE
 
 __all__: list[str] = []
 
+# How long a response's head may wait for its first chunk (see `KeepAlive`): short enough that a
+# client sees a slow call start at once; long enough for most answers to go out with their head.
+HEAD_DELAY: Final = 0.05
+
 _OPEN: Final = ResponseState.OPEN
 _ENDED: Final = ResponseState.ENDED
 
 
 class ResponseWriter:
     """An SSE response written by the task that runs the request, in turns with the keep-alive ticker.
+
+    The head goes out with the first chunk, in the same turn: a request answered at once costs one
+    turn (and one write on most servers), and its response declares its length. The head of one
+    that runs silent goes out alone within `HEAD_DELAY` (see `KeepAlive`).
 
     `write` never raises for a client that left: it returns False, and the handler runs on (in this
     era a disconnect is not a cancellation; its messages still reach the event store). `stop` (sync)
@@ -35,10 +43,22 @@ class ResponseWriter:
     Its lifecycle is the table in `_core.response_states`.
     """
 
-    __slots__ = ("_backend", "_send", "_sending", "_turn", "busy", "quiet_ticks", "state", "wrote")
+    __slots__ = (
+        "_backend",
+        "_head",
+        "_send",
+        "_sending",
+        "_turn",
+        "busy",
+        "head_turns",
+        "quiet_ticks",
+        "state",
+        "wrote",
+    )
 
-    def __init__(self, send: Send, backend: type[anyio.abc.AsyncBackend]) -> None:
+    def __init__(self, send: Send, backend: type[anyio.abc.AsyncBackend], headers: list[tuple[bytes, bytes]]) -> None:
         self._send = send
+        self._head: list[tuple[bytes, bytes]] | None = headers  # until the first send takes it
         self._backend = backend  # resolved once per app: `anyio.CancelScope()` looks it up per call
         self._turn: anyio.Event | None = None  # made only when two writers meet
         self._sending: anyio.CancelScope | None = None
@@ -46,22 +66,21 @@ class ResponseWriter:
         self.state = ResponseState.OPEN
         self.wrote = False  # a send completed since the keep-alive ticker last looked
         self.quiet_ticks = 0
+        self.head_turns = 0  # the ticker's, while the head waits
 
     @property
     def open(self) -> bool:
         """Whether it still takes frames."""
         return self.state is _OPEN
 
+    @property
+    def head_waits(self) -> bool:
+        """Whether the head is still to go (no chunk was sent yet, and the response is open)."""
+        return self._head is not None and self.state is _OPEN
+
     def _step(self, event: ResponseInput) -> ResponseAction:
         self.state, action = RESPONSES[self.state, event]
         return action
-
-    async def start(self, headers: list[tuple[bytes, bytes]]) -> None:
-        await self._take_turn()
-        try:
-            await self._put({"type": "http.response.start", "status": 200, "headers": headers})
-        finally:
-            self._end_turn()
 
     async def write(self, body: bytes) -> bool:
         """Write one chunk; False once the response is stopped, ended or its client gone."""
@@ -70,8 +89,17 @@ class ResponseWriter:
             # Asked once the turn is ours: it may have been stopped or ended while we waited.
             if RESPONSES[self.state, ResponseInput.WRITE][1] is not ResponseAction.SEND:
                 return False
-            await self._put({"type": "http.response.body", "body": body, "more_body": True})
+            await self._put(body, more=True)
             return self.state is _OPEN
+        finally:
+            self._end_turn()
+
+    async def send_head(self) -> None:
+        """The head alone, for a handler silent for a while (see `KeepAlive`); none once it went."""
+        await self._take_turn()
+        try:
+            if self.head_waits:
+                await self._put(b"", more=True)
         finally:
             self._end_turn()
 
@@ -91,18 +119,26 @@ class ResponseWriter:
         await self._take_turn()
         try:
             # Not when another `end`, or a failed send, got there first.
-            final: dict[str, object] = {"type": "http.response.body", "body": body, "more_body": False}
-            if self.state is not _ENDED and await self._put(final):
+            if self.state is not _ENDED and await self._put(body, more=False):
                 self.state = RESPONSES[self.state, ResponseInput.FINAL_SENT][0]
         finally:
             self._end_turn()
 
-    async def _put(self, message: dict[str, object]) -> bool:
-        """Send one message; False when the client is gone (the response ended with it)."""
+    async def _put(self, body: bytes, *, more: bool) -> bool:
+        """Send one chunk, the head first if it has not gone yet; False when the client is gone (the
+        response ended with it). A response ended before any chunk went declares its length: one
+        write on most servers, and the client sees a complete body."""
+        head = self._head
         scope = self._sending = self._backend.create_cancel_scope()
         try:
             with scope:
-                await self._send(message)
+                if head is not None:
+                    self._head = None
+                    if not more:
+                        head = [*head, (b"content-length", b"%d" % len(body))]
+                    await self._send({"type": "http.response.start", "status": 200, "headers": head})
+                if body or not more:  # (the head alone: `send_head`)
+                    await self._send({"type": "http.response.body", "body": body, "more_body": more})
         except (ClientGone, OSError):
             scope.cancel()
         finally:
@@ -133,25 +169,51 @@ class KeepAlive:
     A response with no completed send during a tick gets a comment line; ticks come every half
     interval, so no response stays silent much longer than `interval`, and a busy response costs
     a flag. A send stuck for three ticks (at least a whole interval) is abandoned.
+
+    A response's head waits for its first chunk, but not longer than `HEAD_DELAY`: while a
+    registered response has not sent its head, the ticker also wakes every half `HEAD_DELAY`,
+    and sends the head of one that has waited two of those turns (so at most `HEAD_DELAY`).
+    An idle app wakes once a half interval, as before.
     """
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self._writers: set[ResponseWriter] = set()
         self._scope: anyio.CancelScope | None = None
+        self._nap: anyio.CancelScope | None = None  # the ticker's wait while no head is waiting
 
     def register(self, writer: ResponseWriter) -> None:
         self._writers.add(writer)
+        if self._nap is not None:  # a head now waits: the ticker takes the shorter turns
+            self._nap.cancel()
+            self._nap = None
 
     def unregister(self, writer: ResponseWriter) -> None:
         self._writers.discard(writer)
 
     async def run(self, task_group: anyio.abc.TaskGroup) -> None:
+        half = self.interval / 2
         with anyio.CancelScope() as self._scope:
+            next_tick = anyio.current_time() + half
             while True:
-                await anyio.sleep(self.interval / 2)
-                for writer in self._writers:
-                    self._tick(writer, task_group)
+                if any(writer.head_waits for writer in self._writers):
+                    await anyio.sleep(min(HEAD_DELAY / 2, next_tick - anyio.current_time()))
+                    for writer in self._writers:
+                        if writer.head_waits:
+                            self._head_turn(writer, task_group)
+                else:
+                    with anyio.move_on_after(next_tick - anyio.current_time()) as self._nap:
+                        await anyio.sleep_forever()
+                    self._nap = None
+                if anyio.current_time() >= next_tick:
+                    next_tick += half
+                    for writer in self._writers:
+                        self._tick(writer, task_group)
+
+    def _head_turn(self, writer: ResponseWriter, task_group: anyio.abc.TaskGroup) -> None:
+        writer.head_turns += 1
+        if writer.head_turns == 2:
+            task_group.start_soon(writer.send_head)  # its own task, as a comment is
 
     def _tick(self, writer: ResponseWriter, task_group: anyio.abc.TaskGroup) -> None:
         if writer.wrote:

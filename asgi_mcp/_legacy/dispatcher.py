@@ -200,8 +200,9 @@ class SessionDispatcher:
 
         No task per request: the HTTP request that carries it runs it, and a legacy-era disconnect
         is not a cancellation: `shield` makes the request's own scope the shield (one scope instead
-        of two; fit only where delivering the answer cannot block, see `_legacy.endpoint`). The scope
-        is registered, so the peer's `notifications/cancelled` and the session's end still cancel it.
+        of two; fit only where what the handler sends cannot block for good, see `_legacy.endpoint`).
+        The scope is registered, so the peer's `notifications/cancelled` and the session's end still
+        cancel it. The answer is emitted after the scope, under the caller's cancellation.
         """
         await self.run_admitted(
             method, params, self.admit(request_id, params, stream, metadata, transport, shield=shield)

@@ -329,18 +329,20 @@ class LegacyEndpoint:
             raise session_not_found(message.id)
         # The handler runs here, in the request's task, writing its frames straight to this response.
         # Admitted before the first send: a session ending meanwhile cancels it like any in flight.
-        admitted = session.dispatcher.admit(message.id, message.params, stream, metadata, transport)
-        writer = ResponseWriter(send, self._loop.backend)
+        # Shielded, as for JSON answers: a dropped connection does not cancel the handler, whose
+        # answer is sent (or stored) after its scope, when nothing but the sending is left.
+        admitted = session.dispatcher.admit(message.id, message.params, stream, metadata, transport, shield=True)
+        backend = self._loop.backend
+        writer = ResponseWriter(send, backend, SSE_HEADERS)
         stream.write_to(writer)
         self.keepalive.register(writer)
         self.open_streams += 1
         try:
-            # Shielded, as for JSON answers: a dropped connection does not cancel the handler.
-            with self._loop.backend.create_cancel_scope(shield=True):
-                await writer.start(SSE_HEADERS)
-                if priming is not None:
+            if priming is not None:
+                # Shielded as well: once admitted, the request runs (and settles) whatever happens here.
+                with backend.create_cancel_scope(shield=True):
                     await writer.write(priming.encode())
-                await session.dispatcher.run_admitted(message.method, message.params, admitted)
+            await session.dispatcher.run_admitted(message.method, message.params, admitted)
         finally:
             # The handler has settled. Its final frame detached the writer, unless the session's
             # end dropped that frame: then it is detached here, and the response ends below.
@@ -348,7 +350,7 @@ class LegacyEndpoint:
                 stream.detach(writer)
             self.keepalive.unregister(writer)
             self.open_streams -= 1
-        await self._loop.backend.checkpoint_if_cancelled()
+        await backend.checkpoint_if_cancelled()
         await writer.end()
 
     async def _initialize(

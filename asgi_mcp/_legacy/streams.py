@@ -222,7 +222,13 @@ class SessionStreams:
         data = dumps(message)
         event_id = None
         if self._events is not None and self.state is not LiveState.CLOSED:
-            event_id = await self._events.store(stream.store_id, message, data)
+            if final:
+                # Stored even when its request is being cancelled from outside (a server cancelling
+                # on a dropped connection): the client that resumes the stream must find its answer.
+                with anyio.CancelScope(shield=True):
+                    event_id = await self._events.store(stream.store_id, message, data)
+            else:
+                event_id = await self._events.store(stream.store_id, message, data)
         if stream is self.standalone and self.elsewhere is not None and self.state is LiveState.IDLE:
             await self.elsewhere(event_id, data)  # no GET here: the worker holding one delivers it
             return

@@ -24,7 +24,7 @@ from mcp.shared.message import ServerMessageMetadata
 from .._core.asgi import HttpRequest, Receive, Send, send_empty, send_json
 from .._core.errors import ProtocolError
 from .._core.jsonrpc import Message, dumps, error_message, result_message
-from .._core.sse import encode_event
+from .._core.sse import SSE_HEADERS, encode_event
 from .._io.loop import Loop
 from .._io.response import ResponseWriter
 from .._io.watch import LateWatch
@@ -126,7 +126,7 @@ class ModernEndpoint:
         lasts gets a watcher (`InlineExchange.watch`).
         """
         backend, clock = self._loop.backend, self._loop.clock
-        dctx.writer = writer = ResponseWriter(send, backend)
+        dctx.writer = writer = ResponseWriter(send, backend, SSE_HEADERS)
         dctx.clock = clock
         dctx.last_write = clock()
         exchange = InlineExchange(dctx, receive, backend.create_cancel_scope(), self._keepalive)

@@ -22,7 +22,7 @@ from mcp.shared.transport_context import TransportContext
 from .._core.asgi import Receive
 from .._core.http import Headers
 from .._core.jsonrpc import RequestId, dumps
-from .._core.sse import KEEPALIVE, SSE_HEADERS, encode_event
+from .._core.sse import KEEPALIVE, encode_event
 from .._io.response import ResponseWriter, wait_for_disconnect
 from .._kernel.context import PeerCancellation
 
@@ -40,7 +40,7 @@ class ExchangeContext(PeerCancellation):
     _transport: TransportContext | None = None
     # The response, for an exchange that may stream (None: a JSON answer, nowhere to notify).
     writer: ResponseWriter | None = None
-    committed: bool = False  # the response's SSE headers went out
+    committed: bool = False  # the response is SSE: a chunk was written (its head went with the first)
     clock: Callable[[], float] | None = None
     last_write: float = 0.0  # by `clock`: when the response last took a chunk
 
@@ -76,9 +76,7 @@ class ExchangeContext(PeerCancellation):
         or its client gone) takes nothing more: the writer drops the chunk."""
         writer = self.writer
         assert writer is not None and self.clock is not None
-        if not self.committed:
-            self.committed = True
-            await writer.start(SSE_HEADERS)
+        self.committed = True  # the writer sends the SSE head with this first chunk
         await writer.write(chunk)
         self.last_write = self.clock()
 

@@ -376,13 +376,56 @@ async def test_long_tool_call_keeps_a_session_alive() -> None:
         assert text_of((await call.messages())[-1]["result"]) == "released"
 
 
-async def test_a_silent_tool_call_gets_keep_alive_comments() -> None:
-    """The handler runs in the POST's own task; the app's keep-alive ticker writes between its frames."""
+async def test_an_answer_ready_at_once_is_one_event_of_declared_length() -> None:
+    """Its head waited for the answer, so the response says how long it is (one write on most servers)."""
+    async with serving(app_for()) as client:
+        session_id = await open_session(client)
+        response = await client.post(call_tool(1, "echo", {"text": "x"}), session_id=session_id)
+        body = await response.read()
+        assert response.content_type == "text/event-stream"
+        assert response.header("content-length") == str(len(body))
+        assert [m["id"] for m in await response.messages()] == [1]
+
+
+async def test_a_streamed_answer_declares_no_length() -> None:
+    """The head went out with the first notification, before the answer's length was known."""
+    async with serving(app_for()) as client:
+        session_id = await open_session(client)
+        call = call_tool(3, "progress", {"steps": 1}, progress_token="tok")
+        response = await client.post(call, session_id=session_id)
+        methods = [m.get("method") for m in await response.messages()]
+        assert methods == ["notifications/progress", "notifications/message", None]
+        assert response.header("content-length") is None
+
+
+async def test_a_silent_tool_call_gets_its_head_long_before_a_keep_alive_comment() -> None:
+    """The head waits for the answer only briefly (`HEAD_DELAY`), even with an idle ticker napping."""
+    probe = Probe()
+    async with serving(app_for(probe, keepalive_interval=3600)) as client:
+        session_id = await open_session(client)
+        try:
+            call = await client.post(call_tool(1, "block"), session_id=session_id)  # returns with the head
+            assert not probe.finished.is_set()
+        finally:
+            probe.release.set()  # (a head that never comes fails the test, and the tool still ends)
+        assert call.content_type == "text/event-stream"
+        assert [m.get("id") for m in await call.messages()] == [1]
+        assert call.comments == []
+        assert call.header("content-length") is None
+
+
+async def test_a_silent_tool_call_gets_its_head_and_keep_alive_comments() -> None:
+    """The handler runs in the POST's own task; the app's keep-alive ticker writes between its frames,
+    and its first comment carries the head that no frame has carried yet."""
     probe = Probe()
     async with serving(app_for(probe, keepalive_interval=0.05)) as client:
         session_id = await open_session(client)
-        call = await client.post(call_tool(1, "block"), session_id=session_id)
+        call = await client.post(call_tool(1, "block"), session_id=session_id, wait=False)
         await probe.started.wait()
+        await call.started()
+        assert call.content_type == "text/event-stream"
+        assert call.header("content-length") is None
+        assert not probe.finished.is_set()
         for _ in range(2):
             assert (await call.next_comment()).strip() == "ping"
         probe.release.set()

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 from mcp.server import MCPServer
 
@@ -431,6 +432,41 @@ async def test_cancelled_while_the_pump_waits_for_a_running_call(json_response: 
             await h.run(h.post_scope(TOKEN_A, session_id), wire, cancel_when=gate.started)
         await gate.finished.wait()
         assert not gate.cancelled.is_set()
+        await h.check(live=1)
+
+
+class NetworkLikeStore(InMemoryEventStore):
+    """Yields on every write, as a store across the network does (and is opaque to the event log)."""
+
+    async def store_event(self, stream_id: Any, message: Any) -> Any:
+        await anyio.lowlevel.checkpoint()
+        return await super().store_event(stream_id, message)
+
+
+async def test_an_answer_settled_after_the_cancellation_is_stored_for_the_resuming_client() -> None:
+    """Cancelled while the tool runs (a server cancelling on a dropped connection): the tool finishes,
+    its answer goes to the event store though its request is cancelled, and resuming finds it."""
+    gate = Probe()
+    app = simple_app(gate=gate, event_store=NetworkLikeStore())
+    async with serving(app) as h:
+        session_id = await h.open_session()
+        wire = Wire(body=body_of(call_tool(7, "block")))
+
+        async def release_once_cancelled() -> None:
+            await wire.reached.wait()
+            gate.release.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(release_once_cancelled)
+            await h.run(h.post_scope(TOKEN_A, session_id), wire, cancel_when=gate.started)
+        priming = wire.sent[1]["body"].decode()
+        assert priming.startswith("id: ")
+        headers = {"accept": "text/event-stream", "mcp-session-id": session_id, "mcp-protocol-version": LEGACY}
+        headers["last-event-id"] = priming.split("\n")[0].removeprefix("id: ")
+        resumed = await h.client.request("GET", headers={**headers, "authorization": f"Bearer {TOKEN_A}"})
+        [answer] = await resumed.messages()
+        assert answer["id"] == 7
+        assert answer["result"]["content"][0]["text"] == "released by alpha"
         await h.check(live=1)
 
 
