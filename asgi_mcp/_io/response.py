@@ -196,17 +196,20 @@ class KeepAlive:
         with anyio.CancelScope() as self._scope:
             next_tick = anyio.current_time() + half
             while True:
+                # Never negative (Trio refuses that): a busy loop may wake the ticker past its tick.
+                until_tick = max(0.0, next_tick - anyio.current_time())
                 if any(writer.head_waits for writer in self._writers):
-                    await anyio.sleep(min(HEAD_DELAY / 2, next_tick - anyio.current_time()))
+                    await anyio.sleep(min(HEAD_DELAY / 2, until_tick))
                     for writer in self._writers:
                         if writer.head_waits:
                             self._head_turn(writer, task_group)
                 else:
-                    with anyio.move_on_after(next_tick - anyio.current_time()) as self._nap:
+                    with anyio.move_on_after(until_tick) as self._nap:
                         await anyio.sleep_forever()
                     self._nap = None
-                if anyio.current_time() >= next_tick:
-                    next_tick += half
+                now = anyio.current_time()
+                if now >= next_tick:
+                    next_tick = now + half  # a late tick is not made up for with a burst
                     for writer in self._writers:
                         self._tick(writer, task_group)
 

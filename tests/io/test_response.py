@@ -1,0 +1,97 @@
+"""`ResponseWriter` and `KeepAlive` through the ASGI messages they send: where the head goes, and a
+ticker that keeps its word when the loop is too busy to wake it on time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from asgi_mcp._core.sse import SSE_HEADERS
+from asgi_mcp._io.response import KeepAlive, ResponseWriter
+from tests.kit.polling import wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+class Wire:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, message: Any) -> None:
+        self.sent.append(message)
+
+    def writer(self) -> ResponseWriter:
+        return ResponseWriter(self.send, anyio.lowlevel.current_token().backend_class, SSE_HEADERS)
+
+    @property
+    def head(self) -> dict[bytes, bytes]:
+        assert self.sent[0]["type"] == "http.response.start"
+        return dict(self.sent[0]["headers"])
+
+    @property
+    def bodies(self) -> list[tuple[bytes, bool]]:
+        return [(m["body"], m["more_body"]) for m in self.sent if m["type"] == "http.response.body"]
+
+
+@asynccontextmanager
+async def ticking(interval: float) -> AsyncIterator[KeepAlive]:
+    keepalive = KeepAlive(interval)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(keepalive.run, tg)
+        yield keepalive
+        keepalive.stop()
+
+
+async def test_an_answer_ready_at_once_goes_with_its_head_and_its_length() -> None:
+    wire = Wire()
+    await wire.writer().end(b"data: {}\n\n")
+    assert wire.head[b"content-length"] == b"10"
+    assert wire.bodies == [(b"data: {}\n\n", False)]
+
+
+async def test_the_head_goes_with_the_first_chunk_and_only_once() -> None:
+    wire = Wire()
+    writer = wire.writer()
+    assert await writer.write(b"one")
+    assert await writer.write(b"two")
+    await writer.end(b"three")
+    assert b"content-length" not in wire.head
+    assert [m["type"] for m in wire.sent].count("http.response.start") == 1
+    assert wire.bodies == [(b"one", True), (b"two", True), (b"three", False)]
+
+
+async def test_a_silent_response_gets_its_head_alone_from_a_napping_ticker() -> None:
+    wire = Wire()
+    writer = wire.writer()
+    async with ticking(3600) as keepalive:
+        await anyio.wait_all_tasks_blocked()  # the ticker naps until its next tick, an hour away
+        keepalive.register(writer)
+        await wait_until(lambda: bool(wire.sent))
+        assert wire.sent[0]["type"] == "http.response.start"
+        assert wire.bodies == []  # the head alone, no comment
+        await writer.end(b"done")
+        keepalive.unregister(writer)
+    assert b"content-length" not in wire.head
+    assert wire.bodies == [(b"done", False)]
+
+
+async def test_the_ticker_outlives_a_loop_too_busy_to_wake_it_on_time() -> None:
+    """The ticker wakes past its tick, the head's turn and the comment's alike (a loop busy elsewhere),
+    and goes on: no negative wait, no crash, and a silent response still gets its comments."""
+    wire = Wire()
+    writer = wire.writer()
+    async with ticking(0.002) as keepalive:
+        keepalive.register(writer)
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+            time.sleep(0.005)  # the loop is busy: no timer fires on time  # noqa: ASYNC251
+        await wait_until(lambda: len(wire.bodies) >= 2)
+        keepalive.unregister(writer)
+    assert wire.sent[0]["type"] == "http.response.start"
+    assert all(body == b": ping\n\n" for body, _ in wire.bodies)
