@@ -17,6 +17,7 @@ from .._core.asgi import ClientGone, Receive, Send
 from .._core.response_states import TRANSITIONS as RESPONSES
 from .._core.response_states import ResponseAction, ResponseInput, ResponseState
 from .._core.sse import KEEPALIVE
+from .loop import CancelScope, CancelScopeFactory
 
 __all__: list[str] = []
 
@@ -44,7 +45,7 @@ class ResponseWriter:
     """
 
     __slots__ = (
-        "_backend",
+        "_cancel_scope",
         "_head",
         "_send",
         "_sending",
@@ -56,12 +57,12 @@ class ResponseWriter:
         "wrote",
     )
 
-    def __init__(self, send: Send, backend: type[anyio.abc.AsyncBackend], headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, send: Send, cancel_scope: CancelScopeFactory, headers: list[tuple[bytes, bytes]]) -> None:
         self._send = send
         self._head: list[tuple[bytes, bytes]] | None = headers  # until the first send takes it
-        self._backend = backend  # resolved once per app: `anyio.CancelScope()` looks it up per call
+        self._cancel_scope = cancel_scope  # the loop's (see `_io.loop`)
         self._turn: anyio.Event | None = None  # made only when two writers meet
-        self._sending: anyio.CancelScope | None = None
+        self._sending: CancelScope | None = None
         self.busy = False
         self.state = ResponseState.OPEN
         self.wrote = False  # a send completed since the keep-alive ticker last looked
@@ -129,7 +130,7 @@ class ResponseWriter:
         response ended with it). A response ended before any chunk went declares its length: one
         write on most servers, and the client sees a complete body."""
         head = self._head
-        scope = self._sending = self._backend.create_cancel_scope()
+        scope = self._sending = self._cancel_scope()
         try:
             with scope:
                 if head is not None:

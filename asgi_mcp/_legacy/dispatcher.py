@@ -37,6 +37,7 @@ from .._core.exchanges import TRANSITIONS as EXCHANGES
 from .._core.exchanges import ExchangeAction, ExchangeInput, ExchangeState, InFlight, advance
 from .._core.jsonrpc import INTERNAL_ERROR_MESSAGE, RequestId, error_message
 from .._core.live_session import LiveAction, LiveInput, LiveState
+from .._io.loop import CancelScope, CancelScopeFactory
 from .._kernel.context import PeerCancellation, RequestObserver, progress_token
 from .streams import OutboundStream, SessionStreams
 
@@ -64,7 +65,7 @@ class RequestContext(PeerCancellation):
     _progress_token: str | int | None = None
     # Its place among the session's requests in flight (see `_core.exchanges`); unused by notifications.
     state: ExchangeState = ExchangeState.ADMITTED
-    scope: anyio.CancelScope | None = None
+    scope: CancelScope | None = None
     client_key: RequestId = 0
     shadowed: RequestContext | None = None
 
@@ -112,7 +113,7 @@ class SessionDispatcher:
         self,
         streams: SessionStreams,
         task_group: anyio.abc.TaskGroup,
-        backend: type[anyio.abc.AsyncBackend],
+        cancel_scope: CancelScopeFactory,
         *,
         observer: RequestObserver | None = None,
     ) -> None:
@@ -122,7 +123,7 @@ class SessionDispatcher:
         self.observer = observer
         # Notification handlers run here; requests run in the task of the HTTP request carrying them.
         self._task_group = task_group
-        self._backend = backend  # resolved once per run (see `_io.loop`)
+        self._cancel_scope = cancel_scope  # the loop's (see `_io.loop`)
         self._on_request: OnRequest | None = None
         self._on_notify: OnNotify | None = None
         self._intercept: OnNotifyIntercept | None = None
@@ -229,7 +230,7 @@ class SessionDispatcher:
             self,
             stream,
             _progress_token=progress_token(params),
-            scope=self._backend.create_cancel_scope(shield=shield),
+            scope=self._cancel_scope(shield=shield),
         )
         self._in_flight.admit(dctx, request_id)
         return dctx

@@ -332,15 +332,15 @@ class LegacyEndpoint:
         # Shielded, as for JSON answers: a dropped connection does not cancel the handler, whose
         # answer is sent (or stored) after its scope, when nothing but the sending is left.
         admitted = session.dispatcher.admit(message.id, message.params, stream, metadata, transport, shield=True)
-        backend = self._loop.backend
-        writer = ResponseWriter(send, backend, SSE_HEADERS)
+        loop = self._loop
+        writer = ResponseWriter(send, loop.cancel_scope, SSE_HEADERS)
         stream.write_to(writer)
         self.keepalive.register(writer)
         self.open_streams += 1
         try:
             if priming is not None:
                 # Shielded as well: once admitted, the request runs (and settles) whatever happens here.
-                with backend.create_cancel_scope(shield=True):
+                with loop.cancel_scope(shield=True):
                     await writer.write(priming.encode())
             await session.dispatcher.run_admitted(message.method, message.params, admitted)
         finally:
@@ -350,7 +350,7 @@ class LegacyEndpoint:
                 stream.detach(writer)
             self.keepalive.unregister(writer)
             self.open_streams -= 1
-        await backend.checkpoint_if_cancelled()
+        await loop.backend.checkpoint_if_cancelled()
         await writer.end()
 
     async def _initialize(

@@ -66,7 +66,7 @@ class LegacySession:
         self._events = events
         self._retry_ms = retry_ms
         self.outbound = SessionStreams(events, tag)
-        self.dispatcher = SessionDispatcher(self.outbound, task_group, loop.backend, observer=observer)
+        self.dispatcher = SessionDispatcher(self.outbound, task_group, loop.cancel_scope, observer=observer)
         self.connection = Connection.for_loop(self.dispatcher, session_id=session_id)
         self.dispatcher.bind(*kernel_handlers(KernelRunner(host.server, self.connection, host.state, host=host)))
 

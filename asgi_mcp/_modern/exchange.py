@@ -23,6 +23,7 @@ from .._core.asgi import Receive
 from .._core.http import Headers
 from .._core.jsonrpc import RequestId, dumps
 from .._core.sse import KEEPALIVE, encode_event
+from .._io.loop import CancelScope
 from .._io.response import ResponseWriter, wait_for_disconnect
 from .._kernel.context import PeerCancellation
 
@@ -100,7 +101,7 @@ class InlineExchange:
 
     __slots__ = ("dctx", "keepalive", "receive", "scope", "settled", "waiting", "watch_ticks")
 
-    def __init__(self, dctx: ExchangeContext, receive: Receive, scope: anyio.CancelScope, keepalive: float) -> None:
+    def __init__(self, dctx: ExchangeContext, receive: Receive, scope: CancelScope, keepalive: float) -> None:
         self.dctx = dctx
         self.receive = receive
         self.scope = scope  # the handler's: cancelled when the client leaves

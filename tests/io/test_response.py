@@ -13,6 +13,7 @@ import anyio.lowlevel
 import pytest
 
 from asgi_mcp._core.sse import SSE_HEADERS
+from asgi_mcp._io.loop import Loop
 from asgi_mcp._io.response import KeepAlive, ResponseWriter
 from tests.kit.polling import wait_until
 
@@ -27,7 +28,7 @@ class Wire:
         self.sent.append(message)
 
     def writer(self) -> ResponseWriter:
-        return ResponseWriter(self.send, anyio.lowlevel.current_token().backend_class, SSE_HEADERS)
+        return ResponseWriter(self.send, Loop.current().cancel_scope, SSE_HEADERS)
 
     @property
     def head(self) -> dict[bytes, bytes]:
