@@ -410,6 +410,22 @@ async def test_cancelled_in_the_sse_pump(slow_send: int | Callable[[dict[str, An
         await h.check(live=1)
 
 
+async def cancel_a_running_call(h: Harness, session_id: str, gate: Probe) -> Wire:
+    """A call to the blocking tool, cancelled from outside while the tool runs, which is released
+    once the cancellation came: the app call returns (cancelled) only after the shielded handler
+    finished."""
+    wire = Wire(body=body_of(call_tool(7, "block")))
+
+    async def release_once_cancelled() -> None:
+        await wire.reached.wait()
+        gate.release.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(release_once_cancelled)
+        await h.run(h.post_scope(TOKEN_A, session_id), wire, cancel_when=gate.started)
+    return wire
+
+
 @pytest.mark.parametrize("json_response", [False, True], ids=["sse", "json"])
 async def test_cancelled_while_the_pump_waits_for_a_running_call(json_response: bool) -> None:
     """Cancelled while the tool runs: in the legacy era a dropped connection is not a cancellation,
@@ -420,16 +436,7 @@ async def test_cancelled_while_the_pump_waits_for_a_running_call(json_response: 
     app = simple_app(gate=gate, json_response=json_response)
     async with serving(app) as h:
         session_id = await h.open_session()
-        wire = Wire(body=body_of(call_tool(7, "block")))
-
-        async def release_once_cancelled() -> None:
-            await wire.reached.wait()
-            gate.release.set()
-
-        async with anyio.create_task_group() as tg:
-            # The app call returns (cancelled) only after the shielded handler finished.
-            tg.start_soon(release_once_cancelled)
-            await h.run(h.post_scope(TOKEN_A, session_id), wire, cancel_when=gate.started)
+        await cancel_a_running_call(h, session_id, gate)
         await gate.finished.wait()
         assert not gate.cancelled.is_set()
         await h.check(live=1)
@@ -450,15 +457,7 @@ async def test_an_answer_settled_after_the_cancellation_is_stored_for_the_resumi
     app = simple_app(gate=gate, event_store=NetworkLikeStore())
     async with serving(app) as h:
         session_id = await h.open_session()
-        wire = Wire(body=body_of(call_tool(7, "block")))
-
-        async def release_once_cancelled() -> None:
-            await wire.reached.wait()
-            gate.release.set()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(release_once_cancelled)
-            await h.run(h.post_scope(TOKEN_A, session_id), wire, cancel_when=gate.started)
+        wire = await cancel_a_running_call(h, session_id, gate)
         priming = wire.sent[1]["body"].decode()
         assert priming.startswith("id: ")
         headers = {"accept": "text/event-stream", "mcp-session-id": session_id, "mcp-protocol-version": LEGACY}
