@@ -416,7 +416,7 @@ async def test_a_silent_tool_call_gets_its_head_long_before_a_keep_alive_comment
 
 async def test_a_silent_tool_call_gets_its_head_and_keep_alive_comments() -> None:
     """The handler runs in the POST's own task; the app's keep-alive ticker writes between its frames,
-    and its first comment carries the head that no frame has carried yet."""
+    and sends the head no frame carried (alone or with the first comment, whichever comes first)."""
     probe = Probe()
     async with serving(app_for(probe, keepalive_interval=0.05)) as client:
         session_id = await open_session(client)
