@@ -35,7 +35,7 @@ from typing import Any
 
 import anyio
 
-from .apps import MCPSERVER_SUFFIX, build_app
+from .apps import MCPSERVER_VARIANTS, build_app
 from .load import LEGACY_VERSION, MODERN_VERSION, PAYLOAD
 
 HOST = (b"host", b"127.0.0.1:8000")
@@ -258,7 +258,7 @@ def _sdk_server(app: Any) -> Any:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_legacy", description=__doc__.split("\n\n")[0])
     base = ("mcpapp-sse", "mcpapp-json", "sdk-sse", "sdk-json")
-    parser.add_argument("--variant", default="mcpapp-sse", choices=base + tuple(v + MCPSERVER_SUFFIX for v in base))
+    parser.add_argument("--variant", default="mcpapp-sse", choices=base + MCPSERVER_VARIANTS)
     parser.add_argument("-n", type=int, default=5000, help="tools/call requests")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--modern", action="store_true", help="2026-07-28 requests (no session)")

@@ -76,9 +76,9 @@ class Runtime:
         self.started_at = time.time()
         self.wake_reaper = anyio.Event()
         self.reaper_wakes_at = float("inf")
-        self.keepalive = KeepAlive(config.keepalive_interval)
-        self.watch = LateWatch(min(WATCH_PERIOD, config.keepalive_interval / 4))
         self.loop = Loop.current()
+        self.keepalive = KeepAlive(config.keepalive_interval, self.loop.clock)
+        self.watch = LateWatch(min(WATCH_PERIOD, config.keepalive_interval / 4))
         self.services = anyio.CancelScope()  # keep-alive and the watch: see `_run_services`
         # A fresh host per run: a server's lifespan is entered once per host.
         self.host = ServerHost(config.server) if config.server is not None else None

@@ -8,6 +8,7 @@ responses alive, sends the heads that no chunk took in time, and abandons sends 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import anyio
@@ -177,8 +178,9 @@ class KeepAlive:
     An idle app wakes once a half interval, as before.
     """
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
         self.interval = interval
+        self._clock = clock  # the loop's (`_io.loop`); the sleeps are the loop's own
         self._writers: set[ResponseWriter] = set()
         self._scope: anyio.CancelScope | None = None
         self._nap: anyio.CancelScope | None = None  # the ticker's wait while no head is waiting
@@ -193,12 +195,12 @@ class KeepAlive:
         self._writers.discard(writer)
 
     async def run(self, task_group: anyio.abc.TaskGroup) -> None:
-        half = self.interval / 2
+        half, clock = self.interval / 2, self._clock
         with anyio.CancelScope() as self._scope:
-            next_tick = anyio.current_time() + half
+            next_tick = clock() + half
             while True:
-                # Never negative (Trio refuses that): a busy loop may wake the ticker past its tick.
-                until_tick = max(0.0, next_tick - anyio.current_time())
+                # Never negative (anyio refuses that): a busy loop may wake the ticker past its tick.
+                until_tick = max(0.0, next_tick - clock())
                 if any(writer.head_waits for writer in self._writers):
                     await anyio.sleep(min(HEAD_DELAY / 2, until_tick))
                     for writer in self._writers:
@@ -208,7 +210,7 @@ class KeepAlive:
                     with anyio.move_on_after(until_tick) as self._nap:
                         await anyio.sleep_forever()
                     self._nap = None
-                now = anyio.current_time()
+                now = clock()
                 if now >= next_tick:
                     next_tick = now + half  # a late tick is not made up for with a burst
                     for writer in self._writers:
