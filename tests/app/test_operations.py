@@ -282,19 +282,49 @@ async def test_a_stream_ends_at_its_tokens_expiry_by_itself() -> None:
 
 
 async def test_a_tool_call_in_flight_writes_nothing_after_its_token_is_cut() -> None:
+    """The call ran silent long enough for its SSE head to go out alone: the stream ends, empty."""
     gate = Probe()
     tenants = Tenants({TOKEN_A: lambda: tenant_server("alpha", gate=gate)})
-    app = McpApp(tenants=tenants)
+    app = McpApp(tenants=tenants, keepalive_interval=3600)  # no comment in the stream either
     with anyio.fail_after(GUARD):
         async with serving(app) as client:
             old = TokenClient(client, TOKEN_A)
             session = await old.open_session()
-            call = await old.post(call_tool(1, "block"), session_id=session)
+            call = await old.post(call_tool(1, "block"), session_id=session)  # returns with the head
             await gate.started.wait()
             tenants.rotate_token(TOKEN_A, TOKEN_B, grace=0)
             body = await call.read()
-            assert b"released" not in body
+            assert (call.status, call.content_type) == (200, "text/event-stream")
+            assert body == b""
             await gate.cancelled.wait()  # its session ended, so did its handler
+
+
+async def test_a_silent_tool_call_cut_before_its_head_went_out_gets_the_tokens_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing was sent yet (the head waits for the first frame, `HEAD_DELAY`): the answer is the 401
+    a request with that token now gets, as in the 2026-07-28 era, not an empty stream."""
+    from asgi_mcp._io import response
+
+    monkeypatch.setattr(response, "HEAD_DELAY", 3600.0)  # the head waits for the whole test
+    gate = Probe()
+    tenants = Tenants({TOKEN_A: lambda: tenant_server("alpha", gate=gate)})
+    app = McpApp(tenants=tenants, keepalive_interval=3600)
+    with anyio.fail_after(GUARD):
+        async with serving(app) as client:
+            old = TokenClient(client, TOKEN_A)
+            session = await old.open_session()
+            call = await old.post(call_tool(1, "block"), session_id=session, wait=False)
+            await gate.started.wait()
+            tenants.rotate_token(TOKEN_A, TOKEN_B, grace=0)
+            await call.started()
+            assert call.status == 401
+            assert 'error="invalid_token"' in (call.header("www-authenticate") or "")
+            refusal = json.loads(await call.read())
+            assert refusal == {"error": "invalid_token", "error_description": "The access token is no longer valid"}
+            await gate.cancelled.wait()
+            # The session went with the token: the new token does not reach it either.
+            assert (await TokenClient(client, TOKEN_B).post(request(2, "ping"), session_id=session)).status == 404
 
 
 def _wall() -> float:

@@ -394,9 +394,10 @@ class TokenClient:
         session_id: str | None = None,
         version: str | None = LEGACY,
         headers: Mapping[str, str] | None = None,
+        wait: bool = True,
     ) -> Response:
         return await self.client.post(
-            message, session_id=session_id, version=version, headers={**self._auth(), **(headers or {})}
+            message, session_id=session_id, version=version, headers={**self._auth(), **(headers or {})}, wait=wait
         )
 
     async def get(self, session_id: str) -> Response:
