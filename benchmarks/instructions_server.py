@@ -18,6 +18,11 @@ weighs ~50x more per request than under wrk; the idle segment measures that rate
 
     per request = (Ir(n2) - Ir(n1) - idle_rate * (t(n2) - t(n1))) / (n2 - n1)
 
+The same slowdown would change what an SSE answer does: its head waits for the first frame only
+`asgi_mcp._io.response.HEAD_DELAY` (50 ms), less than a request takes under valgrind, so every head
+would go alone, which at full speed almost none does. The server process sets that delay to
+`--head-delay` (5 s by default) for the path wrk measures; `--head-delay 0` keeps the tree's own.
+
 `--cache-sim` adds callgrind's cache simulation (about twice as slow): data reads and writes and
 first- and last-level misses per request, for a difference that is not in the instruction count.
 
@@ -66,7 +71,12 @@ def wrapper(argv: list[str]) -> None:
     if "gc-freeze" in ablations:
         argv = [*argv, "--gc-freeze"]
     import asgi_mcp
+    from asgi_mcp._io import response
     from benchmarks import apps
+
+    head_delay = float(os.environ.get("BENCH_HEAD_DELAY", "0"))
+    if head_delay > 0 and hasattr(response, "HEAD_DELAY"):  # (trees before the lazy head have none)
+        response.HEAD_DELAY = head_delay  # type: ignore[misc]
 
     print(f"asgi_mcp from {asgi_mcp.__file__}", file=sys.stderr, flush=True)
     apps.main(argv)
@@ -247,6 +257,7 @@ def measure(tree: Path, args: argparse.Namespace, ablate: str) -> Measure:
         command += [args.python, str(Path(__file__).resolve()), "--wrapper", args.variant]
         command += ["--server", args.server, "--port", str(port)]
         env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0", "BENCH_ABLATE": ablate}
+        env["BENCH_HEAD_DELAY"] = str(args.head_delay)
         log = open(Path(scratch) / "stderr", "w+b")  # noqa: SIM115 - read after the process ends
         proc = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
@@ -299,6 +310,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n1", type=int, default=500)
     parser.add_argument("--n2", type=int, default=2500)
     parser.add_argument("--ablate", action="append", default=[], choices=("none", *ABLATIONS))
+    parser.add_argument(
+        "--head-delay",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long an SSE head waits for its first frame in the server (0: the tree's own, 50 ms)",
+    )
     parser.add_argument(
         "--cache-sim", action="store_true", help="also simulate the caches: misses per request (I1, D1, last level)"
     )
