@@ -29,6 +29,10 @@ default), so both pay for the same check.
         --server uvicorn|hypercorn|hypercorn-trio|builtin[-h11][-trio]|builtin-uvloop [--gc-freeze]
         [--max-sessions N] [--tenants N] [--redis-url URL] [--workers N]
 
+`--trio-batches fifo` (measurement only, Trio servers) makes Trio run every batch of ready tasks in
+the order the tasks became ready, instead of first-in-first-out or last-in-first-out at random: it
+sizes what that coin costs a server's tail latency (docs/performance.md, "Tail latency on Trio").
+
 `--workers N` (uvicorn only) serves the variant from N worker processes sharing the listening socket
 (`uvicorn --workers N`: each worker builds its own app through `app_from_environment`); the
 built-in server and hypercorn are served from one process here.
@@ -293,6 +297,24 @@ def serve_builtin(app: Any, server: str, host: str, port: int) -> None:
         anyio.run(builtin_serve, app, config, backend="asyncio", backend_options=options)
 
 
+def fifo_trio_batches() -> None:
+    """Measurement only (`--trio-batches fifo`): every batch of ready tasks runs first-in-first-out.
+
+    Trio's run loop takes the tasks made ready during one batch as the next batch, reverses it with
+    probability 1/2 (`_r.random() < 0.5`), then pops tasks from its end: each batch runs in the
+    order its tasks became ready or in the opposite order, at random. A server whose connections
+    each yield once per request then serves a connection at a place in the round that jumps between
+    the two ends, and a request waits anything from no time to two rounds. Setting that private
+    coin to always reverse leaves the first-in-first-out order. asgi_mcp never does this.
+    """
+    import trio._core._run as trio_run
+
+    coin = getattr(trio_run, "_r", None)
+    if coin is None:  # pragma: no cover - a Trio whose run loop changed: measure nothing wrong
+        raise SystemExit("--trio-batches fifo: this Trio has no trio._core._run._r")
+    coin.random = lambda: 0.0
+
+
 def serve_uvicorn_workers(args: argparse.Namespace) -> None:
     """uvicorn's supervisor with `args.workers` worker processes on one listening socket (uvloop, httptools)."""
     import uvicorn
@@ -372,7 +394,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tenants", type=int, default=DEFAULT_TENANTS, help="tokens of the mcpapp-tenants variant")
     parser.add_argument("--redis-url", default=None, help="the Redis of the fleet (mcpapp-json-redis)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes on one socket (uvicorn only)")
+    parser.add_argument(
+        "--trio-batches",
+        choices=("random", "fifo"),
+        default="random",
+        help="Trio's order for a batch of ready tasks: its own coin, or always first-in-first-out (measurement only)",
+    )
     args = parser.parse_args(argv)
+    if args.trio_batches == "fifo":
+        if not args.server.endswith("-trio"):
+            parser.error("--trio-batches fifo needs a Trio server")
+        fifo_trio_batches()
     if args.workers > 1:
         if args.server != "uvicorn":
             parser.error("--workers needs --server uvicorn")

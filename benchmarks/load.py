@@ -25,7 +25,8 @@ Engines:
   next request. Same checks, same output. Slower than wrk: it can be the bottleneck for the floor.
 
 Both report `requests`, `ok`, `bad` (a completed response that is not a successful tools/call
-result), `socket_errors`, `duration_s`, `rps` (successful responses per second), `p50_ms`, `p99_ms`;
+result), `socket_errors`, `duration_s`, `rps` (successful responses per second), `p50_ms`, `p90_ms`,
+`p99_ms`, `mean_ms` (a tail's shape: at a fixed number of connections the mean follows the rate);
 session-churn adds `churns`, `churns_per_s` and `open_sessions`.
 
     python -m benchmarks.load --url http://127.0.0.1:8000/mcp --scenario legacy-sse --duration 5
@@ -38,6 +39,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -219,9 +221,11 @@ done = function(summary, latency, requests)
   sample = string.gsub(sample, '[%%c"\\]', " ")
   io.write(string.format(
     'BENCHJSON {"requests":%%d,"ok":%%d,"bad":%%d,"socket_errors":%%d,"status_errors":%%d,"timeouts":%%d,' ..
-    '"duration_us":%%d,"p50_us":%%d,"p99_us":%%d,"sample_bad":"%%s","churns":%%d,"open_sessions":[%%s]}\n',
+    '"duration_us":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"mean_us":%%d,"sample_bad":"%%s","churns":%%d,' ..
+    '"open_sessions":[%%s]}\n',
     summary.requests, tok, tbad, e.connect + e.read + e.write + e.timeout, e.status, e.timeout,
-    summary.duration, latency:percentile(50), latency:percentile(99), sample, tchurns, table.concat(open, ",")))
+    summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, sample,
+    tchurns, table.concat(open, ",")))
 end
 """
 
@@ -363,7 +367,9 @@ def run_wrk(spec: LoadSpec, *, duration: float, connections: int, cpu: int | Non
         "duration_s": seconds,
         "rps": raw["ok"] / seconds if seconds else 0.0,
         "p50_ms": raw["p50_us"] / 1000,
+        "p90_ms": raw["p90_us"] / 1000,
         "p99_ms": raw["p99_us"] / 1000,
+        "mean_ms": raw["mean_us"] / 1000,
         "sample_bad": raw["sample_bad"] or None,
     }
     if spec.churn:
@@ -548,7 +554,9 @@ async def _h11_load(spec: LoadSpec, duration: float, connections: int) -> dict[s
         "duration_s": elapsed,
         "rps": counts["ok"] / elapsed,
         "p50_ms": pct(50),
+        "p90_ms": pct(90),
         "p99_ms": pct(99),
+        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else 0.0,
         "sample_bad": sample[0] if sample else None,
     }
     if spec.churn:
