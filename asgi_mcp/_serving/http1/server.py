@@ -214,9 +214,9 @@ def _stream_opener() -> _StreamOpener:
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # Trio (imported here: Trio is optional)
-        from .trio_stream import open_trio_stream
+        from .trio_stream import trio_stream_opener
 
-        return open_trio_stream
+        return trio_stream_opener()
     return open_asyncio_stream
 
 

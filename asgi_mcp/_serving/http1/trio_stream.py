@@ -3,9 +3,10 @@
 anyio's Trio stream goes through Trio's socket wrapper, which tries each call inside an async
 context manager (a cancellation check, the call, a shielded checkpoint) and falls back to waiting
 for readiness. Here the calls are the socket's own. `receive_next` (the read for a connection that
-has just answered, whose socket was empty then) first lets the other tasks run: under load its peer
-has sent the next request by the time it runs again, so that is read without a readiness wait (which
-costs an `epoll_ctl` call and a trip through the I/O manager); only a socket still empty waits.
+has just answered, whose socket was empty then) first lets the other tasks run, taking its turn in
+order with the server's other connections (`turns.py`): under load its peer has sent the next
+request by the time it runs again, so that is read without a readiness wait (which costs an
+`epoll_ctl` call and a trip through the I/O manager); only a socket still empty waits.
 `receive` tries the socket first and, when data is already there, still yields once (a checkpoint),
 as anyio's stream does, so a client that keeps its connection full cannot starve the others. `send`
 returns once the kernel has taken every byte. Errors are anyio's (`EndOfStream`,
@@ -16,21 +17,25 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, wait_readable, wait_writable
 
-__all__ = ["TrioSocketStream"]
+from .turns import Turns
+
+__all__ = ["TrioSocketStream", "trio_stream_opener"]
 
 # Errors that mean the socket was closed under us rather than that the peer went away.
 _CLOSED_ERRNOS = frozenset((errno.EBADF, errno.ENOTSOCK))
 
 
 class TrioSocketStream(anyio.abc.SocketStream):
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, turns: Turns | None = None) -> None:
         self._socket = sock  # non-blocking (`prepare_accepted`)
+        self._turns = turns  # the server's (None: a plain yield)
         self._closed = False
 
     @property
@@ -56,7 +61,10 @@ class TrioSocketStream(anyio.abc.SocketStream):
         """Read what the peer sends next, for a connection that has just answered: its socket was
         empty then, so yield first and try the socket after the others' turns; wait if still empty."""
         self._check_open()
-        await checkpoint()
+        if self._turns is None:
+            await checkpoint()
+        else:
+            await self._turns.take()
         return await self._read(max_bytes)
 
     async def _read(self, max_bytes: int) -> bytes:
@@ -125,6 +133,13 @@ class TrioSocketStream(anyio.abc.SocketStream):
         return anyio.BrokenResourceError(exc)
 
 
-async def open_trio_stream(sock: socket.socket) -> anyio.abc.SocketStream:
-    """A connected, non-blocking socket as a stream on the running Trio loop."""
-    return TrioSocketStream(sock)
+def trio_stream_opener() -> Callable[[socket.socket], Awaitable[anyio.abc.SocketStream]]:
+    """What opens a server's connections as streams on the running Trio loop: their turns after
+    each answer are taken in order, one `Turns` for the whole server."""
+    turns = Turns()
+
+    async def open_trio_stream(sock: socket.socket) -> anyio.abc.SocketStream:
+        """A connected, non-blocking socket as a stream."""
+        return TrioSocketStream(sock, turns)
+
+    return open_trio_stream
