@@ -125,11 +125,12 @@ class ModernEndpoint:
         period, nearly all of them, costs no task, no buffer and no wait on `receive()`; one that
         lasts gets a watcher (`InlineExchange.watch`).
         """
-        clock = self._loop.clock
-        dctx.writer = writer = ResponseWriter(send, self._loop.cancel_scope, SSE_HEADERS)
+        loop = self._loop
+        clock = loop.clock
+        dctx.writer = writer = ResponseWriter(send, loop.cancel_scope, SSE_HEADERS)
         dctx.clock = clock
         dctx.last_write = clock()
-        exchange = InlineExchange(dctx, receive, self._loop.cancel_scope(), self._keepalive)
+        exchange = InlineExchange(dctx, receive, loop.cancel_scope(), self._keepalive)
         answer: dict[str, Any] | None = None
         self._watch.add(exchange)
         try:

@@ -33,9 +33,9 @@ _CLOSED_ERRNOS = frozenset((errno.EBADF, errno.ENOTSOCK))
 
 
 class TrioSocketStream(anyio.abc.SocketStream):
-    def __init__(self, sock: socket.socket, turns: Turns | None = None) -> None:
+    def __init__(self, sock: socket.socket, turns: Turns) -> None:
         self._socket = sock  # non-blocking (`prepare_accepted`)
-        self._turns = turns  # the server's (None: a plain yield)
+        self._turns = turns  # the server's: one queue of turns for all its connections
         self._closed = False
 
     @property
@@ -61,10 +61,7 @@ class TrioSocketStream(anyio.abc.SocketStream):
         """Read what the peer sends next, for a connection that has just answered: its socket was
         empty then, so yield first and try the socket after the others' turns; wait if still empty."""
         self._check_open()
-        if self._turns is None:
-            await checkpoint()
-        else:
-            await self._turns.take()
+        await self._turns.take()
         return await self._read(max_bytes)
 
     async def _read(self, max_bytes: int) -> bytes:
