@@ -25,7 +25,9 @@ def tests(session: nox.Session) -> None:
     # server's httptools parser (`fast`) and the Redis stores (coredis, against a real redis-server the
     # tests start) are tested too.
     session.install("-e", ".[jwt,server,redis,fast]", *TEST_DEPS)
-    session.run("pytest", "-p", "anyio", "-q", *session.posargs, env={"PYTHONFAULTHANDLER": "1"})
+    # One worker per core (xdist); `worksteal` rebalances as the slow system tests finish unevenly.
+    workers = ("-n", "auto", "--dist", "worksteal")
+    session.run("pytest", "-p", "anyio", "-q", *workers, *session.posargs, env={"PYTHONFAULTHANDLER": "1"})
 
 
 @nox.session
