@@ -9,8 +9,9 @@ Transfer-Encoding but a single `chunked`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NoReturn
 
 from .errors import HttpRefusal
 
@@ -25,6 +26,7 @@ KNOWN_METHODS: Final = frozenset(
     b"MKCALENDAR LINK UNLINK SOURCE QUERY".split()
 )
 _MAX_LENGTH_DIGITS: Final = 18
+_OBS_FOLD: Final = re.compile(rb"\n[ \t]")  # a field line that continues the one before (RFC 9112 §5.2)
 
 
 @dataclass(slots=True)
@@ -65,16 +67,25 @@ def find_head(buffer: bytearray, max_request_line: int, max_header_bytes: int) -
 
 
 def check_raw_head(head: bytes, max_headers: int) -> None:
-    """Line endings and folding, before any parser sees the head."""
+    """Line endings, NUL and folding, before any parser sees the head.
+
+    A sound head has one CR and one LF per CRLF and no NUL, so removing CR, LF and NUL from it
+    removes exactly two bytes per CRLF; any other head takes the precise checks, which say what is
+    wrong (`_refuse_raw_head`). Three passes over a sound head instead of seven.
+    """
     lines = head.count(b"\r\n")
+    if len(head) - len(head.translate(None, b"\r\n\x00")) != 2 * lines or _OBS_FOLD.search(head):
+        _refuse_raw_head(head, lines)
+    if lines - 2 > max_headers:
+        raise HttpRefusal(431, "too many request headers")
+
+
+def _refuse_raw_head(head: bytes, lines: int) -> NoReturn:
     if head.count(b"\r") != lines or head.count(b"\n") != lines:
         raise HttpRefusal(400, "bare CR or LF in request head")
     if b"\x00" in head:
         raise HttpRefusal(400, "NUL in request head")
-    if b"\n " in head or b"\n\t" in head:
-        raise HttpRefusal(400, "obsolete line folding")
-    if lines - 2 > max_headers:
-        raise HttpRefusal(431, "too many request headers")
+    raise HttpRefusal(400, "obsolete line folding")
 
 
 def _split_target(method: bytes, target: bytes) -> bytes:

@@ -97,8 +97,10 @@ class HttptoolsParser:
         if not sink.complete:  # pragma: no cover - a complete head always completes
             raise HttpRefusal(400, "malformed request")
         method: bytes = parser.get_method()
-        version: str = parser.get_http_version()
-        return finish_head(method, sink.url, version.encode("ascii"), sink.headers)
+        # The request line llhttp accepted ends in `HTTP/x.y`: the version is its last three bytes
+        # (cheaper than `get_http_version()`, which formats a string).
+        line_end = head.find(b"\r\n")
+        return finish_head(method, sink.url, head[line_end - 3 : line_end], sink.headers)
 
 
 def parser_names() -> list[str]:
