@@ -59,6 +59,12 @@ def encode_response_head(status: object, headers: Iterable[tuple[bytes, bytes]])
     content_length: int | None = None
     close = False
     for name, value in headers:
+        if name == b"content-length" and value.isdigit():
+            # The one header of nearly every response whose line cannot be cached (its value varies):
+            # a name as the server would write it and a value of digits need no other check.
+            content_length = int(value)
+            lines += b"content-length: " + value + b"\r\n"
+            continue
         cacheable = type(name) is bytes and type(value) is bytes
         line = _checked_lines.get((name, value)) if cacheable else None
         if line is not None:  # a header already checked (an app sends the same ones over and over)
