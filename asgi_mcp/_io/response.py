@@ -26,8 +26,17 @@ __all__: list[str] = []
 # client sees a slow call start at once; long enough for most answers to go out with their head.
 HEAD_DELAY: Final = 0.05
 
+# The table's states, inputs and actions as module globals: read on every response, and an enum
+# member's attribute lookup on its class costs several times a global's.
 _OPEN: Final = ResponseState.OPEN
 _ENDED: Final = ResponseState.ENDED
+_WRITE: Final = ResponseInput.WRITE
+_STOP: Final = ResponseInput.STOP
+_FINISH: Final = ResponseInput.FINISH
+_FINAL_SENT: Final = ResponseInput.FINAL_SENT
+_GONE: Final = ResponseInput.GONE
+_SEND: Final = ResponseAction.SEND
+_SEND_FINAL: Final = ResponseAction.SEND_FINAL
 
 
 class ResponseWriter:
@@ -65,7 +74,7 @@ class ResponseWriter:
         self._turn: anyio.Event | None = None  # made only when two writers meet
         self._sending: CancelScope | None = None
         self.busy = False
-        self.state = ResponseState.OPEN
+        self.state = _OPEN
         self.wrote = False  # a send completed since the keep-alive ticker last looked
         self.quiet_ticks = 0
         self.head_turns = 0  # the ticker's, while the head waits
@@ -89,7 +98,7 @@ class ResponseWriter:
         await self._take_turn()
         try:
             # Asked once the turn is ours: it may have been stopped or ended while we waited.
-            if RESPONSES[self.state, ResponseInput.WRITE][1] is not ResponseAction.SEND:
+            if RESPONSES[self.state, _WRITE][1] is not _SEND:
                 return False
             await self._put(body, more=True)
             return self.state is _OPEN
@@ -106,7 +115,7 @@ class ResponseWriter:
             self._end_turn()
 
     def stop(self) -> None:
-        self.state = RESPONSES[self.state, ResponseInput.STOP][0]
+        self.state = RESPONSES[self.state, _STOP][0]
 
     def abandon_send(self) -> None:
         """The send in progress made no progress for a whole interval: the client stopped reading."""
@@ -115,14 +124,14 @@ class ResponseWriter:
 
     async def end(self, body: bytes = b"") -> None:
         """Stop and send the end of the body, `body` last (after any write in progress). Idempotent."""
-        self.state, action = RESPONSES[self.state, ResponseInput.FINISH]
-        if action is not ResponseAction.SEND_FINAL:
+        self.state, action = RESPONSES[self.state, _FINISH]
+        if action is not _SEND_FINAL:
             return
         await self._take_turn()
         try:
             # Not when another `end`, or a failed send, got there first.
             if self.state is not _ENDED and await self._put(body, more=False):
-                self.state = RESPONSES[self.state, ResponseInput.FINAL_SENT][0]
+                self.state = RESPONSES[self.state, _FINAL_SENT][0]
         finally:
             self._end_turn()
 
@@ -146,7 +155,7 @@ class ResponseWriter:
         finally:
             self._sending = None
         if scope.cancel_called:
-            self._step(ResponseInput.GONE)
+            self._step(_GONE)
             return False
         self.wrote = True
         return True

@@ -51,6 +51,8 @@ _START: Final = ExchangeInput.START
 _RETURNED: Final = ExchangeInput.RETURNED
 _ABORTED: Final = ExchangeInput.ABORTED
 _CANCEL: Final = ExchangeAction.CANCEL
+_ANSWER_CLOSED: Final = ExchangeAction.ANSWER_CLOSED
+_ANSWER_CANCELLED: Final = ExchangeAction.ANSWER_CANCELLED
 
 
 @dataclass(eq=False, slots=True)
@@ -137,7 +139,7 @@ class SessionDispatcher:
 
     @property
     def closed(self) -> bool:
-        return self._streams.state is LiveState.CLOSED
+        return self._streams.state is _CLOSED
 
     def bind(
         self, on_request: OnRequest, on_notify: OnNotify, on_notify_intercept: OnNotifyIntercept | None = None
@@ -367,10 +369,10 @@ class SessionDispatcher:
             else:
                 outcome = error_message(dctx.request_id, error.code, error.message, error.data)
         dctx.state, action = EXCHANGES[dctx.state, _ABORTED if outcome is None else _RETURNED]
-        if action is ExchangeAction.ANSWER_CLOSED:
+        if action is _ANSWER_CLOSED:
             # Cancelled because its session ended (DELETE, expiry, token removal, shutdown).
             outcome = error_message(dctx.request_id, CONNECTION_CLOSED, "Session closed")
-        elif action is ExchangeAction.ANSWER_CANCELLED:
+        elif action is _ANSWER_CANCELLED:
             # Cancelled by the client: the stream still has to end, with the error that says why.
             outcome = error_message(dctx.request_id, REQUEST_CANCELLED, "Request cancelled")
         assert outcome is not None

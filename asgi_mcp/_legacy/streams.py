@@ -44,6 +44,9 @@ _RELEASE: Final = StreamAction.RELEASE
 _RECORD: Final = StreamAction.RECORD
 _AWAITING: Final = StreamState.AWAITING
 _FINAL: Final = StreamInput.FINAL
+_MESSAGE: Final = StreamInput.MESSAGE
+_LIVE_CLOSED: Final = LiveState.CLOSED
+_LIVE_IDLE: Final = LiveState.IDLE
 
 
 class Frame(NamedTuple):
@@ -211,7 +214,7 @@ class SessionStreams:
     async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None:
         """Send one message on `stream`: stored first (for replay), then delivered if a client is attached
         (without an id when it could not be stored)."""
-        event = StreamInput.FINAL if final else StreamInput.MESSAGE
+        event = _FINAL if final else _MESSAGE
         if stream.state is _AWAITING:
             # A JSON answer carries nothing but its answer (`record_answer`): the rest has nowhere to go.
             if final:
@@ -221,7 +224,7 @@ class SessionStreams:
             return
         data = dumps(message)
         event_id = None
-        if self._events is not None and self.state is not LiveState.CLOSED:
+        if self._events is not None and self.state is not _LIVE_CLOSED:
             if final:
                 # Stored even when its request is being cancelled from outside (a server cancelling
                 # on a dropped connection): the client that resumes the stream must find its answer.
@@ -229,7 +232,7 @@ class SessionStreams:
                     event_id = await self._events.store(stream.store_id, message, data)
             else:
                 event_id = await self._events.store(stream.store_id, message, data)
-        if stream is self.standalone and self.elsewhere is not None and self.state is LiveState.IDLE:
+        if stream is self.standalone and self.elsewhere is not None and self.state is _LIVE_IDLE:
             await self.elsewhere(event_id, data)  # no GET here: the worker holding one delivers it
             return
         # Stepped once stored: a reconnection meanwhile attaches, and gets the frame live.

@@ -27,6 +27,16 @@ class _Part(enum.Enum):
     DONE = "done"
 
 
+# The members as module globals: read on every request, and an enum member's attribute lookup on
+# its class costs several times a global's.
+_LENGTH: Final = _Part.LENGTH
+_SIZE: Final = _Part.SIZE
+_DATA: Final = _Part.DATA
+_DATA_END: Final = _Part.DATA_END
+_TRAILERS: Final = _Part.TRAILERS
+_DONE: Final = _Part.DONE
+
+
 class BodyReader:
     """Takes body bytes off the front of a connection buffer; `done` once the body has ended."""
 
@@ -36,22 +46,22 @@ class BodyReader:
         self.remaining = content_length
         self.trailer_bytes = 0
         if chunked:
-            self.part = _Part.SIZE
+            self.part = _SIZE
         else:
-            self.part = _Part.LENGTH if content_length else _Part.DONE
-        self.done = self.part is _Part.DONE
+            self.part = _LENGTH if content_length else _DONE
+        self.done = self.part is _DONE
 
     def read(self, buffer: bytearray) -> bytes:
         """Body bytes available now (maybe b""); raises `HttpRefusal` (400) on broken framing."""
-        if self.part is _Part.LENGTH:
+        if self.part is _LENGTH:
             taken = bytes(buffer[: self.remaining])
             del buffer[: len(taken)]
             self.remaining -= len(taken)
             if not self.remaining:
-                self.part = _Part.DONE
+                self.part = _DONE
                 self.done = True
             return taken
-        if self.part is _Part.DONE:
+        if self.part is _DONE:
             return b""
         return self._read_chunked(buffer)
 
@@ -59,7 +69,7 @@ class BodyReader:
         out: list[bytes] = []
         while True:
             part = self.part
-            if part is _Part.DATA:
+            if part is _DATA:
                 taken = bytes(buffer[: self.remaining])
                 if not taken:
                     break
@@ -68,15 +78,15 @@ class BodyReader:
                 self.remaining -= len(taken)
                 if self.remaining:
                     break
-                self.part = _Part.DATA_END
-            elif part is _Part.DATA_END:
+                self.part = _DATA_END
+            elif part is _DATA_END:
                 if len(buffer) < 2:
                     break
                 if not buffer.startswith(b"\r\n"):
                     raise HttpRefusal(400, "malformed chunk")
                 del buffer[:2]
-                self.part = _Part.SIZE
-            elif part is _Part.SIZE:
+                self.part = _SIZE
+            elif part is _SIZE:
                 line = self._line(buffer, _MAX_CHUNK_LINE)
                 if line is None:
                     break
@@ -84,14 +94,14 @@ class BodyReader:
                 if not _CHUNK_SIZE.fullmatch(size):
                     raise HttpRefusal(400, "invalid chunk size")
                 self.remaining = int(size, 16)
-                self.part = _Part.DATA if self.remaining else _Part.TRAILERS
-            elif part is _Part.TRAILERS:
+                self.part = _DATA if self.remaining else _TRAILERS
+            elif part is _TRAILERS:
                 line = self._line(buffer, _MAX_TRAILERS - self.trailer_bytes)
                 if line is None:
                     break
                 self.trailer_bytes += len(line) + 2
                 if not line:
-                    self.part = _Part.DONE
+                    self.part = _DONE
                     self.done = True
                     break
                 if line[:1] in (b" ", b"\t") or b":" not in line:

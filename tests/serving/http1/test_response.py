@@ -19,7 +19,8 @@ from asgi_mcp._serving.http1.response import encode_response_head
 )
 def test_content_length_is_read_and_written_as_sent(name: bytes, value: bytes, line: bytes, length: int) -> None:
     head = encode_response_head(200, [(b"content-type", b"application/json"), (name, value)])
-    assert (head.lines, head.content_length, head.close) == (b"content-type: application/json\r\n" + line, length, False)
+    expected_lines = b"content-type: application/json\r\n" + line
+    assert (head.lines, head.content_length, head.close) == (expected_lines, length, False)
 
 
 @pytest.mark.parametrize("value", [b"", b"-1", b"1.5", b"0x10", b"1\r\nx-injected: 1", b"\xd9\xa1"])
