@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
+from typing import Final
 
 import anyio.abc
 from mcp.shared.message import ServerMessageMetadata
@@ -40,7 +41,8 @@ from .streams import OutboundStream
 # `Principal` and `LegacySession` are imported from here by the app.
 __all__ = ["LegacyEndpoint", "LegacySession", "Principal"]
 
-_REFUSE_GONE = LiveAction.REFUSE_GONE
+_REFUSE_GONE: Final = LiveAction.REFUSE_GONE
+_EXCHANGE: Final = LiveInput.EXCHANGE
 
 SessionHook = Callable[[SessionEntry[LegacySession], str], None]
 Entry = SessionEntry[LegacySession]
@@ -309,7 +311,7 @@ class LegacyEndpoint:
         self, request: HttpRequest, message: Message, session: LegacySession, send: Send, *, json_mode: bool
     ) -> None:
         assert message.id is not None and message.method is not None
-        if session.outbound.step(LiveInput.EXCHANGE) is _REFUSE_GONE:
+        if session.outbound.step(_EXCHANGE) is _REFUSE_GONE:
             raise session_not_found(message.id)
         stream = session.outbound.new_stream(json_only=json_mode)
         metadata, transport = request_metadata(request, session, stream, can_send=not json_mode)
@@ -324,7 +326,7 @@ class LegacyEndpoint:
             await answer_json(stream.answer, send, message.id)
             return
         priming = await session.priming_frame(stream)
-        if priming is not None and session.outbound.step(LiveInput.EXCHANGE) is _REFUSE_GONE:
+        if priming is not None and session.outbound.step(_EXCHANGE) is _REFUSE_GONE:
             # Ended while the priming event was stored (DELETE, expiry, token removal): gone now.
             raise session_not_found(message.id)
         # The handler runs here, in the request's task, writing its frames straight to this response.

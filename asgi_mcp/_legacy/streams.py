@@ -39,6 +39,8 @@ __all__: list[str] = []
 # reading holds back only its own stream's handler.
 STREAM_BUFFER: Final = 16
 
+# The tables' members read per request, as module globals: an enum member's attribute lookup on
+# its class costs several times a global's.
 _DELIVER: Final = StreamAction.DELIVER
 _RELEASE: Final = StreamAction.RELEASE
 _RECORD: Final = StreamAction.RECORD
@@ -47,6 +49,11 @@ _FINAL: Final = StreamInput.FINAL
 _MESSAGE: Final = StreamInput.MESSAGE
 _LIVE_CLOSED: Final = LiveState.CLOSED
 _LIVE_IDLE: Final = LiveState.IDLE
+_DETACHED: Final = StreamState.DETACHED
+_ATTACH: Final = StreamInput.ATTACH
+_DETACH: Final = StreamInput.DETACH
+_WRITE_TO: Final = StreamInput.WRITE_TO
+_REFUSE: Final = StreamAction.REFUSE
 
 
 class Frame(NamedTuple):
@@ -72,7 +79,7 @@ class OutboundStream:
 
     def __init__(self, store_id: str, *, json_only: bool = False) -> None:
         self.store_id = store_id
-        self.state = StreamState.AWAITING if json_only else StreamState.DETACHED
+        self.state = _AWAITING if json_only else _DETACHED
         self.consumer: MemoryObjectSendStream[Frame] | None = None
         self.writer: ResponseWriter | None = None
         # A JSON exchange's answer (its JSON text), kept here for the request that runs it: no connection
@@ -85,8 +92,8 @@ class OutboundStream:
 
     def attach(self) -> tuple[MemoryObjectSendStream[Frame], MemoryObjectReceiveStream[Frame]] | None:
         """Attach a GET's connection, replacing any other; None when the stream ended (replay only)."""
-        action = self.step(StreamInput.ATTACH)
-        if action is StreamAction.REFUSE:
+        action = self.step(_ATTACH)
+        if action is _REFUSE:
             return None
         if action is _RELEASE:
             self._release()
@@ -96,7 +103,7 @@ class OutboundStream:
 
     def write_to(self, writer: ResponseWriter) -> None:
         """Deliver frames straight to the response of the POST that runs the request."""
-        self.state = STREAMS[self.state, StreamInput.WRITE_TO][0]
+        self.state = STREAMS[self.state, _WRITE_TO][0]
         self.writer = writer
 
     def detach(self, connection: Connection | None = None) -> None:
@@ -105,7 +112,7 @@ class OutboundStream:
         A POST's own response is only stopped: its task ends it once the handler returns."""
         if connection is not None and connection is not self.writer and connection is not self.consumer:
             return  # replaced meanwhile: the newer connection stays
-        if self.step(StreamInput.DETACH) is _RELEASE:
+        if self.step(_DETACH) is _RELEASE:
             self._release()
 
     def close(self) -> None:
