@@ -64,6 +64,7 @@ class ResponseWriter:
         "head_turns",
         "quiet_ticks",
         "state",
+        "watched",
         "wrote",
     )
 
@@ -78,6 +79,7 @@ class ResponseWriter:
         self.wrote = False  # a send completed since the keep-alive ticker last looked
         self.quiet_ticks = 0
         self.head_turns = 0  # the ticker's, while the head waits
+        self.watched = False  # registered with a keep-alive ticker (`KeepAlive`), which may abandon a send
 
     @property
     def open(self) -> bool:
@@ -136,28 +138,45 @@ class ResponseWriter:
             self._end_turn()
 
     async def _put(self, body: bytes, *, more: bool) -> bool:
-        """Send one chunk, the head first if it has not gone yet; False when the client is gone (the
-        response ended with it). A response ended before any chunk went declares its length: one
-        write on most servers, and the client sees a complete body."""
-        head = self._head
-        scope = self._sending = self._cancel_scope()
-        try:
-            with scope:
-                if head is not None:
-                    self._head = None
-                    if not more:
-                        head = [*head, (b"content-length", b"%d" % len(body))]
-                    await self._send({"type": "http.response.start", "status": 200, "headers": head})
-                if body or not more:  # (the head alone: `send_head`)
-                    await self._send({"type": "http.response.body", "body": body, "more_body": more})
-        except (ClientGone, OSError):
-            scope.cancel()
-        finally:
-            self._sending = None
-        if scope.cancel_called:
+        """Send one chunk; False when the client is gone (the response ended with it).
+
+        While a keep-alive ticker watches the response, the send runs in a scope of its own, which
+        the ticker cancels if it stalls (`abandon_send`). Otherwise nothing could cancel that scope
+        (the final chunk of a legacy answer is sent once the ticker has let go, and a modern
+        response has no ticker), and it is not made: on Trio a cancel scope costs more than the
+        send itself.
+        """
+        if not self.watched:
+            sent = await self._send_chunk(body, more)
+        else:
+            sent = False
+            scope = self._sending = self._cancel_scope()
+            try:
+                with scope:
+                    sent = await self._send_chunk(body, more)
+            finally:
+                self._sending = None
+        if not sent:
             self._step(_GONE)
             return False
         self.wrote = True
+        return True
+
+    async def _send_chunk(self, body: bytes, more: bool) -> bool:
+        """The head first if it has not gone yet, then `body`; False when the client is gone. A
+        response ended before any chunk went declares its length: one write on most servers, and
+        the client sees a complete body."""
+        head = self._head
+        try:
+            if head is not None:
+                self._head = None
+                if not more:
+                    head = [*head, (b"content-length", b"%d" % len(body))]
+                await self._send({"type": "http.response.start", "status": 200, "headers": head})
+            if body or not more:  # (the head alone: `send_head`)
+                await self._send({"type": "http.response.body", "body": body, "more_body": more})
+        except (ClientGone, OSError):
+            return False
         return True
 
     async def _take_turn(self) -> None:
@@ -195,12 +214,14 @@ class KeepAlive:
         self._nap: anyio.CancelScope | None = None  # the ticker's wait while no head is waiting
 
     def register(self, writer: ResponseWriter) -> None:
+        writer.watched = True
         self._writers.add(writer)
         if self._nap is not None:  # a head now waits: the ticker takes the shorter turns
             self._nap.cancel()
             self._nap = None
 
     def unregister(self, writer: ResponseWriter) -> None:
+        writer.watched = False
         self._writers.discard(writer)
 
     async def run(self, task_group: anyio.abc.TaskGroup) -> None:

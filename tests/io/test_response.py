@@ -94,3 +94,26 @@ async def test_the_ticker_outlives_a_loop_too_busy_to_wake_it_on_time() -> None:
         keepalive.unregister(writer)
     assert wire.sent[0]["type"] == "http.response.start"
     assert all(body == b": ping\n\n" for body, _ in wire.bodies)
+
+
+async def test_a_stalled_send_is_abandoned_while_the_ticker_watches_and_the_response_ends() -> None:
+    """A client that stopped reading: the send makes no progress for three ticks, the ticker abandons
+    it, the write reports the client gone and the response takes no more frames."""
+
+    class StalledWire(Wire):
+        async def send(self, message: Any) -> None:
+            await super().send(message)
+            if message["type"] == "http.response.body":
+                await anyio.sleep_forever()
+
+    wire = StalledWire()
+    writer = wire.writer()
+    late = itertools.count(step=10.0)  # every wake-up of the ticker is a tick
+    async with ticking(0.002, lambda: next(late)) as keepalive:
+        keepalive.register(writer)
+        with anyio.fail_after(10):
+            assert not await writer.write(b"one")
+        keepalive.unregister(writer)
+    assert not writer.open
+    assert not await writer.write(b"two")
+    assert wire.bodies == [(b"one", True)]
