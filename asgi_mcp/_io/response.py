@@ -140,11 +140,10 @@ class ResponseWriter:
     async def _put(self, body: bytes, *, more: bool) -> bool:
         """Send one chunk; False when the client is gone (the response ended with it).
 
-        While a keep-alive ticker watches the response, the send runs in a scope of its own, which
-        the ticker cancels if it stalls (`abandon_send`). Otherwise nothing could cancel that scope
-        (the final chunk of a legacy answer is sent once the ticker has let go, and a modern
-        response has no ticker), and it is not made: on Trio a cancel scope costs more than the
-        send itself.
+        While a keep-alive ticker watches the response (a legacy answer, its final frame included),
+        the send runs in a scope of its own, which the ticker cancels if it stalls (`abandon_send`).
+        A response no ticker watches (a modern one) gets no such scope, since nothing would cancel
+        it: on Trio a cancel scope costs more than the send itself.
         """
         if not self.watched:
             sent = await self._send_chunk(body, more)
