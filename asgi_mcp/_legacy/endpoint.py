@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from typing import Final
 
 import anyio.abc
 from mcp.shared.message import ServerMessageMetadata
@@ -41,8 +40,7 @@ from .streams import OutboundStream
 # `Principal` and `LegacySession` are imported from here by the app.
 __all__ = ["LegacyEndpoint", "LegacySession", "Principal"]
 
-_REFUSE_GONE: Final = LiveAction.REFUSE_GONE
-_EXCHANGE: Final = LiveInput.EXCHANGE
+_REFUSE_GONE = LiveAction.REFUSE_GONE
 
 SessionHook = Callable[[SessionEntry[LegacySession], str], None]
 Entry = SessionEntry[LegacySession]
@@ -311,7 +309,7 @@ class LegacyEndpoint:
         self, request: HttpRequest, message: Message, session: LegacySession, send: Send, *, json_mode: bool
     ) -> None:
         assert message.id is not None and message.method is not None
-        if session.outbound.step(_EXCHANGE) is _REFUSE_GONE:
+        if not session.outbound.admit_exchange():
             raise session_not_found(message.id)
         stream = session.outbound.new_stream(json_only=json_mode)
         metadata, transport = request_metadata(request, session, stream, can_send=not json_mode)
@@ -326,7 +324,7 @@ class LegacyEndpoint:
             await answer_json(stream.answer, send, message.id)
             return
         priming = await session.priming_frame(stream)
-        if priming is not None and session.outbound.step(_EXCHANGE) is _REFUSE_GONE:
+        if priming is not None and not session.outbound.admit_exchange():
             # Ended while the priming event was stored (DELETE, expiry, token removal): gone now.
             raise session_not_found(message.id)
         # The handler runs here, in the request's task, writing its frames straight to this response.

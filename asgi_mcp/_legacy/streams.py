@@ -49,6 +49,8 @@ _FINAL: Final = StreamInput.FINAL
 _MESSAGE: Final = StreamInput.MESSAGE
 _LIVE_CLOSED: Final = LiveState.CLOSED
 _LIVE_IDLE: Final = LiveState.IDLE
+_EXCHANGE: Final = LiveInput.EXCHANGE
+_REFUSE_GONE: Final = LiveAction.REFUSE_GONE
 _DETACHED: Final = StreamState.DETACHED
 _ATTACH: Final = StreamInput.ATTACH
 _DETACH: Final = StreamInput.DETACH
@@ -192,6 +194,10 @@ class SessionStreams:
     def step(self, event: LiveInput) -> LiveAction:
         self.state, action = LIVE[self.state, event]
         return action
+
+    def admit_exchange(self) -> bool:
+        """A request arrives for the session: False once the session has ended."""
+        return self.step(_EXCHANGE) is not _REFUSE_GONE
 
     def new_stream(self, *, json_only: bool) -> OutboundStream:
         if json_only:
