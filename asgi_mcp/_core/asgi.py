@@ -19,6 +19,11 @@ Send = Callable[[Message], Awaitable[None]]
 
 JSON_CONTENT_TYPE_LINE: Final = (b"content-type", b"application/json")
 
+# The scope extension of a server that bounds every send, shielded or not (the built-in server: its
+# write timeout, as `{"seconds": 30.0}`). A stalled send then fails on its own, so the app leaves it
+# to the server instead of opening a cancel scope per send to abandon it (`_io.response`).
+SEND_TIMEOUT_EXTENSION: Final = "asgi_mcp.send_timeout"
+
 
 @dataclass(frozen=True, slots=True, eq=False, init=False)
 class HttpRequest:
@@ -52,6 +57,12 @@ _set_method: Final[Callable[[HttpRequest, str], None]] = vars(HttpRequest)["meth
 _set_path: Final[Callable[[HttpRequest, str], None]] = vars(HttpRequest)["path"].__set__
 _set_headers: Final[Callable[[HttpRequest, Headers], None]] = vars(HttpRequest)["headers"].__set__
 _set_scope: Final[Callable[[HttpRequest, Scope], None]] = vars(HttpRequest)["scope"].__set__
+
+
+def sends_bounded(scope: Scope) -> bool:
+    """Whether the server fails every stalled send itself (`SEND_TIMEOUT_EXTENSION`)."""
+    extensions = scope.get("extensions")
+    return extensions is not None and SEND_TIMEOUT_EXTENSION in extensions
 
 
 class BodyTooLarge(ProtocolError):

@@ -50,7 +50,9 @@ class ResponseWriter:
     era a disconnect is not a cancellation; its messages still reach the event store). `stop` (sync)
     refuses further frames; `end` completes the response once the current turn is over. A send that
     makes no progress for a whole keep-alive interval is abandoned (see `KeepAlive`): the writer runs
-    shielded from the request's cancellation, so only this bounds a client that stopped reading.
+    shielded from the request's cancellation, so only this bounds a client that stopped reading,
+    unless the server bounds every send itself (`server_bounds_sends`: the scope carries
+    `SEND_TIMEOUT_EXTENSION`), which then fails the stalled send at its own timeout.
     Its lifecycle is the table in `_core.response_states`.
     """
 
@@ -63,12 +65,20 @@ class ResponseWriter:
         "busy",
         "head_turns",
         "quiet_ticks",
+        "server_bounds_sends",
         "state",
         "watched",
         "wrote",
     )
 
-    def __init__(self, send: Send, cancel_scope: CancelScopeFactory, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self,
+        send: Send,
+        cancel_scope: CancelScopeFactory,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        server_bounds_sends: bool = False,
+    ) -> None:
         self._send = send
         self._head: list[tuple[bytes, bytes]] | None = headers  # until the first send takes it
         self._cancel_scope = cancel_scope  # the loop's (see `_io.loop`)
@@ -80,6 +90,7 @@ class ResponseWriter:
         self.quiet_ticks = 0
         self.head_turns = 0  # the ticker's, while the head waits
         self.watched = False  # registered with a keep-alive ticker (`KeepAlive`), which may abandon a send
+        self.server_bounds_sends = server_bounds_sends  # then a stalled send fails without the ticker
 
     @property
     def open(self) -> bool:
@@ -143,9 +154,9 @@ class ResponseWriter:
         While a keep-alive ticker watches the response (a legacy answer, its final frame included),
         the send runs in a scope of its own, which the ticker cancels if it stalls (`abandon_send`).
         A response no ticker watches (a modern one) gets no such scope, since nothing would cancel
-        it: on Trio a cancel scope costs more than the send itself.
+        it, nor one whose server bounds its sends: on Trio a cancel scope costs more than the send.
         """
-        if not self.watched:
+        if not self.watched or self.server_bounds_sends:
             sent = await self._send_chunk(body, more)
         else:
             sent = False

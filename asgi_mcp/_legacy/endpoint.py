@@ -19,7 +19,7 @@ from mcp.shared.transport_context import TransportContext
 from pydantic import ValidationError
 
 from .._auth.principal import Principal
-from .._core.asgi import HttpRequest, Receive, Send, send_empty, send_json
+from .._core.asgi import HttpRequest, Receive, Send, send_empty, send_json, sends_bounded
 from .._core.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, ProtocolError
 from .._core.http import check_session_id, is_visible_ascii, missing_session, session_not_found
 from .._core.jsonrpc import Message, error_message
@@ -333,7 +333,7 @@ class LegacyEndpoint:
         # answer is sent (or stored) after its scope, when nothing but the sending is left.
         admitted = session.dispatcher.admit(message.id, message.params, stream, metadata, transport, shield=True)
         loop = self._loop
-        writer = ResponseWriter(send, loop.cancel_scope, SSE_HEADERS)
+        writer = ResponseWriter(send, loop.cancel_scope, SSE_HEADERS, server_bounds_sends=sends_bounded(request.scope))
         stream.write_to(writer)
         self.keepalive.register(writer)
         self.open_streams += 1

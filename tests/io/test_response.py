@@ -117,3 +117,39 @@ async def test_a_stalled_send_is_abandoned_while_the_ticker_watches_and_the_resp
     assert not writer.open
     assert not await writer.write(b"two")
     assert wire.bodies == [(b"one", True)]
+
+
+async def test_a_stalled_send_is_left_to_a_server_that_bounds_its_sends() -> None:
+    """On a server that fails stalled sends itself (`SEND_TIMEOUT_EXTENSION`), the ticker does not
+    abandon one: the send runs in no scope of its own, and completes when the client reads again."""
+    reading = anyio.Event()
+
+    class SlowWire(Wire):
+        async def send(self, message: Any) -> None:
+            await super().send(message)
+            if message["type"] == "http.response.body":
+                await reading.wait()
+
+    wire = SlowWire()
+    writer = ResponseWriter(wire.send, Loop.current().cancel_scope, SSE_HEADERS, server_bounds_sends=True)
+    readings: list[float] = []
+    late = itertools.count(step=10.0)  # every wake-up of the ticker is a tick
+
+    def clock() -> float:
+        readings.append(next(late))
+        return readings[-1]
+
+    async with ticking(0.002, clock) as keepalive:
+        keepalive.register(writer)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tasks:
+
+                async def read_after_many_ticks() -> None:
+                    await wait_until(lambda: len(readings) > 20)  # far more ticks than the three that abandon
+                    reading.set()
+
+                tasks.start_soon(read_after_many_ticks)
+                assert await writer.write(b"one")
+        keepalive.unregister(writer)
+    assert writer.open
+    assert wire.bodies == [(b"one", True)]

@@ -124,6 +124,11 @@ class ProbeApp:
             self.probe.sent_bytes += len(chunk)
         await send({"type": "http.response.body", "body": b""})
 
+    async def route_flood_shielded(self, scope: Any, receive: Any, send: Any) -> None:
+        """As `flood`, shielded from cancellation (as an app that must settle what it started)."""
+        with anyio.CancelScope(shield=True):
+            await self.route_flood(scope, receive, send)
+
     async def route_trickle(self, scope: Any, receive: Any, send: Any) -> None:
         """Streams small chunks with no await but `send` (at most 64 MiB), counting what `send` accepted."""
         await send({"type": "http.response.start", "status": 200, "headers": []})

@@ -19,10 +19,15 @@ import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client.context import ClientRequestContext
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 
 from asgi_mcp import InMemoryEventStore, McpApp
+from tests.kit.builtin import PARSERS, builtin_server
 from tests.kit.mcp_servers import Probe, build_server
 from tests.kit.messages import LEGACY, MODERN, initialize, notification, request
+from tests.kit.polling import wait_until
+from tests.kit.raw_http import connect, http_request
 from tests.kit.real_servers import SERVERS, granian_server
 from tests.kit.sse import SSEDecoder
 
@@ -196,3 +201,41 @@ async def test_modern_disconnect_cancels_the_handler(server_name: str) -> None:
             else:
                 await probe.cancelled.wait()
                 assert probe.results == []
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+async def test_a_legacy_answer_nobody_reads_ends_at_the_builtin_servers_write_timeout(parser: str) -> None:
+    """The built-in server bounds every send (`SEND_TIMEOUT_EXTENSION`), so the app leaves a client that
+    stopped reading to it: with a keep-alive interval of an hour, the ticker abandons nothing, yet the
+    handler's notifications (sent under its shield) fail at the server's write timeout, the handler
+    finishes, and the answer's stream is closed with the session kept."""
+    mcp = MCPServer("loud")
+    shouted = anyio.Event()
+
+    @mcp.tool()
+    async def shout(ctx: Context) -> str:
+        """64 notifications of 1 MiB each: far more than the sockets' buffers hold."""
+        rc = ctx.request_context
+        for _ in range(64):
+            params = types.LoggingMessageNotificationParams(level="info", data="x" * (1 << 20), logger="loud")
+            notice = types.LoggingMessageNotification(params=params)
+            await rc.session.send_notification(notice, related_request_id=rc.request_id)
+        shouted.set()
+        return "shouted"
+
+    app = McpApp(mcp, keepalive_interval=3600)
+    async with builtin_server(app, parser, write_timeout=0.5) as address, httpx.AsyncClient(timeout=10) as http:
+        init = await http.post(address.url + "/mcp", json=initialize(), headers=HEADERS)
+        session_id = init.headers["mcp-session-id"]
+        session = {**HEADERS, "mcp-session-id": session_id, "mcp-protocol-version": LEGACY}
+        await http.post(address.url + "/mcp", json=notification("notifications/initialized"), headers=session)
+        body = json.dumps(request(1, "tools/call", {"name": "shout", "arguments": {}})).encode()
+        headers = [("host", f"127.0.0.1:{address.port}"), *session.items(), ("content-length", str(len(body)))]
+        async with connect(address.port) as silent:
+            await silent.send(http_request("POST", headers, body))  # and never reads
+            with anyio.fail_after(20):
+                await shouted.wait()
+                await wait_until(lambda: app.stats()["open_streams"] == 0)
+        assert app.stats()["active_sessions"] == 1
+        pong = await http.post(address.url + "/mcp", json=request(2, "ping"), headers=session)
+        assert pong.status_code == 200

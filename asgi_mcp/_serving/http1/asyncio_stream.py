@@ -18,7 +18,8 @@ from collections import deque
 from typing import Final, cast
 
 import anyio
-import anyio.abc
+
+from .abortable import AbortableSocketStream
 
 __all__ = ["open_asyncio_stream"]
 
@@ -76,7 +77,7 @@ class _Reader(asyncio.Protocol):
             self.readable.set_result(None)
 
 
-class AsyncioSocketStream(anyio.abc.SocketStream):
+class AsyncioSocketStream(AbortableSocketStream):
     def __init__(self, sock: socket.socket, transport: asyncio.Transport, reader: _Reader) -> None:
         self._socket = sock  # the socket itself (the transport's `socket` is a restricted view)
         self._transport = transport
@@ -132,9 +133,12 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         with contextlib.suppress(OSError, RuntimeError):
             self._transport.write_eof()
 
-    async def aclose(self) -> None:
+    def abort(self) -> None:
         self._closed = True
-        self._transport.abort()  # nothing unsent: `send` waits until the kernel has it
+        self._transport.abort()  # a waiting `send` wakes on `connection_lost`, then finds the stream closed
+
+    async def aclose(self) -> None:
+        self.abort()  # nothing unsent: `send` waits until the kernel has it
         await asyncio.sleep(0)
 
     def _check_open(self) -> None:
@@ -144,7 +148,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             raise anyio.BrokenResourceError from self._reader.error
 
 
-async def open_asyncio_stream(sock: socket.socket) -> anyio.abc.SocketStream:
+async def open_asyncio_stream(sock: socket.socket) -> AbortableSocketStream:
     """A connected socket as a stream on the running asyncio loop."""
     transport, reader = await asyncio.get_running_loop().connect_accepted_socket(_Reader, sock)
     return AsyncioSocketStream(sock, transport, reader)

@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
+from ..._core.asgi import SEND_TIMEOUT_EXTENSION
 from .cycle import RequestCycle
 from .errors import HttpRefusal
 from .head import RequestHead, find_head
@@ -49,6 +50,8 @@ class HttpConnection:
         client: tuple[str, int] | None,
         server: tuple[str, int | None] | None,
         scheme: str,
+        *,
+        abort: Callable[[], None],
     ) -> None:
         self.state = state
         self.config = state.config
@@ -70,6 +73,7 @@ class HttpConnection:
         self.wait_expiry = NEVER  # the tick at which waiting for a head times out (NEVER: not waiting)
         self.wait_timed_out = False
         self.write_expiry = NEVER  # the tick at which the write in progress times out
+        self.abort = abort  # the socket stream's (under TLS too): fails a write that the scope cannot reach
         self.scope = anyio.CancelScope()
 
     def server_stopping(self) -> bool:
@@ -81,8 +85,13 @@ class HttpConnection:
 
     def expire(self, tick: int) -> None:
         """The server's timeout watch: a stalled write or a wait for a head ends the connection (a
-        partial head is answered 408 on the way out, in `_close`)."""
+        partial head is answered 408 on the way out, in `_close`).
+
+        A stalled write also aborts the socket: an app may send under a shield, which the scope's
+        cancellation does not reach, and the server promises every send this bound
+        (`SEND_TIMEOUT_EXTENSION`)."""
         if tick >= self.write_expiry:
+            self.abort()
             self.scope.cancel()
         elif tick >= self.wait_expiry:
             self.wait_timed_out = True
@@ -211,6 +220,7 @@ class HttpConnection:
             "raw_path": root_path.encode() + raw_path if root_path else raw_path,
             "query_string": head.query_string,
             "headers": head.headers,
+            "extensions": {SEND_TIMEOUT_EXTENSION: self.state.send_timeout},
         }
         if self.state.lifespan_state is not None:
             scope["state"] = self.state.lifespan_state.copy()

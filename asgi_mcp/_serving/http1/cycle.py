@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Final, Protocol
 
 import anyio
+import anyio.lowlevel
 
 from .access_log import log_access
 from .body import BodyReader
@@ -223,8 +224,13 @@ class RequestCycle:
             self._log(self.sent_bytes)
 
     async def _write(self, data: bytes, *, direct: bool = False) -> None:
-        if not self.conn.lost:
-            await self.conn.write(data, direct=direct)
+        conn = self.conn
+        if not conn.lost:
+            await conn.write(data, direct=direct)
+        else:
+            # Nothing to write to, but still a cancellation point (a write timeout cancels the app)
+            # and a turn for the others: an app streaming to a peer that left would never yield.
+            await anyio.lowlevel.checkpoint()
 
     def _log(self, size: int) -> None:
         if self.conn.config.access_log:

@@ -28,6 +28,7 @@ from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from ..._core.errors import ConfigurationError
+from .abortable import AbortableSocketStream
 from .asyncio_stream import open_asyncio_stream
 from .config import ServerConfig
 from .connection import SERVER_LOGGER, HttpConnection
@@ -207,7 +208,7 @@ async def _accept_loop(
 _OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
-_StreamOpener = Callable[[socket.socket], Awaitable[anyio.abc.SocketStream]]
+_StreamOpener = Callable[[socket.socket], Awaitable[AbortableSocketStream]]
 
 
 def _stream_opener() -> _StreamOpener:
@@ -250,7 +251,7 @@ async def _handle(sock: socket.socket, open_stream: _StreamOpener, state: Server
             if wrapped is None:
                 return
             byte_stream = wrapped
-        connection = HttpConnection(state, byte_stream, client, server, scheme)
+        connection = HttpConnection(state, byte_stream, client, server, scheme, abort=stream.abort)
         state.connections.add(connection)
         try:
             await connection.run()

@@ -51,6 +51,7 @@ class ServerState:
         self.headers_ticks = self.ticks_for(config.headers_timeout)
         self.keepalive_ticks = self.ticks_for(config.keepalive_timeout)
         self.write_ticks = self.ticks_for(config.write_timeout)
+        self.send_timeout = {"seconds": config.write_timeout}  # in every scope (`SEND_TIMEOUT_EXTENSION`)
 
     def ticks_for(self, seconds: float) -> int:
         # One tick more: the tick in progress when the timeout starts may be nearly over.

@@ -20,10 +20,10 @@ import socket
 from collections.abc import Awaitable, Callable
 
 import anyio
-import anyio.abc
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled, wait_readable, wait_writable
 
+from .abortable import AbortableSocketStream
 from .turns import Turns
 
 __all__ = ["TrioSocketStream", "trio_stream_opener"]
@@ -32,7 +32,7 @@ __all__ = ["TrioSocketStream", "trio_stream_opener"]
 _CLOSED_ERRNOS = frozenset((errno.EBADF, errno.ENOTSOCK))
 
 
-class TrioSocketStream(anyio.abc.SocketStream):
+class TrioSocketStream(AbortableSocketStream):
     def __init__(self, sock: socket.socket, turns: Turns) -> None:
         self._socket = sock  # non-blocking (`prepare_accepted`)
         self._turns = turns  # the server's: one queue of turns for all its connections
@@ -113,11 +113,14 @@ class TrioSocketStream(anyio.abc.SocketStream):
         except OSError as exc:
             raise self._converted(exc) from exc
 
-    async def aclose(self) -> None:
+    def abort(self) -> None:
         if not self._closed:
             self._closed = True
             trio.lowlevel.notify_closing(self._socket)  # a task waiting on it gets ClosedResourceError
             self._socket.close()
+
+    async def aclose(self) -> None:
+        self.abort()
         await checkpoint()
 
     def _check_open(self) -> None:
@@ -130,12 +133,12 @@ class TrioSocketStream(anyio.abc.SocketStream):
         return anyio.BrokenResourceError(exc)
 
 
-def trio_stream_opener() -> Callable[[socket.socket], Awaitable[anyio.abc.SocketStream]]:
+def trio_stream_opener() -> Callable[[socket.socket], Awaitable[AbortableSocketStream]]:
     """What opens a server's connections as streams on the running Trio loop: their turns after
     each answer are taken in order, one `Turns` for the whole server."""
     turns = Turns()
 
-    async def open_trio_stream(sock: socket.socket) -> anyio.abc.SocketStream:
+    async def open_trio_stream(sock: socket.socket) -> AbortableSocketStream:
         """A connected, non-blocking socket as a stream."""
         return TrioSocketStream(sock, turns)
 

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
+from asgi_mcp._core.asgi import SEND_TIMEOUT_EXTENSION
 from tests.kit.builtin import PARSERS, builtin_server
 from tests.kit.http1_app import Probe, ProbeApp
 from tests.kit.raw_http import Conn, connect
@@ -201,6 +202,18 @@ async def test_write_timeout_ends_a_stalled_connection(parser: str) -> None:
         with anyio.fail_after(10):
             await probe.finished.wait()  # cancelled by the write timeout
         assert probe.sent_bytes < 64 * 1024 * 1024
+
+
+async def test_write_timeout_ends_a_stalled_send_made_under_a_shield(parser: str) -> None:
+    """The timeout aborts the socket as well: a cancellation alone would not reach this send, and the
+    server promises every send its write timeout (in each scope: `SEND_TIMEOUT_EXTENSION`)."""
+    async with serving(parser, write_timeout=0.3) as (port, probe), connect(port) as conn:
+        await conn.send(get("/flood-shielded"))
+        with anyio.fail_after(10):
+            await probe.finished.wait()  # the stalled send failed; the rest went nowhere
+            await conn.wait_closed()
+        [scope] = probe.scopes
+        assert scope["extensions"][SEND_TIMEOUT_EXTENSION] == {"seconds": 0.3}
 
 
 async def test_app_errors_answer_500_or_close(parser: str) -> None:

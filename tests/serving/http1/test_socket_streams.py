@@ -16,6 +16,7 @@ import anyio
 import anyio.abc
 import pytest
 
+from asgi_mcp._serving.http1.abortable import AbortableSocketStream
 from asgi_mcp._serving.http1.server import _stream_opener, prepare_accepted
 
 if TYPE_CHECKING:
@@ -95,6 +96,31 @@ async def test_writing_to_a_peer_that_left_is_a_broken_resource() -> None:
 async def test_a_closed_stream_refuses_to_be_used() -> None:
     async with stream_and_peer() as (stream, _):
         await stream.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await stream.send(b"z")
+
+
+async def test_aborting_ends_a_send_stalled_under_a_shield() -> None:
+    """The write timeout's abort, from another task: the send waiting on a peer that reads nothing
+    fails at once, though a shield keeps cancellation away from it; the stream is closed after."""
+    async with stream_and_peer() as (stream, _):
+        ended: list[BaseException] = []
+
+        async def send_until_stalled() -> None:
+            with anyio.CancelScope(shield=True):
+                try:
+                    while True:
+                        await stream.send(b"y" * CHUNK)
+                except anyio.ClosedResourceError as exc:
+                    ended.append(exc)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(send_until_stalled)
+                await anyio.wait_all_tasks_blocked()  # the peer's buffers are full: the send waits
+                assert isinstance(stream, AbortableSocketStream)
+                stream.abort()
+        assert len(ended) == 1
         with pytest.raises(anyio.ClosedResourceError):
             await stream.send(b"z")
 
