@@ -183,7 +183,9 @@ class ResponseWriter:
                 if not more:
                     head = [*head, (b"content-length", b"%d" % len(body))]
                 await self._send({"type": "http.response.start", "status": 200, "headers": head})
-            if body or not more:  # (the head alone: `send_head`)
+            # The head alone (`send_head`) is followed by an empty body too: a server may hold a head
+            # until the first body message, as the ASGI spec asks (the built-in server does).
+            if body or not more or head is not None:
                 await self._send({"type": "http.response.body", "body": body, "more_body": more})
         except (ClientGone, OSError):
             return False

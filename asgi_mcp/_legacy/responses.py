@@ -60,6 +60,9 @@ async def send_stream(
     ends, its connection is detached or the client leaves."""
     headers = [*SSE_HEADERS, (SESSION_HEADER, session_id.encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
+    # The head on the wire now, whatever follows: a server may hold it until the first body message
+    # (the ASGI spec asks that; the built-in server does), and a quiet stream may have none for long.
+    await send({"type": "http.response.body", "body": b"", "more_body": True})
     for event in replayed:
         body = encode_event(event.data, event="message" if event.data else None, event_id=event.event_id)
         await send({"type": "http.response.body", "body": body, "more_body": True})

@@ -75,11 +75,11 @@ async def test_a_silent_response_gets_its_head_alone_from_a_napping_ticker() -> 
         keepalive.register(writer)
         await wait_until(lambda: bool(wire.sent))
         assert wire.sent[0]["type"] == "http.response.start"
-        assert wire.bodies == []  # the head alone, no comment
+        assert wire.bodies == [(b"", True)]  # the head alone, no comment (the empty body flushes it)
         await writer.end(b"done")
         keepalive.unregister(writer)
     assert b"content-length" not in wire.head
-    assert wire.bodies == [(b"done", False)]
+    assert wire.bodies == [(b"", True), (b"done", False)]
 
 
 async def test_the_ticker_outlives_a_loop_too_busy_to_wake_it_on_time() -> None:
@@ -152,4 +152,5 @@ async def test_a_stalled_send_is_left_to_a_server_that_bounds_its_sends() -> Non
                 assert await writer.write(b"one")
         keepalive.unregister(writer)
     assert writer.open
-    assert wire.bodies == [(b"one", True)]
+    # (The ticker's clock races ahead: its head alone, with an empty body, and comments may come too.)
+    assert [body for body, _ in wire.bodies if body and not body.startswith(b":")] == [b"one"]

@@ -175,6 +175,24 @@ class ProbeApp:
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
         raise RuntimeError("boom after start")
 
+    async def route_boom_at_start(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("boom before any body")
+
+    async def route_overlong(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]})
+        await send({"type": "http.response.body", "body": b"longer than 3"})
+
+    async def route_start_only(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    async def route_late_body(self, scope: Any, receive: Any, send: Any) -> None:
+        """Starts the response, then sends its body once the gate opens."""
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        self.probe.started.set()
+        await self.probe.gate.wait()
+        await send({"type": "http.response.body", "body": b"data: late\n\n"})
+
     async def route_silent(self, scope: Any, receive: Any, send: Any) -> None:
         return
 

@@ -115,12 +115,12 @@ class HttpConnection:
     async def write(self, data: bytes, *, direct: bool = False) -> None:
         """Send, within the write timeout (which ends the whole connection); a lost peer is noted, not raised.
 
-        A `direct` write (a response's head before its body is streamed, or its last write), with
-        nothing pipelined behind it, goes straight to the socket when the socket takes it all: the
-        stream would yield, with the request's objects alive, and a yield there is what drives the
-        cycle collector under load. The connection yields anyway as it waits for its next request,
-        and a streamed body's other writes yield. (The stream has no write in progress: each send
-        returns only once the kernel has taken all of it.)
+        A `direct` write (a response's first write, its head with the start of its body, or its
+        last), with nothing pipelined behind it, goes straight to the socket when the socket takes
+        it all: the stream would yield, with the request's objects alive, and a yield there is what
+        drives the cycle collector under load. The connection yields anyway as it waits for its
+        next request, and a streamed body's other writes yield. (The stream has no write in
+        progress: each send returns only once the kernel has taken all of it.)
         """
         if direct and self.raw_socket is not None and not self.buffer:
             try:
@@ -233,18 +233,19 @@ class HttpConnection:
             _logger.exception("Exception in ASGI application")
             await self._answer_failure(cycle)
         else:
-            if not cycle.status:
-                if cycle.disconnected or self.lost:
-                    return  # the client went away first: nobody to answer
-                _logger.error("ASGI application returned without a response")
+            if cycle.response_complete:
+                return
+            if cycle.response_started:
+                cycle.keep_alive = False  # a response under way cannot be completed: the connection ends
+            elif not (cycle.disconnected or self.lost):  # (else the client went first: nobody to answer)
+                _logger.error("ASGI application returned without completing a response")
                 await self._answer_failure(cycle)
-            elif not cycle.response_complete:
-                cycle.keep_alive = False
 
     async def _answer_failure(self, cycle: RequestCycle) -> None:
         cycle.keep_alive = False
-        if not cycle.status and not self.lost:
+        if not cycle.response_started and not self.lost:
             cycle.status = 500
+            cycle.pending_head = b""
             cycle.response_complete = True
             await self.write(plain_response(500, "Internal Server Error"))
 

@@ -120,9 +120,10 @@ class RequestCycle:
         self.disconnected = True
         self.keep_alive = False
         self.conn.linger = True
-        if not self.status and not self.conn.lost:
+        if not self.response_started and not self.conn.lost:
             self.taken_over = True
             self.status = refusal.status
+            self.pending_head = b""
             await self.conn.write(plain_response(refusal.status, refusal.reason))
             self._log(0)
 
@@ -152,6 +153,11 @@ class RequestCycle:
 
     # -- send ----------------------------------------------------------------------------------
 
+    @property
+    def response_started(self) -> bool:
+        """Whether the app's response reached the wire (its head waits there for the first body)."""
+        return self.status != 0 and not self.pending_head
+
     async def send(self, message: Message) -> None:
         kind = message["type"]
         if self.taken_over:
@@ -159,7 +165,7 @@ class RequestCycle:
         if not self.status:
             if kind != "http.response.start":
                 raise RuntimeError(f"expected http.response.start, got {kind!r}")
-            await self._start(message)
+            self._start(message)
         elif kind != "http.response.body":
             raise RuntimeError(f"expected http.response.body, got {kind!r}")
         elif self.response_complete:
@@ -167,7 +173,7 @@ class RequestCycle:
         else:
             await self._body(message.get("body", b""), message.get("more_body", False))
 
-    async def _start(self, message: Message) -> None:
+    def _start(self, message: Message) -> None:
         head: ResponseHead = encode_response_head(message["status"], message.get("headers", ()))
         status = self.status = head.status
         request = self.head
@@ -188,16 +194,14 @@ class RequestCycle:
             self.keep_alive = False
             extra = b""
         close = b"" if self.keep_alive else _CLOSE
+        # The head waits for the first body message, as ASGI asks: then it goes out in the same write
+        # (a streamed answer's first event too), and an app that fails before any body still gets
+        # its 500. An app that wants a head on the wire at once sends an empty body.
         self.pending_head = status_line(status) + head.lines + extra + close + date_header() + b"\r\n"
-        if self.framing in ("chunked", "close"):
-            # A streamed response (SSE): its head goes out at once, the client may wait for it.
-            await self._write(self.pending_head, direct=True)
-            self.pending_head = b""
 
     async def _body(self, body: bytes, more: bool) -> None:
         framing = self.framing
-        data = self.pending_head
-        self.pending_head = b""
+        head = data = self.pending_head
         if framing == "chunked":
             if body:
                 data += b"%x\r\n" % len(body) + body + b"\r\n"
@@ -216,7 +220,9 @@ class RequestCycle:
         if framing != "none":
             self.sent_bytes += len(body)
         if data:
-            await self._write(data, direct=not more)
+            self.pending_head = b""
+            # A response's first write and its last are direct; the writes between yield.
+            await self._write(data, direct=not more or bool(head))
         if not more:
             self.response_complete = True
             if self.reader_scope is not None:

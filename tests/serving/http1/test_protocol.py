@@ -6,6 +6,7 @@ Every test runs on asyncio and Trio and with both parsers (h11, httptools).
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -216,12 +217,39 @@ async def test_write_timeout_ends_a_stalled_send_made_under_a_shield(parser: str
         assert scope["extensions"][SEND_TIMEOUT_EXTENSION] == {"seconds": 0.3}
 
 
+async def test_a_head_waits_for_the_first_body_message(parser: str) -> None:
+    """As the ASGI spec asks: a started response is not on the wire until its first body message,
+    and then goes out with it (one write for a streamed answer's head and first event)."""
+    # A plain socket, peeked at without waiting (an asyncio stream's loop would read it at once).
+    async with serving(parser) as (port, probe):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.setblocking(False)
+            sock.sendall(get("/late-body"))
+            await probe.started.wait()
+            await anyio.wait_all_tasks_blocked()
+            with pytest.raises(BlockingIOError):
+                sock.recv(1, socket.MSG_PEEK)
+            probe.gate.set()
+            data = b""
+            while not data.endswith(b"\r\n0\r\n\r\n"):
+                await anyio.wait_readable(sock)
+                data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert body == b"c\r\ndata: late\n\n\r\n0\r\n\r\n"
+
+
 async def test_app_errors_answer_500_or_close(parser: str) -> None:
     async with serving(parser) as (port, _):
         async with connect(port) as conn:
             reply = await reply_on(conn, get("/boom"))
             assert reply.status == 500
             assert reply.header("connection") == "close"
+        for path in ("/boom-at-start", "/start-only", "/overlong"):  # started, but nothing on the wire yet
+            async with connect(port) as conn:
+                reply = await reply_on(conn, get(path))
+                assert reply.status == 500
+                assert reply.header("connection") == "close"
         async with connect(port) as conn:
             reply = await reply_on(conn, get("/silent"))
             assert reply.status == 500
