@@ -20,6 +20,7 @@ class Probe:
     requests: list[str] = field(default_factory=list)
     scopes: list[dict[str, Any]] = field(default_factory=list)
     sent_bytes: int = 0
+    send_error: BaseException | None = None
     in_flight: int = 0
     lifespan: list[str] = field(default_factory=list)
 
@@ -174,6 +175,18 @@ class ProbeApp:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
         raise RuntimeError("boom after start")
+
+    async def route_until_gone(self, scope: Any, receive: Any, send: Any) -> None:
+        """Streams until `send` raises (the client left), notes what it raised and lets it propagate."""
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: first\n\n", "more_body": True})
+        self.probe.started.set()
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": b": ping\n\n" * 64, "more_body": True})
+        except BaseException as exc:
+            self.probe.send_error = exc
+            raise
 
     async def route_boom_at_start(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})

@@ -6,6 +6,7 @@ behind the same checks (`head.py`) and the same body framing (`body.py`), so the
 """
 
 from .config import ServerConfig
+from .errors import ClientDisconnected
 from .server import BoundAddress, listen, serve
 
-__all__ = ["BoundAddress", "ServerConfig", "listen", "serve"]
+__all__ = ["BoundAddress", "ClientDisconnected", "ServerConfig", "listen", "serve"]

@@ -15,7 +15,7 @@ import anyio.lowlevel
 from .access_log import log_access
 from .body import BodyReader
 from .config import ServerConfig
-from .errors import HttpRefusal
+from .errors import ClientDisconnected, HttpRefusal
 from .head import RequestHead
 from .response import ResponseHead, date_header, encode_response_head, plain_response, status_line
 
@@ -27,6 +27,7 @@ class Connection(Protocol):
     config: ServerConfig
     client: tuple[str, int] | None
     lost: bool
+    eof: bool
     linger: bool
 
     def server_stopping(self) -> bool: ...
@@ -162,6 +163,11 @@ class RequestCycle:
         kind = message["type"]
         if self.taken_over:
             return
+        conn = self.conn
+        if conn.lost or conn.eof:
+            # Still a cancellation point and a turn for the others: an app may catch this and go on.
+            await anyio.lowlevel.checkpoint()
+            raise ClientDisconnected("the client went away")
         if not self.status:
             if kind != "http.response.start":
                 raise RuntimeError(f"expected http.response.start, got {kind!r}")
@@ -222,21 +228,14 @@ class RequestCycle:
         if data:
             self.pending_head = b""
             # A response's first write and its last are direct; the writes between yield.
-            await self._write(data, direct=not more or bool(head))
+            await self.conn.write(data, direct=not more or bool(head))
         if not more:
             self.response_complete = True
             if self.reader_scope is not None:
                 self.reader_scope.cancel()
             self._log(self.sent_bytes)
-
-    async def _write(self, data: bytes, *, direct: bool = False) -> None:
-        conn = self.conn
-        if not conn.lost:
-            await conn.write(data, direct=direct)
-        else:
-            # Nothing to write to, but still a cancellation point (a write timeout cancels the app)
-            # and a turn for the others: an app streaming to a peer that left would never yield.
-            await anyio.lowlevel.checkpoint()
+        if self.conn.lost:
+            raise ClientDisconnected("the client went away")
 
     def _log(self, size: int) -> None:
         if self.conn.config.access_log:

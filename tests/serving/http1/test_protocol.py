@@ -6,12 +6,14 @@ Every test runs on asyncio and Trio and with both parsers (h11, httptools).
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from asgi_mcp._core.asgi import SEND_TIMEOUT_EXTENSION
@@ -237,6 +239,60 @@ async def test_a_head_waits_for_the_first_body_message(parser: str) -> None:
         head, _, body = data.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 ")
         assert body == b"c\r\ndata: late\n\n\r\n0\r\n\r\n"
+
+
+async def test_a_send_after_the_client_left_raises_oserror(parser: str, caplog: pytest.LogCaptureFixture) -> None:
+    """ASGI 2.4, which every scope declares: an app streaming to nobody learns it from `send` (an
+    `OSError`), and one that lets it propagate is not logged as failing."""
+    caplog.set_level(logging.DEBUG, "asgi_mcp")
+    async with serving(parser) as (port, probe):
+        async with connect(port) as conn:
+            conn.expect("GET")
+            await conn.send(get("/until-gone"))
+            assert await conn.head() is not None
+            await probe.started.wait()
+        with anyio.fail_after(10):
+            await probe.finished.wait()
+    assert isinstance(probe.send_error, OSError)
+    assert probe.scopes[0]["asgi"]["spec_version"] == "2.4"
+    assert [record.levelname for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+
+async def test_a_starlette_stream_ends_when_its_client_leaves(parser: str) -> None:
+    """Told ASGI 2.4, Starlette's `StreamingResponse` no longer listens for `http.disconnect`: it
+    counts on `send` raising. An endless stream must end with its client."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def ticks() -> AsyncIterator[bytes]:
+        while True:
+            yield b"data: tick\n\n"
+            await anyio.lowlevel.checkpoint()
+
+    async def events(request: Request) -> StreamingResponse:
+        return StreamingResponse(ticks(), media_type="text/event-stream")
+
+    framework = Starlette(routes=[Route("/events", events)])
+    ended = anyio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await framework(scope, receive, send)
+        finally:
+            if scope["type"] == "http":
+                ended.set()
+
+    with anyio.fail_after(20):
+        async with builtin_server(app, parser) as address:
+            async with connect(address.port) as conn:
+                conn.expect("GET")
+                await conn.send(get("/events"))
+                assert await conn.head() is not None
+                assert (await conn.chunk()).startswith(b"data: tick")
+            with anyio.fail_after(10):
+                await ended.wait()
 
 
 async def test_app_errors_answer_500_or_close(parser: str) -> None:
