@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
 import anyio
@@ -365,7 +365,8 @@ class McpApp:
         except ProtocolError as error:
             log_refusal(request, error, self._operations)
             if not responder.started:
-                await send_error(responder, error)
+                with suppress(ClientGone):  # (gone meanwhile: nobody to tell)
+                    await send_error(responder, error)
         except ClientGone:
             pass
         except Exception:
@@ -390,7 +391,8 @@ class McpApp:
         if self._events.has_listeners("transport_error"):
             self._events.emit(TransportError(tenant_id=None, session_id=None, error="internal_error"))
         if not responder.started:
-            await send_json(responder, 500, error_body(INTERNAL_ERROR, "Internal server error"))
+            with suppress(ClientGone):
+                await send_json(responder, 500, error_body(INTERNAL_ERROR, "Internal server error"))
 
     async def _not_running(self, send: Send) -> None:
         if not self._not_running_logged:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any, Final
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from .._core.asgi import Receive, Send
+from .._core.asgi import ClientGone, Receive, Send
 from .._core.jsonrpc import RequestId, dumps, error_message
 from .._core.sse import SSE_HEADERS, encode_event
 from .._io.response import wait_for_disconnect
@@ -90,5 +91,8 @@ async def send_stream(
                 tg.cancel_scope.cancel()
 
         tg.start_soon(watch)
-        await pump(frames, send_body, keepalive=keepalive, skip=skip)
+        # A send that fails means the client left (`ClientGone`; `OSError` from the server itself):
+        # the stream ends here, not as an exception group that the task group would make of it.
+        with suppress(ClientGone, OSError):
+            await pump(frames, send_body, keepalive=keepalive, skip=skip)
         tg.cancel_scope.cancel()

@@ -188,6 +188,18 @@ class ProbeApp:
             self.probe.send_error = exc
             raise
 
+    async def route_reply_after_disconnect(self, scope: Any, receive: Any, send: Any) -> None:
+        """Reads the body, waits for `http.disconnect`, then answers anyway."""
+        await _read_body(receive)
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        await _reply(send, 200, b"answered")
+
+    async def route_start_then_read(self, scope: Any, receive: Any, send: Any) -> None:
+        """Starts its (chunked) response, then reads the body and sends it back."""
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": await _read_body(receive)})
+
     async def route_boom_at_start(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         raise RuntimeError("boom before any body")

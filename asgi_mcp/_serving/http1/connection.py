@@ -230,9 +230,9 @@ class HttpConnection:
         try:
             await self.state.app(self._scope_of(head), cycle.receive, cycle.send)
         except Exception:
-            if self.lost or self.eof:
-                # Most likely what `send` raised once the client left (ASGI 2.4), or the app's
-                # framework's version of it (Starlette's `ClientDisconnect`): nobody to answer.
+            if cycle.send_refused:
+                # After `send` raised `ClientDisconnected` (ASGI 2.4): most likely that, or the
+                # framework's version of it (Starlette's `ClientDisconnect`). Nobody to answer.
                 _logger.debug("ASGI application ended with an exception after its client left", exc_info=True)
             else:
                 _logger.exception("Exception in ASGI application")

@@ -27,7 +27,6 @@ class Connection(Protocol):
     config: ServerConfig
     client: tuple[str, int] | None
     lost: bool
-    eof: bool
     linger: bool
 
     def server_stopping(self) -> bool: ...
@@ -63,6 +62,7 @@ class RequestCycle:
         "remaining",
         "request_complete",
         "response_complete",
+        "send_refused",
         "sent_bytes",
         "status",
         "taken_over",
@@ -77,6 +77,7 @@ class RequestCycle:
         self.disconnected = False
         self.response_complete = False
         self.request_complete = False  # the last http.request message was received
+        self.send_refused = False  # `send` raised `ClientDisconnected`
         self.taken_over = False  # the server answered itself (a broken body): the app's sends are dropped
         self.status = 0  # 0 until the response starts
         self.framing = ""  # "length", "chunked", "close" (HTTP/1.0, unsized) or "none" (HEAD, 1xx, 204, 304)
@@ -97,7 +98,7 @@ class RequestCycle:
 
     async def _read_body(self) -> Message:
         conn = self.conn
-        if self.head.expect_continue and not self.continue_sent and not self.status:
+        if self.head.expect_continue and not self.continue_sent and not self.response_started:
             self.continue_sent = True
             if not conn.buffer:
                 await conn.write(_CONTINUE)
@@ -163,11 +164,10 @@ class RequestCycle:
         kind = message["type"]
         if self.taken_over:
             return
-        conn = self.conn
-        if conn.lost or conn.eof:
+        if self.conn.lost:
             # Still a cancellation point and a turn for the others: an app may catch this and go on.
             await anyio.lowlevel.checkpoint()
-            raise ClientDisconnected("the client went away")
+            self._refuse_send()
         if not self.status:
             if kind != "http.response.start":
                 raise RuntimeError(f"expected http.response.start, got {kind!r}")
@@ -235,7 +235,13 @@ class RequestCycle:
                 self.reader_scope.cancel()
             self._log(self.sent_bytes)
         if self.conn.lost:
-            raise ClientDisconnected("the client went away")
+            self._refuse_send()
+
+    def _refuse_send(self) -> None:
+        """A write failed: the peer is gone. (Not at the end of its stream alone: a client may
+        half-close once its request is sent, and still read the answer.)"""
+        self.send_refused = True
+        raise ClientDisconnected("the client went away")
 
     def _log(self, size: int) -> None:
         if self.conn.config.access_log:

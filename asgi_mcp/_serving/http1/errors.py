@@ -1,5 +1,5 @@
 """What the built-in server raises: a refused request (an HTTP status and a short reason, never echoed
-input), and `send` after the peer went away."""
+input), and `send` once the peer is gone."""
 
 from __future__ import annotations
 
@@ -18,5 +18,5 @@ class HttpRefusal(AsgiMcpError):
 
 
 class ClientDisconnected(AsgiMcpError, OSError):
-    """`send` after the peer went away: the `OSError` that ASGI 2.4 asks for, so an app streaming to
-    nobody learns it (Starlette, told 2.4, listens for `http.disconnect` no longer and counts on it)."""
+    """`send` once a write to the peer failed: the `OSError` that ASGI 2.4 asks for, so an app
+    streaming to nobody learns it (Starlette, told 2.4, no longer listens for `http.disconnect`)."""

@@ -105,6 +105,24 @@ async def test_expect_100_continue(parser: str) -> None:
             assert answer.endswith(b"\r\n\r\nbody")
 
 
+async def test_expect_100_continue_after_the_app_started_its_response(parser: str) -> None:
+    """A started response whose head still waits for its first body is not on the wire: the client
+    may still be told to send its body."""
+    async with serving(parser) as (port, _):
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        async with stream:
+            await stream.send(get("/start-then-read", "content-length: 4", "expect: 100-continue", method="POST"))
+            with anyio.fail_after(5):
+                interim = await stream.receive()
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+            await stream.send(b"body")
+            answer = b""
+            while not answer.endswith(b"\r\n0\r\n\r\n"):
+                answer += await stream.receive()
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert answer.endswith(b"\r\n\r\n4\r\nbody\r\n0\r\n\r\n")
+
+
 async def test_head_has_no_body_and_keeps_the_connection(parser: str) -> None:
     async with serving(parser) as (port, _), connect(port) as conn:
         reply = await reply_on(conn, get("/scope", method="HEAD"), "HEAD")
@@ -256,6 +274,19 @@ async def test_a_send_after_the_client_left_raises_oserror(parser: str, caplog: 
     assert isinstance(probe.send_error, OSError)
     assert probe.scopes[0]["asgi"]["spec_version"] == "2.4"
     assert [record.levelname for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+
+async def test_a_client_that_half_closes_still_gets_its_answer(parser: str) -> None:
+    """The end of the client's stream is `http.disconnect` for the app, but `send` still writes: a
+    client may half-close once its request is sent and read the answer."""
+    async with serving(parser) as (port, _), connect(port) as conn:
+        conn.expect("GET")
+        await conn.send(get("/reply-after-disconnect"))
+        await conn.send_eof()
+        with anyio.fail_after(5):
+            reply = await conn.reply()
+        assert reply is not None
+        assert (reply.status, reply.body) == (200, b"answered")
 
 
 async def test_a_starlette_stream_ends_when_its_client_leaves(parser: str) -> None:
