@@ -9,6 +9,7 @@ backends.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -201,6 +202,39 @@ async def test_modern_disconnect_cancels_the_handler(server_name: str) -> None:
             else:
                 await probe.cancelled.wait()
                 assert probe.results == []
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+async def test_a_get_stream_whose_client_left_unseen_ends_quietly(
+    parser: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A GET stream's client leaves while the server no longer reads its socket (32 KiB already read
+    ahead), so only a failed send tells: its keep-alive comment's `OSError` (ASGI 2.4) ends the
+    stream, with nothing logged as an error and the session's GET free again."""
+    app = McpApp(build_server(), keepalive_interval=0.05)
+    async with builtin_server(app, parser) as address, httpx.AsyncClient(timeout=10) as http:
+        init = await http.post(address.url + "/mcp", json=initialize(), headers=HEADERS)
+        session_id = init.headers["mcp-session-id"]
+        session = {**HEADERS, "mcp-session-id": session_id, "mcp-protocol-version": LEGACY}
+        await http.post(address.url + "/mcp", json=notification("notifications/initialized"), headers=session)
+        headers = [
+            ("host", f"127.0.0.1:{address.port}"),
+            ("accept", "text/event-stream"),
+            ("mcp-session-id", session_id),
+        ]
+        caplog.set_level(logging.ERROR)
+        async with connect(address.port) as gone:
+            gone.expect("GET")
+            await gone.send(http_request("GET", headers, b"") + b"x" * (64 * 1024))  # read ahead, never parsed
+            assert await gone.head() is not None
+            await wait_until(lambda: app.stats()["open_streams"] == 1)
+        with anyio.fail_after(20):
+            await wait_until(lambda: app.stats()["open_streams"] == 0, timeout=20)
+        assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+        async with http.stream(
+            "GET", address.url + "/mcp", headers={"accept": "text/event-stream", "mcp-session-id": session_id}
+        ) as again:
+            assert again.status_code == 200
 
 
 @pytest.mark.parametrize("parser", PARSERS)

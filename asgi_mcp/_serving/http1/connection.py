@@ -240,19 +240,26 @@ class HttpConnection:
         else:
             if cycle.response_complete:
                 return
-            if cycle.response_started:
-                cycle.keep_alive = False  # a response under way cannot be completed: the connection ends
-            elif not (cycle.disconnected or self.lost):  # (else the client went first: nobody to answer)
+            if not cycle.response_started:
+                if cycle.disconnected or self.lost:
+                    return  # the client went first: nobody to answer
                 _logger.error("ASGI application returned without completing a response")
-                await self._answer_failure(cycle)
+            await self._answer_failure(cycle)
 
     async def _answer_failure(self, cycle: RequestCycle) -> None:
+        """The app failed, or returned, short of a complete response: a 500 if none of it went out,
+        else the connection ends after what did. Either is in the access log."""
         cycle.keep_alive = False
-        if not cycle.response_started and not self.lost:
+        if cycle.response_complete:
+            return
+        if cycle.response_started:
+            cycle.log(cycle.sent_bytes)
+        elif not self.lost:
             cycle.status = 500
             cycle.pending_head = b""
             cycle.response_complete = True
             await self.write(plain_response(500, "Internal Server Error"))
+            cycle.log(0)
 
     async def _refuse(self, refusal: HttpRefusal) -> None:
         self.linger = True

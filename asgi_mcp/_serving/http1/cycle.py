@@ -127,7 +127,7 @@ class RequestCycle:
             self.status = refusal.status
             self.pending_head = b""
             await self.conn.write(plain_response(refusal.status, refusal.reason))
-            self._log(0)
+            self.log(0)
 
     async def _wait_for_disconnect(self) -> Message:
         conn = self.conn
@@ -233,7 +233,7 @@ class RequestCycle:
             self.response_complete = True
             if self.reader_scope is not None:
                 self.reader_scope.cancel()
-            self._log(self.sent_bytes)
+            self.log(self.sent_bytes)
         if self.conn.lost:
             self._refuse_send()
 
@@ -243,7 +243,7 @@ class RequestCycle:
         self.send_refused = True
         raise ClientDisconnected("the client went away")
 
-    def _log(self, size: int) -> None:
+    def log(self, size: int) -> None:
         if self.conn.config.access_log:
             head = self.head
             log_access(self.conn.client, head.method, head.raw_path, head.http_version, self.status, size)

@@ -236,8 +236,15 @@ async def test_access_log(parser: str) -> None:
                 conn.expect("GET")
                 await conn.send(b"GET /echo HTTP/1.1\r\n\r\n")  # refused by the server: not logged by the app
                 await conn.reply()
-        [record] = handler.records
+            # The server's 500 for a failing app, and a response the app cut short, are logged too.
+            for path in ("/boom", "/boom-late"):
+                async with connect(port) as conn:
+                    await conn.send(f"GET {path} HTTP/1.1\r\nhost: t\r\n\r\n".encode())
+                    await conn.wait_closed()
+        record, failed, cut = handler.records
         assert record.getMessage().endswith('"GET /scope HTTP/1.1" 200 ' + record.getMessage().rsplit(" ", 1)[1])
+        assert failed.getMessage().endswith('"GET /boom HTTP/1.1" 500 0')
+        assert cut.getMessage().endswith('"GET /boom-late HTTP/1.1" 200 7')  # b"partial"
         everything = repr(vars(record)) + repr(record.args)
         assert "SECRET" not in everything
         assert "token" not in everything
