@@ -157,7 +157,7 @@ class RequestCycle:
 
     @property
     def response_started(self) -> bool:
-        """Whether the app's response reached the wire (its head waits there for the first body)."""
+        """Whether any of the app's response went out (a started one's head waits for its first body)."""
         return self.status != 0 and not self.pending_head
 
     async def send(self, message: Message) -> None:
