@@ -31,13 +31,13 @@ from .._core.errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, Prot
 from .._core.http import Headers, endpoint_matches
 from .._core.origin import OriginPolicy
 from .._ops.audit import AuditPolicy
-from .._ops.lifecycle import EventHub, EventName, Listener, TransportError
+from .._ops.lifecycle import EventHub, EventName, Listener
 from .._ops.telemetry import TENANT_ATTRIBUTE, Metrics, current_tenant
 from .._ports.fleet import FleetStores
 from .._tenancy.limits import RateLimits
 from .._tenancy.servers import TenantServers
 from .._tenancy.tenants import Tenants
-from .boundary import NOT_RUNNING_MESSAGE, Responder, error_body, log_refusal
+from .boundary import NOT_RUNNING_MESSAGE, Responder, answer_internal_error, error_body, log_refusal
 from .config import DEFAULT_MAX_BODY, AppConfig
 from .edge_auth import EdgeAuth, ResourceUrls
 from .fleet_health import fleet_stats
@@ -370,7 +370,7 @@ class McpApp:
         except ClientGone:
             pass
         except Exception:
-            await self._internal_error(request, responder)
+            await answer_internal_error(request, responder, self._events)
         finally:
             if auth_token is not None:
                 auth_context_var.reset(auth_token)
@@ -384,15 +384,6 @@ class McpApp:
             await run_lifespan_protocol(self.lifespan_context, receive, send)
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1000})
-
-    async def _internal_error(self, request: HttpRequest, responder: Responder) -> None:
-        # The app's one catch-all: a bug, never the client's fault. Nothing internal leaves.
-        logger.exception("unexpected error serving %s %s", request.method, request.path)
-        if self._events.has_listeners("transport_error"):
-            self._events.emit(TransportError(tenant_id=None, session_id=None, error="internal_error"))
-        if not responder.started:
-            with suppress(ClientGone):
-                await send_json(responder, 500, error_body(INTERNAL_ERROR, "Internal server error"))
 
     async def _not_running(self, send: Send) -> None:
         if not self._not_running_logged:

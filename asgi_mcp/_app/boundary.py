@@ -1,22 +1,24 @@
 """The app's error boundary: the `send` that knows how far the response got, and refusals.
 
 `Responder` wraps ASGI `send` for one request; `log_refusal` logs a refused request (who, where
-known, never the token) and makes its audit record; `error_body` is the JSON-RPC error of an
-answer no request id can be given to.
+known, never the token) and makes its audit record; `answer_internal_error` is the app's one
+catch-all; `error_body` is the JSON-RPC error of an answer no request id can be given to.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from typing import Any, Final
 
-from .._core.asgi import ClientGone, HttpRequest, Send
-from .._core.errors import ProtocolError, SecurityRefusal
+from .._core.asgi import ClientGone, HttpRequest, Send, send_json
+from .._core.errors import INTERNAL_ERROR, ProtocolError, SecurityRefusal
 from .._core.http import is_visible_ascii
+from .._ops.lifecycle import EventHub, TransportError
 from .._ops.telemetry import current_tenant
 from .operations import Operations
 
-__all__ = ["NOT_RUNNING_MESSAGE", "Responder", "error_body", "log_refusal"]
+__all__ = ["NOT_RUNNING_MESSAGE", "Responder", "answer_internal_error", "error_body", "log_refusal"]
 
 NOT_RUNNING_MESSAGE: Final = (
     "asgi_mcp.McpApp is not running. Serve it as the top-level ASGI app (the server runs its lifespan), "
@@ -25,6 +27,7 @@ NOT_RUNNING_MESSAGE: Final = (
 )
 
 http_logger = logging.getLogger("asgi_mcp.http")
+_app_logger: Final = logging.getLogger("asgi_mcp")
 
 
 class Responder:
@@ -49,6 +52,17 @@ class Responder:
             await self._send(message)
         except OSError:
             raise ClientGone from None
+
+
+async def answer_internal_error(request: HttpRequest, responder: Responder, events: EventHub) -> None:
+    """A bug, never the client's fault: logged, a `transport_error` event, and a 500 if nothing was
+    sent yet (none to a client that left meanwhile). Nothing internal leaves."""
+    _app_logger.exception("unexpected error serving %s %s", request.method, request.path)
+    if events.has_listeners("transport_error"):
+        events.emit(TransportError(tenant_id=None, session_id=None, error="internal_error"))
+    if not responder.started:
+        with suppress(ClientGone):
+            await send_json(responder, 500, error_body(INTERNAL_ERROR, "Internal server error"))
 
 
 def error_body(code: int, message: str) -> dict[str, Any]:

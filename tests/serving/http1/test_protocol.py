@@ -175,13 +175,18 @@ async def test_streamed_events_are_flushed_at_once(parser: str) -> None:
         assert await conn.chunk() == b"data: two\n\n"
 
 
+async def leave_while_streaming(port: int, probe: Probe, path: str) -> None:
+    """GET `path`, read the response's head, and close the connection once the app streams."""
+    async with connect(port) as conn:
+        conn.expect("GET")
+        await conn.send(get(path))
+        assert await conn.head() is not None
+        await probe.started.wait()
+
+
 async def test_disconnect_is_delivered_while_streaming(parser: str) -> None:
     async with serving(parser) as (port, probe):
-        async with connect(port) as conn:
-            conn.expect("GET")
-            await conn.send(get("/stream"))
-            assert await conn.head() is not None
-            await probe.started.wait()
+        await leave_while_streaming(port, probe, "/stream")
         with anyio.fail_after(5):
             await probe.disconnected.wait()
             await probe.finished.wait()
@@ -264,11 +269,7 @@ async def test_a_send_after_the_client_left_raises_oserror(parser: str, caplog: 
     `OSError`), and one that lets it propagate is not logged as failing."""
     caplog.set_level(logging.DEBUG, "asgi_mcp")
     async with serving(parser) as (port, probe):
-        async with connect(port) as conn:
-            conn.expect("GET")
-            await conn.send(get("/until-gone"))
-            assert await conn.head() is not None
-            await probe.started.wait()
+        await leave_while_streaming(port, probe, "/until-gone")
         with anyio.fail_after(10):
             await probe.finished.wait()
     assert isinstance(probe.send_error, OSError)
