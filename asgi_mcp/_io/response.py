@@ -215,7 +215,10 @@ class KeepAlive:
     A response's head waits for its first chunk, but not longer than `HEAD_DELAY`: while a
     registered response has not sent its head, the ticker also wakes every half `HEAD_DELAY`,
     and sends the head of one that has waited two of those turns (so at most `HEAD_DELAY`).
-    An idle app wakes once a half interval, as before.
+    An idle app wakes once a half interval, as before. A registration does not wake a napping
+    ticker: it cuts the nap to half a `HEAD_DELAY`, which then counts as the first turn. Most
+    answers go out with their head long before that, and a wake-up per request would cost more
+    than the request's own cancel scope.
     """
 
     def __init__(self, interval: float, clock: Callable[[], float]) -> None:
@@ -228,9 +231,10 @@ class KeepAlive:
     def register(self, writer: ResponseWriter) -> None:
         writer.watched = True
         self._writers.add(writer)
-        if self._nap is not None:  # a head now waits: the ticker takes the shorter turns
-            self._nap.cancel()
-            self._nap = None
+        nap = self._nap
+        if nap is not None:  # a head now waits: the ticker takes the shorter turns, from the nap's end
+            self._nap = None  # the cut nap bounds the wait of whoever registers during it, too
+            nap.deadline = min(nap.deadline, anyio.current_time() + HEAD_DELAY / 2)  # the nap's own clock
 
     def unregister(self, writer: ResponseWriter) -> None:
         writer.watched = False
@@ -245,13 +249,13 @@ class KeepAlive:
                 until_tick = max(0.0, next_tick - clock())
                 if any(writer.head_waits for writer in self._writers):
                     await anyio.sleep(min(HEAD_DELAY / 2, until_tick))
-                    for writer in self._writers:
-                        if writer.head_waits:
-                            self._head_turn(writer, task_group)
                 else:
                     with anyio.move_on_after(until_tick) as self._nap:
                         await anyio.sleep_forever()
                     self._nap = None
+                for writer in self._writers:
+                    if writer.head_waits:
+                        self._head_turn(writer, task_group)
                 now = clock()
                 if now >= next_tick:
                     next_tick = now + half  # a late tick is not made up for with a burst

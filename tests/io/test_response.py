@@ -13,6 +13,7 @@ import anyio.lowlevel
 import pytest
 
 from asgi_mcp._core.sse import SSE_HEADERS
+from asgi_mcp._io import response
 from asgi_mcp._io.loop import Loop
 from asgi_mcp._io.response import KeepAlive, ResponseWriter
 from tests.kit.polling import wait_until
@@ -80,6 +81,31 @@ async def test_a_silent_response_gets_its_head_alone_from_a_napping_ticker() -> 
         keepalive.unregister(writer)
     assert b"content-length" not in wire.head
     assert wire.bodies == [(b"", True), (b"done", False)]
+
+
+async def test_answers_sent_at_once_cost_a_napping_ticker_no_wake_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registration cuts the ticker's nap to half a `HEAD_DELAY` instead of waking it: answers that
+    go out with their head before then (most of them) leave it asleep, so it reads no clock."""
+    monkeypatch.setattr(response, "HEAD_DELAY", 3600.0)  # the cut nap outlasts the test
+    loop_clock, readings = Loop.current().clock, 0
+
+    def clock() -> float:
+        nonlocal readings
+        readings += 1
+        return loop_clock()
+
+    wire = Wire()
+    async with ticking(3600, clock) as keepalive:
+        await anyio.wait_all_tasks_blocked()  # the ticker naps until its next tick, an hour away
+        napping = readings
+        for _ in range(3):
+            writer = wire.writer()
+            keepalive.register(writer)
+            await writer.end(b"data: {}\n\n")
+            keepalive.unregister(writer)
+            await anyio.wait_all_tasks_blocked()
+        assert readings == napping
+    assert wire.bodies == [(b"data: {}\n\n", False)] * 3
 
 
 async def test_the_ticker_outlives_a_loop_too_busy_to_wake_it_on_time() -> None:
