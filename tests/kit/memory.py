@@ -67,9 +67,9 @@ class Response:
 
     # -- body ------------------------------------------------------------------------------------
 
-    async def started(self) -> None:
+    async def started(self, timeout: float = TIMEOUT) -> None:  # noqa: ASYNC109 - a bound on a test's wait
         """Wait for `http.response.start`."""
-        with anyio.fail_after(TIMEOUT):
+        with anyio.fail_after(timeout):
             message = await self._messages.receive()
         assert message["type"] == "http.response.start", message
         self.status = message["status"]
@@ -418,6 +418,8 @@ class TokenClient:
         answer = await self.call(session_id, request(1, "tools/list"))
         return {tool["name"] for tool in answer["result"]["tools"]}
 
-    async def modern(self, request_id: int, method: str, params: dict[str, Any] | None = None) -> Response:
+    async def modern(
+        self, request_id: int, method: str, params: dict[str, Any] | None = None, *, wait: bool = True
+    ) -> Response:
         body, headers = modern(request_id, method, params)
-        return await self.client.post(body, headers={**headers, **self._auth()})
+        return await self.client.post(body, headers={**headers, **self._auth()}, wait=wait)
