@@ -102,7 +102,7 @@ class Connection:
         fields = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
         if "content-length" in fields:
             return status, fields, await self.reader.readexactly(int(fields["content-length"]))
-        chunks = []
+        chunks: list[bytes] = []
         while True:  # chunked
             size = int((await self.reader.readline()).strip(), 16)
             chunk = await self.reader.readexactly(size + 2)
@@ -111,13 +111,15 @@ class Connection:
             chunks.append(chunk[:-2])
 
 
-def tools_call(request_id: int, modern: bool) -> bytes:
+def tools_call(request_id: int, modern: bool, *, progress: bool = False) -> bytes:
     params: dict[str, Any] = {"name": "echo", "arguments": {"text": PAYLOAD}}
     if modern:
         params["_meta"] = {
             "io.modelcontextprotocol/protocolVersion": MODERN,
             "io.modelcontextprotocol/clientCapabilities": {},
         }
+        if progress:  # the echo tool reports progress: an SSE answer, the notification then the result
+            params["_meta"]["progressToken"] = "bench"
     message = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
     return json.dumps(message, separators=(",", ":")).encode()
 
@@ -148,8 +150,9 @@ async def open_headers(port: int, scenario: str) -> dict[str, str]:
 class Load:
     """`connections` keep-alive connections sending tools/call with fresh ids until `count` are answered."""
 
-    def __init__(self, port: int, headers: dict[str, str], modern: bool, connections: int) -> None:
-        self.port, self.headers, self.modern, self.connections = port, headers, modern, connections
+    def __init__(self, port: int, headers: dict[str, str], scenario: str, connections: int) -> None:
+        self.port, self.headers, self.connections = port, headers, connections
+        self.modern, self.progress = scenario.startswith("modern"), scenario == "modern-sse"
         self.next_id = 1
         self.conns: list[Connection] = []
 
@@ -169,8 +172,10 @@ class Load:
             while remaining[0] > 0:
                 remaining[0] -= 1
                 request_id, self.next_id = self.next_id, self.next_id + 1
-                status, _, body = await conn.post(self.headers, tools_call(request_id, self.modern))
-                if status != 200 or PAYLOAD.encode() not in body or b'"error"' in body:
+                call = tools_call(request_id, self.modern, progress=self.progress)
+                status, _, body = await conn.post(self.headers, call)
+                unreported = self.progress and b"notifications/progress" not in body
+                if status != 200 or PAYLOAD.encode() not in body or b'"error"' in body or unreported:
                     raise RuntimeError(f"bad answer {status} {body[:200]!r}")
 
         await asyncio.gather(*(worker(c) for c in self.conns))
@@ -225,7 +230,7 @@ async def drive(proc: subprocess.Popen[bytes], port: int, prefix: Path, args: ar
                 raise RuntimeError("server did not start") from None
             await asyncio.sleep(0.5)
     headers = await open_headers(port, args.scenario)
-    load = Load(port, headers, args.scenario.startswith("modern"), args.connections)
+    load = Load(port, headers, args.scenario, args.connections)
     await load.connect()
     await load.run(args.warmup)
     times: list[float] = []
@@ -302,7 +307,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tree", action="append", required=True, metavar="LABEL=PATH")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--variant", default="mcpapp-json")
-    parser.add_argument("--scenario", default="legacy-json", choices=("legacy-json", "modern-json"))
+    parser.add_argument(
+        "--scenario",
+        default="legacy-json",
+        choices=("legacy-json", "modern-json", "modern-sse"),
+        help="the request sent; the variant picks the answer (mcpapp-sse: an SSE stream, which modern-sse needs)",
+    )
     parser.add_argument("--server", default="uvicorn")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=300)
