@@ -217,8 +217,8 @@ class KeepAlive:
     and sends the head of one that has waited two of those turns (so at most `HEAD_DELAY`).
     An idle app wakes once a half interval, as before. A registration does not wake a napping
     ticker: it cuts the nap to half a `HEAD_DELAY`, which then counts as the first turn. Most
-    answers go out with their head long before that, and a wake-up per request would cost more
-    than the request's own cancel scope.
+    answers go out with their head long before that; waking the ticker for each of them cost
+    every request a cancellation, a task switch and a new cancel scope for the next nap.
     """
 
     def __init__(self, interval: float, clock: Callable[[], float]) -> None:
