@@ -32,11 +32,13 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on everything; strict mypy and strict pyright on the package; the import-linter layer contracts."""
-    session.install("-e", ".[jwt,server,redis,fast]", *LINT_DEPS)
+    """ruff on everything; strict mypy on the package and the test kit, strict pyright on the package; the
+    import-linter layer contracts."""
+    # The test kit drives real servers and clients: what it imports beyond the extras.
+    session.install("-e", ".[jwt,server,redis,fast,uvicorn]", "pytest>=8.3", "httpx>=0.28", *LINT_DEPS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "--exclude", "*.md", ".")
-    session.run("mypy", "asgi_mcp")
+    session.run("mypy", "asgi_mcp", "tests/kit")
     session.run("pyright", "asgi_mcp")
     session.run("lint-imports")  # the layer contracts in pyproject.toml
 

@@ -13,7 +13,7 @@ import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final, cast
 
 import anyio
 import mcp_types as types
@@ -24,6 +24,9 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 # Set by an ASGI middleware in the tests, read by a tool: contextvars must reach handlers.
 TENANT: contextvars.ContextVar[str | None] = contextvars.ContextVar("test_tenant", default=None)
@@ -155,7 +158,8 @@ def build_failing_server() -> Server[Any]:
 
 def text_of(result: Mapping[str, Any]) -> str:
     """The text of a `tools/call` result's first content block."""
-    return result["content"][0]["text"]
+    text: str = result["content"][0]["text"]
+    return text
 
 
 # -- tenants: one small server per bearer token ---------------------------------------------------
@@ -238,7 +242,7 @@ def tenant_middleware(app: App) -> App:
 
 def auth_middleware(app: App) -> App:
     """Authenticates `Authorization: Bearer <client>` and hands it to the SDK's AuthContextMiddleware."""
-    inner = AuthContextMiddleware(app)
+    inner = AuthContextMiddleware(cast("ASGIApp", app))
 
     async def middleware(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":

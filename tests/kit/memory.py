@@ -115,7 +115,8 @@ class Response:
         while True:
             event = await self.next_event(timeout)
             if event.data:
-                return json.loads(event.data)
+                message: dict[str, Any] = json.loads(event.data)
+                return message
 
     async def events(self, timeout: float = TIMEOUT) -> list[SSEEvent]:  # noqa: ASYNC109 - a bound on a test's wait
         """Every remaining event, reading until the response completes."""
@@ -321,7 +322,8 @@ async def serving(app: McpApp, **client_options: Any) -> AsyncIterator[AsgiClien
 async def final_message(response: Response) -> dict[str, Any]:
     """The JSON-RPC answer of a response, whether it came as JSON or as the last SSE message."""
     if response.content_type == "application/json":
-        return await response.json()
+        answer: dict[str, Any] = await response.json()
+        return answer
     assert response.content_type == "text/event-stream", response.raw_headers
     messages = await response.messages()
     assert messages, response.body

@@ -74,7 +74,7 @@ async def uvicorn_server(app: Any, *, port: int = 0, graceful: float = 2.0) -> A
         ws="none",
         log_level="warning",
         access_log=False,
-        timeout_graceful_shutdown=graceful,
+        timeout_graceful_shutdown=graceful,  # type: ignore[arg-type]  # typed int, read as a number of seconds
     )
     server = quiet_uvicorn(config)
     stopped = anyio.Event()
@@ -116,7 +116,7 @@ async def hypercorn_trio_server(app: Any, *, port: int = 0, graceful: float = 2.
 
     async def run(*, task_status: Any) -> None:
         try:
-            await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")  # type: ignore[arg-type]
+            await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")
         finally:
             stopped.set()
 
