@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from .errors import ProtocolError
 from .http import Headers, text
-from .jsonrpc import dumps
+from .jsonrpc import dumps_bytes
 
 __all__ = ["HttpRequest"]
 
@@ -121,7 +121,7 @@ class ClientGone(Exception):
 
 
 async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = dumps(payload).encode()
+    body = dumps_bytes(payload)
     response_headers = [JSON_CONTENT_TYPE_LINE, (b"content-length", b"%d" % len(body))]
     if headers:
         response_headers.extend(headers)

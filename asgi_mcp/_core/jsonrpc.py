@@ -1,7 +1,11 @@
-"""Minimal JSON-RPC 2.0 classification on the stdlib `json` module: no pydantic on the hot path.
+"""Minimal JSON-RPC 2.0 classification: no pydantic model on the hot path.
 
 The SDK's server core validates params per method; the transport only needs to know what kind of
 message a body holds, to route it and to answer malformed input precisely.
+
+JSON goes through pydantic-core's Rust codec (the SDK's own dependency), two to three times the
+stdlib's speed both ways. Answers are written as pydantic's JSON mode writes them, which is what
+the SDK's own transport puts on the wire; bodies are read exactly as `json.loads` reads them.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from pydantic_core import from_json, to_json
+
 from .errors import INVALID_REQUEST, PARSE_ERROR, ProtocolError
 
 __all__: list[str] = []
@@ -19,38 +25,41 @@ __all__: list[str] = []
 RequestId = str | int
 Kind = Literal["request", "notification", "response", "error"]
 
-# Compact JSON; non-ASCII stays as UTF-8 text (smaller frames, same meaning). Every answer of both eras
-# goes through `dumps`.
-_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-# The C encoder `_ENCODER.encode` ends up calling, made once instead of per call, and without the
-# circular-reference bookkeeping (a dict of ids per call): a cycle then exhausts the recursion limit
-# instead, and `dumps` hands such a value to `_ENCODER.encode`, which raises what it always raised.
-# Where the interpreter has no C encoder, `_ENCODER.encode` itself. (`c_make_encoder` is not in typeshed.)
-_make_encoder: Callable[..., Callable[[Any, int], list[str]]] | None = getattr(json.encoder, "c_make_encoder", None)
-_encode_string: Any = getattr(json.encoder, "c_encode_basestring", None)
-_c_encode: Final = (
-    _make_encoder(None, _ENCODER.default, _encode_string, None, ":", ",", False, False, False)
-    if _make_encoder is not None and _encode_string is not None
-    else None
-)
+
+def dumps_bytes(value: Any) -> bytes:
+    """Compact JSON, non-ASCII as UTF-8 text: the JSON of every answer of both eras.
+
+    As pydantic's JSON mode (the SDK's wire): NaN and the infinities are null (an answer never
+    holds text that is not JSON), and dates, UUIDs, enums, sets, tuples and non-string keys are
+    written as pydantic writes them. Raises ValueError (`PydanticSerializationError`) for what it
+    cannot write: objects of unknown types, cycles, nesting deeper than its limit, lone surrogates.
+    """
+    return to_json(value, inf_nan_mode="null")
 
 
-def _dumps_c(value: Any) -> str:
-    """`_ENCODER.encode(value)`: the same text, the same exceptions."""
-    try:
-        return "".join(_c_encode(value, 0))  # type: ignore[misc]  # only installed with the C encoder
-    except RecursionError:
-        return _ENCODER.encode(value)  # a cycle (its ValueError) or nesting too deep (RecursionError)
+def dumps(value: Any) -> str:
+    """`dumps_bytes` as text, for the places that frame it (SSE events, stored events)."""
+    return to_json(value, inf_nan_mode="null").decode()
 
 
-dumps: Final[Callable[[Any], str]] = _dumps_c if _c_encode is not None else _ENCODER.encode
-# What `json.loads` runs for a `str` once its wrappers are done (the C scanner where there is one): called
-# directly, the body is decoded without three Python calls and two whitespace matches per request. (An
-# instance attribute the decoder sets up, which typeshed does not declare.)
+# What `json.loads` runs for a `str` once its wrappers are done (the C scanner where there is one): a
+# body pydantic-core refuses is read again with it, to refuse it exactly as `json.loads` would, or
+# to read what JSON allows and pydantic-core does not take (an escaped lone surrogate, nesting past
+# its depth limit). (An instance attribute the decoder sets up, which typeshed does not declare.)
 _scan_once: Final[Callable[[str, int], tuple[Any, int]]] = vars(json.JSONDecoder())["scan_once"]
 # JSON's whitespace (RFC 8259 §2), all that `json.loads` skips around the value.
 _JSON_WHITESPACE: Final = " \t\n\r"
 _ID_TYPES: Final = (str, int)
+
+
+def _loads_as_json_does(body: bytes) -> Any:
+    """`json.loads` of the body, strictly UTF-8 (RFC 8259 §8.1: `json.loads` would sniff UTF-16
+    and UTF-32 from raw bytes); raises ValueError, RecursionError or StopIteration."""
+    text = body.decode("utf-8").strip(_JSON_WHITESPACE)
+    decoded, end = _scan_once(text, 0)
+    if end != len(text):
+        raise ValueError("Extra data")
+    return decoded
 
 
 @dataclass(slots=True)
@@ -74,12 +83,10 @@ def parse_body(body: bytes) -> Message:
             in 2025-06-18, and the session era's clients do not send them).
     """
     try:
-        # Strictly UTF-8 (RFC 8259 §8.1): `json.loads` would sniff UTF-16 and UTF-32 from raw bytes.
-        # `_loads`, inline: one call less per request.
-        text = body.decode("utf-8").strip(_JSON_WHITESPACE)
-        decoded, end = _scan_once(text, 0)
-        if end != len(text):
-            raise ValueError("Extra data")
+        try:
+            decoded = from_json(body)
+        except ValueError:
+            decoded = _loads_as_json_does(body)
     except (ValueError, RecursionError, StopIteration):
         # ValueError covers invalid UTF-8, a byte order mark and huge integer literals too;
         # StopIteration: no JSON value starts here (an empty body, a byte order mark, ...).

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import enum
 import json
+import math
+from datetime import datetime, timezone
 from typing import Any
+from uuid import UUID
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from mcp import types
+from mcp.server import Server, ServerRequestContext
+from mcp.shared.exceptions import MCPError
 
-from asgi_mcp import ProtocolError
+from asgi_mcp import McpApp, ProtocolError
 from asgi_mcp._core.errors import INVALID_REQUEST, PARSE_ERROR
-from asgi_mcp._core.jsonrpc import classify, dumps, error_message, parse_body
+from asgi_mcp._core.jsonrpc import classify, dumps, dumps_bytes, error_message, parse_body
+from tests.kit.memory import final_message, modern_post, open_session, serving, session_call
+from tests.kit.messages import call_tool
 
 
 def parse(obj: Any) -> Any:
@@ -67,6 +77,23 @@ class TestMalformed:
         with pytest.raises(ProtocolError) as caught:
             parse_body(b"[" * 100_000 + b"]" * 100_000)
         assert caught.value.code == PARSE_ERROR
+
+    @pytest.mark.parametrize(
+        "params",
+        [
+            b'{"a": [' * 300 + b"1" + b"]}" * 300,  # deeper than pydantic-core reads
+            b'{"a": NaN, "b": -Infinity, "c": 123456789012345678901234567890}',
+            b'{"a": "\\ud83d\\ude00", "a": "last"}',
+        ],
+    )
+    def test_what_json_loads_reads_is_read(self, params: bytes) -> None:
+        body = b'{"jsonrpc": "2.0", "id": 1, "method": "m", "params": ' + params + b"}"
+        assert json.dumps(parse_body(body).raw) == json.dumps(json.loads(body))
+
+    def test_an_escaped_lone_surrogate_is_refused_as_such(self) -> None:
+        with pytest.raises(ProtocolError) as caught:
+            parse_body(b'{"jsonrpc": "2.0", "id": 1, "method": "m", "params": {"a": "\\ud800"}}')
+        assert (caught.value.code, caught.value.reason) == (PARSE_ERROR, "body holds an unpaired UTF-16 surrogate")
 
     def test_batch_is_refused(self) -> None:
         with pytest.raises(ProtocolError) as caught:
@@ -155,8 +182,37 @@ def test_decoding_accepts_and_refuses_exactly_what_json_loads_does(text: str) ->
 
 def test_dumps_is_compact_and_keeps_unicode() -> None:
     assert dumps({"a": "é", "b": [1, 2]}) == '{"a":"é","b":[1,2]}'
-    with pytest.raises(ValueError, match="not JSON compliant"):
-        dumps({"nan": float("nan")})
+    assert dumps_bytes({"a": "é", "b": [1, 2]}) == '{"a":"é","b":[1,2]}'.encode()
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+
+
+def test_dumps_writes_what_json_cannot_hold_as_pydantic_json_mode_does() -> None:
+    """The SDK's own wire: non-finite floats are null, and dates, UUIDs, enums, sets, tuples and
+    non-string keys are written, not refused (an error's `data` holding one is still an answer)."""
+    value = {
+        "nan": math.nan,
+        "infinities": [math.inf, -math.inf],
+        "when": datetime(2026, 12, 4, 16, 30, tzinfo=timezone.utc),
+        "id": UUID(int=1),
+        "colour": _Colour.RED,
+        "set": {3},
+        "pair": (1, 2),
+        7: "seven",
+    }
+    assert json.loads(dumps(value)) == {
+        "nan": None,
+        "infinities": [None, None],
+        "when": "2026-12-04T16:30:00Z",
+        "id": "00000000-0000-0000-0000-000000000001",
+        "colour": "red",
+        "set": [3],
+        "pair": [1, 2],
+        "7": "seven",
+    }
+    assert dumps(value).encode() == dumps_bytes(value)
 
 
 def test_error_message_shape() -> None:
@@ -165,34 +221,32 @@ def test_error_message_shape() -> None:
 
 
 _STANDARD_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_ANSWER_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.builds(object),
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(st.text(max_size=6) | st.integers() | st.none() | st.booleans(), children, max_size=4)
-    ),
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
     max_leaves=12,
 )
 
 
-def _encoded(encode: Any, value: Any) -> object:
-    try:
-        return encode(value)
-    except (ValueError, TypeError, RecursionError) as error:
-        return (type(error), str(error))
+def _holds_a_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_a_float(item) for item in value.values())  # pyright: ignore[reportUnknownVariableType]
+    return isinstance(value, list) and any(_holds_a_float(item) for item in value)  # pyright: ignore[reportUnknownVariableType]
 
 
-@given(_ANSWER_VALUES)
-def test_dumps_is_the_standard_encoder(value: Any) -> None:
-    """`dumps` calls the C encoder directly: the same text as the encoder it replaces, the same
-    refusals (NaN, objects JSON cannot hold), and the text reads back as the value."""
-    text = _encoded(dumps, value)
-    assert text == _encoded(_STANDARD_ENCODER.encode, value)
-    if isinstance(text, str) and "NaN" not in text and "Infinity" not in text:
-        assert json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":")) == text
+@given(_JSON_VALUES)
+def test_dumps_of_json_values_is_the_compact_standard_text(value: Any) -> None:
+    """JSON-native values read back as themselves, and their text is the stdlib's compact one
+    (separators, escapes, UTF-8 text). Floats are the exception in text only: `1e-05` is `0.00001`."""
+    text = dumps(value)
+    assert json.loads(text) == value
+    if not _holds_a_float(value):
+        assert text == _STANDARD_ENCODER.encode(value)
 
 
-def test_dumps_refuses_cycles_and_deep_nesting_as_the_standard_encoder_does() -> None:
+def test_dumps_refuses_what_it_cannot_write_with_a_value_error() -> None:
     cycle: list[Any] = []
     cycle.append(cycle)
     loop: dict[str, Any] = {}
@@ -200,6 +254,39 @@ def test_dumps_refuses_cycles_and_deep_nesting_as_the_standard_encoder_does() ->
     deep: Any = []
     for _ in range(100_000):
         deep = [deep]
-    for value in (cycle, loop, deep):
-        assert _encoded(dumps, value) == _encoded(_STANDARD_ENCODER.encode, value)
-    assert _encoded(dumps, cycle) == (ValueError, "Circular reference detected")
+    for value in (cycle, loop, deep, {"a": object()}, {"a": "\ud800"}):
+        with pytest.raises(ValueError, match="serializ"):
+            dumps(value)
+        with pytest.raises(ValueError, match="serializ"):
+            dumps_bytes(value)
+
+
+# -- over the ASGI interface ------------------------------------------------------------------------
+
+
+def _server_whose_tool_fails_with(data: Any) -> Server[Any]:
+    async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[])
+
+    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        raise MCPError(code=-32001, message="out of range", data=data)
+
+    return Server("failing", version="1.0.0", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("json_response", [True, False], ids=["json", "sse"])
+async def test_an_errors_data_json_cannot_hold_as_such_is_answered_in_both_eras(json_response: bool) -> None:
+    """A handler's error whose `data` holds an infinity and a date is the client's answer, with its
+    id, as the SDK's transport would write it; the stdlib's encoder refused it (a 500, id null)."""
+    data = {"limit": math.inf, "at": datetime(2026, 12, 4, tzinfo=timezone.utc)}
+    expected = {"code": -32001, "message": "out of range", "data": {"limit": None, "at": "2026-12-04T00:00:00Z"}}
+    app = McpApp(_server_whose_tool_fails_with(data), json_response=json_response)
+    with anyio.fail_after(10):
+        async with serving(app) as client:
+            session_id = await open_session(client)
+            legacy = await session_call(client, session_id, call_tool(5, "any", {}))
+            assert (legacy["id"], legacy["error"]) == (5, expected)
+            response = await modern_post(client, 6, "tools/call", {"name": "any", "arguments": {}})
+            modern = await final_message(response)
+            assert (response.status, modern["id"], modern["error"]) == (200, 6, expected)
