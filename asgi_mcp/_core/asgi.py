@@ -121,7 +121,13 @@ class ClientGone(Exception):
 
 
 async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = dumps_bytes(payload)
+    await send_json_bytes(send, status, dumps_bytes(payload), headers)
+
+
+async def send_json_bytes(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """A JSON response of `body`, encoded already."""
     response_headers = [JSON_CONTENT_TYPE_LINE, (b"content-length", b"%d" % len(body))]
     if headers:
         response_headers.extend(headers)

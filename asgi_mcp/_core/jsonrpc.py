@@ -11,35 +11,87 @@ the SDK's own transport puts on the wire; bodies are read exactly as `json.loads
 from __future__ import annotations
 
 import json
+import logging
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from pydantic_core import from_json, to_json
+from pydantic_core import from_json, to_json, to_jsonable_python
 
-from .errors import INVALID_REQUEST, PARSE_ERROR, ProtocolError
+from .errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, ProtocolError
 
 __all__: list[str] = []
+
+logger = logging.getLogger("asgi_mcp.dispatch")
 
 RequestId = str | int
 Kind = Literal["request", "notification", "response", "error"]
 
+INTERNAL_ERROR_MESSAGE: Final = "Internal error"
+
 
 def dumps_bytes(value: Any) -> bytes:
-    """Compact JSON, non-ASCII as UTF-8 text: the JSON of every answer of both eras.
+    """Compact JSON, non-ASCII as UTF-8 text: the JSON of every message of both eras.
 
     As pydantic's JSON mode (the SDK's wire): NaN and the infinities are null (an answer never
     holds text that is not JSON), and dates, UUIDs, enums, sets, tuples and non-string keys are
-    written as pydantic writes them. Raises ValueError (`PydanticSerializationError`) for what it
-    cannot write: objects of unknown types, cycles, nesting deeper than its limit, lone surrogates.
+    written as pydantic writes them. A value nested deeper than pydantic-core writes (254 levels)
+    goes to the stdlib's encoder, which goes to about 990. Raises ValueError for what neither
+    writes: objects of unknown types, cycles, lone surrogates (see `answer_bytes` for answers).
     """
-    return to_json(value, inf_nan_mode="null")
+    try:
+        return to_json(value, inf_nan_mode="null")
+    except ValueError:
+        return _dumps_deep(value)
 
 
 def dumps(value: Any) -> str:
     """`dumps_bytes` as text, for the places that frame it (SSE events, stored events)."""
-    return to_json(value, inf_nan_mode="null").decode()
+    try:
+        return to_json(value, inf_nan_mode="null").decode()
+    except ValueError:
+        return _dumps_deep(value).decode()
+
+
+# For what pydantic-core refuses, deep nesting above all: the stdlib's compact encoder, handing
+# what it cannot write to pydantic's (dates, sets, ...), which raises for the rest.
+_DEEP_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=to_jsonable_python
+)
+
+
+def _dumps_deep(value: Any) -> bytes:
+    try:
+        return _DEEP_ENCODER.encode(value).encode()  # encoded here, so that a lone surrogate raises
+    except RecursionError:
+        raise ValueError("nested too deeply to be written as JSON") from None
+
+
+def answer_bytes(answer: dict[str, Any]) -> bytes:
+    """`dumps_bytes` of a request's answer. One that cannot be written (its result or its error's
+    data holds what JSON cannot: an object of an unknown type, a cycle, ...) is logged and becomes
+    an internal error with the request's id, so the client still gets its answer and its stream
+    still ends."""
+    try:
+        return dumps_bytes(answer)
+    except ValueError:
+        return dumps_bytes(_unwritable(answer))
+
+
+def answer_text(answer: dict[str, Any]) -> str:
+    """`answer_bytes` as text."""
+    try:
+        return dumps(answer)
+    except ValueError:
+        return dumps(_unwritable(answer))
+
+
+def _unwritable(answer: dict[str, Any]) -> dict[str, Any]:
+    request_id = answer.get("id")
+    logger.exception("the answer to request %r cannot be written as JSON", request_id)
+    return error_message(request_id, INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
 
 
 # What `json.loads` runs for a `str` once its wrappers are done (the C scanner where there is one): a
@@ -50,6 +102,17 @@ _scan_once: Final[Callable[[str, int], tuple[Any, int]]] = vars(json.JSONDecoder
 # JSON's whitespace (RFC 8259 §2), all that `json.loads` skips around the value.
 _JSON_WHITESPACE: Final = " \t\n\r"
 _ID_TYPES: Final = (str, int)
+
+
+# pydantic-core reads integers of up to 4300 digits whatever the interpreter's limit; the stdlib
+# reads what `sys.set_int_max_str_digits` allows (0: no limit), which a process may have lowered.
+_PYDANTIC_INT_DIGITS: Final = 4300
+_int_digits_limit: Final[Callable[[], int]] = getattr(sys, "get_int_max_str_digits", lambda: 0)
+
+
+def _ints_read_as_json_does() -> bool:
+    limit = _int_digits_limit()
+    return limit == 0 or limit >= _PYDANTIC_INT_DIGITS
 
 
 def _loads_as_json_does(body: bytes) -> Any:
@@ -83,9 +146,12 @@ def parse_body(body: bytes) -> Message:
             in 2025-06-18, and the session era's clients do not send them).
     """
     try:
-        try:
-            decoded = from_json(body)
-        except ValueError:
+        if _ints_read_as_json_does():
+            try:
+                decoded = from_json(body)
+            except ValueError:
+                decoded = _loads_as_json_does(body)
+        else:
             decoded = _loads_as_json_does(body)
     except (ValueError, RecursionError, StopIteration):
         # ValueError covers invalid UTF-8, a byte order mark and huge integer literals too;
@@ -163,6 +229,3 @@ def error_message(request_id: RequestId | None, code: int, message: str, data: A
     if data is not None:
         error["data"] = data
     return {"jsonrpc": "2.0", "id": request_id, "error": error}
-
-
-INTERNAL_ERROR_MESSAGE: Final = "Internal error"

@@ -21,9 +21,9 @@ from mcp.server.runner import modern_error_data
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 from mcp.shared.message import ServerMessageMetadata
 
-from .._core.asgi import HttpRequest, Receive, Send, send_empty, send_json
+from .._core.asgi import HttpRequest, Receive, Send, send_empty, send_json_bytes
 from .._core.errors import ProtocolError
-from .._core.jsonrpc import Message, dumps, error_message, result_message
+from .._core.jsonrpc import Message, answer_bytes, answer_text, error_message, result_message
 from .._core.sse import SSE_HEADERS, encode_event
 from .._io.loop import Loop
 from .._io.response import ResponseWriter
@@ -142,7 +142,7 @@ class ModernEndpoint:
         if answer is None:
             return None  # the client left: its watcher cancelled the handler
         if dctx.committed:
-            await writer.end(encode_event(dumps(answer)))
+            await writer.end(encode_event(answer_text(answer)))
         else:
             # Settled without streaming anything: a plain JSON answer, whose HTTP status can still
             # say what the error is (404 for an unknown method).
@@ -166,4 +166,4 @@ async def _send_answer(send: Send, answer: dict[str, Any]) -> None:
     error = answer.get("error")
     code = cast("dict[str, Any]", error).get("code") if isinstance(error, dict) else None
     status = ERROR_CODE_HTTP_STATUS.get(code, 200) if isinstance(code, int) else 200
-    await send_json(send, status, answer)
+    await send_json_bytes(send, status, answer_bytes(answer))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import json
 import math
-from datetime import datetime, timezone
+import sys
+from datetime import date, datetime, timezone
 from typing import Any
 from uuid import UUID
 
@@ -13,15 +14,15 @@ import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from mcp import types
-from mcp.server import Server, ServerRequestContext
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
 
 from asgi_mcp import McpApp, ProtocolError
 from asgi_mcp._core.errors import INVALID_REQUEST, PARSE_ERROR
-from asgi_mcp._core.jsonrpc import classify, dumps, dumps_bytes, error_message, parse_body
-from tests.kit.memory import final_message, modern_post, open_session, serving, session_call
-from tests.kit.messages import call_tool
+from asgi_mcp._core.jsonrpc import answer_bytes, answer_text, classify, dumps, dumps_bytes, error_message, parse_body
+from tests.kit.memory import modern_post, open_session, serving
+from tests.kit.messages import request
 
 
 def parse(obj: Any) -> Any:
@@ -90,6 +91,19 @@ class TestMalformed:
         body = b'{"jsonrpc": "2.0", "id": 1, "method": "m", "params": ' + params + b"}"
         assert json.dumps(parse_body(body).raw) == json.dumps(json.loads(body))
 
+    def test_a_lowered_integer_digit_limit_holds_as_for_json_loads(self) -> None:
+        """pydantic-core reads 4300 digits whatever `sys.set_int_max_str_digits` says."""
+        body = b'{"jsonrpc": "2.0", "id": 1, "method": "m", "params": {"n": ' + b"7" * 1000 + b"}}"
+        assert parse_body(body).params == {"n": int("7" * 1000)}
+        previous = sys.get_int_max_str_digits()
+        sys.set_int_max_str_digits(640)
+        try:
+            with pytest.raises(ProtocolError) as caught:
+                parse_body(body)
+        finally:
+            sys.set_int_max_str_digits(previous)
+        assert caught.value.code == PARSE_ERROR
+
     def test_an_escaped_lone_surrogate_is_refused_as_such(self) -> None:
         with pytest.raises(ProtocolError) as caught:
             parse_body(b'{"jsonrpc": "2.0", "id": 1, "method": "m", "params": {"a": "\\ud800"}}')
@@ -154,9 +168,15 @@ _JSON_TEXT = st.recursive(
 ).map(json.dumps)
 
 
+# A well-formed request around the generated value, so that its decoded value is compared too.
+_REQUEST_OPENING = '{"jsonrpc": "2.0", "id": 1, "method": "m", "params": {"v": '
+_REQUEST_TEXT = _JSON_TEXT.map(lambda value: f"{_REQUEST_OPENING}{value}}}}}")
+
+
 @given(
     st.one_of(
         _JSON_TEXT,
+        _REQUEST_TEXT,
         st.tuples(
             st.sampled_from(["", " ", "\t\n", "\r ", "\ufeff", "\x0c", "\xa0"]), _JSON_TEXT, st.text(max_size=3)
         ).map("".join),
@@ -176,7 +196,7 @@ def test_decoding_accepts_and_refuses_exactly_what_json_loads_does(text: str) ->
     except ProtocolError as error:
         # A parse error is a refusal of the text; any other error, of the value it holds.
         decoded = ValueError if error.code == PARSE_ERROR else (expected if expected is not ValueError else "value")
-    # NaN is the one value unequal to itself: compare the texts they encode to.
+    # NaN is the one value unequal to itself, and 1 == 1.0: compare the texts they encode to.
     assert json.dumps(decoded, default=repr) == json.dumps(expected, default=repr)
 
 
@@ -241,52 +261,121 @@ def test_dumps_of_json_values_is_the_compact_standard_text(value: Any) -> None:
     """JSON-native values read back as themselves, and their text is the stdlib's compact one
     (separators, escapes, UTF-8 text). Floats are the exception in text only: `1e-05` is `0.00001`."""
     text = dumps(value)
-    assert json.loads(text) == value
+    assert repr(json.loads(text)) == repr(value)  # repr: 1 is not 1.0, nor 0.0 -0.0
     if not _holds_a_float(value):
         assert text == _STANDARD_ENCODER.encode(value)
 
 
-def test_dumps_refuses_what_it_cannot_write_with_a_value_error() -> None:
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _cycle() -> list[Any]:
     cycle: list[Any] = []
     cycle.append(cycle)
-    loop: dict[str, Any] = {}
-    loop["self"] = {"up": loop}
-    deep: Any = []
-    for _ in range(100_000):
-        deep = [deep]
-    for value in (cycle, loop, deep, {"a": object()}, {"a": "\ud800"}):
-        with pytest.raises(ValueError, match="serializ"):
-            dumps(value)
-        with pytest.raises(ValueError, match="serializ"):
-            dumps_bytes(value)
+    return cycle
+
+
+def test_dumps_writes_nesting_past_pydantic_cores_depth_as_the_stdlib_did() -> None:
+    """pydantic-core writes 254 levels; deeper values go to the stdlib's encoder (about 990)."""
+    for depth in (254, 255, 300, 900):
+        assert dumps(_nested(depth)) == _STANDARD_ENCODER.encode(_nested(depth))
+        assert dumps_bytes(_nested(depth)) == _STANDARD_ENCODER.encode(_nested(depth)).encode()
+    assert json.loads(dumps({"deep": _nested(300), "when": {date(2026, 12, 4)}})) == {
+        "deep": _nested(300),
+        "when": ["2026-12-04"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "refusal"),
+    [
+        (_cycle(), "Circular reference"),
+        ({"loop": _cycle()}, "Circular reference"),
+        (_nested(100_000), "nested too deeply"),
+        ({"a": object()}, "Unable to serialize unknown type"),
+        ({"a": "\ud800"}, "surrogates not allowed"),
+    ],
+)
+def test_dumps_refuses_what_it_cannot_write_with_a_value_error(value: Any, refusal: str) -> None:
+    with pytest.raises(ValueError, match=refusal):
+        dumps(value)
+    with pytest.raises(ValueError, match=refusal):
+        dumps_bytes(value)
+
+
+def test_an_answer_that_cannot_be_written_becomes_an_internal_error_with_its_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    answer = {"jsonrpc": "2.0", "id": 7, "result": {"a": object()}}
+    expected = {"jsonrpc": "2.0", "id": 7, "error": {"code": -32603, "message": "Internal error"}}
+    assert json.loads(answer_text(answer)) == json.loads(answer_bytes(answer)) == expected
+    assert [record.getMessage() for record in caplog.records] == [
+        "the answer to request 7 cannot be written as JSON"
+    ] * 2
+    written = {"jsonrpc": "2.0", "id": 8, "result": {"n": 1}}
+    assert answer_text(written) == answer_bytes(written).decode() == dumps(written)
 
 
 # -- over the ASGI interface ------------------------------------------------------------------------
 
 
-def _server_whose_tool_fails_with(data: Any) -> Server[Any]:
-    async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=[])
+def _server_failing_with(data: Any) -> MCPServer:
+    mcp = MCPServer("failing", version="1.0.0")
 
-    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+    @mcp.tool()
+    async def fail(ctx: Context) -> str:
+        await ctx.report_progress(1, 2)  # when asked for: an SSE answer, started before the error
         raise MCPError(code=-32001, message="out of range", data=data)
 
-    return Server("failing", version="1.0.0", on_list_tools=list_tools, on_call_tool=call_tool)
+    return mcp
+
+
+_OUT_OF_RANGE = {"code": -32001, "message": "out of range"}
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("json_response", [True, False], ids=["json", "sse"])
-async def test_an_errors_data_json_cannot_hold_as_such_is_answered_in_both_eras(json_response: bool) -> None:
-    """A handler's error whose `data` holds an infinity and a date is the client's answer, with its
-    id, as the SDK's transport would write it; the stdlib's encoder refused it (a 500, id null)."""
-    data = {"limit": math.inf, "at": datetime(2026, 12, 4, tzinfo=timezone.utc)}
-    expected = {"code": -32001, "message": "out of range", "data": {"limit": None, "at": "2026-12-04T00:00:00Z"}}
-    app = McpApp(_server_whose_tool_fails_with(data), json_response=json_response)
+@pytest.mark.parametrize(("json_response", "progress"), [(True, False), (False, False), (False, True)])
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (
+            {"limit": math.inf, "at": datetime(2026, 12, 4, tzinfo=timezone.utc)},
+            {**_OUT_OF_RANGE, "data": {"limit": None, "at": "2026-12-04T00:00:00Z"}},
+        ),
+        (_nested(300), {**_OUT_OF_RANGE, "data": _nested(300)}),
+        ({"a": object()}, {"code": -32603, "message": "Internal error"}),
+    ],
+    ids=["pydantic-json", "deep", "unwritable"],
+)
+async def test_an_error_json_cannot_hold_as_such_is_answered_in_both_eras(
+    data: Any, error: dict[str, Any], json_response: bool, progress: bool
+) -> None:
+    """A handler's error whose `data` holds an infinity and a date is written as the SDK's transport
+    writes it, one nested deeper than pydantic-core writes is written, and one that cannot be
+    written becomes an internal error: each is the answer, with its id, on a stream that ends (also
+    one that had started with a progress notification). Each was a 500 or a cut stream."""
+    app = McpApp(_server_failing_with(data), json_response=json_response)
+    meta = {"_meta": {"progressToken": "p"}} if progress else {}
     with anyio.fail_after(10):
         async with serving(app) as client:
             session_id = await open_session(client)
-            legacy = await session_call(client, session_id, call_tool(5, "any", {}))
-            assert (legacy["id"], legacy["error"]) == (5, expected)
-            response = await modern_post(client, 6, "tools/call", {"name": "any", "arguments": {}})
-            modern = await final_message(response)
-            assert (response.status, modern["id"], modern["error"]) == (200, 6, expected)
+            legacy = await client.post(
+                request(5, "tools/call", {"name": "fail", "arguments": {}, **meta}), session_id=session_id
+            )
+            modern = await modern_post(client, 6, "tools/call", {"name": "fail", "arguments": {}, **meta})
+            for response, request_id in ((legacy, 5), (modern, 6)):
+                assert response.status == 200
+                messages = (
+                    await response.messages()
+                    if response.content_type == "text/event-stream"
+                    else [await response.json()]
+                )
+                assert response.complete
+                assert [message.get("method") for message in messages[:-1]] == (
+                    ["notifications/progress"] if progress else []
+                )
+                assert (messages[-1]["id"], messages[-1]["error"]) == (request_id, error)
