@@ -80,12 +80,14 @@ def answer_bytes(answer: dict[str, Any]) -> bytes:
         return dumps_bytes(_unwritable(answer))
 
 
-def answer_text(answer: dict[str, Any]) -> str:
-    """`answer_bytes` as text."""
+def written_answer(answer: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """`answer_bytes` as text, with the answer it wrote (the internal error, for one that cannot
+    be written), for the places that also store it for replay."""
     try:
-        return dumps(answer)
+        return answer, dumps(answer)
     except ValueError:
-        return dumps(_unwritable(answer))
+        replacement = _unwritable(answer)
+        return replacement, dumps(replacement)
 
 
 def _unwritable(answer: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._core.asgi import Send
-from .._core.jsonrpc import answer_text, dumps
+from .._core.jsonrpc import dumps, written_answer
 from .._core.live_session import TRANSITIONS as LIVE
 from .._core.live_session import LiveAction, LiveInput, LiveState
 from .._core.outbound import TRANSITIONS as STREAMS
@@ -221,7 +221,7 @@ class SessionStreams:
             return False
         stream.state, action = STREAMS[_AWAITING, _FINAL]
         if action is _RECORD:
-            stream.answer = answer_text(message)
+            stream.answer = written_answer(message)[1]
         return True
 
     async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None:
@@ -235,7 +235,10 @@ class SessionStreams:
             else:
                 stream.step(event)
             return
-        data = answer_text(message) if final else dumps(message)
+        if final:
+            message, data = written_answer(message)  # what cannot be written: an internal error, stored as sent
+        else:
+            data = dumps(message)
         event_id = None
         if self._events is not None and self.state is not _LIVE_CLOSED:
             if final:

@@ -20,7 +20,15 @@ from mcp.shared.exceptions import MCPError
 
 from asgi_mcp import McpApp, ProtocolError
 from asgi_mcp._core.errors import INVALID_REQUEST, PARSE_ERROR
-from asgi_mcp._core.jsonrpc import answer_bytes, answer_text, classify, dumps, dumps_bytes, error_message, parse_body
+from asgi_mcp._core.jsonrpc import (
+    answer_bytes,
+    classify,
+    dumps,
+    dumps_bytes,
+    error_message,
+    parse_body,
+    written_answer,
+)
 from tests.kit.memory import modern_post, open_session, serving
 from tests.kit.messages import request
 
@@ -312,12 +320,14 @@ def test_an_answer_that_cannot_be_written_becomes_an_internal_error_with_its_id(
 ) -> None:
     answer = {"jsonrpc": "2.0", "id": 7, "result": {"a": object()}}
     expected = {"jsonrpc": "2.0", "id": 7, "error": {"code": -32603, "message": "Internal error"}}
-    assert json.loads(answer_text(answer)) == json.loads(answer_bytes(answer)) == expected
+    written, text = written_answer(answer)
+    assert written == json.loads(text) == json.loads(answer_bytes(answer)) == expected
     assert [record.getMessage() for record in caplog.records] == [
         "the answer to request 7 cannot be written as JSON"
     ] * 2
-    written = {"jsonrpc": "2.0", "id": 8, "result": {"n": 1}}
-    assert answer_text(written) == answer_bytes(written).decode() == dumps(written)
+    plain = {"jsonrpc": "2.0", "id": 8, "result": {"n": 1}}
+    assert written_answer(plain) == (plain, answer_bytes(plain).decode())
+    assert answer_bytes(plain) == dumps_bytes(plain)
 
 
 # -- over the ASGI interface ------------------------------------------------------------------------
