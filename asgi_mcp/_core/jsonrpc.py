@@ -39,7 +39,7 @@ def dumps_bytes(value: Any) -> bytes:
     holds text that is not JSON), and dates, UUIDs, enums, sets, tuples and non-string keys are
     written as pydantic writes them. A value nested deeper than pydantic-core writes (254 levels)
     goes to the stdlib's encoder, which goes to about 990. Raises ValueError for what neither
-    writes: objects of unknown types, cycles, lone surrogates (see `answer_bytes` for answers).
+    writes: objects of unknown types, cycles, lone surrogates (see `written_answer` for answers).
     """
     try:
         return to_json(value, inf_nan_mode="null")
@@ -69,25 +69,16 @@ def _dumps_deep(value: Any) -> bytes:
         raise ValueError("nested too deeply to be written as JSON") from None
 
 
-def answer_bytes(answer: dict[str, Any]) -> bytes:
-    """`dumps_bytes` of a request's answer. One that cannot be written (its result or its error's
-    data holds what JSON cannot: an object of an unknown type, a cycle, ...) is logged and becomes
-    an internal error with the request's id, so the client still gets its answer and its stream
-    still ends."""
+def written_answer(answer: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """A request's answer as it is sent, and its JSON (`dumps_bytes`). One that cannot be written
+    (its result or its error's data holds what JSON cannot: an object of an unknown type, a cycle,
+    ...) is logged and becomes an internal error with the request's id, so the client still gets
+    its answer and its stream still ends; that error is also what is stored for replay."""
     try:
-        return dumps_bytes(answer)
-    except ValueError:
-        return dumps_bytes(_unwritable(answer))
-
-
-def written_answer(answer: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """`answer_bytes` as text, with the answer it wrote (the internal error, for one that cannot
-    be written), for the places that also store it for replay."""
-    try:
-        return answer, dumps(answer)
+        return answer, dumps_bytes(answer)
     except ValueError:
         replacement = _unwritable(answer)
-        return replacement, dumps(replacement)
+        return replacement, dumps_bytes(replacement)
 
 
 def _unwritable(answer: dict[str, Any]) -> dict[str, Any]:

@@ -221,7 +221,7 @@ class SessionStreams:
             return False
         stream.state, action = STREAMS[_AWAITING, _FINAL]
         if action is _RECORD:
-            stream.answer = written_answer(message)[1]
+            stream.answer = written_answer(message)[1].decode()
         return True
 
     async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None:
@@ -236,7 +236,8 @@ class SessionStreams:
                 stream.step(event)
             return
         if final:
-            message, data = written_answer(message)  # what cannot be written: an internal error, stored as sent
+            message, body = written_answer(message)  # what cannot be written: an internal error, stored as sent
+            data = body.decode()
         else:
             data = dumps(message)
         event_id = None

@@ -23,7 +23,7 @@ from mcp.shared.message import ServerMessageMetadata
 
 from .._core.asgi import HttpRequest, Receive, Send, send_empty, send_json_bytes
 from .._core.errors import ProtocolError
-from .._core.jsonrpc import Message, answer_bytes, error_message, result_message, written_answer
+from .._core.jsonrpc import Message, error_message, result_message, written_answer
 from .._core.sse import SSE_HEADERS, encode_event
 from .._io.loop import Loop
 from .._io.response import ResponseWriter
@@ -142,7 +142,7 @@ class ModernEndpoint:
         if answer is None:
             return None  # the client left: its watcher cancelled the handler
         if dctx.committed:
-            await writer.end(encode_event(written_answer(answer)[1]))
+            await writer.end(encode_event(written_answer(answer)[1].decode()))
         else:
             # Settled without streaming anything: a plain JSON answer, whose HTTP status can still
             # say what the error is (404 for an unknown method).
@@ -163,7 +163,8 @@ async def _run(
 
 
 async def _send_answer(send: Send, answer: dict[str, Any]) -> None:
+    answer, body = written_answer(answer)
     error = answer.get("error")
     code = cast("dict[str, Any]", error).get("code") if isinstance(error, dict) else None
     status = ERROR_CODE_HTTP_STATUS.get(code, 200) if isinstance(code, int) else 200
-    await send_json_bytes(send, status, answer_bytes(answer))
+    await send_json_bytes(send, status, body)
