@@ -49,10 +49,7 @@ def dumps_bytes(value: Any) -> bytes:
 
 def dumps(value: Any) -> str:
     """`dumps_bytes` as text, for the places that frame it (SSE events, stored events)."""
-    try:
-        return to_json(value, inf_nan_mode="null").decode()
-    except ValueError:
-        return _dumps_deep(value).decode()
+    return dumps_bytes(value).decode()
 
 
 # For what pydantic-core refuses, deep nesting above all: the stdlib's compact encoder, handing

@@ -19,7 +19,7 @@ from mcp.shared.transport_context import TransportContext
 from pydantic import ValidationError
 
 from .._auth.principal import Principal
-from .._core.asgi import HttpRequest, Receive, Send, send_empty, send_json, sends_bounded
+from .._core.asgi import HttpRequest, Receive, Send, send_empty, send_json, send_json_bytes, sends_bounded
 from .._core.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, ProtocolError
 from .._core.http import check_session_id, is_visible_ascii, missing_session, session_not_found
 from .._core.jsonrpc import Message, error_message
@@ -33,7 +33,7 @@ from .._kernel.context import RequestObserver
 from .._kernel.hosting import ServerHost
 from .._ports.replay import EventLog, ReplayedEvent
 from .fleet import SessionFleet
-from .responses import CONNECTION_CLOSED, SESSION_HEADER, answer_json, send_json_text, send_sse_once, send_stream
+from .responses import CONNECTION_CLOSED, SESSION_HEADER, answer_json, send_sse_once, send_stream
 from .session import LegacySession, request_metadata
 from .streams import OutboundStream
 
@@ -367,8 +367,8 @@ class LegacyEndpoint:
             stream = session.outbound.new_stream(json_only=True)
             metadata, transport = request_metadata(request, session, stream, can_send=False)
             await session.dispatcher.run_request(message.id, "initialize", message.params, stream, metadata, transport)
-            text = stream.answer
-            answer = json.loads(text) if text is not None else None
+            body = stream.answer
+            answer = json.loads(body) if body is not None else None
             if session.closed:
                 # Ended while opening (its token was removed or updated): an answer may have come
                 # first, but there is no session left to activate.
@@ -388,7 +388,11 @@ class LegacyEndpoint:
             if self._on_created is not None:
                 self._on_created(entry)
             headers = [(SESSION_HEADER, session_id.encode())]
-            await (send_json_text if json_mode else send_sse_once)(send, text or "", headers)
+            assert body is not None  # an answer came, without an error
+            if json_mode:
+                await send_json_bytes(send, 200, body, headers)
+            else:
+                await send_sse_once(send, body.decode(), headers)
         except BaseException:
             self.end_session(session_id, "initialize_failed")
             raise

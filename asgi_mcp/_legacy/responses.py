@@ -8,8 +8,8 @@ from typing import Any, Final
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from .._core.asgi import ClientGone, Receive, Send
-from .._core.jsonrpc import RequestId, dumps, error_message
+from .._core.asgi import ClientGone, Receive, Send, send_json_bytes
+from .._core.jsonrpc import RequestId, dumps_bytes, error_message
 from .._core.sse import SSE_HEADERS, encode_event
 from .._io.response import wait_for_disconnect
 from .._ports.replay import ReplayedEvent
@@ -21,24 +21,12 @@ SESSION_HEADER: Final = b"mcp-session-id"
 CONNECTION_CLOSED: Final = -32000
 
 
-async def answer_json(answer: str | None, send: Send, request_id: RequestId) -> None:
-    """A request's JSON answer (its text); None when the session ended under the request (DELETE from
-    another connection, shutdown)."""
+async def answer_json(answer: bytes | None, send: Send, request_id: RequestId) -> None:
+    """A request's JSON answer (its JSON, encoded); None when the session ended under the request
+    (DELETE from another connection, shutdown)."""
     if answer is None:
-        answer = dumps(error_message(request_id, CONNECTION_CLOSED, "Session closed"))
-    body = answer.encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def send_json_text(send: Send, data: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = data.encode()
-    response_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if headers:
-        response_headers.extend(headers)
-    await send({"type": "http.response.start", "status": 200, "headers": response_headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+        answer = dumps_bytes(error_message(request_id, CONNECTION_CLOSED, "Session closed"))
+    await send_json_bytes(send, 200, answer)
 
 
 async def send_sse_once(send: Send, data: str, headers: list[tuple[bytes, bytes]]) -> None:

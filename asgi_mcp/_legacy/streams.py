@@ -84,9 +84,9 @@ class OutboundStream:
         self.state = _AWAITING if json_only else _DETACHED
         self.consumer: MemoryObjectSendStream[Frame] | None = None
         self.writer: ResponseWriter | None = None
-        # A JSON exchange's answer (its JSON text), kept here for the request that runs it: no connection
-        # to feed.
-        self.answer: str | None = None
+        # A JSON exchange's answer (its JSON, encoded), kept here for the request that runs it: no
+        # connection to feed.
+        self.answer: bytes | None = None
 
     def step(self, event: StreamInput) -> StreamAction:
         self.state, action = STREAMS[self.state, event]
@@ -221,7 +221,7 @@ class SessionStreams:
             return False
         stream.state, action = STREAMS[_AWAITING, _FINAL]
         if action is _RECORD:
-            stream.answer = written_answer(message)[1].decode()
+            stream.answer = written_answer(message)[1]
         return True
 
     async def emit(self, stream: OutboundStream, message: dict[str, Any], *, final: bool = False) -> None:
