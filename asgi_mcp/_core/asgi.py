@@ -23,6 +23,13 @@ JSON_CONTENT_TYPE_LINE: Final = (b"content-type", b"application/json")
 # write timeout, as `{"seconds": 30.0}`). A stalled send then fails on its own, so the app leaves it
 # to the server instead of opening a cancel scope per send to abandon it (`_io.response`).
 SEND_TIMEOUT_EXTENSION: Final = "asgi_mcp.send_timeout"
+# The scope extension of a server whose app's call for a request runs inside a cancel scope of the
+# server's that nothing but the app and the server's hard stop cancels (the built-in server: the
+# connection's). Its value, called with no argument, cancels that scope: the call sees cancellation
+# at its next checkpoint, as inside a scope of its own, and stays cancelled until it returns (what
+# it still sends, it sends shielded); the connection ends after it. A call once the app's call has
+# returned does nothing. The app then needs no cancel scope of its own per request (`_io.call_scope`).
+REQUEST_CANCEL_EXTENSION: Final = "asgi_mcp.request_cancel"
 
 
 @dataclass(frozen=True, slots=True, eq=False, init=False)
@@ -63,6 +70,12 @@ def sends_bounded(scope: Scope) -> bool:
     """Whether the server fails every stalled send itself (`SEND_TIMEOUT_EXTENSION`)."""
     extensions = scope.get("extensions")
     return extensions is not None and SEND_TIMEOUT_EXTENSION in extensions
+
+
+def request_canceller(scope: Scope) -> Callable[[], None] | None:
+    """The server's canceller of the app's call (`REQUEST_CANCEL_EXTENSION`), if it offers one."""
+    extensions = scope.get("extensions")
+    return extensions.get(REQUEST_CANCEL_EXTENSION) if extensions is not None else None
 
 
 class BodyTooLarge(ProtocolError):

@@ -48,6 +48,7 @@ class Loop:
     backend: type[anyio.abc.AsyncBackend]
     clock: Callable[[], float]  # what `anyio.current_time` returns
     cancel_scope: CancelScopeFactory  # for the request path (see the module's docstring)
+    cancelled: type[BaseException]  # the backend's cancellation exception
 
     @classmethod
     def current(cls) -> Loop:
@@ -60,5 +61,5 @@ class Loop:
             # looks the backend up on every call).
             import trio
 
-            return cls(backend, trio.current_time, trio.CancelScope)
-        return cls(backend, clock, backend.create_cancel_scope)
+            return cls(backend, trio.current_time, trio.CancelScope, trio.Cancelled)
+        return cls(backend, clock, backend.create_cancel_scope, asyncio.CancelledError)

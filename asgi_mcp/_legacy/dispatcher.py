@@ -37,6 +37,7 @@ from .._core.exchanges import TRANSITIONS as EXCHANGES
 from .._core.exchanges import ExchangeAction, ExchangeInput, ExchangeState, InFlight, advance
 from .._core.jsonrpc import INTERNAL_ERROR_MESSAGE, RequestId, error_message
 from .._core.live_session import LiveAction, LiveInput, LiveState
+from .._io.call_scope import lingers
 from .._io.loop import CancelScope, CancelScopeFactory
 from .._kernel.context import PeerCancellation, RequestObserver, progress_token
 from .streams import OutboundStream, SessionStreams
@@ -220,9 +221,13 @@ class SessionDispatcher:
         transport: TransportContext,
         *,
         shield: bool = False,
+        scope: CancelScope | None = None,
     ) -> RequestContext:
         """Register the request as in flight (from here on the session's end cancels it), to run
-        with `run_admitted` once the caller has done its own awaits (an SSE response's headers)."""
+        with `run_admitted` once the caller has done its own awaits (an SSE response's headers).
+
+        Its cancel scope: `scope` when the caller has one (the server's, `_io.call_scope`), else a
+        new one, shielded if `shield`."""
         if self._streams.state is _CLOSED:
             raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
         dctx = RequestContext(
@@ -232,7 +237,7 @@ class SessionDispatcher:
             self,
             stream,
             _progress_token=progress_token(params),
-            scope=self._cancel_scope(shield=shield),
+            scope=scope if scope is not None else self._cancel_scope(shield=shield),
         )
         self._in_flight.admit(dctx, request_id)
         return dctx
@@ -378,7 +383,13 @@ class SessionDispatcher:
         assert outcome is not None
         if self.observer is not None:
             self.observer(method, params, started, outcome)
-        if not self._streams.record_answer(dctx.stream, outcome):
+        if self._streams.record_answer(dctx.stream, outcome):
+            return
+        if lingers(dctx.scope):
+            # Cancelled through the scope its server lent, which stays cancelled: the answer still goes.
+            with self._cancel_scope(shield=True):
+                await self._streams.emit(dctx.stream, outcome, final=True)
+        else:
             await self._streams.emit(dctx.stream, outcome, final=True)
 
     async def _handle_notification(

@@ -19,7 +19,16 @@ from mcp.shared.transport_context import TransportContext
 from pydantic import ValidationError
 
 from .._auth.principal import Principal
-from .._core.asgi import HttpRequest, Receive, Send, send_empty, send_json, send_json_bytes, sends_bounded
+from .._core.asgi import (
+    HttpRequest,
+    Receive,
+    Send,
+    request_canceller,
+    send_empty,
+    send_json,
+    send_json_bytes,
+    sends_bounded,
+)
 from .._core.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, ProtocolError
 from .._core.http import check_session_id, is_visible_ascii, missing_session, session_not_found
 from .._core.jsonrpc import Message, error_message
@@ -27,6 +36,7 @@ from .._core.live_session import LiveAction, LiveInput
 from .._core.session_table import SessionEntry, SessionTable
 from .._core.sse import SSE_HEADERS
 from .._core.states import SessionState
+from .._io.call_scope import ServerCallScope
 from .._io.loop import Loop
 from .._io.response import KeepAlive, ResponseWriter
 from .._kernel.context import RequestObserver
@@ -313,14 +323,25 @@ class LegacyEndpoint:
             raise session_not_found(message.id)
         stream = session.outbound.new_stream(json_only=json_mode)
         metadata, transport = request_metadata(request, session, stream, can_send=not json_mode)
+        loop = self._loop
+        # Shielded: in this era a dropped connection is not a cancellation (the handler still
+        # finishes); `notifications/cancelled` and the session's end cancel it from inside. Its
+        # scope is the shield, or the server's scope around this call where the server lends it
+        # (nothing but the request's own cancellation and a hard stop cancels that one).
+        canceller = request_canceller(request.scope)
+        lent = ServerCallScope(canceller, loop.cancelled) if canceller is not None else None
         if json_mode:
-            # Shielded: in this era a dropped connection is not a cancellation (the handler still
-            # finishes); `notifications/cancelled` and the session's end cancel it from inside. The
-            # request's scope is the shield: a JSON answer is only recorded, with no await to guard.
-            admitted = session.dispatcher.admit(message.id, message.params, stream, metadata, transport, shield=True)
+            # A JSON answer is only recorded, with no await to guard.
+            admitted = session.dispatcher.admit(
+                message.id, message.params, stream, metadata, transport, shield=True, scope=lent
+            )
             await session.dispatcher.run_admitted(message.method, message.params, admitted)
+            if lent is not None and lent.cancel_called:
+                with loop.cancel_scope(shield=True):  # the lent scope stays cancelled
+                    await answer_json(stream.answer, send, message.id)
+                return
             # A request cancelled meanwhile (its server is cancelling it) writes nothing more.
-            await self._loop.backend.checkpoint_if_cancelled()
+            await loop.backend.checkpoint_if_cancelled()
             await answer_json(stream.answer, send, message.id)
             return
         priming = await session.priming_frame(stream)
@@ -331,8 +352,9 @@ class LegacyEndpoint:
         # Admitted before the first send: a session ending meanwhile cancels it like any in flight.
         # Shielded, as for JSON answers: a dropped connection does not cancel the handler, whose
         # answer is sent (or stored) after its scope, when nothing but the sending is left.
-        admitted = session.dispatcher.admit(message.id, message.params, stream, metadata, transport, shield=True)
-        loop = self._loop
+        admitted = session.dispatcher.admit(
+            message.id, message.params, stream, metadata, transport, shield=True, scope=lent
+        )
         writer = ResponseWriter(send, loop.cancel_scope, SSE_HEADERS, server_bounds_sends=sends_bounded(request.scope))
         stream.write_to(writer)
         self.keepalive.register(writer)
@@ -350,6 +372,10 @@ class LegacyEndpoint:
                 stream.detach(writer)
             self.keepalive.unregister(writer)
             self.open_streams -= 1
+        if lent is not None and lent.cancel_called:
+            with loop.cancel_scope(shield=True):  # the lent scope stays cancelled
+                await writer.end()
+            return
         await loop.backend.checkpoint_if_cancelled()
         await writer.end()
 

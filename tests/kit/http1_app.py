@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
+
+from asgi_mcp._core.asgi import REQUEST_CANCEL_EXTENSION
 
 
 @dataclass
@@ -23,6 +27,9 @@ class Probe:
     send_error: BaseException | None = None
     in_flight: int = 0
     lifespan: list[str] = field(default_factory=list)
+    cancel_call: Callable[[], None] | None = None  # the server's canceller of the call (`cancel_me`)
+    cancelled: list[str] = field(default_factory=list)  # what saw its call cancelled
+    went_on: bool = False  # `flood_then_go_on` passed a checkpoint after its send failed
 
 
 async def _read_body(receive: Any) -> bytes:
@@ -130,6 +137,29 @@ class ProbeApp:
         """As `flood`, shielded from cancellation (as an app that must settle what it started)."""
         with anyio.CancelScope(shield=True):
             await self.route_flood(scope, receive, send)
+
+    async def route_flood_then_go_on(self, scope: Any, receive: Any, send: Any) -> None:
+        """As `flood`; once `send` fails, notes what it raised and passes a checkpoint."""
+        try:
+            await self.route_flood(scope, receive, send)
+        except OSError as exc:
+            self.probe.send_error = exc
+        await anyio.lowlevel.checkpoint()
+        self.probe.went_on = True
+
+    async def route_cancel_me(self, scope: Any, receive: Any, send: Any) -> None:
+        """Hands the server's canceller of its call to the test and waits, under no scope of its own,
+        for the test to use it; then answers, shielded, since its call stays cancelled."""
+        await _read_body(receive)
+        self.probe.cancel_call = scope["extensions"][REQUEST_CANCEL_EXTENSION]
+        self.probe.started.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            self.probe.cancelled.append(scope["path"])
+            with anyio.CancelScope(shield=True):
+                await _reply(send, 200, b"cancelled")
+            raise
 
     async def route_trickle(self, scope: Any, receive: Any, send: Any) -> None:
         """Streams small chunks with no await but `send` (at most 64 MiB), counting what `send` accepted."""

@@ -282,9 +282,12 @@ def server_name(request: pytest.FixtureRequest, anyio_backend: str) -> str:
 
 
 @pytest.mark.integration
-async def test_duplicate_ids_over_a_real_server(server_name: str) -> None:
+@MODES
+async def test_duplicate_ids_over_a_real_server(server_name: str, json_response: bool) -> None:
+    """Also cancellation on each server: the client's and the session's end. The built-in server lends
+    the scope of the app's call (`REQUEST_CANCEL_EXTENSION`); the others do not."""
     holds = Holds()
-    app = McpApp(build(holds))
+    app = McpApp(build(holds), json_response=json_response)
     headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
     async with SERVERS[server_name][1](app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=GUARD) as http:
         with anyio.fail_after(GUARD * 2):
@@ -298,10 +301,14 @@ async def test_duplicate_ids_over_a_real_server(server_name: str) -> None:
             assert (await http.post("/mcp", headers=session_headers, json=initialized)).status_code == 202
             answers: dict[str, dict[str, Any]] = {}
 
-            async def call(tag: str) -> None:
-                response = await http.post("/mcp", headers=session_headers, json=call_tool(ID, "hold", {"tag": tag}))
-                events = SSEDecoder().feed(response.content)
-                answers[tag] = json.loads([e for e in events if e.data][-1].data)
+            async def call(tag: str, name: str = "hold", arguments: dict[str, Any] | None = None) -> None:
+                message = call_tool(ID, name, arguments or {"tag": tag})
+                response = await http.post("/mcp", headers=session_headers, json=message)
+                if json_response:
+                    answers[tag] = response.json()
+                else:
+                    data = [e.data for e in SSEDecoder().feed(response.content) if e.data]
+                    answers[tag] = json.loads(data[-1]) if data else {}  # {}: ended with its session
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call, "a")
@@ -314,6 +321,17 @@ async def test_duplicate_ids_over_a_real_server(server_name: str) -> None:
             assert answers["b"]["error"]["code"] == -32800
             assert text_of(answers["a"]["result"]) == "released a"
             assert answers["a"]["id"] == answers["b"]["id"] == ID
+            await call("echo", "echo", {"text": "still here"})  # the session goes on
+            assert text_of(answers["echo"]["result"]) == "still here"
+
+            async with anyio.create_task_group() as tg:
+                for tag in ("c", "d"):
+                    tg.start_soon(call, tag)
+                    await holds.started(tag).wait()
+                assert (await http.delete("/mcp", headers=session_headers)).status_code == 200
+            ended = [answers[tag].get("error", {}).get("code") for tag in ("c", "d")]
+            assert ended == ([-32000, -32000] if json_response else [None, None])
+            assert sorted(holds.cancelled) == ["b", "c", "d"]
 
 
 def _initialize() -> dict[str, Any]:

@@ -31,6 +31,8 @@ class Connection(Protocol):
 
     def server_stopping(self) -> bool: ...
 
+    def cancel_call(self) -> None: ...
+
     async def read_more(self) -> bool: ...
 
     async def write(self, data: bytes, *, direct: bool = False) -> None: ...
@@ -50,11 +52,13 @@ _DISCONNECT: Final[Message] = {"type": "http.disconnect"}
 class RequestCycle:
     __slots__ = (
         "body",
+        "call_cancelled",
         "conn",
         "continue_sent",
         "disconnected",
         "framing",
         "head",
+        "in_call",
         "keep_alive",
         "pending_head",
         "reader_exited",
@@ -79,6 +83,8 @@ class RequestCycle:
         self.request_complete = False  # the last http.request message was received
         self.send_refused = False  # `send` raised `ClientDisconnected`
         self.taken_over = False  # the server answered itself (a broken body): the app's sends are dropped
+        self.in_call = False  # the app's call for this request is running (set by the connection)
+        self.call_cancelled = False  # the app cancelled its call (`cancel`)
         self.status = 0  # 0 until the response starts
         self.framing = ""  # "length", "chunked", "close" (HTTP/1.0, unsized) or "none" (HEAD, 1xx, 204, 304)
         self.remaining = 0
@@ -247,6 +253,17 @@ class RequestCycle:
         if self.conn.config.access_log:
             head = self.head
             log_access(self.conn.client, head.method, head.raw_path, head.http_version, self.status, size)
+
+    # -- cancelling the app's call -------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """`REQUEST_CANCEL_EXTENSION`: cancel the app's call, as a cancel scope of its own around the
+        call would, at the cost of the connection (see `connection.HttpConnection.cancel_call`), which
+        ends once the call returns. Once the call has returned, nothing happens."""
+        if self.in_call and not self.call_cancelled:
+            self.call_cancelled = True
+            self.keep_alive = False  # said on the response if its head has not gone yet
+            self.conn.cancel_call()
 
     # -- after the app returned ----------------------------------------------------------------
 

@@ -16,7 +16,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from asgi_mcp._core.asgi import SEND_TIMEOUT_EXTENSION
+from asgi_mcp._core.asgi import REQUEST_CANCEL_EXTENSION, SEND_TIMEOUT_EXTENSION
+from asgi_mcp._serving.http1 import ClientDisconnected
 from tests.kit.builtin import PARSERS, builtin_server
 from tests.kit.http1_app import Probe, ProbeApp
 from tests.kit.raw_http import Conn, connect
@@ -226,7 +227,7 @@ async def test_write_timeout_ends_a_stalled_connection(parser: str) -> None:
     async with serving(parser, write_timeout=0.3) as (port, probe), connect(port) as conn:
         await conn.send(get("/flood"))
         with anyio.fail_after(10):
-            await probe.finished.wait()  # cancelled by the write timeout
+            await probe.finished.wait()  # its send failed at the write timeout
         assert probe.sent_bytes < 64 * 1024 * 1024
 
 
@@ -240,6 +241,44 @@ async def test_write_timeout_ends_a_stalled_send_made_under_a_shield(parser: str
             await conn.wait_closed()
         [scope] = probe.scopes
         assert scope["extensions"][SEND_TIMEOUT_EXTENSION] == {"seconds": 0.3}
+
+
+async def test_a_write_timeout_fails_the_send_and_cancels_nothing(parser: str) -> None:
+    """The stalled write is aborted: the app's `send` fails, and its call goes on (while it runs,
+    only the app itself and a hard stop cancel it: `REQUEST_CANCEL_EXTENSION`)."""
+    async with serving(parser, write_timeout=0.3) as (port, probe), connect(port) as conn:
+        await conn.send(get("/flood-then-go-on"))
+        with anyio.fail_after(10):
+            await probe.finished.wait()
+            await conn.wait_closed()
+        assert isinstance(probe.send_error, ClientDisconnected)
+        assert probe.went_on
+
+
+async def test_an_app_cancels_its_call_through_the_server(parser: str) -> None:
+    """`REQUEST_CANCEL_EXTENSION`, called from another task: the call, in no scope of its own, is
+    cancelled at its wait, answers under a shield, and the connection ends after that answer."""
+    async with serving(parser) as (port, probe), connect(port) as conn:
+        conn.expect("POST")
+        await conn.send(post("/cancel-me", b""))
+        with anyio.fail_after(10):
+            await probe.started.wait()
+            assert probe.cancel_call is not None
+            probe.cancel_call()
+            reply = await conn.reply()
+            assert reply is not None
+            assert (reply.status, reply.body, reply.header("connection")) == (200, b"cancelled", "close")
+            await conn.wait_closed()
+        assert probe.cancelled == ["/cancel-me"]
+
+
+async def test_a_canceller_called_once_its_call_returned_does_nothing(parser: str) -> None:
+    async with serving(parser) as (port, probe), connect(port) as conn:
+        first = await reply_on(conn, post("/echo", b"one"), "POST")
+        probe.scopes[0]["extensions"][REQUEST_CANCEL_EXTENSION]()
+        second = await reply_on(conn, post("/echo", b"two"), "POST")
+        assert (first.body, second.body) == (b"one", b"two")
+        assert second.header("connection") is None  # still kept alive
 
 
 async def test_a_head_waits_for_the_first_body_message(parser: str) -> None:
