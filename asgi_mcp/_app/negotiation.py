@@ -38,8 +38,11 @@ from .runtime import Runtime
 __all__ = ["get_or_delete", "held", "post"]
 
 
-async def post(runtime: Runtime, request: HttpRequest, principal: Principal, receive: Receive, send: Send) -> None:
-    """A JSON-RPC message: to the modern endpoint, or to the legacy one (which needs JSON accepted)."""
+async def post(
+    runtime: Runtime, request: HttpRequest, principal: Principal, receive: Receive, send: Send, *, held: bool = False
+) -> None:
+    """A JSON-RPC message: to the modern endpoint, or to the legacy one (which needs JSON accepted).
+    `held`: the exchange runs under its token's hold, a cancel scope of the app's own (`held`)."""
     # The header lines as sent, compared as bytes: the values clients send need no decoding.
     raw = request.headers.raw
     # The version is checked after the body is read, so the error names the request's id.
@@ -88,7 +91,7 @@ async def post(runtime: Runtime, request: HttpRequest, principal: Principal, rec
         raise ProtocolError(
             406, "Not Acceptable: client must accept application/json", reason="Accept lacks application/json"
         )
-    await runtime.legacy.post(request, message, principal, send, accepts_sse=sse_ok)
+    await runtime.legacy.post(request, message, principal, send, accepts_sse=sse_ok, enclosed=held)
 
 
 async def get_or_delete(
@@ -134,7 +137,7 @@ async def held(
     with operations.hold(principal, access, responder) as hold:
         operations.session_used(request.headers.get("mcp-session-id"), principal.tenant_id)
         if request.method == "POST":
-            await post(runtime, request, principal, receive, hold.send)
+            await post(runtime, request, principal, receive, hold.send, held=True)
         else:
             await get_or_delete(runtime, request, principal, receive, hold.send)
     if hold.cut_caught:

@@ -154,8 +154,17 @@ class LegacyEndpoint:
     # -- HTTP methods -----------------------------------------------------------------------------
 
     async def post(
-        self, request: HttpRequest, message: Message, principal: Principal, send: Send, *, accepts_sse: bool
+        self,
+        request: HttpRequest,
+        message: Message,
+        principal: Principal,
+        send: Send,
+        *,
+        accepts_sse: bool,
+        enclosed: bool = False,
     ) -> None:
+        """One message of a session. `enclosed`: the app runs it inside a cancel scope of its own (a
+        token's hold), which a scope the server lends would not shield it from (see `_answer`)."""
         json_mode = self._json_response
         if not json_mode and not accepts_sse:
             raise ProtocolError(
@@ -175,7 +184,7 @@ class LegacyEndpoint:
         try:
             if message.kind == "request":
                 assert message.id is not None and message.method is not None
-                await self._answer(request, message, session, send, json_mode=json_mode)
+                await self._answer(request, message, session, send, json_mode=json_mode, enclosed=enclosed)
                 return
             if message.kind == "notification":
                 assert message.method is not None
@@ -316,7 +325,14 @@ class LegacyEndpoint:
         return entry
 
     async def _answer(
-        self, request: HttpRequest, message: Message, session: LegacySession, send: Send, *, json_mode: bool
+        self,
+        request: HttpRequest,
+        message: Message,
+        session: LegacySession,
+        send: Send,
+        *,
+        json_mode: bool,
+        enclosed: bool = False,
     ) -> None:
         assert message.id is not None and message.method is not None
         if not session.outbound.admit_exchange():
@@ -327,8 +343,9 @@ class LegacyEndpoint:
         # Shielded: in this era a dropped connection is not a cancellation (the handler still
         # finishes); `notifications/cancelled` and the session's end cancel it from inside. Its
         # scope is the shield, or the server's scope around this call where the server lends it
-        # (nothing but the request's own cancellation and a hard stop cancels that one).
-        canceller = request_canceller(request.scope)
+        # (nothing but the request's own cancellation and a hard stop cancels that one), unless the
+        # app's own scope encloses the request: a cut hold must not reach the handler either.
+        canceller = None if enclosed else request_canceller(request.scope)
         lent = ServerCallScope(canceller, loop.cancelled) if canceller is not None else None
         if json_mode:
             # A JSON answer is only recorded, with no await to guard.
