@@ -304,7 +304,9 @@ class McpApp:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(stores_opened(self._config))
                 tg = await stack.enter_async_context(anyio.create_task_group())
-                runtime = Runtime(self._config, tg, self._events, self._metrics, self._tenant_servers, self._operations)
+                runtime = Runtime(
+                    self._config, tg, self._events, self._metrics, self._tenant_servers, self._operations, app=self
+                )
                 self._runtime = runtime
                 try:
                     await runtime.start()

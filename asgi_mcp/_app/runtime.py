@@ -62,7 +62,10 @@ class Runtime:
         metrics: Metrics,
         tenant_servers: TenantServers | None,
         operations: Operations | None = None,
+        *,
+        app: object = None,
     ) -> None:
+        """`app`: the ASGI app this runtime answers for (`McpApp`)."""
         self.task_group = task_group
         self.operations = operations
         self.events = events
@@ -103,6 +106,7 @@ class Runtime:
             on_created=self._session_created,
             on_ended=self._session_ended,
             wake=self.wake,
+            app=app,
         )
         self.mirror, self.fleet = self._shared(config)
         self.heartbeat: Heartbeat | None = heartbeat_for(config.fleet, self.started_at, self.table.per_tenant)

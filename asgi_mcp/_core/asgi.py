@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .errors import ProtocolError
 from .http import Headers, text
@@ -25,11 +25,26 @@ JSON_CONTENT_TYPE_LINE: Final = (b"content-type", b"application/json")
 SEND_TIMEOUT_EXTENSION: Final = "asgi_mcp.send_timeout"
 # The scope extension of a server whose app's call for a request runs inside a cancel scope of the
 # server's that nothing but the app and the server's hard stop cancels (the built-in server: the
-# connection's). Its value, called with no argument, cancels that scope: the call sees cancellation
-# at its next checkpoint, as inside a scope of its own, and stays cancelled until it returns (what
-# it still sends, it sends shielded); the connection ends after it. A call once the app's call has
-# returned does nothing. The app then needs no cancel scope of its own per request (`_io.call_scope`).
+# connection's). Its value is a `CallScopeLender`: `cancel()` cancels that scope, and the call sees
+# cancellation at its next checkpoint, as inside a scope of its own, and stays cancelled until it
+# returns (what it still sends, it sends shielded); the connection ends after it. A call once the
+# app's call has returned does nothing. The app then needs no cancel scope of its own per request
+# (`_io.call_scope`), provided nothing between the server and it enters one: see `request_canceller`.
 REQUEST_CANCEL_EXTENSION: Final = "asgi_mcp.request_cancel"
+# Set on an ASGI wrapper to the app it calls, by a wrapper that enters no cancel scope around it (as
+# the one-call server's shell): the app behind it may use a lent scope as if served directly.
+INNER_APP_ATTRIBUTE: Final = "asgi_mcp_inner_app"
+
+
+class CallScopeLender(Protocol):
+    """`REQUEST_CANCEL_EXTENSION`'s value."""
+
+    @property
+    def app(self) -> object:
+        """The app the server calls."""
+        ...
+
+    def cancel(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, eq=False, init=False)
@@ -72,10 +87,17 @@ def sends_bounded(scope: Scope) -> bool:
     return extensions is not None and SEND_TIMEOUT_EXTENSION in extensions
 
 
-def request_canceller(scope: Scope) -> Callable[[], None] | None:
-    """The server's canceller of the app's call (`REQUEST_CANCEL_EXTENSION`), if it offers one."""
+def request_canceller(scope: Scope, app: object) -> Callable[[], None] | None:
+    """The server's canceller of the app's call (`REQUEST_CANCEL_EXTENSION`), if it offers one and
+    serves `app` itself or through a wrapper that says it enters no scope (`INNER_APP_ATTRIBUTE`).
+    Behind any other wrapper (a framework, a middleware), a scope of the wrapper's may sit between
+    the server's and the request: cancelled, it would reach a request that has no scope of its own."""
     extensions = scope.get("extensions")
-    return extensions.get(REQUEST_CANCEL_EXTENSION) if extensions is not None else None
+    lender: CallScopeLender | None = extensions.get(REQUEST_CANCEL_EXTENSION) if extensions is not None else None
+    if lender is None:
+        return None
+    served = lender.app
+    return lender.cancel if served is app or getattr(served, INNER_APP_ATTRIBUTE, None) is app else None
 
 
 class BodyTooLarge(ProtocolError):

@@ -74,8 +74,10 @@ class LegacyEndpoint:
         on_created: Callable[[SessionEntry[LegacySession]], None] | None = None,
         on_ended: SessionHook | None = None,
         wake: Callable[[float | None], None] | None = None,
+        app: object = None,
     ) -> None:
         self.table = table
+        self._app = app  # the ASGI app it answers for: whose server may lend it a scope (`_answer`)
         self._tg = task_group
         self._json_response = json_response
         self._events = events
@@ -345,7 +347,7 @@ class LegacyEndpoint:
         # scope is the shield, or the server's scope around this call where the server lends it
         # (nothing but the request's own cancellation and a hard stop cancels that one), unless the
         # app's own scope encloses the request: a cut hold must not reach the handler either.
-        canceller = None if enclosed else request_canceller(request.scope)
+        canceller = None if enclosed else request_canceller(request.scope, self._app)
         lent = ServerCallScope(canceller, loop.cancelled) if canceller is not None else None
         if json_mode:
             # A JSON answer is only recorded, with no await to guard.

@@ -99,6 +99,8 @@ class ServingShell:
 
     def __init__(self, app: McpApp, health_path: str | None) -> None:
         self.app = app
+        # No cancel scope around the app's call: a scope the built-in server lends reaches it as is.
+        self.asgi_mcp_inner_app = app  # `INNER_APP_ATTRIBUTE`
         self.health_path = health_path
         self.stopping = False
 

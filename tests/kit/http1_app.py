@@ -151,7 +151,7 @@ class ProbeApp:
         """Hands the server's canceller of its call to the test and waits, under no scope of its own,
         for the test to use it; then answers, shielded, since its call stays cancelled."""
         await _read_body(receive)
-        self.probe.cancel_call = scope["extensions"][REQUEST_CANCEL_EXTENSION]
+        self.probe.cancel_call = scope["extensions"][REQUEST_CANCEL_EXTENSION].cancel
         self.probe.started.set()
         try:
             await anyio.sleep_forever()

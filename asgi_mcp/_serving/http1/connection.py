@@ -60,6 +60,7 @@ class HttpConnection:
         abort: Callable[[], None],
     ) -> None:
         self.state = state
+        self.app = state.app
         self.config = state.config
         self.stream = stream
         self.client = client
@@ -230,7 +231,7 @@ class HttpConnection:
             "raw_path": root_path.encode() + raw_path if root_path else raw_path,
             "query_string": head.query_string,
             "headers": head.headers,
-            "extensions": {SEND_TIMEOUT_EXTENSION: self.state.send_timeout, REQUEST_CANCEL_EXTENSION: cycle.cancel},
+            "extensions": {SEND_TIMEOUT_EXTENSION: self.state.send_timeout, REQUEST_CANCEL_EXTENSION: cycle},
         }
         if self.state.lifespan_state is not None:
             scope["state"] = self.state.lifespan_state.copy()
@@ -240,7 +241,7 @@ class HttpConnection:
         try:
             cycle.in_call = True
             try:
-                await self.state.app(self._scope_of(head, cycle), cycle.receive, cycle.send)
+                await self.app(self._scope_of(head, cycle), cycle.receive, cycle.send)
             finally:
                 cycle.in_call = False
         except Exception:

@@ -23,6 +23,7 @@ from .response import ResponseHead, date_header, encode_response_head, plain_res
 class Connection(Protocol):
     """What a request cycle needs of its connection (`connection.HttpConnection`)."""
 
+    app: Any  # the app the server calls
     buffer: bytearray
     config: ServerConfig
     client: tuple[str, int] | None
@@ -254,7 +255,11 @@ class RequestCycle:
             head = self.head
             log_access(self.conn.client, head.method, head.raw_path, head.http_version, self.status, size)
 
-    # -- cancelling the app's call -------------------------------------------------------------
+    # -- cancelling the app's call (`REQUEST_CANCEL_EXTENSION`: the cycle is its `CallScopeLender`) --
+
+    @property
+    def app(self) -> object:
+        return self.conn.app
 
     def cancel(self) -> None:
         """`REQUEST_CANCEL_EXTENSION`: cancel the app's call, as a cancel scope of its own around the

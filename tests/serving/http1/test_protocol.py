@@ -275,7 +275,7 @@ async def test_an_app_cancels_its_call_through_the_server(parser: str) -> None:
 async def test_a_canceller_called_once_its_call_returned_does_nothing(parser: str) -> None:
     async with serving(parser) as (port, probe), connect(port) as conn:
         first = await reply_on(conn, post("/echo", b"one"), "POST")
-        probe.scopes[0]["extensions"][REQUEST_CANCEL_EXTENSION]()
+        probe.scopes[0]["extensions"][REQUEST_CANCEL_EXTENSION].cancel()
         second = await reply_on(conn, post("/echo", b"two"), "POST")
         assert (first.body, second.body) == (b"one", b"two")
         assert second.header("connection") is None  # still kept alive
