@@ -94,7 +94,7 @@ def request_canceller(scope: Scope, app: object) -> Callable[[], None] | None:
     the server's and the request: cancelled, it would reach a request that has no scope of its own."""
     extensions = scope.get("extensions")
     lender: CallScopeLender | None = extensions.get(REQUEST_CANCEL_EXTENSION) if extensions is not None else None
-    if lender is None:
+    if lender is None or app is None:
         return None
     served = lender.app
     return lender.cancel if served is app or getattr(served, INNER_APP_ATTRIBUTE, None) is app else None

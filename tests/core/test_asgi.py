@@ -9,7 +9,14 @@ import anyio
 import pytest
 
 from asgi_mcp import Headers, ProtocolError
-from asgi_mcp._core.asgi import BodyTooLarge, HttpRequest, read_body
+from asgi_mcp._core.asgi import (
+    INNER_APP_ATTRIBUTE,
+    REQUEST_CANCEL_EXTENSION,
+    BodyTooLarge,
+    HttpRequest,
+    read_body,
+    request_canceller,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -57,3 +64,39 @@ async def test_a_content_length_that_is_no_integer_is_400(line: bytes) -> None:
     with anyio.fail_after(5), pytest.raises(ProtocolError) as caught:
         await read_body(_receiving(b"12345"), 10, line)
     assert (caught.value.status, caught.value.message) == (400, "Invalid Content-Length header")
+
+
+class _Lender:
+    def __init__(self, app: object) -> None:
+        self.app = app
+        self.cancelled = 0
+
+    def cancel(self) -> None:
+        self.cancelled += 1
+
+
+class _Wrapper:
+    def __init__(self, inner: object, *, says_no_scope: bool) -> None:
+        if says_no_scope:
+            setattr(self, INNER_APP_ATTRIBUTE, inner)
+
+
+def test_a_lent_scope_is_taken_only_by_the_app_the_server_calls_or_one_behind_a_scopeless_wrapper() -> None:
+    app, other = object(), object()
+
+    def canceller(served: object, asking: object) -> Any:
+        lender = _Lender(served)
+        return request_canceller({"extensions": {REQUEST_CANCEL_EXTENSION: lender}}, asking)
+
+    assert canceller(app, app) is not None
+    assert canceller(_Wrapper(app, says_no_scope=True), app) is not None
+    assert canceller(_Wrapper(app, says_no_scope=False), app) is None  # a middleware: it may hold a scope
+    assert canceller(other, app) is None
+    assert canceller(_Wrapper(other, says_no_scope=False), None) is None  # no app to match: never taken
+    assert request_canceller({"extensions": {}}, app) is None
+    assert request_canceller({}, app) is None
+    lender = _Lender(app)
+    cancel = request_canceller({"extensions": {REQUEST_CANCEL_EXTENSION: lender}}, app)
+    assert cancel is not None
+    cancel()
+    assert lender.cancelled == 1
