@@ -273,14 +273,6 @@ async def test_modern_calls_with_one_id_each_get_their_own_answer_and_progress(j
 # -- a real server ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=sorted(SERVERS))
-def server_name(request: pytest.FixtureRequest, anyio_backend: str) -> str:
-    name: str = request.param
-    if anyio_backend != SERVERS[name][0]:
-        pytest.skip(f"{name} serves on {SERVERS[name][0]} only")
-    return name
-
-
 @pytest.mark.integration
 @MODES
 async def test_duplicate_ids_over_a_real_server(server_name: str, json_response: bool) -> None:

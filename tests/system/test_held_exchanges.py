@@ -25,14 +25,6 @@ GUARD: Final = 10.0
 ACCEPT: Final = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
-@pytest.fixture(params=sorted(SERVERS))
-def server_name(request: pytest.FixtureRequest, anyio_backend: str) -> str:
-    name: str = request.param
-    if anyio_backend != SERVERS[name][0]:
-        pytest.skip(f"{name} serves on {SERVERS[name][0]} only")
-    return name
-
-
 def bearer(token: str, session_id: str | None = None) -> dict[str, str]:
     headers = {**ACCEPT, "authorization": f"Bearer {token}", "mcp-protocol-version": LEGACY}
     return headers if session_id is None else {**headers, "mcp-session-id": session_id}
