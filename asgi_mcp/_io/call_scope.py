@@ -15,14 +15,17 @@ out shielded (`lingers`), and the server closes the connection after the answer.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
+
+from .._core.asgi import Scope, request_canceller
+from .loop import Loop
 
 if sys.version_info < (3, 11):  # pragma: no cover - anyio brings the backport there
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["ServerCallScope", "lingers"]
+__all__ = ["ServerCallScope", "lent_scope", "lingers", "send_settled"]
 
 
 class ServerCallScope:
@@ -60,3 +63,22 @@ def lingers(scope: object) -> bool:
     """Whether the cancellation of a request's scope outlives the scope: one lent by the server and
     cancelled. What the request sends after it must then be shielded."""
     return isinstance(scope, ServerCallScope) and scope.cancel_called
+
+
+def lent_scope(scope: Scope, app: object, loop: Loop) -> ServerCallScope | None:
+    """The scope a request of `app` may use instead of its own, when its server lends one to `app`
+    (`_core.asgi.request_canceller`)."""
+    cancel = request_canceller(scope, app)
+    return ServerCallScope(cancel, loop.cancelled) if cancel is not None else None
+
+
+async def send_settled(scope: object, loop: Loop, send: Callable[..., Awaitable[None]], *args: Any) -> None:
+    """`send(*args)`, for a request whose handler has settled in `scope`. A request its server is
+    cancelling sends nothing more, unless it was cancelled through a lent scope: that one stays
+    cancelled, and the request's answer goes out shielded."""
+    if lingers(scope):
+        with loop.cancel_scope(shield=True):
+            await send(*args)
+        return
+    await loop.backend.checkpoint_if_cancelled()
+    await send(*args)

@@ -26,7 +26,7 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 from mcp.shared.dispatcher import CallOptions, OnNotify, OnNotifyIntercept, OnRequest, coerce_request_id
-from mcp.shared.exceptions import MCPError, NoBackChannelError
+from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
@@ -39,7 +39,8 @@ from .._core.jsonrpc import INTERNAL_ERROR_MESSAGE, RequestId, error_message
 from .._core.live_session import LiveAction, LiveInput, LiveState
 from .._io.call_scope import lingers
 from .._io.loop import CancelScope, CancelScopeFactory
-from .._kernel.context import PeerCancellation, RequestObserver, progress_token
+from .._kernel.context import RequestObserver, progress_token
+from .request_context import RequestContext
 from .streams import OutboundStream, SessionStreams
 
 __all__: list[str] = []
@@ -54,52 +55,7 @@ _ABORTED: Final = ExchangeInput.ABORTED
 _CANCEL: Final = ExchangeAction.CANCEL
 _ANSWER_CLOSED: Final = ExchangeAction.ANSWER_CLOSED
 _ANSWER_CANCELLED: Final = ExchangeAction.ANSWER_CANCELLED
-
-
-@dataclass(eq=False, slots=True)
-class RequestContext(PeerCancellation):
-    """`DispatchContext` of one inbound request: its back-channel is the request's own stream."""
-
-    transport: TransportContext
-    request_id: RequestId
-    message_metadata: ServerMessageMetadata
-    _dispatcher: SessionDispatcher
-    stream: OutboundStream
-    _progress_token: str | int | None = None
-    # Its place among the session's requests in flight (see `_core.exchanges`); unused by notifications.
-    state: ExchangeState = ExchangeState.ADMITTED
-    scope: CancelScope | None = None
-    client_key: RequestId = 0
-    shadowed: RequestContext | None = None
-
-    @property
-    def can_send_request(self) -> bool:
-        return self.transport.can_send_request and self.state is not _SETTLED
-
-    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
-        if self.state is _SETTLED:
-            return  # a task the handler left behind: its request was answered
-        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-        if params is not None:
-            message["params"] = dict(params)
-        await self._dispatcher.emit(self.stream, message)
-
-    async def send_raw_request(
-        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
-    ) -> dict[str, Any]:
-        if not self.can_send_request:
-            raise NoBackChannelError(method)
-        return await self._dispatcher.call(method, params, opts, self.stream)
-
-    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
-        if self._progress_token is None:
-            return
-        params: dict[str, Any] = {"progressToken": self._progress_token, "progress": progress}
-        if total is not None:
-            params["total"] = total
-        if message is not None:
-            params["message"] = message
-        await self.notify("notifications/progress", params)
+_UNSHIELDED: Final = nullcontext()  # stateless, so shared
 
 
 @dataclass(eq=False, slots=True)
@@ -383,14 +339,10 @@ class SessionDispatcher:
         assert outcome is not None
         if self.observer is not None:
             self.observer(method, params, started, outcome)
-        if self._streams.record_answer(dctx.stream, outcome):
-            return
-        if lingers(dctx.scope):
-            # Cancelled through the scope its server lent, which stays cancelled: the answer still goes.
-            with self._cancel_scope(shield=True):
+        if not self._streams.record_answer(dctx.stream, outcome):
+            # Cancelled through a scope its server lent, which stays cancelled: the answer goes shielded.
+            with self._cancel_scope(shield=True) if lingers(dctx.scope) else _UNSHIELDED:
                 await self._streams.emit(dctx.stream, outcome, final=True)
-        else:
-            await self._streams.emit(dctx.stream, outcome, final=True)
 
     async def _handle_notification(
         self, method: str, params: dict[str, Any] | None, dctx: RequestContext, scope: anyio.CancelScope

@@ -23,7 +23,6 @@ from .._core.asgi import (
     HttpRequest,
     Receive,
     Send,
-    request_canceller,
     send_empty,
     send_json,
     send_json_bytes,
@@ -36,7 +35,7 @@ from .._core.live_session import LiveAction, LiveInput
 from .._core.session_table import SessionEntry, SessionTable
 from .._core.sse import SSE_HEADERS
 from .._core.states import SessionState
-from .._io.call_scope import ServerCallScope
+from .._io.call_scope import lent_scope, send_settled
 from .._io.loop import Loop
 from .._io.response import KeepAlive, ResponseWriter
 from .._kernel.context import RequestObserver
@@ -347,21 +346,14 @@ class LegacyEndpoint:
         # scope is the shield, or the server's scope around this call where the server lends it
         # (nothing but the request's own cancellation and a hard stop cancels that one), unless the
         # app's own scope encloses the request: a cut hold must not reach the handler either.
-        canceller = None if enclosed else request_canceller(request.scope, self._app)
-        lent = ServerCallScope(canceller, loop.cancelled) if canceller is not None else None
+        lent = None if enclosed else lent_scope(request.scope, self._app, loop)
         if json_mode:
             # A JSON answer is only recorded, with no await to guard.
             admitted = session.dispatcher.admit(
                 message.id, message.params, stream, metadata, transport, shield=True, scope=lent
             )
             await session.dispatcher.run_admitted(message.method, message.params, admitted)
-            if lent is not None and lent.cancel_called:
-                with loop.cancel_scope(shield=True):  # the lent scope stays cancelled
-                    await answer_json(stream.answer, send, message.id)
-                return
-            # A request cancelled meanwhile (its server is cancelling it) writes nothing more.
-            await loop.backend.checkpoint_if_cancelled()
-            await answer_json(stream.answer, send, message.id)
+            await send_settled(admitted.scope, loop, answer_json, stream.answer, send, message.id)
             return
         priming = await session.priming_frame(stream)
         if priming is not None and not session.outbound.admit_exchange():
@@ -391,12 +383,7 @@ class LegacyEndpoint:
                 stream.detach(writer)
             self.keepalive.unregister(writer)
             self.open_streams -= 1
-        if lent is not None and lent.cancel_called:
-            with loop.cancel_scope(shield=True):  # the lent scope stays cancelled
-                await writer.end()
-            return
-        await loop.backend.checkpoint_if_cancelled()
-        await writer.end()
+        await send_settled(admitted.scope, loop, writer.end)
 
     async def _initialize(
         self, request: HttpRequest, message: Message, principal: Principal, send: Send, *, json_mode: bool

@@ -53,7 +53,6 @@ _DISCONNECT: Final[Message] = {"type": "http.disconnect"}
 class RequestCycle:
     __slots__ = (
         "body",
-        "call_cancelled",
         "conn",
         "continue_sent",
         "disconnected",
@@ -85,7 +84,6 @@ class RequestCycle:
         self.send_refused = False  # `send` raised `ClientDisconnected`
         self.taken_over = False  # the server answered itself (a broken body): the app's sends are dropped
         self.in_call = False  # the app's call for this request is running (set by the connection)
-        self.call_cancelled = False  # the app cancelled its call (`cancel`)
         self.status = 0  # 0 until the response starts
         self.framing = ""  # "length", "chunked", "close" (HTTP/1.0, unsized) or "none" (HEAD, 1xx, 204, 304)
         self.remaining = 0
@@ -265,8 +263,7 @@ class RequestCycle:
         """`REQUEST_CANCEL_EXTENSION`: cancel the app's call, as a cancel scope of its own around the
         call would, at the cost of the connection (see `connection.HttpConnection.cancel_call`), which
         ends once the call returns. Once the call has returned, nothing happens."""
-        if self.in_call and not self.call_cancelled:
-            self.call_cancelled = True
+        if self.in_call:
             self.keep_alive = False  # said on the response if its head has not gone yet
             self.conn.cancel_call()
 
