@@ -40,6 +40,16 @@ class PeerCancellation:
             self._cancel_requested.set()
 
 
+def progress_params(token: str | int, progress: float, total: float | None, message: str | None) -> dict[str, Any]:
+    """The params of a `notifications/progress` for `token` (both eras' request contexts send it)."""
+    params: dict[str, Any] = {"progressToken": token, "progress": progress}
+    if total is not None:
+        params["total"] = total
+    if message is not None:
+        params["message"] = message
+    return params
+
+
 def progress_token(params: dict[str, Any] | None) -> str | int | None:
     """`params._meta.progressToken` when it is a string or an integer, as the SDK's
     `progress_token_from_params` reads it (whose mapping pattern costs four times as much) from a

@@ -14,7 +14,7 @@ from mcp.shared.transport_context import TransportContext
 from .._core.exchanges import ExchangeState
 from .._core.jsonrpc import RequestId
 from .._io.loop import CancelScope
-from .._kernel.context import PeerCancellation
+from .._kernel.context import PeerCancellation, progress_params
 from .streams import OutboundStream
 
 __all__ = ["RequestContext"]
@@ -68,11 +68,5 @@ class RequestContext(PeerCancellation):
         return await self._dispatcher.call(method, params, opts, self.stream)
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
-        if self._progress_token is None:
-            return
-        params: dict[str, Any] = {"progressToken": self._progress_token, "progress": progress}
-        if total is not None:
-            params["total"] = total
-        if message is not None:
-            params["message"] = message
-        await self.notify("notifications/progress", params)
+        if self._progress_token is not None:
+            await self.notify("notifications/progress", progress_params(self._progress_token, progress, total, message))

@@ -25,7 +25,7 @@ from .._core.jsonrpc import RequestId, dumps
 from .._core.sse import KEEPALIVE, encode_event
 from .._io.loop import CancelScope
 from .._io.response import ResponseWriter, wait_for_disconnect
-from .._kernel.context import PeerCancellation
+from .._kernel.context import PeerCancellation, progress_params
 
 __all__: list[str] = []
 
@@ -82,14 +82,8 @@ class ExchangeContext(PeerCancellation):
         self.last_write = self.clock()
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
-        if self.progress_token is None:
-            return
-        params: dict[str, Any] = {"progressToken": self.progress_token, "progress": progress}
-        if total is not None:
-            params["total"] = total
-        if message is not None:
-            params["message"] = message
-        await self.notify("notifications/progress", params)
+        if self.progress_token is not None:
+            await self.notify("notifications/progress", progress_params(self.progress_token, progress, total, message))
 
 
 class InlineExchange:
