@@ -43,6 +43,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -283,6 +284,11 @@ def measure(tree: Path, args: argparse.Namespace, ablate: str) -> Measure:
         if not origin.removeprefix("asgi_mcp from ").startswith(str(tree)):
             raise SystemExit(f"{tree}: wrong package ({origin!r}):\n{stderr[-2000:]}")
         names, totals = dump_events(prefix)
+        if args.keep_dumps:
+            keep = Path(args.keep_dumps)
+            keep.mkdir(parents=True, exist_ok=True)
+            for dump in Path(scratch).glob("cg.out*"):
+                shutil.copy(dump, keep / f"{tree.name}-{args.server}-{args.scenario}-{ablate or 'none'}-{dump.name}")
     segments = [row[0] for row in totals]  # Ir first
     _, idle, n1, n2 = segments[:4]
     events = {name: (totals[3][i] - totals[2][i]) / (args.n2 - args.n1) for i, name in enumerate(names)}
@@ -329,6 +335,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--cache-sim", action="store_true", help="also simulate the caches: misses per request (I1, D1, last level)"
+    )
+    parser.add_argument(
+        "--keep-dumps",
+        metavar="DIR",
+        help="copy callgrind's dumps here (the fourth is the n2 segment: callgrind_annotate it, per function)",
     )
     args = parser.parse_args(argv)
     trees = [(label, Path(path).resolve()) for label, _, path in (t.partition("=") for t in args.tree)]
