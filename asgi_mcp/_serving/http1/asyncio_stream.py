@@ -28,6 +28,8 @@ _READ_AHEAD: Final = 256 * 1024
 
 class _Reader(asyncio.Protocol):
     def __init__(self) -> None:
+        # Looked up once: each `get_running_loop()` costs a `getpid` system call (on Python 3.11).
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
@@ -66,7 +68,7 @@ class _Reader(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.writable is None or self.writable.done():
-            self.writable = asyncio.get_running_loop().create_future()
+            self.writable = self.loop.create_future()
 
     def resume_writing(self) -> None:
         if self.writable is not None and not self.writable.done():
@@ -96,7 +98,7 @@ class AsyncioSocketStream(AbortableSocketStream):
             self._check_open()
             if reader.at_eof:
                 raise anyio.EndOfStream
-            waiter = reader.readable = asyncio.get_running_loop().create_future()
+            waiter = reader.readable = reader.loop.create_future()
             try:
                 await waiter
             finally:

@@ -176,41 +176,41 @@ class HttpConnection:
                 return
 
     async def _next_head(self, first: bool) -> RequestHead | None:
-        config = self.config
+        config, state = self.config, self.state
+        buffer = self.buffer
         try:
             # After an answer the buffer is usually empty (nothing pipelined): go straight to the wait.
-            end = find_head(self.buffer, config.max_request_line, config.max_header_bytes) if self.buffer else None
+            end = find_head(buffer, config.max_request_line, config.max_header_bytes) if buffer else None
             if end is None:
-                end = await self._wait_for_head(first)
-                if end is None:
+                # Waiting here, not in a function of its own: the wait is where the task sleeps, and
+                # each coroutine between the connection and the socket is resumed with it.
+                # Nothing of a request yet: a stop closes the connection at once (a first request too).
+                idle = self.idle = not buffer
+                if idle and state.stopping:
                     return None
-            head = bytes(self.buffer[:end])
-            del self.buffer[:end]
-            return self.state.parser.parse(head)
+                # No cancel scope of its own (one per request costs more than the rest of the wait):
+                # a timeout or a stop cancels the connection's scope (`expire`, `stop_if_idle`).
+                self.wait_expiry = state.tick + (state.keepalive_ticks if idle and not first else state.headers_ticks)
+                try:
+                    answered = idle and not first
+                    while await self.read_more(answered=answered):
+                        answered = False
+                        if self.idle:
+                            self.idle = False
+                            self.wait_expiry = state.tick + state.headers_ticks
+                        end = find_head(buffer, config.max_request_line, config.max_header_bytes)
+                        if end is not None:
+                            break
+                    else:
+                        return None  # the peer closed; a partial head is dropped
+                finally:
+                    self.wait_expiry = NEVER
+            head = bytes(buffer[:end])
+            del buffer[:end]
+            return state.parser.parse(head)
         except HttpRefusal as refusal:
             await self._refuse(refusal)
             return None
-
-    async def _wait_for_head(self, first: bool) -> int | None:
-        config, state = self.config, self.state
-        # Nothing of a request yet: a stop closes the connection at once (a first request too).
-        self.idle = not self.buffer
-        if self.idle and state.stopping:
-            return None
-        # No cancel scope of its own (one per request costs more than the rest of the wait): a
-        # timeout or a stop cancels the connection's scope (`expire`, `stop_if_idle`).
-        self.wait_expiry = state.tick + (state.keepalive_ticks if self.idle and not first else state.headers_ticks)
-        try:
-            while await self.read_more(answered=self.idle and not first):
-                if self.idle:
-                    self.idle = False
-                    self.wait_expiry = state.tick + state.headers_ticks
-                end = find_head(self.buffer, config.max_request_line, config.max_header_bytes)
-                if end is not None:
-                    return end
-            return None  # the peer closed; a partial head is dropped
-        finally:
-            self.wait_expiry = NEVER
 
     def _scope_of(self, head: RequestHead, cycle: RequestCycle) -> dict[str, Any]:
         client, scheme = self.client, self.scheme
@@ -227,7 +227,7 @@ class HttpConnection:
             "scheme": scheme,
             "method": head.method,
             "root_path": root_path,
-            "path": root_path + _decode_path(raw_path),
+            "path": root_path + (_decode_path(raw_path) if b"%" in raw_path else raw_path.decode("ascii")),
             "raw_path": root_path.encode() + raw_path if root_path else raw_path,
             "query_string": head.query_string,
             "headers": head.headers,
@@ -304,8 +304,7 @@ class HttpConnection:
 
 
 def _decode_path(raw_path: bytes) -> str:
-    if b"%" not in raw_path:
-        return raw_path.decode("ascii")
+    """A path with percent-escapes, decoded (one without is its ASCII text, see `_scope_of`)."""
     from urllib.parse import unquote
 
     return unquote(raw_path.decode("ascii"))

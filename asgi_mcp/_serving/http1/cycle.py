@@ -238,7 +238,8 @@ class RequestCycle:
             self.response_complete = True
             if self.reader_scope is not None:
                 self.reader_scope.cancel()
-            self.log(self.sent_bytes)
+            if self.conn.config.access_log:
+                self.log(self.sent_bytes)
         if self.conn.lost:
             self._refuse_send()
 

@@ -27,6 +27,21 @@ KNOWN_METHODS: Final = frozenset(
 )
 _MAX_LENGTH_DIGITS: Final = 18
 _OBS_FOLD: Final = re.compile(rb"\n[ \t]")  # a field line that continues the one before (RFC 9112 §5.2)
+# The request headers that decide framing and connection handling, by lower-case name.
+_HOST: Final = 1
+_CONTENT_LENGTH: Final = 2
+_TRANSFER_ENCODING: Final = 3
+_CONNECTION: Final = 4
+_EXPECT: Final = 5
+_UPGRADE: Final = 6
+_FRAMING_HEADERS: Final = {
+    b"host": _HOST,
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+    b"expect": _EXPECT,
+    b"upgrade": _UPGRADE,
+}
 
 
 @dataclass(slots=True)
@@ -89,8 +104,7 @@ def _refuse_raw_head(head: bytes, lines: int) -> NoReturn:
 
 
 def _split_target(method: bytes, target: bytes) -> bytes:
-    if target[:1] == b"/":
-        return target
+    """The path of a target not in origin form (which is the path itself)."""
     if target.startswith((b"http://", b"https://")):
         # Absolute form (RFC 9112 §3.2.2): the path is what follows the authority.
         rest = target.split(b"//", 1)[1]
@@ -106,32 +120,36 @@ def finish_head(method: bytes, target: bytes, version: bytes, headers: Headers) 
     """Check what the parser produced (lower-case names) and derive the framing; the same for both parsers."""
     if version not in (b"1.1", b"1.0"):
         raise HttpRefusal(400, "unsupported HTTP version")
-    if method == b"CONNECT":
-        raise HttpRefusal(501, "CONNECT is not supported")
     if method not in KNOWN_METHODS:
+        if method == b"CONNECT":
+            raise HttpRefusal(501, "CONNECT is not supported")
         raise HttpRefusal(400, "unknown method")
     if not target.isascii():
         raise HttpRefusal(400, "invalid request target")
-    hosts = lengths = 0
+    hosts = lengths = transfers = 0
     length_value = transfer = b""
-    transfers = 0
     keep_alive = version == b"1.1"
     expect_continue = upgrade = False
+    framing = _FRAMING_HEADERS.get
     for name, value in headers:
-        if name == b"host":
+        # One lookup per header: most (content-type, accept, the app's own) frame nothing.
+        kind = framing(name)
+        if kind is None:
+            continue
+        if kind == _HOST:
             hosts += 1
-        elif name == b"content-length":
+        elif kind == _CONTENT_LENGTH:
             lengths += 1
             length_value = value
-        elif name == b"transfer-encoding":
+        elif kind == _TRANSFER_ENCODING:
             transfers += 1
             transfer = value
-        elif name == b"connection":
+        elif kind == _CONNECTION:
             if b"close" in value.lower() and b"close" in [token.strip() for token in value.lower().split(b",")]:
                 keep_alive = False
-        elif name == b"expect":
+        elif kind == _EXPECT:
             expect_continue = value.lower() == b"100-continue" and version == b"1.1"
-        elif name == b"upgrade":
+        else:
             upgrade = True
     if hosts > 1 or (hosts == 0 and version == b"1.1"):
         raise HttpRefusal(400, "a request needs exactly one Host header")
@@ -149,7 +167,8 @@ def finish_head(method: bytes, target: bytes, version: bytes, headers: Headers) 
         content_length = int(length_value)
     if upgrade and (chunked or content_length):
         raise HttpRefusal(400, "Upgrade with a request body")
-    raw, _, query = _split_target(method, target).partition(b"?")
+    origin_form = target[:1] == b"/"  # nearly every request's: no other form to consider
+    raw, _, query = (target if origin_form else _split_target(method, target)).partition(b"?")
     return RequestHead(
         method.decode("ascii"),
         raw,

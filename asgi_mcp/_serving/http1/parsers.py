@@ -56,21 +56,22 @@ class H11Parser:
 
 
 class _Sink:
-    __slots__ = ("complete", "headers", "url")
+    """What llhttp reports of the head being parsed: its target and its headers, names lower-cased.
+
+    One per adapter, reset for each head: a head is parsed in one synchronous call. No
+    `on_headers_complete`: a head that ends in its blank line and parses has completed."""
+
+    __slots__ = ("headers", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: Headers = []
-        self.complete = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        self.complete = True
 
 
 class HttptoolsParser:
@@ -79,28 +80,31 @@ class HttptoolsParser:
     def __init__(self, max_headers: int) -> None:
         import httptools
 
-        self._httptools = httptools
+        self._new_parser = httptools.HttpRequestParser
+        self._upgrade = httptools.HttpParserUpgrade
+        self._error = httptools.HttpParserError
+        self._sink = _Sink()
         self.max_headers = max_headers
 
     def parse(self, head: bytes) -> RequestHead:
         check_raw_head(head, self.max_headers)
-        httptools = self._httptools
-        sink = _Sink()
-        parser = httptools.HttpRequestParser(sink)
+        sink = self._sink
+        sink.url = b""
+        headers: Headers = []
+        sink.headers = headers
+        parser = self._new_parser(sink)
         parser.set_dangerous_leniencies(lenient_headers=True)  # control characters in values, as h11
         try:
             parser.feed_data(head)
-        except httptools.HttpParserUpgrade:
+        except self._upgrade:
             pass  # the head is complete; upgrades are not offered, the request is served as HTTP
-        except httptools.HttpParserError:
+        except self._error:
             raise HttpRefusal(400, "malformed request") from None
-        if not sink.complete:  # pragma: no cover - a complete head always completes
-            raise HttpRefusal(400, "malformed request")
         method: bytes = parser.get_method()
         # The request line llhttp accepted ends in `HTTP/x.y`: the version is its last three bytes
         # (cheaper than `get_http_version()`, which formats a string).
         line_end = head.find(b"\r\n")
-        return finish_head(method, sink.url, head[line_end - 3 : line_end], sink.headers)
+        return finish_head(method, sink.url, head[line_end - 3 : line_end], headers)
 
 
 def parser_names() -> list[str]:
