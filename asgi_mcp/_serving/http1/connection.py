@@ -169,7 +169,8 @@ class HttpConnection:
             first = False
             cycle = RequestCycle(self, head)
             await self._run_app(cycle, head)
-            await cycle.release_reader()
+            if cycle.reader_scope is not None:
+                await cycle.release_reader()
             if not cycle.can_continue() or self.state.stopping:
                 if not cycle.body.done or not cycle.response_complete:
                     self.linger = True

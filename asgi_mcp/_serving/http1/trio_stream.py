@@ -47,8 +47,7 @@ class TrioSocketStream(AbortableSocketStream):
         try:
             data = self._socket.recv(max_bytes)
         except BlockingIOError:
-            await self._wait_readable()
-            return await self._read(max_bytes)
+            return await self._read_when_ready(max_bytes)
         except OSError as exc:
             await checkpoint()
             raise self._converted(exc) from exc
@@ -62,22 +61,28 @@ class TrioSocketStream(AbortableSocketStream):
         empty then, so yield first and try the socket after the others' turns; wait if still empty."""
         self._check_open()
         await self._turns.take()
-        return await self._read(max_bytes)
+        data = self._recv_now(max_bytes)  # under load, there by now: no wait
+        return data if data is not None else await self._read_when_ready(max_bytes)
 
-    async def _read(self, max_bytes: int) -> bytes:
-        """What the socket holds, waiting for readiness while it holds nothing (a wake-up may be spurious)."""
-        sock = self._socket
+    def _recv_now(self, max_bytes: int) -> bytes | None:
+        """What the socket holds, None while it holds nothing; raises at its end or on an error."""
+        try:
+            data = self._socket.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise self._converted(exc) from exc
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def _read_when_ready(self, max_bytes: int) -> bytes:
+        """What the socket holds once it is readable (a wake-up may be spurious: then wait again)."""
         while True:
-            try:
-                data = sock.recv(max_bytes)
-            except BlockingIOError:
-                await self._wait_readable()
-                continue
-            except OSError as exc:
-                raise self._converted(exc) from exc
-            if not data:
-                raise anyio.EndOfStream
-            return data
+            await self._wait_readable()
+            data = self._recv_now(max_bytes)
+            if data is not None:
+                return data
 
     async def _wait_readable(self) -> None:
         try:
