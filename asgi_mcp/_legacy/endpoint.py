@@ -3,8 +3,8 @@ and the session lifecycle that goes with them.
 
 The session table (`_core.session_table.SessionTable`) decides admission, ownership and expiry; sessions
 end only through `LegacyEndpoint.end_session`. A request runs in the task of the POST that carries it
-(`_legacy.session`), and its answer is written by that POST, in one direction: handler, dispatcher,
-stream, response. The raw ASGI writes are in `_legacy.responses`.
+(`_legacy.answering`), and its answer is written by that POST, in one direction: handler,
+dispatcher, stream, response. The raw ASGI writes are in `_legacy.responses`.
 """
 
 from __future__ import annotations
@@ -26,23 +26,21 @@ from .._core.asgi import (
     send_empty,
     send_json,
     send_json_bytes,
-    sends_bounded,
 )
 from .._core.errors import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, ProtocolError
 from .._core.http import check_session_id, is_visible_ascii, missing_session, session_not_found
 from .._core.jsonrpc import Message, error_message
 from .._core.live_session import LiveAction, LiveInput
 from .._core.session_table import SessionEntry, SessionTable
-from .._core.sse import SSE_HEADERS
 from .._core.states import SessionState
-from .._io.call_scope import lent_scope, send_settled
 from .._io.loop import Loop
-from .._io.response import KeepAlive, ResponseWriter
+from .._io.response import KeepAlive
 from .._kernel.context import RequestObserver
 from .._kernel.hosting import ServerHost
 from .._ports.replay import EventLog, ReplayedEvent
+from .answering import OpenStreams, RequestAnswerer
 from .fleet import SessionFleet
-from .responses import CONNECTION_CLOSED, SESSION_HEADER, answer_json, send_sse_once, send_stream
+from .responses import CONNECTION_CLOSED, SESSION_HEADER, send_sse_once, send_stream
 from .session import LegacySession, request_metadata
 from .streams import OutboundStream
 
@@ -76,7 +74,6 @@ class LegacyEndpoint:
         app: object = None,
     ) -> None:
         self.table = table
-        self._app = app  # the ASGI app it answers for: whose server may lend it a scope (`_answer`)
         self._tg = task_group
         self._json_response = json_response
         self._events = events
@@ -87,9 +84,15 @@ class LegacyEndpoint:
         self._on_created = on_created
         self._on_ended = on_ended
         self._wake = wake
-        self.open_streams = 0
+        self.streams = OpenStreams()
+        self._answerer = RequestAnswerer(loop=loop, keepalive=keepalive, streams=self.streams, app=app)
         # Set by the app when the sessions are shared by a fleet (`_legacy.fleet`).
         self.fleet: SessionFleet | None = None
+
+    @property
+    def open_streams(self) -> int:
+        """SSE responses open: GET streams and streamed answers."""
+        return self.streams.count
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -165,7 +168,7 @@ class LegacyEndpoint:
         enclosed: bool = False,
     ) -> None:
         """One message of a session. `enclosed`: the app runs it inside a cancel scope of its own (a
-        token's hold), which a scope the server lends would not shield it from (see `_answer`)."""
+        token's hold), which a scope the server lends would not shield it from (`RequestAnswerer`)."""
         json_mode = self._json_response
         if not json_mode and not accepts_sse:
             raise ProtocolError(
@@ -185,7 +188,7 @@ class LegacyEndpoint:
         try:
             if message.kind == "request":
                 assert message.id is not None and message.method is not None
-                await self._answer(request, message, session, send, json_mode=json_mode, enclosed=enclosed)
+                await self._answerer.answer(request, message, session, send, json_mode=json_mode, enclosed=enclosed)
                 return
             if message.kind == "notification":
                 assert message.method is not None
@@ -230,34 +233,33 @@ class LegacyEndpoint:
             if action is _REFUSE_GONE:
                 raise session_not_found(None)  # ended while its events were read
         self.table.begin(entry)
-        self.open_streams += 1
         attached = None
         try:
-            attached = target.attach() if target is not None else None
-            priming = None
-            if attached is not None:
-                if last_event_id is not None and replayed:
-                    # Read again now that the connection is attached: anything stored in between is
-                    # either in this replay or queued on the connection, never lost (duplicates are skipped).
-                    found = await session.replay(last_event_id)
-                    replayed = found[1] if found is not None else replayed
-                assert target is not None
-                priming = await session.priming_frame(target)
-            await send_stream(
-                send,
-                receive,
-                session_id=session.session_id,
-                replayed=replayed,
-                priming=priming,
-                frames=attached[1] if attached is not None else None,
-                keepalive=self.keepalive.interval,
-            )
+            with self.streams:  # counted in stats while open
+                attached = target.attach() if target is not None else None
+                priming = None
+                if attached is not None:
+                    if last_event_id is not None and replayed:
+                        # Read again now that the connection is attached: anything stored in between is
+                        # either in this replay or queued on the connection, never lost (duplicates are skipped).
+                        found = await session.replay(last_event_id)
+                        replayed = found[1] if found is not None else replayed
+                    assert target is not None
+                    priming = await session.priming_frame(target)
+                await send_stream(
+                    send,
+                    receive,
+                    session_id=session.session_id,
+                    replayed=replayed,
+                    priming=priming,
+                    frames=attached[1] if attached is not None else None,
+                    keepalive=self.keepalive.interval,
+                )
         finally:
             if target is not None and attached is not None:
                 target.detach(attached[0])
             if standalone:
                 session.outbound.step(LiveInput.UNLISTEN)
-            self.open_streams -= 1
             self.finish_exchange(entry)
 
     async def delete(self, request: HttpRequest, principal: Principal, send: Send) -> None:
@@ -324,66 +326,6 @@ class LegacyEndpoint:
         if self._observer_for is not None:
             session.dispatcher.observer = self._observer_for(entry)
         return entry
-
-    async def _answer(
-        self,
-        request: HttpRequest,
-        message: Message,
-        session: LegacySession,
-        send: Send,
-        *,
-        json_mode: bool,
-        enclosed: bool = False,
-    ) -> None:
-        assert message.id is not None and message.method is not None
-        if not session.outbound.admit_exchange():
-            raise session_not_found(message.id)
-        stream = session.outbound.new_stream(json_only=json_mode)
-        metadata, transport = request_metadata(request, session, stream, can_send=not json_mode)
-        loop = self._loop
-        # Shielded: in this era a dropped connection is not a cancellation (the handler still
-        # finishes); `notifications/cancelled` and the session's end cancel it from inside. Its
-        # scope is the shield, or the server's scope around this call where the server lends it
-        # (nothing but the request's own cancellation and a hard stop cancels that one), unless the
-        # app's own scope encloses the request: a cut hold must not reach the handler either.
-        lent = None if enclosed else lent_scope(request.scope, self._app, loop)
-        if json_mode:
-            # A JSON answer is only recorded, with no await to guard.
-            admitted = session.dispatcher.admit(
-                message.id, message.params, stream, metadata, transport, shield=True, scope=lent
-            )
-            await session.dispatcher.run_admitted(message.method, message.params, admitted)
-            await send_settled(admitted.scope, loop, answer_json, stream.answer, send, message.id)
-            return
-        priming = await session.priming_frame(stream)
-        if priming is not None and not session.outbound.admit_exchange():
-            # Ended while the priming event was stored (DELETE, expiry, token removal): gone now.
-            raise session_not_found(message.id)
-        # The handler runs here, in the request's task, writing its frames straight to this response.
-        # Admitted before the first send: a session ending meanwhile cancels it like any in flight.
-        # Shielded, as for JSON answers: a dropped connection does not cancel the handler, whose
-        # answer is sent (or stored) after its scope, when nothing but the sending is left.
-        admitted = session.dispatcher.admit(
-            message.id, message.params, stream, metadata, transport, shield=True, scope=lent
-        )
-        writer = ResponseWriter(send, loop.cancel_scope, SSE_HEADERS, server_bounds_sends=sends_bounded(request.scope))
-        stream.write_to(writer)
-        self.keepalive.register(writer)
-        self.open_streams += 1
-        try:
-            if priming is not None:
-                # Shielded as well: once admitted, the request runs (and settles) whatever happens here.
-                with loop.cancel_scope(shield=True):
-                    await writer.write(priming.encode())
-            await session.dispatcher.run_admitted(message.method, message.params, admitted)
-        finally:
-            # The handler has settled. Its final frame detached the writer, unless the session's
-            # end dropped that frame: then it is detached here, and the response ends below.
-            if stream.writer is writer:
-                stream.detach(writer)
-            self.keepalive.unregister(writer)
-            self.open_streams -= 1
-        await send_settled(admitted.scope, loop, writer.end)
 
     async def _initialize(
         self, request: HttpRequest, message: Message, principal: Principal, send: Send, *, json_mode: bool
