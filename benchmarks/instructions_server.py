@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--keep-dumps",
         metavar="DIR",
-        help="copy callgrind's dumps here (the fourth is the n2 segment: callgrind_annotate it, per function)",
+        help="copy callgrind's dumps here: <tree folder>-<server>-<scenario>-<ablation>-cg.out.N (.4: n2)",
     )
     args = parser.parse_args(argv)
     trees = [(label, Path(path).resolve()) for label, _, path in (t.partition("=") for t in args.tree)]

@@ -8,7 +8,7 @@ of each Python function, divided by `--per` (the requests in the dump's segment)
 
     PYTHONPERFSUPPORT=1 python3.12 -m benchmarks.instructions_server --python <a 3.12 venv's python> \\
         --tree after=. --scenario modern-json --server builtin-trio --keep-dumps /tmp/dumps
-    python -m benchmarks.python_functions /tmp/dumps/after-builtin-trio-modern-json-none-cg.out.4 --per 2500
+    python -m benchmarks.python_functions /tmp/dumps/<tree folder>-builtin-trio-modern-json-none-cg.out.4 --per 2500
 
 The trampolines add instructions of their own to every call, so read the figures against each
 other (one function against another, one tree against another), not against counts taken without
