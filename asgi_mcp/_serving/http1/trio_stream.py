@@ -45,15 +45,13 @@ class TrioSocketStream(AbortableSocketStream):
     async def receive(self, max_bytes: int = 65536) -> bytes:
         self._check_open()
         try:
-            data = self._socket.recv(max_bytes)
-        except BlockingIOError:
+            data = self._recv_now(max_bytes)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await checkpoint()  # an end or an error is a checkpoint too, as with data
+            raise
+        if data is None:
             return await self._read_when_ready(max_bytes)
-        except OSError as exc:
-            await checkpoint()
-            raise self._converted(exc) from exc
         await checkpoint()  # data was waiting: still a turn for the others (and a cancellation point)
-        if not data:
-            raise anyio.EndOfStream
         return data
 
     async def receive_next(self, max_bytes: int = 65536) -> bytes:
