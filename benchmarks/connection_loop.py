@@ -17,7 +17,6 @@ why); fix the hash seed, which alone moves the count by about 3%:
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import anyio
@@ -29,6 +28,7 @@ from asgi_mcp._serving.http1.parsers import make_parser
 from asgi_mcp._serving.http1.state import ServerState
 
 from .apps import floor_app
+from .cli import documented_parser
 from .load import MODERN_VERSION, tools_call_body
 
 
@@ -86,13 +86,7 @@ async def run(count: int, rounds: int, parser: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    assert __doc__ is not None
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.connection_loop",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = documented_parser("benchmarks.connection_loop", __doc__)
     parser.add_argument("-n", type=int, default=50_000, help="requests per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")

@@ -180,13 +180,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.path.pop(0)  # this file's folder: `benchmarks` must come from PYTHONPATH, the tree under test
         child(paths, warmup, n1, n2)
         return
-    assert __doc__ is not None
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.instructions",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    # Imported here, not at the top: the file also runs as a script inside valgrind, with an
+    # older tree's `benchmarks` on the path.
+    from benchmarks.cli import documented_parser
+
+    parser = documented_parser("benchmarks.instructions", __doc__)
     parser.add_argument("--tree", action="append", required=True, metavar="LABEL=PATH", help="a source tree (1 or 2)")
     parser.add_argument("--python", default=sys.executable, help="the interpreter (its site-packages: the deps)")
     parser.add_argument("--filter", action="append", default=[], metavar="SUBSTRING", help="only paths with it")

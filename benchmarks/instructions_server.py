@@ -303,13 +303,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.path.pop(0)  # this file's folder: `benchmarks` comes from PYTHONPATH, the tree under test
         wrapper(sys.argv[2:])
         return
-    assert __doc__ is not None
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.instructions_server",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    # Imported here, not at the top: the file also runs as a script inside valgrind, with an
+    # older tree's `benchmarks` on the path.
+    from benchmarks.cli import documented_parser
+
+    parser = documented_parser("benchmarks.instructions_server", __doc__)
     parser.add_argument("--tree", action="append", required=True, metavar="LABEL=PATH")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--variant", default="mcpapp-json")

@@ -28,7 +28,6 @@ instructions under callgrind needs; `benchmarks.instructions` does that for ever
 
 from __future__ import annotations
 
-import argparse
 import gc
 import itertools
 import json
@@ -73,6 +72,7 @@ from asgi_mcp._core.states import SessionState
 from asgi_mcp._modern.param_headers import RawHeaders
 
 from .apps import build_app
+from .cli import documented_parser
 from .load import ACCEPT, LEGACY_VERSION, MODERN_VERSION, PAYLOAD, tools_call_body
 from .profile_legacy import request
 
@@ -865,13 +865,7 @@ def selected(name: str, filters: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    assert __doc__ is not None
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.micro",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = documented_parser("benchmarks.micro", __doc__)
     parser.add_argument(
         "--filter", action="append", default=[], metavar="SUBSTRING", help="only ops whose name has it (repeatable)"
     )

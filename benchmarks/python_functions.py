@@ -17,12 +17,13 @@ them. A recursive function is counted at its outermost level.
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import re
 import subprocess
 from pathlib import Path
 from typing import NamedTuple
+
+from .cli import documented_parser
 
 _PID = re.compile(r"^pid: (\d+)$", re.MULTILINE)
 # An inclusive line of callgrind_annotate for an unnamed address, at the outermost recursion level.
@@ -73,13 +74,7 @@ def python_function_costs(dump: Path, perf_map: Path | None = None) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> None:
-    assert __doc__ is not None
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.python_functions",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = documented_parser("benchmarks.python_functions", __doc__)
     parser.add_argument("dump", type=Path, help="a callgrind dump (one segment of --keep-dumps)")
     parser.add_argument("--per", type=float, default=1.0, help="divide by this (the requests in the segment)")
     parser.add_argument("--perf-map", type=Path, help="the process's perf map (default: /tmp/perf-<its pid>.map)")
