@@ -17,15 +17,14 @@ connection ends after such a call.
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
-from anyio.abc import SocketAttribute
 
 from ..._core.asgi import REQUEST_CANCEL_EXTENSION, SEND_TIMEOUT_EXTENSION
+from .abortable import AbortableSocketStream
 from .cycle import RequestCycle
 from .errors import HttpRefusal
 from .head import RequestHead, find_head
@@ -68,8 +67,7 @@ class HttpConnection:
         self.scheme = scheme
         self.trusted_peer = self.config.trusts(client[0] if client is not None else None)
         # A plain socket's (not TLS): for direct writes (`write`).
-        raw = stream.extra(SocketAttribute.raw_socket) if isinstance(stream, anyio.abc.SocketStream) else None
-        self.raw_socket = raw if isinstance(raw, socket.socket) else None
+        self.raw_socket = stream.raw_socket if isinstance(stream, AbortableSocketStream) else None
         # The wait for a request after an answer, when the stream has one of its own (see `trio_stream.py`).
         self.receive_next: Callable[[int], Awaitable[bytes]] = getattr(stream, "receive_next", stream.receive)
         self.buffer = bytearray()
@@ -81,7 +79,7 @@ class HttpConnection:
         self.wait_timed_out = False
         self.write_expiry = NEVER  # the tick at which the write in progress times out
         self.abort = abort  # the socket stream's (under TLS too): fails a write that the scope cannot reach
-        self.scope = anyio.CancelScope()
+        self.scope = state.cancel_scope()
 
     def server_stopping(self) -> bool:
         return self.state.stopping
@@ -283,25 +281,32 @@ class HttpConnection:
             await self.write(plain_response(refusal.status, refusal.reason))
 
     async def _close(self) -> None:
-        with anyio.CancelScope(shield=True):
-            if self.wait_timed_out and self.buffer and not self.idle and not self.lost:
-                # Part of a head, then nothing for `headers_timeout` (idle connections close quietly).
-                self.linger = True
-                with anyio.move_on_after(_LINGER_SECONDS):
-                    try:
-                        await self.stream.send(plain_response(408, "request header timeout"))
-                    except _STREAM_ERRORS:
-                        self.lost = True
-            if self.linger and not self.lost and not self.eof:
-                with anyio.move_on_after(_LINGER_SECONDS):
-                    try:
-                        await self.stream.send_eof()
-                        drained = 0
-                        while drained < _LINGER_BYTES:
-                            drained += len(await self.stream.receive(_READ_SIZE))
-                    except (*_STREAM_ERRORS, NotImplementedError):
-                        pass
-            await anyio.aclose_forcefully(self.stream)
+        """A 408 for a head cut short by its timeout and a moment's linger, when due; then the socket
+        is closed, under TLS too (without a close_notify, as anyio's forced close sends none)."""
+        timed_out_in_head = self.wait_timed_out and bool(self.buffer) and not self.idle and not self.lost
+        if timed_out_in_head or (self.linger and not self.lost and not self.eof):
+            with anyio.CancelScope(shield=True):
+                await self._part(timed_out_in_head)
+        self.abort()
+
+    async def _part(self, timed_out_in_head: bool) -> None:
+        if timed_out_in_head:
+            # Part of a head, then nothing for `headers_timeout` (idle connections close quietly).
+            self.linger = True
+            with anyio.move_on_after(_LINGER_SECONDS):
+                try:
+                    await self.stream.send(plain_response(408, "request header timeout"))
+                except _STREAM_ERRORS:
+                    self.lost = True
+        if self.linger and not self.lost and not self.eof:
+            with anyio.move_on_after(_LINGER_SECONDS):
+                try:
+                    await self.stream.send_eof()
+                    drained = 0
+                    while drained < _LINGER_BYTES:
+                        drained += len(await self.stream.receive(_READ_SIZE))
+                except (*_STREAM_ERRORS, NotImplementedError):
+                    pass
 
 
 def _decode_path(raw_path: bytes) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Final, Protocol
 
 import anyio
 
+from ..._io.loop import CancelScopeFactory, Loop
 from .config import ServerConfig
 from .parsers import HeadParser
 
@@ -37,6 +38,7 @@ class ServerState:
     """What the connections share."""
 
     def __init__(self, app: Any, config: ServerConfig, parser: HeadParser) -> None:
+        """Made inside the running loop, whose cancel scopes the connections use."""
         self.app = app
         self.config = config
         self.parser = parser
@@ -45,6 +47,9 @@ class ServerState:
         self.connections: set[Watched] = set()
         self.all_closed = anyio.Event()
         self.slots = anyio.Semaphore(config.max_connections)
+        # Each connection's own scope: Trio's on Trio (anyio's wrapper costs a new connection about
+        # 11,000 instructions, see `_io/loop.py`), anyio's on asyncio.
+        self.cancel_scope: CancelScopeFactory = Loop.current().cancel_scope
         shortest = min(config.headers_timeout, config.keepalive_timeout, config.write_timeout)
         self.tick_seconds = min(shortest / _TICKS_PER_TIMEOUT, _LONGEST_TICK)
         self.tick = 0
