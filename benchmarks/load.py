@@ -7,6 +7,10 @@ Scenarios:
     modern-sse               as modern-json, plus `_meta.progressToken`: the echo tool reports progress,
                              so the answer is an SSE stream (progress notification, then the result);
                              a response without the notification counts as bad
+    modern-close             as modern-json, with `Connection: close`: a new TCP connection per request
+                             (what a proxy that does not keep connections to its upstream sends, e.g.
+                             nginx's default HTTP/1.0 to upstreams), so a request pays the server's
+                             accept, connection setup and close as well
     session-churn            no session up front: each iteration is initialize (2025-11-25), then
                              notifications/initialized and DELETE with the returned Mcp-Session-Id.
                              `churns` counts completed iterations; sessions still open when the
@@ -53,7 +57,7 @@ import httpx
 LEGACY_VERSION = "2025-11-25"
 MODERN_VERSION = "2026-07-28"
 PAYLOAD = "bench-payload"
-SCENARIOS = ("legacy-sse", "legacy-json", "modern-json", "modern-sse", "session-churn")
+SCENARIOS = ("legacy-sse", "legacy-json", "modern-json", "modern-sse", "modern-close", "session-churn")
 ACCEPT = "application/json, text/event-stream"
 PROGRESS_TOKEN = "bench"
 PROGRESS_NEEDLE = "notifications/progress"
@@ -102,6 +106,8 @@ def open_session(url: str, scenario: str) -> tuple[dict[str, str], str | None]:
     headers = {"content-type": "application/json", "accept": ACCEPT}
     if scenario.startswith("modern"):
         headers.update({"mcp-protocol-version": MODERN_VERSION, "mcp-method": "tools/call", "mcp-name": "echo"})
+        if scenario == "modern-close":
+            headers["connection"] = "close"  # wrk, and the h11 engine, connect anew after each answer
         return headers, None
     headers["mcp-protocol-version"] = LEGACY_VERSION
     if scenario == "session-churn":

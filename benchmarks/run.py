@@ -12,13 +12,16 @@ a comparison alike (`round_order`). The machine's speed drifts (on a shared VM, 
 seconds), so every ratio is paired (`benchmarks.paired`): the median over rounds of the two cells'
 quotient within each round, not the quotient of their medians.
 
-Scenarios (one JSON-RPC `tools/call` of the `echo` tool per request, 32 keep-alive connections):
+Scenarios (one JSON-RPC `tools/call` of the `echo` tool per request, 32 keep-alive connections but in
+modern-close):
 
     legacy-sse     2025-11-25 session (opened before the run), answer on SSE       McpApp(server)      vs sdk-sse
     legacy-json    2025-11-25 session, answer as one JSON body                     McpApp(json=True)   vs sdk-json
     modern-json    2026-07-28, no session, `_meta` envelope + Mcp-Method/Mcp-Name  McpApp(json=True)   vs sdk-json
     modern-sse     as modern-json with `_meta.progressToken`: the tool reports      McpApp(server)      vs sdk-sse
                    progress, so the answer is SSE (notification, then result)
+    modern-close   as modern-json with `Connection: close`: a new TCP connection   McpApp(json=True)   vs sdk-json
+                   per request (accept, setup and close included)
     session-churn  no standing session: initialize (2025-11-25), initialized,      McpApp(server)      vs sdk-sse
                    DELETE, repeated; figures are churns/s and CPU µs per churn
 
@@ -137,6 +140,9 @@ VARIANT_FOR = {
     ("mcpapp", "modern-sse"): "mcpapp-sse",
     ("sdk", "modern-sse"): "sdk-sse",
     ("floor", "modern-sse"): "floor",
+    ("mcpapp", "modern-close"): "mcpapp-json",
+    ("sdk", "modern-close"): "sdk-json",
+    ("floor", "modern-close"): "floor",
     ("mcpapp", "session-churn"): "mcpapp-sse",
     ("sdk", "session-churn"): "sdk-sse",
     ("floor", "session-churn"): "floor",
@@ -147,6 +153,9 @@ NOTES = {
     " SSE stream: a progress notification, then the result; every response is checked for both. Without a"
     " notification both would answer a quick tool with plain JSON (they commit to SSE only when the handler"
     " streams or outlives the keep-alive interval).",
+    "modern-close": "modern-close: each request comes on a new TCP connection (`Connection: close`), so a"
+    " request also pays for the server's accept, its connection setup and its close; the 32 connections are 32"
+    " clients, each opening its next connection once its answer is in.",
     "session-churn": "session-churn: rates are completed churns/s (initialize, notifications/initialized, DELETE:"
     " three requests each; req/s in the JSON) and the CPU column is µs per churn. wrk runs one connection per"
     " thread here; the floor's figure is the load generator's ceiling. Sessions are checked to end (404 after"
