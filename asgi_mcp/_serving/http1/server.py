@@ -19,8 +19,9 @@ import socket
 import ssl
 import stat
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import anyio
 import anyio.abc
@@ -35,6 +36,9 @@ from .connection import SERVER_LOGGER, HttpConnection
 from .lifespan import Lifespan
 from .parsers import make_parser
 from .state import ServerState
+
+if TYPE_CHECKING:
+    import trio
 
 __all__ = ["BoundAddress", "listen", "serve"]
 
@@ -97,6 +101,23 @@ async def serve(
         raise ConfigurationError(failure)
 
 
+# The connections' task group: anyio's, or on Trio, Trio's own nursery (see `_connection_group`).
+_TaskGroup = Union[anyio.abc.TaskGroup, "trio.Nursery"]
+
+
+def _connection_group() -> AbstractAsyncContextManager[_TaskGroup]:
+    """The connections' task group; on Trio, Trio's own nursery. anyio's `start_soon` wraps each task
+    in a handle (a cancel scope, an event, and a coroutine around the task's): on Trio about 30 µs of
+    the server's 170 µs of CPU for a connection that carries one request."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # Trio (imported here: Trio is optional)
+        import trio
+
+        return trio.open_nursery()
+    return anyio.create_task_group()
+
+
 async def _serve_connections(
     state: ServerState,
     lifespan: Lifespan,
@@ -104,7 +125,7 @@ async def _serve_connections(
     shutdown_trigger: Callable[[], Awaitable[object]] | None,
     task_status: anyio.abc.TaskStatus[BoundAddress],
 ) -> None:
-    async with anyio.create_task_group() as connections:
+    async with _connection_group() as connections:
         connections.start_soon(_watch_timeouts, state)  # ends with the connections (see `_stop`)
         async with anyio.create_task_group() as accepting:
             for listener in listeners:
@@ -120,7 +141,7 @@ async def _serve_connections(
         await _stop(state, lifespan, connections)
 
 
-async def _stop(state: ServerState, lifespan: Lifespan, connections: anyio.abc.TaskGroup) -> None:
+async def _stop(state: ServerState, lifespan: Lifespan, connections: _TaskGroup) -> None:
     state.stopping = True
     for connection in list(state.connections):
         connection.stop_if_idle()
@@ -167,9 +188,7 @@ def _bound_address(listener: anyio.abc.SocketListener, config: ServerConfig) -> 
     return BoundAddress(str(address[0]), int(address[1]), tls=tls)
 
 
-async def _accept_loop(
-    listener: anyio.abc.SocketListener, state: ServerState, connections: anyio.abc.TaskGroup
-) -> None:
+async def _accept_loop(listener: anyio.abc.SocketListener, state: ServerState, connections: _TaskGroup) -> None:
     """Accept each connection as it comes, wrapped in its own task that holds one of the slots.
 
     The loop takes a slot before it accepts, so over `max_connections` connections wait in the listen
