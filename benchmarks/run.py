@@ -12,7 +12,7 @@ a comparison alike (`round_order`). The machine's speed drifts (on a shared VM, 
 seconds), so every ratio is paired (`benchmarks.paired`): the median over rounds of the two cells'
 quotient within each round, not the quotient of their medians.
 
-Scenarios (one JSON-RPC `tools/call` of the `echo` tool per request, 32 keep-alive connections but in
+Scenarios (one JSON-RPC `tools/call` of the `echo` tool per request, 32 connections, kept alive but in
 modern-close):
 
     legacy-sse     2025-11-25 session (opened before the run), answer on SSE       McpApp(server)      vs sdk-sse
