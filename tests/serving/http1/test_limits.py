@@ -5,7 +5,11 @@ The refusal table is the same for h11 and httptools: that is the point of it.
 
 from __future__ import annotations
 
+import socket
+import struct
+
 import anyio
+import anyio.abc
 import pytest
 
 from tests.kit.http1_app import Probe
@@ -181,3 +185,26 @@ async def test_connections_over_the_limit_wait_in_the_backlog(parser: str) -> No
             reply = await second.reply()
         assert reply is not None
         assert reply.body == b"second"
+
+
+async def test_peers_that_reset_in_the_backlog_give_their_slot_back(parser: str) -> None:
+    # Peers that reset their connection (SO_LINGER 0, then close) while it waits in the backlog
+    # are gone by the time the server accepts them: asking the socket for its addresses fails.
+    # Each one's slot comes back and the server goes on: with one slot, held by a request while
+    # five peers come and go, a request after them is served.
+    probe = Probe()
+    async with serving(parser, probe, max_connections=1) as (port, _), connect(port) as holder:
+        holder.expect("POST")
+        await holder.send(post("/hold", b"", "connection: close"))
+        await probe.started.wait()
+        for _ in range(5):
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()
+        probe.gate.set()
+        with anyio.fail_after(10):
+            assert (await holder.reply()) is not None
+            reply = await exchange(port, b"GET /echo HTTP/1.1\r\nhost: t\r\n\r\n", method="GET")
+        assert reply is not None
+        assert reply.status == 200
