@@ -109,13 +109,21 @@ def _connection_group() -> AbstractAsyncContextManager[_TaskGroup]:
     """The connections' task group; on Trio, Trio's own nursery. anyio's `start_soon` wraps each task
     in a handle (a cancel scope, an event, and a coroutine around the task's): on Trio about 30 µs of
     the server's 170 µs of CPU for a connection that carries one request."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # Trio (imported here: Trio is optional)
+    if _on_trio():
         import trio
 
         return trio.open_nursery()
     return anyio.create_task_group()
+
+
+def _on_trio() -> bool:
+    """Whether the running loop is Trio's: the server runs on asyncio or Trio, and Trio is optional,
+    so what it needs of Trio is imported only once this says so."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
 
 
 async def _serve_connections(
@@ -245,9 +253,7 @@ _StreamOpener = Callable[[socket.socket], Awaitable[AbortableSocketStream]]
 
 
 def _stream_opener() -> _StreamOpener:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # Trio (imported here: Trio is optional)
+    if _on_trio():
         from .trio_stream import trio_stream_opener
 
         return trio_stream_opener()
