@@ -1,4 +1,5 @@
-"""The built-in server's byte stream on asyncio: a protocol that keeps reading, instead of anyio's.
+"""The built-in server's byte stream on asyncio: the socket's own calls until a read must wait, then
+a protocol that keeps reading, instead of anyio's.
 
 anyio's asyncio `SocketStream` stops reading between `receive` calls (`pause_reading` after each,
 `resume_reading` before the next): two `epoll_ctl` calls per request on a keep-alive connection, and
@@ -7,6 +8,14 @@ to `_READ_AHEAD` bytes and is paused only past that (TCP's flow control then hol
 `send` yields with a plain `sleep(0)`. The semantics are those of anyio's stream: `send` returns once
 the kernel has taken every byte (write buffer limit 0), so closing may abort the transport; errors
 are anyio's (`EndOfStream`, `BrokenResourceError`, `ClosedResourceError`).
+
+The transport is made only when a read has to wait (or a write cannot be taken at once). Until then
+the stream reads and writes the socket itself: a new connection's request is usually there when its
+task starts, and a connection that carries one request (a client or proxy that does not keep
+connections) is then served without a transport, whose making takes the task through two more
+turns of the loop. Those turns, with every connection accepted in the same burst parked in them,
+are what ran the cycle collector under connection churn. As on Trio, the first read returns
+waiting data without a yield (the task has only just had its turn to start); later ones yield.
 """
 
 from __future__ import annotations
@@ -80,11 +89,13 @@ class _Reader(asyncio.Protocol):
 
 
 class AsyncioSocketStream(AbortableSocketStream):
-    def __init__(self, sock: socket.socket, transport: asyncio.Transport, reader: _Reader) -> None:
-        self._socket = sock  # the socket itself (the transport's `socket` is a restricted view)
-        self._transport = transport
-        self._reader = reader
+    def __init__(self, sock: socket.socket) -> None:
+        self._socket = sock  # non-blocking (`prepare_accepted`)
+        self._transport: asyncio.Transport | None = None
+        self._reader: _Reader | None = None
+        self._owned = False  # the socket is the transport's (made, or being made): it closes it
         self._closed = False
+        self._started = False  # a receive has returned
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -92,6 +103,19 @@ class AsyncioSocketStream(AbortableSocketStream):
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         reader = self._reader
+        if reader is None:
+            self._check_open()
+            try:
+                data = self._recv_now(max_bytes)
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                await asyncio.sleep(0)  # an end or an error is a turn for the others too, as with data
+                raise
+            if data is not None:
+                if self._started:
+                    await asyncio.sleep(0)  # data was waiting: still a turn for the others
+                self._started = True
+                return data
+            _, reader = await self._attach()
         if reader.chunks:
             await asyncio.sleep(0)  # data is waiting: still a turn for the others (and a cancellation point)
         else:
@@ -111,33 +135,93 @@ class AsyncioSocketStream(AbortableSocketStream):
             reader.chunks.appendleft(chunk[max_bytes:])
             chunk = chunk[:max_bytes]
         reader.buffered -= len(chunk)
-        if reader.reading_paused and reader.buffered <= _READ_AHEAD // 2 and not self._transport.is_closing():
+        transport = self._transport
+        if reader.reading_paused and reader.buffered <= _READ_AHEAD // 2 and transport and not transport.is_closing():
             reader.reading_paused = False
-            self._transport.resume_reading()
+            transport.resume_reading()
         return chunk
+
+    def _recv_now(self, max_bytes: int) -> bytes | None:
+        """What the socket holds (before the transport), None while it holds nothing; raises at its
+        end or on an error."""
+        try:
+            data = self._socket.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise anyio.BrokenResourceError from exc
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def _attach(self) -> tuple[asyncio.Transport, _Reader]:
+        """The transport, made now: from here the loop reads the socket (and closes it).
+
+        Shielded: a cancelled wait loses nothing (the connection reads on after the wait for a
+        disconnect that a complete response cancels), and a cancelled attach would close the
+        socket; it takes a turn or two of the loop, no network wait."""
+        self._owned = True
+        with anyio.CancelScope(shield=True):
+            try:
+                transport, reader = await asyncio.get_running_loop().connect_accepted_socket(_Reader, self._socket)
+            except OSError as exc:
+                raise anyio.BrokenResourceError from exc
+            self._transport, self._reader = transport, reader
+            if self._closed:  # aborted while the transport was being made
+                transport.abort()
+                raise anyio.ClosedResourceError
+            return transport, reader
+        raise AssertionError("unreachable: a scope that nobody cancels swallows nothing")
 
     async def send(self, item: bytes) -> None:
         self._check_open()
+        transport = self._transport
+        if transport is None:
+            sent = self._send_now(item)
+            if sent == len(item):
+                await asyncio.sleep(0)
+                return
+            item = item[sent:]  # the socket is full: the transport waits until it takes the rest
+            transport, _ = await self._attach()
         try:
-            self._transport.write(item)
+            transport.write(item)
         except RuntimeError as exc:  # the transport is closing
             raise anyio.BrokenResourceError from exc
-        writable = self._reader.writable
+        writable = self._reader.writable if self._reader is not None else None
         if writable is not None and not writable.done():
             await writable  # until the kernel has taken it all
             self._check_open()
         else:
             await asyncio.sleep(0)
 
+    def _send_now(self, item: bytes) -> int:
+        """What the socket takes of `item` at once (before the transport)."""
+        try:
+            return self._socket.send(item)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise anyio.BrokenResourceError from exc
+
     async def send_eof(self) -> None:
-        if self._transport.is_closing():
+        transport = self._transport
+        if transport is None:
+            if not self._owned:
+                with contextlib.suppress(OSError):
+                    self._socket.shutdown(socket.SHUT_WR)
+            return
+        if transport.is_closing():
             return  # the peer is gone (uvloop raises rather than ignore a write_eof then)
         with contextlib.suppress(OSError, RuntimeError):
-            self._transport.write_eof()
+            transport.write_eof()
 
     def abort(self) -> None:
         self._closed = True
-        self._transport.abort()  # a waiting `send` wakes on `connection_lost`, then finds the stream closed
+        if self._transport is not None:
+            self._transport.abort()  # a waiting `send` wakes on `connection_lost`, then finds the stream closed
+        elif not self._owned:
+            self._socket.close()  # not registered with the loop: nothing waits on it
+        # else the transport is being made: `_attach` aborts it once it is
 
     async def aclose(self) -> None:
         self.abort()  # nothing unsent: `send` waits until the kernel has it
@@ -146,11 +230,11 @@ class AsyncioSocketStream(AbortableSocketStream):
     def _check_open(self) -> None:
         if self._closed:
             raise anyio.ClosedResourceError
-        if self._reader.lost:
-            raise anyio.BrokenResourceError from self._reader.error
+        reader = self._reader
+        if reader is not None and reader.lost:
+            raise anyio.BrokenResourceError from reader.error
 
 
 async def open_asyncio_stream(sock: socket.socket) -> AbortableSocketStream:
-    """A connected socket as a stream on the running asyncio loop."""
-    transport, reader = await asyncio.get_running_loop().connect_accepted_socket(_Reader, sock)
-    return AsyncioSocketStream(sock, transport, reader)
+    """A connected, non-blocking socket as a stream on the running asyncio loop."""
+    return AsyncioSocketStream(sock)

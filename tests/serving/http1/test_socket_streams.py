@@ -211,35 +211,58 @@ async def test_a_receive_with_data_waiting_still_lets_other_tasks_run() -> None:
         assert turns >= 40
 
 
-async def test_the_first_receive_on_trio_returns_waiting_data_without_a_yield(anyio_backend_name: str) -> None:
+async def test_the_first_receive_returns_waiting_data_without_a_yield(anyio_backend_name: str) -> None:
     # A new connection's task has just had its turn to start: when its request is already there,
     # the first read returns it at once, so a connection that carries one request is served in one
     # step, instead of parking beside every connection accepted in the same burst (under a client
     # opening a connection per request, those parked objects ran the cycle collector every ~30
     # connections, and its full collections put ~30 ms stalls in the tail). Later reads yield.
-    if anyio_backend_name != "trio":
-        pytest.skip("asyncio's stream gets its first bytes from the loop, after a wait anyway")
-    import trio
-
-    class Steps(trio.abc.Instrument):
-        def __init__(self) -> None:
-            self.task = trio.lowlevel.current_task()
-            self.count = 0
-
-        def before_task_step(self, task: trio.lowlevel.Task) -> None:
-            self.count += task is self.task
-
     async with stream_and_peer() as (stream, peer):
         peer.send(b"x" * 100)
+        async with yields_of_this_task(anyio_backend_name) as yields:
+            assert len(await stream.receive(10)) == 10
+            assert yields() == 0
+            assert len(await stream.receive(10)) == 10
+            assert yields() == 1
+
+
+@asynccontextmanager
+async def yields_of_this_task(backend: str) -> AsyncIterator[Callable[[], int]]:
+    """How many times the current task has yielded to the scheduler since the block began."""
+    if backend == "trio":
+        import trio
+
+        class Steps(trio.abc.Instrument):
+            def __init__(self) -> None:
+                self.task = trio.lowlevel.current_task()
+                self.count = 0
+
+            def before_task_step(self, task: trio.lowlevel.Task) -> None:
+                self.count += task is self.task
+
         steps = Steps()
         trio.lowlevel.add_instrument(steps)
         try:
-            assert len(await stream.receive(10)) == 10
-            assert steps.count == 0
-            assert len(await stream.receive(10)) == 10
-            assert steps.count == 1
+            yield lambda: steps.count
         finally:
             trio.lowlevel.remove_instrument(steps)
+        return
+    # asyncio runs ready tasks first in, first out: a task that is always ready takes exactly one
+    # turn each time this one yields.
+    turns = 0
+
+    async def always_ready() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(always_ready)
+        await anyio.lowlevel.checkpoint()  # it has started
+        started = turns
+        yield lambda: turns - started
+        tasks.cancel_scope.cancel()
 
 
 def fds_polled_for_this_process() -> set[int]:
@@ -258,14 +281,63 @@ def fds_polled_for_this_process() -> set[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads epoll's interest list from /proc")
+async def test_a_request_waiting_on_a_new_connection_is_read_and_answered_without_a_readiness_wait() -> None:
+    # A connection that carries one request (a client or proxy that does not keep connections) is
+    # served with the socket's own calls: it is never registered with the I/O manager. On asyncio
+    # the transport, which would register it, is made only once a read has to wait.
+    async with stream_and_peer() as (stream, peer):
+        fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
+        peer.send(b"request")
+        with anyio.fail_after(10):
+            assert await stream.receive(100) == b"request"
+        await stream.send(b"answer")
+        assert fd not in fds_polled_for_this_process()
+        assert peer.recv(100) == b"answer"
+        # With nothing to read, the stream waits for readiness (so the probe above sees a registration;
+        # on asyncio the loop registers a new transport's socket a turn or two after it is made).
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(stream.receive, 100)
+                await anyio.wait_all_tasks_blocked()
+                while fd not in fds_polled_for_this_process():
+                    await anyio.lowlevel.checkpoint()
+                peer.send(b"later")
+
+
+async def test_an_abort_as_the_first_wait_begins_ends_it_and_closes_the_connection() -> None:
+    # On asyncio the first wait makes the transport, in a turn or two of the loop: an abort then
+    # (the write timeout's, or a hard stop's) still ends the wait, and the socket is closed.
+    async with stream_and_peer() as (stream, peer):
+        ended: list[BaseException] = []
+
+        async def wait() -> None:
+            try:
+                await stream.receive(100)
+            except anyio.ClosedResourceError as exc:
+                ended.append(exc)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(wait)
+                await anyio.lowlevel.checkpoint()  # the wait has begun
+                assert isinstance(stream, AbortableSocketStream)
+                stream.abort()
+        assert len(ended) == 1
+        peer.setblocking(True)
+        peer.settimeout(10)
+        assert peer.recv(100) == b""  # closed: the peer reads the end
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads epoll's interest list from /proc")
 async def test_the_wait_after_an_answer_reads_what_came_during_its_yield_without_a_readiness_wait(
     anyio_backend_name: str,
 ) -> None:
     # Under load the peer's next request arrives while the other connections take their turns: the
     # wait after an answer yields first and reads it then, without registering the socket with the
-    # I/O manager (an epoll_ctl call a request). Trio's stream only: on asyncio the loop reads.
+    # I/O manager (an epoll_ctl call a request). Trio's stream only: on asyncio, once a connection has
+    # waited, its transport reads for it.
     if anyio_backend_name != "trio":
-        pytest.skip("asyncio's stream is a protocol: the loop reads for it")
+        pytest.skip("asyncio's stream reads through its transport once it has waited")
     async with stream_and_peer() as (stream, peer):
         fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
         peer.send(b"next request")
