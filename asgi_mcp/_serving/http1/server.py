@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
@@ -200,16 +201,21 @@ async def _accept_loop(listener: anyio.abc.SocketListener, state: ServerState, c
     """Accept each connection as it comes, wrapped in its own task that holds one of the slots.
 
     The loop takes a slot before it accepts, so over `max_connections` connections wait in the listen
-    backlog. It yields only to wait: for a slot, or for the socket while the backlog is empty. Under
-    load, each yield on the way back to the socket costs new connections a turn of the event loop in
-    the backlog (a round of every connection's work): with a checkpoint before each wait (the
-    semaphore's), a client opening a connection per request saw a p99 four times its median. And it
-    never waits while the backlog holds more: one accept per turn of the loop made a burst of 32 new
-    connections take ~180 ms to get in while the earlier ones were served.
+    backlog. It yields to wait (for a slot, or for the socket while the backlog is empty) and once
+    every `_ACCEPT_BURST` connections. Under load, each yield on the way back to the socket costs new
+    connections a turn of the event loop in the backlog (a round of every connection's work): with a
+    checkpoint before each wait (the semaphore's), a client opening a connection per request saw a
+    p99 four times its median. It never waits while the backlog holds more: one accept per turn of
+    the loop made a burst of 32 new connections take ~180 ms to get in while the earlier ones were
+    served. But it lets each `_ACCEPT_BURST` tasks start before it makes more: a task not started
+    yet holds its objects (anyio's task handle, scope, events: ~25 the collector tracks), and a
+    burst of 32 of them was over the collector's young threshold (700), so every burst ran a young
+    collection, and with them the full ones (~30 ms with McpApp's heap) that made the tail.
     """
     listening = listener.extra(SocketAttribute.raw_socket)
     open_stream = _stream_opener()
     slots = state.slots
+    accepted = 0
     while True:
         try:
             slots.acquire_nowait()
@@ -224,6 +230,13 @@ async def _accept_loop(listener: anyio.abc.SocketListener, state: ServerState, c
             slots.release()
         else:
             connections.start_soon(_handle, sock, open_stream, state)  # the slot goes with it
+            accepted += 1
+            if accepted % _ACCEPT_BURST == 0:
+                await anyio.lowlevel.checkpoint()  # the burst's tasks start (see above)
+
+
+# The accept loop yields at least once every so many new connections, for their tasks to start.
+_ACCEPT_BURST = 8
 
 
 async def _accept(listening: socket.socket) -> socket.socket | None:

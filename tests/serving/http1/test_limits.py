@@ -5,8 +5,13 @@ The refusal table is the same for h11 and httptools: that is the point of it.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import socket
 import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -208,3 +213,85 @@ async def test_peers_that_reset_in_the_backlog_give_their_slot_back(parser: str)
             reply = await exchange(port, b"GET /echo HTTP/1.1\r\nhost: t\r\n\r\n", method="GET")
         assert reply is not None
         assert reply.status == 200
+
+
+async def test_a_burst_of_new_connections_starts_its_tasks_a_few_at_a_time(
+    parser: str, anyio_backend_name: str
+) -> None:
+    # 32 connections wait in the backlog, each with its request: the server accepts them in one go,
+    # but lets their tasks start 8 at a time. A task not started yet holds its objects (~25 the
+    # cycle collector tracks, with anyio's task handle); 32 of them crossed the collector's young
+    # threshold, so under a client opening a connection per request every burst ran a collection.
+    async with serving(parser) as (port, probe):
+        with unstarted_tasks(anyio_backend_name) as peak:
+            # Blocking connects: the server's loop cannot run in between, so all 32 wait in the backlog.
+            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+            try:
+                for client in clients:
+                    client.sendall(get("/echo", "connection: close"))
+                    client.setblocking(False)
+                with anyio.fail_after(10):
+                    answers = [await read_to_end(client) for client in clients]
+            finally:
+                for client in clients:
+                    client.close()
+        assert all(answer.startswith(b"HTTP/1.1 200 ") for answer in answers)
+        assert len(probe.requests) == 32
+        # Trio runs the batch that holds the accept loop and the 8 tasks it made in either order:
+        # the loop may make 8 more before those 8 start.
+        assert 1 <= peak() <= (16 if anyio_backend_name == "trio" else 8)
+
+
+async def read_to_end(sock: socket.socket) -> bytes:
+    data = b""
+    while True:
+        await anyio.wait_readable(sock)
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+@contextmanager
+def unstarted_tasks(backend: str) -> Iterator[Callable[[], int]]:
+    """The most tasks made in the block that were waiting to take their first step at once."""
+    peak = 0
+    if backend == "trio":
+        import trio
+
+        class Unstarted(trio.abc.Instrument):
+            def __init__(self) -> None:
+                self.waiting: set[trio.lowlevel.Task] = set()
+
+            def task_spawned(self, task: trio.lowlevel.Task) -> None:
+                nonlocal peak
+                self.waiting.add(task)
+                peak = max(peak, len(self.waiting))
+
+            def before_task_step(self, task: trio.lowlevel.Task) -> None:
+                self.waiting.discard(task)
+
+        instrument = Unstarted()
+        trio.lowlevel.add_instrument(instrument)
+        try:
+            yield lambda: peak
+        finally:
+            trio.lowlevel.remove_instrument(instrument)
+        return
+    loop = asyncio.get_running_loop()
+    made: list[asyncio.Task[Any]] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **options: Any) -> asyncio.Task[Any]:
+        nonlocal peak
+        task = asyncio.Task(coro, loop=loop, **options)
+        made[:] = [t for t in made if inspect.getcoroutinestate(t.get_coro()) == inspect.CORO_CREATED]  # type: ignore[arg-type]
+        made.append(task)
+        peak = max(peak, len(made))
+        return task
+
+    previous = loop.get_task_factory()
+    loop.set_task_factory(factory)
+    try:
+        yield lambda: peak
+    finally:
+        loop.set_task_factory(previous)
