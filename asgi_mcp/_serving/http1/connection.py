@@ -24,12 +24,12 @@ import anyio
 import anyio.abc
 
 from ..._core.asgi import REQUEST_CANCEL_EXTENSION, SEND_TIMEOUT_EXTENSION
-from .abortable import AbortableSocketStream
 from .cycle import RequestCycle
 from .errors import HttpRefusal
 from .head import RequestHead, find_head
 from .proxy import forwarded_client
 from .response import plain_response
+from .socket_stream import DirectSocketStream
 from .state import NEVER
 
 if TYPE_CHECKING:
@@ -67,8 +67,8 @@ class HttpConnection:
         self.scheme = scheme
         self.trusted_peer = self.config.trusts(client[0] if client is not None else None)
         # A plain socket's (not TLS): for direct writes (`write`).
-        self.raw_socket = stream.raw_socket if isinstance(stream, AbortableSocketStream) else None
-        # The wait for a request after an answer, when the stream has one of its own (see `trio_stream.py`).
+        self.raw_socket = stream.raw_socket if isinstance(stream, DirectSocketStream) else None
+        # The wait for a request after an answer, when the stream has one of its own (see `socket_stream.py`).
         self.receive_next: Callable[[int], Awaitable[bytes]] = getattr(stream, "receive_next", stream.receive)
         self.buffer = bytearray()
         self.eof = False

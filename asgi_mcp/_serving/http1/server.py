@@ -30,12 +30,12 @@ from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from ..._core.errors import ConfigurationError
-from .abortable import AbortableSocketStream
-from .asyncio_stream import open_asyncio_stream
+from .asyncio_stream import asyncio_stream_opener
 from .config import ServerConfig
 from .connection import SERVER_LOGGER, HttpConnection
 from .lifespan import Lifespan
 from .parsers import make_parser
+from .socket_stream import DirectSocketStream
 from .state import ServerState
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ async def _accept(listening: socket.socket) -> socket.socket | None:
 _OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
-_StreamOpener = Callable[[socket.socket], Awaitable[AbortableSocketStream]]
+_StreamOpener = Callable[[socket.socket], Awaitable[DirectSocketStream]]
 
 
 def _stream_opener() -> _StreamOpener:
@@ -270,7 +270,7 @@ def _stream_opener() -> _StreamOpener:
         from .trio_stream import trio_stream_opener
 
         return trio_stream_opener()
-    return open_asyncio_stream
+    return asyncio_stream_opener()
 
 
 def prepare_accepted(sock: socket.socket) -> None:

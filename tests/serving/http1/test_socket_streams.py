@@ -16,8 +16,8 @@ import anyio
 import anyio.abc
 import pytest
 
-from asgi_mcp._serving.http1.abortable import AbortableSocketStream
 from asgi_mcp._serving.http1.server import _stream_opener, prepare_accepted
+from asgi_mcp._serving.http1.socket_stream import DirectSocketStream
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -118,7 +118,7 @@ async def test_aborting_ends_a_send_stalled_under_a_shield() -> None:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(send_until_stalled)
                 await anyio.wait_all_tasks_blocked()  # the peer's buffers are full: the send waits
-                assert isinstance(stream, AbortableSocketStream)
+                assert isinstance(stream, DirectSocketStream)
                 stream.abort()
         assert len(ended) == 1
         with pytest.raises(anyio.ClosedResourceError):
@@ -194,21 +194,26 @@ async def test_a_receive_with_data_waiting_still_lets_other_tasks_run() -> None:
     # yields once. (Trio runs the tasks of one batch in either order, so this counts turns.)
     async with stream_and_peer() as (stream, peer):
         peer.send(b"x" * 1000)
-        turns = 0
-
-        async def other() -> None:
-            nonlocal turns
-            while True:
-                turns += 1
-                await anyio.lowlevel.checkpoint()
-
+        other = AlwaysReady()
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(other)
+            tasks.start_soon(other.run)
             with anyio.fail_after(10):
                 for _ in range(50):
                     assert len(await stream.receive(10)) == 10
             tasks.cancel_scope.cancel()
-        assert turns >= 40
+        assert other.turns >= 40
+
+
+class AlwaysReady:
+    """A task that never waits, counting the turns it gets."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+
+    async def run(self) -> None:
+        while True:
+            self.turns += 1
+            await anyio.lowlevel.checkpoint()
 
 
 async def test_the_first_receive_returns_waiting_data_without_a_yield(anyio_backend_name: str) -> None:
@@ -249,19 +254,12 @@ async def yields_of_this_task(backend: str) -> AsyncIterator[Callable[[], int]]:
         return
     # asyncio runs ready tasks first in, first out: a task that is always ready takes exactly one
     # turn each time this one yields.
-    turns = 0
-
-    async def always_ready() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await anyio.lowlevel.checkpoint()
-
+    other = AlwaysReady()
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(always_ready)
+        tasks.start_soon(other.run)
         await anyio.lowlevel.checkpoint()  # it has started
-        started = turns
-        yield lambda: turns - started
+        started = other.turns
+        yield lambda: other.turns - started
         tasks.cancel_scope.cancel()
 
 
@@ -294,7 +292,7 @@ async def test_a_request_waiting_on_a_new_connection_is_read_and_answered_withou
         assert fd not in fds_polled_for_this_process()
         assert peer.recv(100) == b"answer"
         # With nothing to read, the stream waits for readiness (so the probe above sees a registration;
-        # on asyncio the loop registers a new transport's socket a turn or two after it is made).
+        # uvloop makes it at its next poll).
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(stream.receive, 100)
@@ -304,10 +302,12 @@ async def test_a_request_waiting_on_a_new_connection_is_read_and_answered_withou
                 peer.send(b"later")
 
 
-async def test_an_abort_as_the_first_wait_begins_ends_it_and_closes_the_connection() -> None:
-    # On asyncio the first wait makes the transport, in a turn or two of the loop: an abort then
-    # (the write timeout's, or a hard stop's) still ends the wait, and the socket is closed.
+async def test_an_abort_ends_a_wait_for_data_and_closes_the_connection() -> None:
+    # The write timeout's abort, or a hard stop's, from another task: the wait is woken and the
+    # socket closed, and the peer reads the end. The wait is unregistered first: the next connection
+    # gets the same descriptor, and its own waits must work.
     async with stream_and_peer() as (stream, peer):
+        fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
         ended: list[BaseException] = []
 
         async def wait() -> None:
@@ -319,25 +319,27 @@ async def test_an_abort_as_the_first_wait_begins_ends_it_and_closes_the_connecti
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(wait)
-                await anyio.lowlevel.checkpoint()  # the wait has begun
-                assert isinstance(stream, AbortableSocketStream)
+                await anyio.wait_all_tasks_blocked()  # the wait has begun
+                assert isinstance(stream, DirectSocketStream)
                 stream.abort()
         assert len(ended) == 1
         peer.setblocking(True)
         peer.settimeout(10)
         assert peer.recv(100) == b""  # closed: the peer reads the end
+        async with stream_and_peer() as (next_stream, next_peer):
+            assert next_stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno() == fd
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(next_stream.receive, 100)
+                    await anyio.wait_all_tasks_blocked()
+                    next_peer.send(b"served")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads epoll's interest list from /proc")
-async def test_the_wait_after_an_answer_reads_what_came_during_its_yield_without_a_readiness_wait(
-    anyio_backend_name: str,
-) -> None:
+async def test_the_wait_after_an_answer_reads_what_came_during_its_yield_without_a_readiness_wait() -> None:
     # Under load the peer's next request arrives while the other connections take their turns: the
     # wait after an answer yields first and reads it then, without registering the socket with the
-    # I/O manager (an epoll_ctl call a request). Trio's stream only: on asyncio, once a connection has
-    # waited, its transport reads for it.
-    if anyio_backend_name != "trio":
-        pytest.skip("asyncio's stream reads through its transport once it has waited")
+    # I/O manager (an epoll_ctl call a request).
     async with stream_and_peer() as (stream, peer):
         fd = stream.extra(anyio.abc.SocketAttribute.raw_socket).fileno()
         peer.send(b"next request")
@@ -349,5 +351,6 @@ async def test_the_wait_after_an_answer_reads_what_came_during_its_yield_without
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(receive_next(stream), 100)
                 await anyio.wait_all_tasks_blocked()
-                assert fd in fds_polled_for_this_process()
+                while fd not in fds_polled_for_this_process():
+                    await anyio.lowlevel.checkpoint()
                 peer.send(b"later")
