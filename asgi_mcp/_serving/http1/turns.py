@@ -11,9 +11,7 @@ p99 was twice the mean (docs/performance.md, "Tail latency on Trio").
 hands turns out in groups: a group is made ready at once, when the last task of the group before it
 resumes, so each batch of the run loop holds at most one group, and Trio's coin can only reorder
 the tasks within it. A request then waits one round, give or take a group. The price is one more
-batch of the run loop per group, instead of one per round, and answers spread over more batches:
-each batch's answers wake the clients anew, and on a machine where they run on the next core, the
-kernel charges those wake-ups to the server.
+batch of the run loop per group, instead of one per round.
 """
 
 from __future__ import annotations
@@ -28,8 +26,8 @@ __all__ = ["TURN_GROUP", "TurnQueue", "Turns"]
 
 # Connections per group: small enough that the order within one moves a request's wait little
 # (at 32 connections, half a round: the p99 is about 1.5 times the median, where uvicorn's is 2),
-# large enough that the extra batches cost little. Groups of 8 took 3% more CPU a request with
-# McpApp, most of it the kernel's (docs/performance.md, "Turns in groups of 16").
+# large enough that the extra batches cost little: groups of 8 took 3% more CPU a request than
+# groups of 16 with McpApp (docs/performance.md, "Turns in groups of 16").
 TURN_GROUP: Final = 16
 
 T = TypeVar("T")
