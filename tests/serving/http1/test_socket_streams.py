@@ -1,6 +1,6 @@
-"""The stream each connection of the built-in server reads and writes, on both backends (on asyncio
-a read-ahead protocol, `asyncio_stream.py`; on Trio the socket's own calls, `trio_stream.py`), over
-a real socket pair."""
+"""The stream each connection of the built-in server reads and writes (`socket_stream.py`: the socket's
+own calls, with the waits of asyncio, `asyncio_stream.py`, or of Trio, `trio_stream.py`), over a
+real socket pair."""
 
 from __future__ import annotations
 
