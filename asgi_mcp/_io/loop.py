@@ -49,6 +49,7 @@ class Loop:
     clock: Callable[[], float]  # what `anyio.current_time` returns
     cancel_scope: CancelScopeFactory  # for the request path (see the module's docstring)
     cancelled: type[BaseException]  # the backend's cancellation exception
+    trio: bool = False  # the loop is Trio's (else asyncio's)
 
     @classmethod
     def current(cls) -> Loop:
@@ -61,5 +62,5 @@ class Loop:
             # looks the backend up on every call).
             import trio
 
-            return cls(backend, trio.current_time, trio.CancelScope, trio.Cancelled)
+            return cls(backend, trio.current_time, trio.CancelScope, trio.Cancelled, trio=True)
         return cls(backend, clock, backend.create_cancel_scope, asyncio.CancelledError)

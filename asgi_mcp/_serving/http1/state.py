@@ -47,9 +47,11 @@ class ServerState:
         self.connections: set[Watched] = set()
         self.all_closed = anyio.Event()
         self.slots = anyio.Semaphore(config.max_connections)
+        loop = Loop.current()
+        self.on_trio = loop.trio  # what the connections' tasks and streams are made with (`server.py`)
         # Each connection's own scope: Trio's on Trio (anyio's wrapper costs a new connection about
         # 11,000 instructions, see `_io/loop.py`), anyio's on asyncio.
-        self.cancel_scope: CancelScopeFactory = Loop.current().cancel_scope
+        self.cancel_scope: CancelScopeFactory = loop.cancel_scope
         shortest = min(config.headers_timeout, config.keepalive_timeout, config.write_timeout)
         self.tick_seconds = min(shortest / _TICKS_PER_TIMEOUT, _LONGEST_TICK)
         self.tick = 0

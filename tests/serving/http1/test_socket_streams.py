@@ -16,6 +16,7 @@ import anyio
 import anyio.abc
 import pytest
 
+from asgi_mcp._io.loop import Loop
 from asgi_mcp._serving.http1.server import _stream_opener, prepare_accepted
 from asgi_mcp._serving.http1.socket_stream import DirectSocketStream
 
@@ -32,7 +33,7 @@ async def stream_and_peer() -> AsyncIterator[tuple[anyio.abc.SocketStream, socke
     ours, peer = socket.socketpair()
     peer.setblocking(False)
     prepare_accepted(ours)  # as the server does for each accepted socket
-    stream = await _stream_opener()(ours)
+    stream = await _stream_opener(Loop.current().trio)(ours)
     try:
         yield stream, peer
     finally:
@@ -130,7 +131,7 @@ async def test_an_accepted_tcp_connection_does_not_wait_for_acks() -> None:
     with socket.create_server(("127.0.0.1", 0)) as listening, socket.create_connection(listening.getsockname()):
         accepted, _ = listening.accept()
         prepare_accepted(accepted)
-        stream = await _stream_opener()(accepted)
+        stream = await _stream_opener(Loop.current().trio)(accepted)
         try:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
             assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
