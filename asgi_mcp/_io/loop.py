@@ -58,9 +58,10 @@ class Loop:
         try:
             clock = asyncio.get_running_loop().time
         except RuntimeError:
-            # Not asyncio: Trio, whose own clock function reads a test's mock clock too (anyio's
-            # looks the backend up on every call).
+            # Not asyncio: Trio. Its run's clock itself (a test's mock clock too), read without
+            # `trio.current_time`'s lookup of the run on every call (anyio's looks the backend up too).
             import trio
 
-            return cls(backend, trio.current_time, trio.CancelScope, trio.Cancelled, trio=True)
+            clock = trio.lowlevel.current_clock().current_time
+            return cls(backend, clock, trio.CancelScope, trio.Cancelled, trio=True)
         return cls(backend, clock, backend.create_cancel_scope, asyncio.CancelledError)

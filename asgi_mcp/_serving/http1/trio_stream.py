@@ -49,10 +49,10 @@ class TrioSocketStream(DirectSocketStream):
 def trio_stream_opener() -> Callable[[socket.socket], Awaitable[DirectSocketStream]]:
     """What opens a server's connections as streams on the running Trio loop: their turns after
     each answer are taken in order, one `Turns` for the whole server."""
-    take_turn = Turns().take
+    turns = Turns()
 
     async def open_trio_stream(sock: socket.socket) -> DirectSocketStream:
-        """A connected, non-blocking socket as a stream."""
-        return TrioSocketStream(sock, take_turn)
+        """A connected, non-blocking socket as a stream, for the calling task (the connection's)."""
+        return TrioSocketStream(sock, turns.taker())
 
     return open_trio_stream

@@ -17,7 +17,7 @@ batch of the run loop per group, instead of one per round.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final, Generic, TypeVar
 
 from trio.lowlevel import Abort, RaiseCancelT, Task, checkpoint, current_task, reschedule, wait_task_rescheduled
@@ -78,26 +78,31 @@ class TurnQueue(Generic[T]):
 
 
 class Turns:
-    """`TurnQueue` for the tasks of one Trio run: `take` is the yield, a cancellation point."""
+    """`TurnQueue` for the tasks of one Trio run: a task's `taker` is its yield, a cancellation point."""
 
     __slots__ = ("_queue",)
 
     def __init__(self, group: int = TURN_GROUP) -> None:
         self._queue: TurnQueue[Task] = TurnQueue(group)
 
-    async def take(self) -> None:
+    def taker(self) -> Callable[[], Awaitable[None]]:
+        """The calling task's way to take its turns (call it from that task only): what a
+        connection's stream holds, made once per connection rather than once per turn."""
         task = current_task()
         queue = self._queue
-        if queue.arrive(task):
-            try:
-                await checkpoint()
-            finally:
-                queue.resumed(reschedule)
-            return
 
         def abort(_: RaiseCancelT) -> Abort:
             queue.leave(task)
             return Abort.SUCCEEDED
 
-        await wait_task_rescheduled(abort)
-        queue.resumed(reschedule)
+        async def take() -> None:
+            if queue.arrive(task):
+                try:
+                    await checkpoint()
+                finally:
+                    queue.resumed(reschedule)
+                return
+            await wait_task_rescheduled(abort)
+            queue.resumed(reschedule)
+
+        return take

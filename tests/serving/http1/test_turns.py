@@ -115,8 +115,9 @@ async def test_each_task_takes_its_turn_once_a_round_in_the_same_place() -> None
     order: list[int] = []
 
     async def loop(who: int) -> None:
+        take = turns.taker()
         for _ in range(rounds):
-            await turns.take()
+            await take()
             order.append(who)
 
     with anyio.fail_after(10):
@@ -137,13 +138,14 @@ async def test_a_task_cancelled_while_waiting_leaves_the_others_their_turns() ->
     done: list[int] = []
 
     async def taker(who: int, cancel_at: int | None) -> None:
+        take = turns.taker()
         for round_no in range(20):
             if round_no == cancel_at:
                 with anyio.CancelScope() as scope:
                     scope.cancel()
-                    await turns.take()  # cancelled: queued or not, it raises and is gone
+                    await take()  # cancelled: queued or not, it raises and is gone
                 continue
-            await turns.take()
+            await take()
         done.append(who)
 
     with anyio.fail_after(10):
@@ -155,12 +157,12 @@ async def test_a_task_cancelled_while_waiting_leaves_the_others_their_turns() ->
 
 @pytest.mark.anyio
 async def test_a_lone_task_goes_at_once_and_its_turn_is_a_cancellation_point() -> None:
-    turns = Turns()
+    take = Turns().taker()
     with anyio.fail_after(10):
-        await turns.take()
-        await turns.take()
+        await take()
+        await take()
         with anyio.CancelScope() as scope:
             scope.cancel()
-            await turns.take()
+            await take()
         assert scope.cancelled_caught
-        await turns.take()  # the cancelled turn was given back: the next one goes at once too
+        await take()  # the cancelled turn was given back: the next one goes at once too
