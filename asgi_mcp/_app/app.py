@@ -25,7 +25,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.streamable_http import EventStore
 
 from .._auth.bearer import TokenVerifier
-from .._core.asgi import ClientGone, HttpRequest, Receive, Scope, Send, send_error, send_json
+from .._core.asgi import ClientGone, HttpRequest, Receive, Scope, Send, direct_json_sender, send_error, send_json
 from .._core.cors import CorsPolicy
 from .._core.errors import INTERNAL_ERROR, SERVER_BUSY, ConfigurationError, ProtocolError
 from .._core.http import Headers, endpoint_matches
@@ -326,15 +326,17 @@ class McpApp:
             return
         path, root_path = scope["path"], scope.get("root_path", "")
         headers = Headers(scope["headers"])
+        direct = True  # the answer may go to the server in one call (not once CORS adds to it)
         if self._cors is not None:
             with_cors = await self._routes.cors_send(scope, headers, send)
             if with_cors is None:
                 return  # a preflight, answered
+            direct = with_cors is send
             send = with_cors
         if (path != self._path or root_path) and not endpoint_matches(path, root_path, self._path):
             await self._routes.answer(scope, send, ready=self.running)
             return
-        responder = Responder(send)
+        responder = Responder(send, direct_json_sender(scope, self) if direct else None)
         request = HttpRequest(scope["method"], path, headers, scope)
         auth_token = tenant_token = None
         attributes: dict[str, str | int] = {"http.request.method": request.method}

@@ -8,6 +8,7 @@ catch-all; `error_body` is the JSON-RPC error of an answer no request id can be 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any, Final
 
@@ -32,15 +33,34 @@ _app_logger: Final = logging.getLogger("asgi_mcp")
 
 class Responder:
     """Wraps ASGI `send`: remembers whether the response started and finished, and turns a send on
-    a closed connection (`OSError`, ASGI 2.4) into `ClientGone`."""
+    a closed connection (`OSError`, ASGI 2.4) into `ClientGone`.
 
-    __slots__ = ("_send", "finished", "started", "status")
+    `direct`: the server's whole-answer call for a JSON answer (`_core.asgi.direct_json_sender`),
+    which `send_json_bytes` takes as `direct_json` when it is there."""
 
-    def __init__(self, send: Send) -> None:
+    __slots__ = ("_direct", "_send", "finished", "started", "status")
+
+    def __init__(self, send: Send, direct: Callable[[int, bytes], Awaitable[None]] | None = None) -> None:
         self._send = send
+        self._direct = direct
         self.started = False
         self.finished = False
         self.status = 0
+
+    @property
+    def direct_json(self) -> Callable[[int, bytes], Awaitable[None]] | None:
+        # Made when read, not kept: a bound method of its own in a slot would be a reference cycle,
+        # left to the cycle collector instead of freed with the request.
+        return self._send_json if self._direct is not None else None
+
+    async def _send_json(self, status: int, body: bytes) -> None:
+        assert self._direct is not None
+        self.started = self.finished = True
+        self.status = status
+        try:
+            await self._direct(status, body)
+        except OSError:
+            raise ClientGone from None
 
     async def __call__(self, message: Any) -> None:
         if message["type"] == "http.response.start":

@@ -31,8 +31,15 @@ SEND_TIMEOUT_EXTENSION: Final = "asgi_mcp.send_timeout"
 # app's call has returned does nothing. The app then needs no cancel scope of its own per request
 # (`_io.call_scope`), provided nothing between the server and it enters one: see `request_canceller`.
 REQUEST_CANCEL_EXTENSION: Final = "asgi_mcp.request_cancel"
-# Set on an ASGI wrapper to the app it calls, by a wrapper that enters no cancel scope around it (as
-# the one-call server's shell): the app behind it may use a lent scope as if served directly.
+# The scope extension of a server that takes a whole JSON answer in one call (the built-in server).
+# Its value is a `DirectJsonServer`: `send_json(status, body)` writes and behaves as `send_json_bytes`'s
+# two messages would (a start with `application/json` and the body's length, then the body), with no
+# messages to build and read on either side. Taken only by the app the server calls itself
+# (`direct_json_sender`): a wrapper between the two would not see the answer.
+DIRECT_JSON_EXTENSION: Final = "asgi_mcp.direct_json"
+# Set on an ASGI wrapper to the app it calls, by a wrapper that enters no cancel scope around it and
+# passes `send` on as it is (as the one-call server's shell): the app behind it may use a lent scope
+# and answer directly as if served directly.
 INNER_APP_ATTRIBUTE: Final = "asgi_mcp_inner_app"
 
 
@@ -45,6 +52,17 @@ class CallScopeLender(Protocol):
         ...
 
     def cancel(self) -> None: ...
+
+
+class DirectJsonServer(Protocol):
+    """`DIRECT_JSON_EXTENSION`'s value."""
+
+    @property
+    def app(self) -> object:
+        """The app the server calls."""
+        ...
+
+    async def send_json(self, status: int, body: bytes) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, eq=False, init=False)
@@ -92,12 +110,25 @@ def request_canceller(scope: Scope, app: object) -> Callable[[], None] | None:
     serves `app` itself or through a wrapper that says it enters no scope (`INNER_APP_ATTRIBUTE`).
     Behind any other wrapper (a framework, a middleware), a scope of the wrapper's may sit between
     the server's and the request: cancelled, it would reach a request that has no scope of its own."""
+    lender: CallScopeLender | None = _offered_to(app, scope, REQUEST_CANCEL_EXTENSION)
+    return lender.cancel if lender is not None else None
+
+
+def direct_json_sender(scope: Scope, app: object) -> Callable[[int, bytes], Awaitable[None]] | None:
+    """The server's whole-answer call (`DIRECT_JSON_EXTENSION`), on the same terms as
+    `request_canceller`: behind any other wrapper, the answer would pass the wrapper by."""
+    server: DirectJsonServer | None = _offered_to(app, scope, DIRECT_JSON_EXTENSION)
+    return server.send_json if server is not None else None
+
+
+def _offered_to(app: object, scope: Scope, extension: str) -> Any:
+    """The server's `extension`, if it calls `app` itself or through an `INNER_APP_ATTRIBUTE` wrapper."""
     extensions = scope.get("extensions")
-    lender: CallScopeLender | None = extensions.get(REQUEST_CANCEL_EXTENSION) if extensions is not None else None
-    if lender is None or app is None:
+    offer = extensions.get(extension) if extensions is not None else None
+    if offer is None or app is None:
         return None
-    served = lender.app
-    return lender.cancel if served is app or getattr(served, INNER_APP_ATTRIBUTE, None) is app else None
+    served = offer.app
+    return offer if served is app or getattr(served, INNER_APP_ATTRIBUTE, None) is app else None
 
 
 class BodyTooLarge(ProtocolError):
@@ -162,7 +193,13 @@ async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[b
 async def send_json_bytes(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    """A JSON response of `body`, encoded already."""
+    """A JSON response of `body`, encoded already: in one call when `send` carries the server's
+    whole-answer call as `direct_json` (`_app.boundary.Responder`, `DIRECT_JSON_EXTENSION`)."""
+    if not headers:
+        direct: Callable[[int, bytes], Awaitable[None]] | None = getattr(send, "direct_json", None)
+        if direct is not None:
+            await direct(status, body)
+            return
     response_headers = [JSON_CONTENT_TYPE_LINE, (b"content-length", b"%d" % len(body))]
     if headers:
         response_headers.extend(headers)

@@ -10,12 +10,15 @@ import pytest
 
 from asgi_mcp import Headers, ProtocolError
 from asgi_mcp._core.asgi import (
+    DIRECT_JSON_EXTENSION,
     INNER_APP_ATTRIBUTE,
     REQUEST_CANCEL_EXTENSION,
     BodyTooLarge,
     HttpRequest,
+    direct_json_sender,
     read_body,
     request_canceller,
+    send_json_bytes,
 )
 
 pytestmark = pytest.mark.anyio
@@ -100,3 +103,52 @@ def test_a_lent_scope_is_taken_only_by_the_app_the_server_calls_or_one_behind_a_
     assert cancel is not None
     cancel()
     assert lender.cancelled == 1
+
+
+class _JsonServer:
+    def __init__(self, app: object) -> None:
+        self.app = app
+        self.answers: list[tuple[int, bytes]] = []
+
+    async def send_json(self, status: int, body: bytes) -> None:
+        self.answers.append((status, body))
+
+
+def test_the_whole_answer_call_is_taken_on_the_same_terms_as_a_lent_scope() -> None:
+    app, other = object(), object()
+
+    def sender(served: object, asking: object) -> Any:
+        return direct_json_sender({"extensions": {DIRECT_JSON_EXTENSION: _JsonServer(served)}}, asking)
+
+    assert sender(app, app) is not None
+    assert sender(_Wrapper(app, says_no_scope=True), app) is not None
+    assert sender(_Wrapper(app, says_no_scope=False), app) is None  # a middleware: it would not see the answer
+    assert sender(other, app) is None
+    assert sender(app, None) is None
+    assert direct_json_sender({"extensions": {}}, app) is None
+    assert direct_json_sender({}, app) is None
+
+
+class _Sender:
+    """An ASGI `send` that may carry a whole-answer call, as `Responder` does."""
+
+    def __init__(self, direct_json: Any) -> None:
+        self.direct_json = direct_json
+        self.messages: list[dict[str, Any]] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+
+async def test_a_json_answer_takes_the_whole_answer_call_unless_it_has_headers_of_its_own() -> None:
+    server = _JsonServer(None)
+    send = _Sender(server.send_json)
+    await send_json_bytes(send, 404, b"{}")
+    assert (server.answers, send.messages) == ([(404, b"{}")], [])
+    await send_json_bytes(send, 200, b"[]", [(b"mcp-session-id", b"s")])
+    assert server.answers == [(404, b"{}")]
+    assert [message["type"] for message in send.messages] == ["http.response.start", "http.response.body"]
+    assert send.messages[0]["headers"][-1] == (b"mcp-session-id", b"s")
+    plain = _Sender(None)
+    await send_json_bytes(plain, 200, b"[]")
+    assert len(plain.messages) == 2

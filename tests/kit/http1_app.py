@@ -11,7 +11,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from asgi_mcp._core.asgi import REQUEST_CANCEL_EXTENSION
+from asgi_mcp._core.asgi import DIRECT_JSON_EXTENSION, REQUEST_CANCEL_EXTENSION, send_json_bytes
 
 
 @dataclass
@@ -161,6 +161,26 @@ class ProbeApp:
                 await _reply(send, 200, b"cancelled")
             raise
 
+    async def route_json(self, scope: Any, receive: Any, send: Any) -> None:
+        """A JSON answer (status from the query, `?twice` sends it twice), through the server's
+        whole-answer call under `/direct/`, else as the two messages (`send_json_bytes`)."""
+        body = await _read_body(receive) or b'{"ok":true}'
+        query = scope["query_string"].decode()
+        status = int(query.split("status=")[1].split("&")[0]) if "status=" in query else 200
+        direct = scope["path"].startswith("/direct/")
+        for _ in range(2 if "twice" in query else 1):
+            try:
+                await self._answer_json(scope, send, status, body, direct=direct)
+            except RuntimeError as exc:  # noqa: PERF203 (a test's second answer)
+                self.probe.send_error = exc
+
+    @staticmethod
+    async def _answer_json(scope: Any, send: Any, status: int, body: bytes, *, direct: bool) -> None:
+        if direct:
+            await scope["extensions"][DIRECT_JSON_EXTENSION].send_json(status, body)
+        else:
+            await send_json_bytes(send, status, body)
+
     async def route_trickle(self, scope: Any, receive: Any, send: Any) -> None:
         """Streams small chunks with no await but `send` (at most 64 MiB), counting what `send` accepted."""
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -171,10 +191,14 @@ class ProbeApp:
         await send({"type": "http.response.body", "body": b""})
 
     async def route_hold(self, scope: Any, receive: Any, send: Any) -> None:
+        """Waits for the gate, then answers (under `/direct/`, through the whole-answer call)."""
         await _read_body(receive)
         self.probe.started.set()
         await self.probe.gate.wait()
-        await _reply(send, 200, b"held")
+        if scope["path"].startswith("/direct/"):
+            await scope["extensions"][DIRECT_JSON_EXTENSION].send_json(200, b"held")
+        else:
+            await _reply(send, 200, b"held")
 
     async def route_scope(self, scope: Any, receive: Any, send: Any) -> None:
         keys = ("http_version", "method", "scheme", "root_path", "path", "raw_path", "query_string", "client", "server")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import anyio.abc
 
-from ..._core.asgi import REQUEST_CANCEL_EXTENSION, SEND_TIMEOUT_EXTENSION
+from ..._core.asgi import DIRECT_JSON_EXTENSION, REQUEST_CANCEL_EXTENSION, SEND_TIMEOUT_EXTENSION
 from .cycle import RequestCycle
 from .errors import HttpRefusal
 from .head import RequestHead, find_head
@@ -230,7 +230,11 @@ class HttpConnection:
             "raw_path": root_path.encode() + raw_path if root_path else raw_path,
             "query_string": head.query_string,
             "headers": head.headers,
-            "extensions": {SEND_TIMEOUT_EXTENSION: self.state.send_timeout, REQUEST_CANCEL_EXTENSION: cycle},
+            "extensions": {
+                SEND_TIMEOUT_EXTENSION: self.state.send_timeout,
+                REQUEST_CANCEL_EXTENSION: cycle,
+                DIRECT_JSON_EXTENSION: cycle,
+            },
         }
         if self.state.lifespan_state is not None:
             scope["state"] = self.state.lifespan_state.copy()

@@ -68,7 +68,8 @@ async def test_proxy_headers_only_from_trusted_proxies(parser: str) -> None:
         assert scope["client"] == ["198.51.100.9", 0]
 
 
-async def test_graceful_shutdown(parser: str) -> None:
+@pytest.mark.parametrize("held", ["/hold", "/direct/hold"])  # the answer as ASGI messages, or in one call
+async def test_graceful_shutdown(parser: str, held: str) -> None:
     probe = Probe()
     stop = anyio.Event()
     config = ServerConfig(port=0, parser=parser, graceful_timeout=5)  # type: ignore[arg-type]
@@ -83,7 +84,7 @@ async def test_graceful_shutdown(parser: str) -> None:
             ):
                 assert (await reply_on(idle, post("/echo", b"x"), "POST")).status == 200
                 busy.expect("POST")
-                await busy.send(post("/hold", b""))
+                await busy.send(post(held, b""))
                 await probe.started.wait()
                 sse.expect("GET")
                 await sse.send(get("/stream"))

@@ -281,6 +281,40 @@ async def test_a_canceller_called_once_its_call_returned_does_nothing(parser: st
         assert second.header("connection") is None  # still kept alive
 
 
+@pytest.mark.parametrize(
+    ("method", "query"),
+    [("POST", ""), ("HEAD", ""), ("POST", "?status=404"), ("POST", "?status=204"), ("POST", "?status=304")],
+)
+async def test_a_whole_json_answer_is_written_as_its_two_messages_are(parser: str, method: str, query: str) -> None:
+    """`DIRECT_JSON_EXTENSION` against `send_json_bytes`'s two messages, on one connection: the
+    same status, header lines in the same order and body, and the connection kept alive after both."""
+    async with serving(parser) as (port, _), connect(port) as conn:
+        replies = []
+        for path in (f"/json{query}", f"/direct/json{query}", f"/json{query}"):
+            request = get(path, "content-length: 8", method=method) + b'{"a": 1}'
+            reply = await reply_on(conn, request, method)
+            replies.append((reply.status, [line for line in reply.headers if line[0] != b"date"], reply.body))
+    assert replies[0] == replies[1] == replies[2]
+    status, headers, body = replies[1]
+    assert status == (int(query.split("=")[1]) if query else 200)
+    if status not in (204, 304):
+        assert headers == [(b"content-type", b"application/json"), (b"content-length", b"8")]
+        assert body == (b"" if method == "HEAD" else b'{"a": 1}')
+
+
+async def test_a_second_whole_json_answer_fails_as_a_second_start_does(parser: str) -> None:
+    async with serving(parser) as (port, probe), connect(port) as conn:
+        errors = []
+        for path in ("/json?twice", "/direct/json?twice"):
+            probe.send_error = None
+            reply = await reply_on(conn, post(path, b"[1]"), "POST")
+            assert (reply.status, reply.body, reply.header("connection")) == (200, b"[1]", None)
+            errors.append(str(probe.send_error))
+            # Nothing more went out: the next request's answer is its own.
+            assert (await reply_on(conn, post("/echo", b"next"), "POST")).body == b"next"
+        assert errors[0] == errors[1] == "expected http.response.body, got 'http.response.start'"
+
+
 async def test_a_head_waits_for_the_first_body_message(parser: str) -> None:
     """As the ASGI spec asks: a started response is not on the wire until its first body message,
     and then goes out with it (one write for a streamed answer's head and first event)."""
