@@ -12,7 +12,7 @@ from typing import Any, Final, Protocol
 import anyio
 import anyio.lowlevel
 
-from ..._core.asgi import JSON_CONTENT_TYPE_LINE
+from ..._core.asgi import JSON_CONTENT_TYPE_LINE, Message, send_json_bytes
 from .access_log import log_access
 from .body import BodyReader
 from .config import ServerConfig
@@ -42,19 +42,14 @@ class Connection(Protocol):
 
 __all__ = ["RequestCycle"]
 
-Message = dict[str, Any]
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE: Final = b"connection: close\r\n"
 _CHUNKED: Final = b"transfer-encoding: chunked\r\n"
 _LAST_CHUNK: Final = b"0\r\n\r\n"
 _DISCONNECT: Final[Message] = {"type": "http.disconnect"}
-# What `encode_response_head` writes for `_json_headers`, with the length to fill in.
+# What `encode_response_head` writes for `send_json_bytes`'s headers, with the length to fill in.
 _JSON_LINES: Final = b"%s: %s\r\ncontent-length: %%d\r\n" % JSON_CONTENT_TYPE_LINE
-
-
-def _json_headers(length: int) -> list[tuple[bytes, bytes]]:
-    return [JSON_CONTENT_TYPE_LINE, (b"content-length", b"%d" % length)]
 
 
 class RequestCycle:
@@ -197,9 +192,7 @@ class RequestCycle:
         body): the same bytes, the same errors, the same connection handling after it."""
         if self.status or self.taken_over or self.conn.lost or not 200 <= status <= 999 or status in (204, 304):
             # Anything but a fresh answer with a body on a sound connection: the messages' own path.
-            start = {"type": "http.response.start", "status": status, "headers": _json_headers(len(body))}
-            await self.send(start)
-            await self.send({"type": "http.response.body", "body": body})
+            await send_json_bytes(self.send, status, body)
             return
         self.status = status
         if self.head.method == "HEAD":
